@@ -1,0 +1,1 @@
+"""Control plane: CLI, config, Ray Train launch, MLflow tracking."""

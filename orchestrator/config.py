@@ -1,0 +1,180 @@
+"""The one run config: a pydantic v2 schema loaded from YAML with ``--set dotted.key=value``.
+
+The compute sections (data, model, optim, strategy, deepspeed) are owned by ``trainers.config``;
+this module adds the control-plane sections and the loader. Every user mistake becomes a single
+``ConfigError`` whose message names the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from trainers.config import (
+    DataConfig,
+    DeepSpeedConfig,
+    ModelConfig,
+    OptimConfig,
+    Section,
+    StrategyConfig,
+)
+
+
+class ConfigError(ValueError):
+    """The config cannot be used; the message names the offending key."""
+
+
+class ScalingSection(Section):
+    num_workers: int = Field(2, ge=1, le=1024, description="Ray Train workers (data parallel).")
+    use_gpu: bool = Field(False, description="Give each worker one GPU (NCCL) instead of CPUs.")
+    cpus_per_worker: float = Field(
+        1.0, gt=0.0, description="CPUs reserved per worker (also its torch thread count)."
+    )
+
+
+class CheckpointSection(Section):
+    every_rounds: int = Field(5, ge=1, description="Checkpoint after every N rounds.")
+    keep: int = Field(2, ge=1, description="Checkpoints kept per run (the newest).")
+
+
+class RunSection(Section):
+    max_failures: int = Field(
+        0, ge=0, description="Worker-group restarts from the latest checkpoint after a failure."
+    )
+    storage_path: str = Field(
+        "ray_results",
+        description="Where Ray Train stores checkpoints; made absolute. Use shared storage (NFS, "
+        "S3) on a multi-node cluster.",
+    )
+
+
+class RedblueConfig(Section):
+    """Everything one training run needs."""
+
+    name: str = Field(
+        "digits",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=100,
+        description="MLflow experiment and registered-model name.",
+    )
+    seed: int = Field(0, ge=0, description="Seed for splits, initialization and batch order.")
+    data: DataConfig = Field(default_factory=DataConfig, description="The data set.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and budget.")
+    strategy: StrategyConfig = Field(
+        default_factory=StrategyConfig, description="Training strategy (red-blue or standard)."
+    )
+    scaling: ScalingSection = Field(default_factory=ScalingSection, description="Workers.")
+    deepspeed: DeepSpeedConfig = Field(
+        default_factory=DeepSpeedConfig, description="DeepSpeed engine settings."
+    )
+    checkpoint: CheckpointSection = Field(
+        default_factory=CheckpointSection, description="Checkpoint cadence and retention."
+    )
+    run: RunSection = Field(default_factory=RunSection, description="Failure handling, storage.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RedblueConfig:
+        shards = self.scaling.num_workers * self.deepspeed.grad_accum_steps
+        if self.optim.batch_size % shards:
+            raise ValueError(
+                f"optim.batch_size ({self.optim.batch_size}) must be a multiple of "
+                f"scaling.num_workers x deepspeed.grad_accum_steps ({shards})"
+            )
+        if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
+            raise ValueError("deepspeed.precision fp16 needs scaling.use_gpu: true")
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved config as ``{"dotted.key": value}`` (MLflow params, Tune spaces)."""
+        return flatten(self.model_dump())
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` (value parsed as YAML) to a raw config tree."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}")
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+
+
+def _field_names(model: type[BaseModel], path: tuple) -> list[str]:
+    """Known keys at a location of the schema, for 'did you mean' hints."""
+    for part in path:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = tuple(error["loc"])
+    dotted = ".".join(str(part) for part in location)
+    if error["type"] == "extra_forbidden":
+        known = _field_names(RedblueConfig, location[:-1])
+        hint = difflib.get_close_matches(str(location[-1]), known, n=1)
+        suggestion = f" (did you mean {'.'.join(map(str, location[:-1] + (hint[0],)))}?)" if hint else ""
+        return f"{dotted}: unknown key{suggestion}; known keys here: {', '.join(known)}"
+    message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{dotted}: {message}{shown}" if dotted else message
+
+
+def validate(tree: dict[str, Any], origin: str = "config") -> RedblueConfig:
+    """Validate a raw tree; all problems are listed in one ConfigError."""
+    try:
+        return RedblueConfig.model_validate(tree)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"invalid {origin}:\n  {problems}") from None
+
+
+def read_tree(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a raw tree."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return tree
+
+
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> RedblueConfig:
+    """Load a YAML config, apply ``--set`` overrides in order, and validate."""
+    path = Path(path)
+    tree = read_tree(path)
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    return validate(tree, origin=f"config {path}")

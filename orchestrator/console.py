@@ -1,0 +1,46 @@
+"""What the user sees: one line per round while training, and a summary at the end."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ROUND_FIELDS = (
+    ("red/train_loss", "red {:.4f}"),
+    ("blue/train_loss", "blue {:.4f}"),
+    ("train_loss", "train {:.4f}"),
+    ("val_loss", "val {:.4f}"),
+    ("fusion/divergence", "div {:.3f}"),
+    ("lr", "lr {:.2e}"),
+    ("samples_per_s", "{:,.0f} samples/s"),
+)
+
+
+def round_line(metrics: dict[str, float], num_rounds: int) -> str:
+    """``round 3/11  red 0.5210  blue 0.4990  val 0.3100  lr 1.00e-03  6,100 samples/s``."""
+    parts = [f"round {int(metrics['round'])}/{num_rounds}"]
+    parts += [fmt.format(metrics[key]) for key, fmt in ROUND_FIELDS if key in metrics]
+    return "  ".join(parts)
+
+
+def print_round(metrics: dict[str, float], num_rounds: int) -> None:
+    out.print(round_line(metrics, num_rounds))
+    sys.stdout.flush()
+
+
+def print_error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+
+
+def print_summary(rows: list[tuple[str, str]], title: str) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)

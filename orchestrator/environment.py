@@ -1,0 +1,54 @@
+"""Process environment and Ray start-up: loopback by default, no telemetry, token auth kept on."""
+
+from __future__ import annotations
+
+import os
+
+# Read by Ray when it is first imported: an in-process local Ray binds its node to 127.0.0.1.
+LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "RAY_TRAIN_V2_ENABLED": "1",
+}
+
+
+def prepare_driver_env(address: str | None) -> None:
+    """Set defaults (never overriding the user's) before ``ray`` is imported."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        for key, value in LOCAL_ENV.items():
+            os.environ.setdefault(key, value)
+
+
+def prepare_worker_env(use_gpu: bool) -> None:
+    """Inside a Ray Train worker, before DeepSpeed is imported: pick its accelerator."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if not use_gpu:
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
+def connect_ray(address: str | None, cpus_needed: float) -> str:
+    """Join the cluster at ``address``/``RAY_ADDRESS``, or start a local Ray on 127.0.0.1.
+
+    Returns a short description of what it connected to.
+    """
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return "the Ray cluster this process already joined"
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return f"Ray cluster at {address}"
+    cpus = max(float(os.cpu_count() or 1), cpus_needed)
+    ray.init(
+        num_cpus=int(-(-cpus // 1)),
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=True,
+    )
+    return f"a local Ray on 127.0.0.1 ({int(-(-cpus // 1))} CPUs)"

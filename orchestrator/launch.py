@@ -1,0 +1,149 @@
+"""Ray Train launch: a ``TorchTrainer`` whose workers run ``trainers.loop`` on DeepSpeed engines.
+
+Workers send per-round metrics to the driver through a small Ray queue (rank 0 only), so the
+driver alone writes MLflow and the console, wherever the workers run. Checkpoints go through
+``ray.train.report``; a restarted worker group resumes from ``ray.train.get_checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import queue as stdlib_queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.util.queue import Empty, Queue
+
+from orchestrator.config import RedblueConfig
+from orchestrator.environment import prepare_worker_env
+from orchestrator.plan import RunPlan, plan_run
+
+EVENT_POLL_S = 0.2
+
+
+@dataclass
+class TrainResult:
+    """What the driver learns from a finished (or failed) Ray Train run."""
+
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None
+    diverged: str | None = None
+    restarts: int = 0
+    storage_path: str = ""
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Body of every Ray Train worker: build data, engines and the loop from the config."""
+    cfg = RedblueConfig.model_validate(loop_config["config"])
+    prepare_worker_env(cfg.scaling.use_gpu)
+    from trainers.engine import DeepSpeedReplica
+    from trainers.loop import Trainer, TrainingDiverged, build_replicas
+
+    events: Queue = loop_config["events"]
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    plan = plan_run(cfg)
+
+    def make_replica(model, name: str, total_steps: int) -> DeepSpeedReplica:
+        return DeepSpeedReplica(
+            model, ds=cfg.deepspeed, optim=cfg.optim, world_size=world_size,
+            total_steps=total_steps,
+        )
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        if rank == 0:
+            events.put(("round" if "round" in metrics else "final", metrics))
+        if checkpoint_dir is not None:
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(checkpoint_dir)))
+
+    replicas = build_replicas(
+        plan.spec, plan.dataset, plan.split, plan.loop, make_replica, plan.rounds
+    )
+    trainer = Trainer(
+        plan.loop, plan.dataset, plan.split, plan.spec, replicas, plan.rounds, report
+    )
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trainer.restore(Path(directory))
+        if rank == 0:
+            events.put(("resumed", {"round": float(trainer.state.next_round)}))
+    try:
+        trainer.run()
+    except TrainingDiverged as exc:  # deterministic: retrying would diverge again
+        if rank == 0:
+            events.put(("diverged", {"round": float(exc.round_number), "message": str(exc)}))
+
+
+def _drain(events: Queue, handle: Callable[[str, dict], None], stop: threading.Event) -> None:
+    """Forward worker events to ``handle`` until ``stop`` is set and the queue is empty."""
+    while True:
+        try:
+            kind, payload = events.get(timeout=EVENT_POLL_S)
+        except (Empty, stdlib_queue.Empty):
+            if stop.is_set():
+                return
+            continue
+        handle(kind, payload)
+
+
+def run_training(
+    cfg: RedblueConfig,
+    on_round: Callable[[dict[str, float]], None],
+    on_event: Callable[[str, dict], None],
+    run_name: str,
+) -> TrainResult:
+    """Run the TorchTrainer to the end, streaming rounds to ``on_round`` as they happen."""
+    result = TrainResult(storage_path=str(Path(cfg.run.storage_path).resolve()))
+    events = Queue(actor_options={"num_cpus": 0})
+
+    def handle(kind: str, payload: dict) -> None:
+        if kind == "round":
+            result.history.append(payload)
+            on_round(payload)
+        elif kind == "final":
+            result.final_metrics = payload
+        else:
+            if kind == "resumed":
+                result.restarts += 1
+            elif kind == "diverged":
+                result.diverged = str(payload["message"])
+            on_event(kind, payload)
+
+    stop = threading.Event()
+    drainer = threading.Thread(target=_drain, args=(events, handle, stop), daemon=True)
+    drainer.start()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": cfg.model_dump(), "events": events},
+        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=result.storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+        ),
+    )
+    try:
+        fitted = trainer.fit()
+        result.checkpoint = fitted.checkpoint
+    finally:
+        stop.set()
+        drainer.join()
+        ray.kill(events.actor, no_restart=True)
+    return result
+
+
+__all__ = ["RunPlan", "TrainResult", "run_training", "train_worker"]

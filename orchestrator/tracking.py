@@ -1,0 +1,165 @@
+"""MLflow tracking, written from the driver only: params, metrics, curves, the fused model.
+
+Honours ``MLFLOW_TRACKING_URI``; without it, a SQLite database ``mlflow.db`` and an artifact
+folder ``mlartifacts/`` in the working directory (both absolute, so Ray's per-process working
+folders never receive artifacts).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+import trainers
+from orchestrator import pyfunc_model
+from orchestrator.config import RedblueConfig
+from trainers.checkpoint import FINAL_MODEL_DIR
+from trainers.models import load_model, predict
+
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+MODEL_NAME = "model"
+VERSIONED_PACKAGES = ("redblue", "torch", "ray", "deepspeed", "mlflow")
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force: ``MLFLOW_TRACKING_URI`` or the local SQLite default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+
+
+def ui_command(uri: str) -> str:
+    """How to open the MLflow UI for ``uri``."""
+    if uri.startswith("sqlite:"):
+        return f"redblue ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1)"
+    return f"open {uri} in a browser" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment's id, creating it with an absolute artifact location when local."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):
+        location = (Path(DEFAULT_ARTIFACTS).resolve() / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a concurrent run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+class TrackedRun:
+    """One MLflow run for one training. Thread-safe for ``log_round`` (uses the client API)."""
+
+    def __init__(self, cfg: RedblueConfig, tags: dict[str, str]) -> None:
+        self.uri = tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        self.experiment_id = ensure_experiment(self.client, cfg.name, self.uri)
+        versions = {f"redblue.version.{k}": v for k, v in package_versions().items()}
+        run = mlflow.start_run(experiment_id=self.experiment_id, tags={**tags, **versions})
+        self.run_id = run.info.run_id
+        self.experiment_name = cfg.name
+        params = {k: str(v) for k, v in cfg.flat().items()}
+        self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+        self.client.log_text(self.run_id, yaml.safe_dump(cfg.model_dump(), sort_keys=False), "config.yaml")
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        stamp = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), stamp, step)
+            for key, value in metrics.items()
+            if isinstance(value, (int, float)) and np.isfinite(value)
+        ]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def log_learning_curve(self, history: list[dict[str, float]]) -> None:
+        """A plot of the training and validation losses per round."""
+        if not history:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axis = plt.subplots(figsize=(7, 4))
+        keys = [k for k in history[-1] if k.endswith(("train_loss", "val_loss", "holdout_loss"))]
+        for key in sorted(keys):
+            points = [(h["round"], h[key]) for h in history if key in h]
+            axis.plot(*zip(*points), label=key, linestyle="-" if key == "val_loss" else "--")
+        axis.set(xlabel="round", ylabel="loss", yscale="log", title=self.experiment_name)
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        self.client.log_figure(self.run_id, figure, "learning_curve.png")
+        plt.close(figure)
+
+    def log_model(self, final_model_dir: Path, sample: np.ndarray) -> str:
+        """Log the fused model as a pyfunc (weights + config as artifacts); returns its URI."""
+        model, spec = load_model(final_model_dir)
+        frame = pd.DataFrame(sample, columns=spec.feature_names)
+        labels, _ = predict(model, spec, sample)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=pyfunc_model.__file__,
+            artifacts={FINAL_MODEL_DIR: str(final_model_dir)},
+            code_paths=[str(Path(trainers.__file__).parent)],
+            signature=infer_signature(frame, labels),
+            pip_requirements=self._requirements(),
+        )
+        return info.model_uri
+
+    @staticmethod
+    def _requirements() -> list[str]:
+        versions = package_versions()
+        return [
+            f"mlflow=={versions['mlflow']}",
+            f"torch=={versions['torch'].split('+')[0]}",
+            f"safetensors=={metadata.version('safetensors')}",
+            f"numpy=={metadata.version('numpy')}",
+            f"pandas=={metadata.version('pandas')}",
+        ]
+
+    def finish(self) -> None:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+    def fail(self, message: str) -> None:
+        """Mark the run FAILED and keep the error on it."""
+        self.set_tag("redblue.error", message[:5000])
+        self.client.log_text(self.run_id, message, "error.txt")
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+
+
+def download_final_model(checkpoint, into: Path | None = None) -> Path:
+    """Copy ``final_model/`` out of a Ray checkpoint into a local folder."""
+    import shutil
+
+    target = Path(into or tempfile.mkdtemp(prefix="redblue-model-"))
+    with checkpoint.as_directory() as directory:
+        shutil.copytree(Path(directory) / FINAL_MODEL_DIR, target / FINAL_MODEL_DIR, dirs_exist_ok=True)
+    return target / FINAL_MODEL_DIR

@@ -1,0 +1,106 @@
+"""One training from a validated config: MLflow run, Ray Train, model logging, summary."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from orchestrator import console
+from orchestrator.config import RedblueConfig
+from orchestrator.plan import RunPlan
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass
+class TrainSummary:
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    checkpoint_path: str
+    tracking_uri: str
+
+
+def run_tags(cfg: RedblueConfig) -> dict[str, str]:
+    return {
+        "redblue.kind": "train",
+        "redblue.strategy": cfg.strategy.kind,
+        "redblue.zero_stage": str(cfg.deepspeed.zero_stage),
+        "redblue.precision": cfg.deepspeed.precision,
+        "redblue.world_size": str(cfg.scaling.num_workers),
+        "redblue.data": cfg.data.source,
+    }
+
+
+def train(cfg: RedblueConfig, plan: RunPlan, address: str | None) -> tuple[int, TrainSummary | None]:
+    """Run one training end to end; returns (exit code, summary when it succeeded)."""
+    from orchestrator.environment import connect_ray
+    from orchestrator.launch import run_training
+    from orchestrator.tracking import TrackedRun, download_final_model, ui_command
+
+    started = time.perf_counter()
+    tracked = TrackedRun(cfg, run_tags(cfg))
+    console.err.print(
+        f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True
+    )
+    num_rounds = plan.rounds.num_rounds
+
+    def on_round(metrics: dict[str, float]) -> None:
+        tracked.log_metrics(metrics, step=int(metrics["round"]))
+        console.print_round(metrics, num_rounds)
+
+    def on_event(kind: str, payload: dict) -> None:
+        if kind == "resumed":
+            console.err.print(f"workers restarted; resuming at round {int(payload['round']) + 1}")
+        elif kind == "diverged":
+            console.print_error(str(payload["message"]))
+
+    try:
+        where = connect_ray(address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)
+        console.err.print(
+            f"training on {where}: {cfg.strategy.kind}, {cfg.scaling.num_workers} DeepSpeed "
+            f"workers, ZeRO-{cfg.deepspeed.zero_stage}, {num_rounds} rounds of "
+            f"{sum(plan.rounds.steps_per_replica.values())} steps"
+        )
+        result = run_training(cfg, on_round, on_event, run_name=f"{cfg.name}-{tracked.run_id[:8]}")
+        tracked.log_metrics({"restarts": result.restarts})
+        tracked.set_tag("redblue.restarts", str(result.restarts))
+        tracked.log_learning_curve(result.history)
+        checkpoint_path = result.checkpoint.path if result.checkpoint else "(none)"
+        if result.diverged:
+            tracked.fail(f"{result.diverged}; last good checkpoint: {checkpoint_path}")
+            console.err.print(f"last good checkpoint: {checkpoint_path}")
+            return EXIT_FAILED, None
+        if result.checkpoint is None or not result.final_metrics:
+            raise RuntimeError("training ended without a final checkpoint")
+        tracked.log_metrics(result.final_metrics, step=num_rounds)
+        model_dir = download_final_model(result.checkpoint)
+        model_uri = tracked.log_model(model_dir, plan.dataset.features[plan.split.test[:5]])
+        tracked.finish()
+    except KeyboardInterrupt:
+        tracked.fail("interrupted by the user")
+        console.print_error("interrupted; the MLflow run is marked FAILED")
+        return EXIT_INTERRUPTED, None
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        tracked.fail(message)
+        console.print_error(f"training failed: {message}")
+        return EXIT_FAILED, None
+
+    summary = TrainSummary(
+        run_id=tracked.run_id,
+        model_uri=model_uri,
+        metrics=result.final_metrics,
+        checkpoint_path=checkpoint_path,
+        tracking_uri=tracked.uri,
+    )
+    rows = [(k, f"{v:.4f}") for k, v in sorted(summary.metrics.items())]
+    rows += [
+        ("MLflow run_id", summary.run_id),
+        ("model URI", summary.model_uri),
+        ("checkpoint", summary.checkpoint_path),
+        ("MLflow UI", ui_command(summary.tracking_uri)),
+        ("wall time", f"{time.perf_counter() - started:.1f} s"),
+    ]
+    console.print_summary(rows, title=f"{cfg.name}: {cfg.strategy.kind} training finished")
+    return EXIT_OK, summary

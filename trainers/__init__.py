@@ -1,0 +1,1 @@
+"""Compute layer: models, data, engines and the training loop (plain PyTorch + DeepSpeed)."""

@@ -1,0 +1,134 @@
+"""Typed config sections owned by the compute layer.
+
+Each section is a pydantic v2 model with ``extra="forbid"`` and a description under every field;
+``orchestrator.config.RedblueConfig`` composes them with the control-plane sections.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    source: str = Field(
+        "digits",
+        description="A scikit-learn bundled data set (digits, breast_cancer, wine, diabetes) or a "
+        "path to a .csv or .parquet file.",
+    )
+    label: str | None = Field(
+        None,
+        description="Name of the label column. Bundled data sets use 'target' when unset; files "
+        "must name it.",
+    )
+    task: Literal["classification", "regression"] | None = Field(
+        None,
+        description="Learning task. Inferred when unset: a non-float label, or an integer label "
+        "with at most 20 distinct values, is classification.",
+    )
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=0.9, description="Fraction of the data held out as the test part T."
+    )
+
+
+class ModelConfig(Section):
+    kind: Literal["mlp"] = Field("mlp", description="Model family.")
+    hidden: list[int] = Field(
+        default_factory=lambda: [128, 64],
+        min_length=1,
+        description="Width of each hidden layer of the MLP.",
+    )
+    activation: Literal["relu", "tanh", "sigmoid", "gelu"] = Field(
+        "relu", description="Activation after each hidden layer."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> ModelConfig:
+        if any(width < 1 for width in self.hidden):
+            raise ValueError(f"every hidden width must be >= 1, got {self.hidden}")
+        return self
+
+
+class OptimConfig(Section):
+    name: Literal["sgd", "adam", "adamw"] = Field(
+        "adamw", description="Optimizer: sgd (with momentum), adam or adamw (torch optimizers)."
+    )
+    lr: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum for sgd.")
+    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay.")
+    schedule: Literal["constant", "step", "cosine"] = Field(
+        "constant", description="Learning-rate schedule after warm-up."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps from 0 to lr.")
+    step_every: int = Field(
+        100, ge=1, description="For schedule=step: multiply the lr by step_gamma every N steps."
+    )
+    step_gamma: float = Field(0.5, gt=0.0, le=1.0, description="For schedule=step: the factor.")
+    batch_size: int = Field(
+        64,
+        ge=1,
+        description="Global batch size per optimizer step (over all workers and accumulation "
+        "steps).",
+    )
+    epochs: float = Field(
+        20.0,
+        gt=0.0,
+        description="Training budget in passes over the training pool P' (red and blue samples "
+        "counted together).",
+    )
+    grad_clip: float = Field(0.0, ge=0.0, description="Gradient-norm clipping; 0 turns it off.")
+    patience: int = Field(
+        0, ge=0, description="Stop after this many evaluations without a better val_loss; 0: off."
+    )
+
+
+class StrategyConfig(Section):
+    kind: Literal["red_blue", "standard"] = Field(
+        "red_blue", description="red_blue (two replicas, fused) or standard (one model)."
+    )
+    red_ratio: float = Field(
+        0.5, ge=0.05, le=0.95, description="rho: fraction of the training pool given to red."
+    )
+    val_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=0.5,
+        description="Fraction of the pool held out as the validation slice V (both strategies).",
+    )
+    phase_steps: int = Field(
+        10, ge=1, description="K: a round is 2K optimizer steps (K_red + K_blue for red-blue)."
+    )
+    eval_every: int = Field(1, ge=1, description="Evaluate every N rounds (and at the end).")
+    fuse_every: int = Field(
+        1, ge=0, description="Fuse the replicas every N rounds; 0 fuses only at the end."
+    )
+    fusion: Literal["uniform", "ratio", "loss"] = Field(
+        "uniform",
+        description="Fusion weight rule: uniform (0.5), ratio (rho) or loss (held-out losses, "
+        "clipped to [0.25, 0.75]).",
+    )
+
+
+class DeepSpeedConfig(Section):
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage (0-3).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Training precision; fp16 needs GPUs."
+    )
+    offload: Literal["none", "cpu"] = Field(
+        "none", description="Offload optimizer state to CPU memory (ZeRO stage >= 1)."
+    )
+    grad_accum_steps: int = Field(1, ge=1, description="Gradient accumulation micro-steps.")
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> DeepSpeedConfig:
+        if self.offload != "none" and self.zero_stage == 0:
+            raise ValueError("offload needs zero_stage >= 1")
+        return self

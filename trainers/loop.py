@@ -1,0 +1,347 @@
+"""The training loop: standard and red-blue strategies, exactly as shared/design/red-blue.md defines.
+
+Plain PyTorch + engines from ``trainers.engine``; no Ray, no MLflow. The caller hands in a
+``report(metrics, checkpoint_dir)`` callable and gets a ``TrainOutcome`` back. Every worker runs
+this same code on its shard of each part; evaluation runs on the whole (small) V, R, B and T on
+every worker so that all workers take the same collective steps under ZeRO-3.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainers import distributed
+from trainers.checkpoint import (
+    FINAL_MODEL_DIR,
+    LoopState,
+    checkpoint_due,
+    read_state,
+    write_state,
+)
+from trainers.config import OptimConfig, StrategyConfig
+from trainers.data import Dataset, Split, batch_indices, shard
+from trainers.engine import Replica
+from trainers.fusion import divergence, fuse_into_both, fused_view, fusion_alpha
+from trainers.models import ModelSpec, build_model, loss_fn, save_model
+
+Report = Callable[[dict[str, float], "Path | None"], None]
+EVAL_BATCH = 4096
+COLOR_STREAM = {"red": 1, "blue": 2, "standard": 3}
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loss became NaN or infinite."""
+
+    def __init__(self, round_number: int, replica: str) -> None:
+        super().__init__(
+            f"training diverged: the {replica} loss became NaN or infinite in round {round_number}"
+        )
+        self.round_number = round_number
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The config sections the loop reads."""
+
+    strategy: StrategyConfig
+    optim: OptimConfig
+    grad_accum_steps: int = 1
+    seed: int = 0
+    checkpoint_every: int = 5
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """How the budget of ``optim.epochs`` passes over P' becomes rounds of 2K steps."""
+
+    num_rounds: int
+    steps_per_replica: dict[str, int]  # optimizer steps each replica takes per round
+
+    @property
+    def total_steps(self) -> dict[str, int]:
+        return {name: self.num_rounds * steps for name, steps in self.steps_per_replica.items()}
+
+
+def plan_rounds(
+    *, train_size: int, batch_size: int, epochs: float, phase_steps: int, red_ratio: float,
+    kind: str,
+) -> RoundPlan:
+    """Both strategies take 2K optimizer steps of ``batch_size`` per round, for the same budget.
+
+    K_red = round(2K·rho) (kept within [1, 2K-1] so that both replicas train), K_blue = 2K - K_red.
+    The number of rounds is the budget in steps, rounded up to whole rounds.
+    """
+    steps_per_round = 2 * phase_steps
+    budget_steps = math.ceil(epochs * train_size / batch_size)
+    num_rounds = max(1, math.ceil(budget_steps / steps_per_round))
+    if kind == "standard":
+        return RoundPlan(num_rounds, {"standard": steps_per_round})
+    k_red = min(steps_per_round - 1, max(1, math.floor(steps_per_round * red_ratio + 0.5)))
+    return RoundPlan(num_rounds, {"red": k_red, "blue": steps_per_round - k_red})
+
+
+@dataclass
+class TrainOutcome:
+    """What the loop returns on every worker (the final model files only on rank 0)."""
+
+    metrics: dict[str, float]
+    rounds_run: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def build_replicas(
+    spec: ModelSpec,
+    dataset: Dataset,
+    split: Split,
+    cfg: LoopConfig,
+    make_replica: Callable[[torch.nn.Module, str, int], Replica],
+    plan: RoundPlan,
+) -> dict[str, Replica]:
+    """Replicas from one initialization (same seed), normalized on the training pool P'."""
+    torch.manual_seed(cfg.seed)
+    train = split.train
+    targets = dataset.labels[train] if spec.task == "regression" else None
+    replicas = {}
+    for name, total_steps in plan.total_steps.items():
+        torch.manual_seed(cfg.seed)
+        model = build_model(spec)
+        model.set_normalization(dataset.features[train], targets)
+        replicas[name] = make_replica(model, name, total_steps)
+    return replicas
+
+
+class Trainer:
+    """Runs the rounds for one worker. ``run()`` is the whole algorithm; helpers do one thing."""
+
+    def __init__(
+        self,
+        cfg: LoopConfig,
+        dataset: Dataset,
+        split: Split,
+        spec: ModelSpec,
+        replicas: dict[str, Replica],
+        plan: RoundPlan,
+        report: Report,
+    ) -> None:
+        self.cfg, self.spec, self.split, self.plan, self.report = cfg, spec, split, plan, report
+        self.replicas = replicas
+        self.red_blue = cfg.strategy.kind == "red_blue"
+        self.rank, self.world_size = distributed.world()
+        self.features = torch.as_tensor(dataset.features)
+        self.labels = torch.as_tensor(dataset.labels)
+        self.micro_batch = max(1, cfg.optim.batch_size // (self.world_size * cfg.grad_accum_steps))
+        parts = {"red": split.red, "blue": split.blue, "standard": split.train}
+        self.local_parts = {
+            name: shard(parts[name], self.rank, self.world_size) for name in replicas
+        }
+        first = next(iter(replicas.values())).module
+        self.target_scale = (float(first.target_mean), float(first.target_std))
+        self.state = LoopState(
+            steps={name: 0 for name in replicas}, split_fingerprint=split.fingerprint()
+        )
+
+    # -- the algorithm -------------------------------------------------------------------------
+    def run(self) -> TrainOutcome:
+        """Train from ``state.next_round`` to the end; returns the final (test) metrics."""
+        history: list[dict[str, float]] = []
+        metrics: dict[str, float] = {}
+        stopped_early = False
+        last_round = self.plan.num_rounds - 1
+        round_index = self.state.next_round
+        while round_index <= last_round:
+            started = time.perf_counter()
+            metrics = self._train_round(round_index)
+            metrics["samples_per_s"] = self._samples_per_round() / (time.perf_counter() - started)
+            metrics["epoch"] = self._epochs_done(round_index + 1)
+            is_last = round_index == last_round
+            if is_last or (round_index + 1) % self.cfg.strategy.eval_every == 0:
+                metrics.update(self._evaluate_round())
+                stopped_early = self._should_stop(metrics["val_loss"]) and not is_last
+                is_last = is_last or stopped_early
+            if self.red_blue:
+                self._fuse_if_due(round_index, metrics, is_last)
+            self.state.next_round = round_index + 1
+            history.append(metrics)
+            due = not is_last and checkpoint_due(round_index, self.cfg.checkpoint_every)
+            self._report(metrics, self._write_checkpoint() if due else None)
+            if is_last:
+                break
+            round_index += 1
+        final = self._finish(metrics)
+        return TrainOutcome(
+            metrics=final,
+            rounds_run=self.state.next_round,
+            stopped_early=stopped_early,
+            history=history,
+        )
+
+    # -- one round -----------------------------------------------------------------------------
+    def _train_round(self, round_index: int) -> dict[str, float]:
+        metrics: dict[str, float] = {"round": float(round_index + 1)}
+        for name, replica in self.replicas.items():
+            loss = self._train_phase(name, replica, self.plan.steps_per_replica[name])
+            if not math.isfinite(loss):
+                raise TrainingDiverged(round_index + 1, name)
+            metrics["train_loss" if name == "standard" else f"{name}/train_loss"] = loss
+        metrics["lr"] = next(iter(self.replicas.values())).lr()
+        return metrics
+
+    def _train_phase(self, name: str, replica: Replica, steps: int) -> float:
+        """``steps`` optimizer steps of one replica on its part; returns the mean loss."""
+        replica.module.train()
+        stream = (self.cfg.seed, COLOR_STREAM[name], self.rank)
+        first_batch = self.state.steps[name] * self.cfg.grad_accum_steps
+        total = torch.zeros((), dtype=torch.float64)
+        micro_steps = steps * self.cfg.grad_accum_steps
+        for offset in range(micro_steps):
+            index = batch_indices(
+                self.local_parts[name], self.micro_batch, first_batch + offset, stream
+            )
+            outputs = replica.forward(self.features[index])
+            targets = self.labels[index].to(outputs.device)
+            loss = loss_fn(self.spec.task, outputs, targets, *self.target_scale)
+            replica.backward(loss)
+            replica.step()
+            total += loss.detach().double().cpu()
+        self.state.steps[name] += steps
+        return distributed.all_reduce_mean([float(total) / micro_steps])[0]
+
+    def _evaluate_round(self) -> dict[str, float]:
+        if not self.red_blue:
+            return {"val_loss": self._loss(self.replicas["standard"], self.split.val)}
+        red, blue = self.replicas["red"], self.replicas["blue"]
+        red_holdout = self._loss(red, self.split.val)
+        blue_holdout = self._loss(blue, self.split.val)
+        alpha = fusion_alpha(
+            self.cfg.strategy.fusion,
+            red_ratio=self.cfg.strategy.red_ratio,
+            red_holdout=red_holdout,
+            blue_holdout=blue_holdout,
+        )
+        with fused_view(red, blue, alpha) as fused:
+            val_loss = self._loss(fused, self.split.val)
+        return {
+            "red/val_loss": self._loss(red, self.split.blue),
+            "blue/val_loss": self._loss(blue, self.split.red),
+            "red/holdout_loss": red_holdout,
+            "blue/holdout_loss": blue_holdout,
+            "val_loss": val_loss,
+            "fusion/alpha": alpha,
+            "fusion/divergence": divergence(red, blue, alpha, self._partitioned()),
+        }
+
+    def _fuse_if_due(self, round_index: int, metrics: dict[str, float], is_last: bool) -> None:
+        """Periodic fusion; at the end, first score red and blue alone so fusion's effect shows."""
+        every = self.cfg.strategy.fuse_every
+        if is_last:
+            for name in ("red", "blue"):
+                metrics.update(
+                    {f"{name}/{k}": v for k, v in self._test_metrics(self.replicas[name]).items()}
+                )
+        if is_last or (every > 0 and (round_index + 1) % every == 0):
+            alpha = metrics.get("fusion/alpha", self._alpha_now())
+            fuse_into_both(self.replicas["red"], self.replicas["blue"], alpha)
+
+    def _should_stop(self, val_loss: float) -> bool:
+        """Early stopping on val_loss after ``optim.patience`` evaluations without improvement."""
+        if val_loss < self.state.best_val_loss:
+            self.state.best_val_loss, self.state.evals_since_best = val_loss, 0
+        else:
+            self.state.evals_since_best += 1
+        patience = self.cfg.optim.patience
+        return patience > 0 and self.state.evals_since_best >= patience
+
+    def _finish(self, last_metrics: dict[str, float]) -> dict[str, float]:
+        """Test the result (the fused model for red-blue) and save it as weights + config."""
+        result = next(iter(self.replicas.values()))  # red holds theta_f after the final fusion
+        final = {k: v for k, v in last_metrics.items() if k.startswith(("red/test", "blue/test"))}
+        final.update(self._test_metrics(result))
+        final["val_loss"] = self._loss(result, self.split.val)
+        weights = result.full_state_dict()
+        directory = Path(tempfile.mkdtemp(prefix="redblue-final-"))
+        if self.rank == 0:
+            model = build_model(self.spec)
+            model.load_state_dict(weights)
+            save_model(directory / FINAL_MODEL_DIR, model, self.spec)
+        write_state(directory, self.state, self.rank)
+        self._report(final, directory)
+        return final
+
+    # -- helpers -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _predict_all(self, replica: Replica, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        replica.module.eval()
+        outputs = [
+            replica.forward(self.features[index[i : i + EVAL_BATCH]]).float().cpu()
+            for i in range(0, len(index), EVAL_BATCH)
+        ]
+        return torch.cat(outputs), self.labels[index]
+
+    def _loss(self, replica: Replica, index: np.ndarray) -> float:
+        outputs, targets = self._predict_all(replica, index)
+        return float(loss_fn(self.spec.task, outputs, targets, *self.target_scale))
+
+    def _test_metrics(self, replica: Replica) -> dict[str, float]:
+        outputs, targets = self._predict_all(replica, self.split.test)
+        metrics = {"test_loss": float(loss_fn(self.spec.task, outputs, targets, *self.target_scale))}
+        if self.spec.task == "classification":
+            metrics["test_accuracy"] = float((outputs.argmax(dim=1) == targets).double().mean())
+        else:
+            mean, std = self.target_scale
+            values = outputs.squeeze(-1) * std + mean
+            metrics["test_mse"] = float((values - targets).pow(2).mean())
+        return metrics
+
+    def _alpha_now(self) -> float:
+        red, blue = self.replicas["red"], self.replicas["blue"]
+        return fusion_alpha(
+            self.cfg.strategy.fusion,
+            red_ratio=self.cfg.strategy.red_ratio,
+            red_holdout=self._loss(red, self.split.val),
+            blue_holdout=self._loss(blue, self.split.val),
+        )
+
+    def _partitioned(self) -> bool:
+        return getattr(next(iter(self.replicas.values())), "zero_stage", 0) == 3
+
+    def _samples_per_round(self) -> int:
+        return sum(self.plan.steps_per_replica.values()) * self.cfg.optim.batch_size
+
+    def _epochs_done(self, rounds: int) -> float:
+        return rounds * self._samples_per_round() / max(1, len(self.split.train))
+
+    def _write_checkpoint(self) -> Path:
+        directory = Path(tempfile.mkdtemp(prefix="redblue-ckpt-"))
+        for name, replica in self.replicas.items():
+            replica.save(directory, name)
+        write_state(directory, self.state, self.rank)
+        return directory
+
+    def _report(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        try:
+            self.report(dict(metrics), checkpoint)
+        finally:
+            if checkpoint is not None:
+                shutil.rmtree(checkpoint, ignore_errors=True)
+
+    def restore(self, directory: Path) -> None:
+        """Continue from a checkpoint written by this loop (engines, counters, RNG)."""
+        state = read_state(directory, self.rank)
+        if state.split_fingerprint != self.state.split_fingerprint:
+            raise RuntimeError(
+                "the checkpoint was made on a different data split (seed, data or fractions "
+                "changed); refusing to resume"
+            )
+        for name, replica in self.replicas.items():
+            replica.load(directory, name)
+        self.state = state
