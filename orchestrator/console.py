@@ -7,8 +7,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ROUND_FIELDS = (
     ("red/train_loss", "red {:.4f}"),

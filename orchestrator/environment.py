@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 # Read by Ray when it is first imported: an in-process local Ray binds its node to 127.0.0.1.
@@ -11,6 +12,7 @@ QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
     "RAY_TRAIN_V2_ENABLED": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
@@ -29,6 +31,7 @@ def prepare_worker_env(use_gpu: bool) -> None:
         os.environ.setdefault(key, value)
     if not use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
 def connect_ray(address: str | None, cpus_needed: float) -> str:
@@ -47,7 +50,9 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
     cpus = max(float(os.cpu_count() or 1), cpus_needed)
     ray.init(
         num_cpus=int(-(-cpus // 1)),
-        include_dashboard=False,
+        # The dashboard serves the state API that Ray Train's controller polls; loopback only.
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         log_to_driver=True,
     )

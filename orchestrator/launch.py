@@ -16,7 +16,14 @@ from typing import Any
 
 import ray
 import ray.train
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.util.queue import Empty, Queue
 
@@ -134,6 +141,7 @@ def run_training(
             storage_path=result.storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     try:

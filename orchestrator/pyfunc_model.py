@@ -7,6 +7,7 @@ or values (regression). The weights and model config sit in the model's artifact
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -39,4 +40,6 @@ class RedblueModel(PythonModel):
         return labels
 
 
-mlflow.models.set_model(RedblueModel())
+with warnings.catch_warnings():  # MLflow suggests type hints; the signature is logged instead
+    warnings.simplefilter("ignore", UserWarning)
+    mlflow.models.set_model(RedblueModel())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -23,7 +24,6 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 import trainers
-from orchestrator import pyfunc_model
 from orchestrator.config import RedblueConfig
 from trainers.checkpoint import FINAL_MODEL_DIR
 from trainers.models import load_model, predict
@@ -31,6 +31,7 @@ from trainers.models import load_model, predict
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 MODEL_NAME = "model"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as code, not pickled
 VERSIONED_PACKAGES = ("redblue", "torch", "ray", "deepspeed", "mlflow")
 
 
@@ -124,15 +125,20 @@ class TrackedRun:
         model, spec = load_model(final_model_dir)
         frame = pd.DataFrame(sample, columns=spec.feature_names)
         labels, _ = predict(model, spec, sample)
-        info = mlflow.pyfunc.log_model(
+        with warnings.catch_warnings():  # MLflow nudges towards type hints and input examples
+            warnings.simplefilter("ignore", UserWarning)
+            info = self._log_pyfunc(frame, labels, final_model_dir)
+        return info.model_uri
+
+    def _log_pyfunc(self, frame: pd.DataFrame, labels: np.ndarray, final_model_dir: Path):
+        return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
-            python_model=pyfunc_model.__file__,
+            python_model=str(PYFUNC_CODE),
             artifacts={FINAL_MODEL_DIR: str(final_model_dir)},
             code_paths=[str(Path(trainers.__file__).parent)],
             signature=infer_signature(frame, labels),
             pip_requirements=self._requirements(),
         )
-        return info.model_uri
 
     @staticmethod
     def _requirements() -> list[str]:

@@ -1,0 +1,84 @@
+"""Bad input: one clear message naming the problem, exit code 2, and Ray never imported."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+CASES = {
+    "unknown key": (["--set", "strategy.red_ration=0.3"], "did you mean strategy.red_ratio"),
+    "red ratio out of range": (["--set", "strategy.red_ratio=1.5"], "strategy.red_ratio"),
+    "zero stage 4": (["--set", "deepspeed.zero_stage=4"], "deepspeed.zero_stage"),
+    "missing file": (["--set", "data.source=/nonexistent/data.csv", "--set", "data.label=y"],
+                     "data file not found"),
+    "missing label": (["--set", "data.source={csv}", "--set", "data.label=nope"],
+                      "label column 'nope' not found"),
+    "non-numeric feature": (["--set", "data.source={text_csv}", "--set", "data.label=y"],
+                            "non-numeric feature column(s) in"),
+    "nan in data": (["--set", "data.source={nan_csv}", "--set", "data.label=y"],
+                    "NaN or infinite values"),
+    "too small": (["--set", "data.source={tiny_csv}", "--set", "data.label=y"],
+                  "too small for the split"),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=80), "b": rng.normal(size=80),
+                          "y": np.arange(80) % 2})
+    files = {
+        "csv": frame,
+        "text_csv": frame.assign(b=["t"] * 80),
+        "nan_csv": frame.assign(a=[np.nan] * 3 + list(frame.a[3:])),
+        "tiny_csv": frame.head(6),
+    }
+    paths = {}
+    for name, table in files.items():
+        paths[name] = str(tmp / f"{name}.csv")
+        table.to_csv(paths[name], index=False)
+    config = tmp / "run.yaml"
+    config.write_text("name: clitest\nscaling: {num_workers: 2}\n")
+    cases = {
+        name: [str(config)] + [a.format(**paths) for a in args]
+        for name, (args, _) in CASES.items()
+    }
+    cases["missing config"] = [str(tmp / "absent.yaml")]
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from typer.testing import CliRunner
+        from orchestrator.cli import app
+        results = {{}}
+        for name, args in {cases!r}.items():
+            r = CliRunner().invoke(app, ["train", *args])
+            results[name] = [r.exit_code, r.output]
+        results["ray imported"] = "ray" in sys.modules
+        print(json.dumps(results))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=tmp)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_exits_2_with_a_clear_message(outcomes, name):
+    code, output = outcomes[name]
+    assert code == 2, output
+    assert CASES[name][1] in " ".join(output.split()), output
+    assert "Traceback" not in output
+
+
+def test_missing_config_file(outcomes):
+    code, output = outcomes["missing config"]
+    assert code == 2 and "config file not found" in output
+
+
+def test_ray_is_never_started_for_bad_input(outcomes):
+    assert outcomes["ray imported"] is False

@@ -1,0 +1,98 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainers.config import DataConfig
+from trainers.data import DataError, batch_indices, load_dataset, make_split, shard
+
+
+def split_of(source="digits", seed=0, workers=2, red_ratio=0.5):
+    dataset = load_dataset(DataConfig(source=source))
+    return dataset, make_split(
+        dataset, test_fraction=0.2, val_fraction=0.1, red_ratio=red_ratio, seed=seed,
+        num_workers=workers,
+    )
+
+
+@pytest.mark.parametrize("source, task", [
+    ("digits", "classification"), ("breast_cancer", "classification"),
+    ("wine", "classification"), ("diabetes", "regression"),
+])
+def test_bundled_sets_and_task_inference(source, task):
+    assert load_dataset(DataConfig(source=source)).task == task
+
+
+def test_split_is_disjoint_complete_and_deterministic():
+    dataset, split = split_of()
+    parts = [split.test, split.val, split.red, split.blue]
+    assert sum(len(p) for p in parts) == len(dataset.labels)
+    assert len(np.unique(np.concatenate(parts))) == len(dataset.labels)
+    assert split.fingerprint() == split_of()[1].fingerprint()
+    assert split.fingerprint() != split_of(seed=1)[1].fingerprint()
+
+
+def test_red_ratio_and_stratification():
+    dataset, split = split_of(red_ratio=0.3)
+    assert abs(len(split.red) / len(split.train) - 0.3) < 0.01
+    red_share = np.bincount(dataset.labels[split.red]) / len(split.red)
+    all_share = np.bincount(dataset.labels) / len(dataset.labels)
+    assert np.abs(red_share - all_share).max() < 0.02
+
+
+def test_shards_partition_a_part():
+    part = np.arange(11)
+    shards = [shard(part, rank, 3) for rank in range(3)]
+    assert sorted(np.concatenate(shards).tolist()) == part.tolist()
+
+
+def test_batches_cover_each_epoch_and_are_stateless():
+    part = np.arange(10) * 7
+    epoch = [batch_indices(part, 4, i, (0, 1)) for i in range(3)]
+    assert [len(b) for b in epoch] == [4, 4, 2]
+    assert sorted(np.concatenate(epoch).tolist()) == part.tolist()
+    assert np.array_equal(batch_indices(part, 4, 4, (0, 1)), batch_indices(part, 4, 4, (0, 1)))
+
+
+def csv(tmp_path, frame):
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def good_frame(n=60):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "y": np.arange(n) % 2})
+
+
+def test_csv_and_parquet_files(tmp_path):
+    frame = good_frame()
+    parquet = tmp_path / "data.parquet"
+    frame.to_parquet(parquet)
+    for source in (csv(tmp_path, frame), str(parquet)):
+        dataset = load_dataset(DataConfig(source=source, label="y"))
+        assert dataset.features.shape == (60, 2) and dataset.task == "classification"
+
+
+@pytest.mark.parametrize("mutate, label, expected", [
+    (lambda f: f, "missing", "label column 'missing' not found"),
+    (lambda f: f.assign(c=["x"] * len(f)), "y", "non-numeric feature column.*c"),
+    (lambda f: f.assign(a=[np.nan] + list(f.a[1:])), "y", "NaN or infinite.*column.*a"),
+    (lambda f: f.assign(y=0), "y", "single class"),
+])
+def test_bad_tables_name_the_problem(tmp_path, mutate, label, expected):
+    with pytest.raises(DataError, match=expected):
+        load_dataset(DataConfig(source=csv(tmp_path, mutate(good_frame())), label=label))
+
+
+def test_missing_file_and_unknown_source(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_dataset(DataConfig(source=str(tmp_path / "nope.csv"), label="y"))
+    with pytest.raises(DataError, match="neither a bundled"):
+        load_dataset(DataConfig(source="mnist"))
+
+
+def test_too_small_for_the_split(tmp_path):
+    dataset = load_dataset(DataConfig(source=csv(tmp_path, good_frame(12)), label="y"))
+    with pytest.raises(DataError, match="too small"):
+        make_split(dataset, test_fraction=0.2, val_fraction=0.1, red_ratio=0.5, seed=0,
+                   num_workers=4)

@@ -1,0 +1,32 @@
+"""trainers/ is plain PyTorch + DeepSpeed: it never imports ray or mlflow."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+TRAINERS = Path(__file__).parents[2] / "trainers"
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_trainers_source_imports_neither_ray_nor_mlflow():
+    for path in TRAINERS.rglob("*.py"):
+        assert not imported_roots(path) & {"ray", "mlflow", "orchestrator"}, path
+
+
+def test_importing_trainers_loads_neither_ray_nor_mlflow():
+    code = (
+        "import sys, trainers.loop, trainers.data, trainers.engine, trainers.models; "
+        "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,122 @@
+"""The training loop on plain PyTorch engines, single process (no Ray, no DeepSpeed)."""
+
+import shutil
+
+import pytest
+import torch
+
+from orchestrator.config import RedblueConfig
+from orchestrator.plan import plan_run
+from trainers.checkpoint import FINAL_MODEL_DIR
+from trainers.engine import PlainReplica
+from trainers.loop import Trainer, TrainingDiverged, build_replicas, plan_rounds
+from trainers.models import load_model
+
+
+def make_trainer(report, **sections):
+    cfg = RedblueConfig.model_validate({"scaling": {"num_workers": 1}, **sections})
+    plan = plan_run(cfg)
+
+    def make(model, name, total_steps):
+        return PlainReplica(model, optim=cfg.optim, grad_accum_steps=1, total_steps=total_steps)
+
+    replicas = build_replicas(plan.spec, plan.dataset, plan.split, plan.loop, make, plan.rounds)
+    return Trainer(plan.loop, plan.dataset, plan.split, plan.spec, replicas, plan.rounds, report)
+
+
+class Recorder:
+    """A report callable that keeps every metrics dict and a copy of every checkpoint."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path, self.metrics, self.checkpoints = tmp_path, [], []
+
+    def __call__(self, metrics, checkpoint):
+        self.metrics.append(metrics)
+        if checkpoint is not None:
+            copy = self.tmp_path / f"ckpt{len(self.checkpoints)}"
+            shutil.copytree(checkpoint, copy)
+            self.checkpoints.append(copy)
+
+
+def test_both_strategies_get_the_same_budget():
+    for kind in ("red_blue", "standard"):
+        plan = plan_rounds(train_size=1000, batch_size=50, epochs=3, phase_steps=5,
+                           red_ratio=0.3, kind=kind)
+        assert plan.num_rounds == 6
+        assert sum(plan.steps_per_replica.values()) == 10
+    red_blue = plan_rounds(train_size=1000, batch_size=50, epochs=3, phase_steps=5,
+                           red_ratio=0.3, kind="red_blue")
+    assert red_blue.steps_per_replica == {"red": 3, "blue": 7}
+
+
+def test_extreme_ratio_keeps_both_replicas_training():
+    plan = plan_rounds(train_size=100, batch_size=10, epochs=1, phase_steps=1, red_ratio=0.05,
+                       kind="red_blue")
+    assert plan.steps_per_replica == {"red": 1, "blue": 1}
+
+
+@pytest.mark.parametrize("kind", ["red_blue", "standard"])
+def test_trains_digits_and_reports_the_metric_names(tmp_path, kind):
+    recorder = Recorder(tmp_path)
+    outcome = make_trainer(recorder, strategy={"kind": kind}, optim={"lr": 0.003, "epochs": 8}).run()
+    assert outcome.metrics["test_accuracy"] >= 0.9
+    first_round = recorder.metrics[0]
+    if kind == "red_blue":
+        for key in ("red/train_loss", "blue/train_loss", "red/val_loss", "blue/val_loss",
+                    "red/holdout_loss", "blue/holdout_loss", "val_loss", "fusion/alpha",
+                    "fusion/divergence", "lr"):
+            assert key in first_round, key
+        assert {"red/test_accuracy", "blue/test_accuracy"} <= set(outcome.metrics)
+    else:
+        assert {"train_loss", "val_loss", "lr"} <= set(first_round)
+    final_dir = recorder.checkpoints[-1] / FINAL_MODEL_DIR
+    model, spec = load_model(final_dir)
+    assert spec.classes == list(range(10))
+
+
+def test_resume_continues_exactly(tmp_path):
+    sections = dict(optim={"epochs": 4}, model={"dropout": 0.2}, checkpoint={"every_rounds": 2})
+    full = Recorder(tmp_path / "full")
+    expected = make_trainer(full, **sections).run().metrics
+
+    first = Recorder(tmp_path / "first")
+    make_trainer(first, **sections).run()
+    resumed = Recorder(tmp_path / "resumed")
+    trainer = make_trainer(resumed, **sections)
+    torch.manual_seed(12345)  # a restarted process has other RNG state; the checkpoint restores it
+    trainer.restore(first.checkpoints[0])
+    assert trainer.state.next_round == 2
+    assert trainer.run().metrics == expected
+    assert resumed.metrics[0]["round"] == 3
+
+
+def test_resume_refuses_another_split(tmp_path):
+    first = Recorder(tmp_path)
+    make_trainer(first, optim={"epochs": 2}, checkpoint={"every_rounds": 1}).run()
+    other = make_trainer(Recorder(tmp_path / "o"), seed=1, optim={"epochs": 2})
+    with pytest.raises(RuntimeError, match="different data split"):
+        other.restore(first.checkpoints[0])
+
+
+def test_nan_loss_names_the_round(tmp_path):
+    recorder = Recorder(tmp_path)
+    trainer = make_trainer(
+        recorder,
+        data={"source": "diabetes"},
+        optim={"name": "sgd", "lr": 10, "warmup_steps": 40},
+        strategy={"phase_steps": 2},
+        checkpoint={"every_rounds": 1},
+    )
+    with pytest.raises(TrainingDiverged, match=r"round \d+") as caught:
+        trainer.run()
+    assert caught.value.round_number >= 2
+    assert len(recorder.checkpoints) == caught.value.round_number - 1  # all good rounds kept
+
+
+def test_early_stopping(tmp_path):
+    recorder = Recorder(tmp_path)
+    outcome = make_trainer(
+        recorder, optim={"lr": 0.5, "name": "sgd", "epochs": 40, "patience": 1}
+    ).run()
+    assert outcome.stopped_early
+    assert outcome.rounds_run < 40
