@@ -18,6 +18,9 @@ from mlflow.pyfunc import PythonModel
 from trainers.checkpoint import FINAL_MODEL_DIR
 from trainers.models import load_model, predict
 
+# MLflow suggests type hints on predict(); the model's signature is logged explicitly instead.
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+
 
 class RedblueModel(PythonModel):
     """Loads weights + config with ``trainers.models.load_model`` and predicts."""
@@ -40,6 +43,4 @@ class RedblueModel(PythonModel):
         return labels
 
 
-with warnings.catch_warnings():  # MLflow suggests type hints; the signature is logged instead
-    warnings.simplefilter("ignore", UserWarning)
-    mlflow.models.set_model(RedblueModel())
+mlflow.models.set_model(RedblueModel())

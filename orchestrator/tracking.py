@@ -63,8 +63,9 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = None
-    if uri.startswith("sqlite:"):
-        location = (Path(DEFAULT_ARTIFACTS).resolve() / name).as_uri()
+    if uri.startswith("sqlite:///"):  # artifacts beside the database, never in a Ray temp folder
+        database = Path(uri.removeprefix("sqlite:///")).resolve()
+        location = (database.parent / DEFAULT_ARTIFACTS / name).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created meanwhile by a concurrent run

@@ -118,7 +118,7 @@ def predict(model: MLP, spec: ModelSpec, features: np.ndarray) -> tuple[np.ndarr
     """Predictions in the data's own terms: (labels, class probabilities) or (values, None)."""
     model.eval()
     param = next(model.parameters())
-    outputs = model(torch.as_tensor(features, dtype=param.dtype, device=param.device)).float()
+    outputs = model(torch.tensor(features, dtype=param.dtype, device=param.device)).float()
     if spec.task == "classification":
         probabilities = torch.softmax(outputs, dim=-1).cpu().numpy()
         return np.asarray(spec.classes)[probabilities.argmax(axis=1)], probabilities

@@ -1,0 +1,69 @@
+"""One local Ray (on 127.0.0.1) and one SQLite MLflow store for the whole integration session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator.environment import prepare_driver_env
+
+BASE = {
+    "seed": 0,
+    "model": {"hidden": [128, 64], "dropout": 0.1},
+    "optim": {"lr": 0.003, "epochs": 10, "schedule": "cosine", "warmup_steps": 10,
+              "batch_size": 64, "grad_clip": 1.0},
+    "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+    "checkpoint": {"every_rounds": 2, "keep": 2},
+}
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = deep_merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return merged
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("redblue")
+
+
+@pytest.fixture(scope="session")
+def ray_session(workspace):
+    """Start the session's local Ray once; every integration test trains on it."""
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace / 'mlflow.db'}"
+    prepare_driver_env(None)
+    import ray
+
+    from orchestrator.environment import connect_ray
+
+    connect_ray(None, 2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def train(ray_session, workspace):
+    """Train in-process on the shared Ray: ``train(name, **sections) -> (exit code, summary)``."""
+    from orchestrator.config import validate
+    from orchestrator.plan import plan_run
+    from orchestrator.train_run import train as run_train
+
+    def run(name: str, **sections):
+        tree = deep_merge(BASE, sections)
+        tree["name"] = name
+        tree.setdefault("run", {})["storage_path"] = str(workspace / "ray_results")
+        cfg = validate(tree)
+        return run_train(cfg, plan_run(cfg), None)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def mlflow_client(ray_session):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(os.environ["MLFLOW_TRACKING_URI"])

@@ -1,0 +1,85 @@
+"""Real Ray Train + DeepSpeed workers on the shared local Ray; real MLflow on SQLite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1, 2, 3])
+def test_red_blue_trains_digits_on_every_zero_stage(train, mlflow_client, zero_stage):
+    code, summary = train(f"zero{zero_stage}", deepspeed={"zero_stage": zero_stage})
+    assert code == 0
+    assert summary.metrics["test_accuracy"] >= 0.9
+    run = mlflow_client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["redblue.zero_stage"] == str(zero_stage)
+    assert run.data.tags["redblue.world_size"] == "2"
+    for key in ("val_loss", "test_loss", "test_accuracy", "red/test_accuracy",
+                "blue/test_accuracy", "red/holdout_loss", "fusion/divergence"):
+        assert key in run.data.metrics, key
+    assert len(mlflow_client.get_metric_history(summary.run_id, "val_loss")) >= 10
+
+
+def test_standard_strategy(train, mlflow_client):
+    code, summary = train("standard", strategy={"kind": "standard"}, deepspeed={"zero_stage": 2})
+    assert code == 0
+    assert summary.metrics["test_accuracy"] >= 0.9
+    run = mlflow_client.get_run(summary.run_id)
+    assert run.data.tags["redblue.strategy"] == "standard"
+    assert "train_loss" in run.data.metrics and "red/train_loss" not in run.data.metrics
+
+
+def test_logged_model_predicts_like_the_fused_model(train, mlflow_client, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    from orchestrator.config import RedblueConfig
+    from orchestrator.plan import plan_run
+    from trainers.checkpoint import FINAL_MODEL_DIR
+    from trainers.models import load_model, predict
+
+    code, summary = train("model-check", optim={"epochs": 4})
+    assert code == 0
+    fused, spec = load_model(f"{summary.checkpoint_path}/{FINAL_MODEL_DIR}")
+    plan = plan_run(RedblueConfig())
+    features = plan.dataset.features[plan.split.test]
+    expected, _ = predict(fused, spec, features)
+
+    for uri in (summary.model_uri, f"runs:/{summary.run_id}/model"):
+        loaded = mlflow.pyfunc.load_model(uri)
+        got = loaded.predict(pd.DataFrame(features, columns=spec.feature_names))
+        assert np.array_equal(np.asarray(got), expected)
+    accuracy = float(np.mean(expected == plan.dataset.labels[plan.split.test]))
+    assert accuracy == pytest.approx(summary.metrics["test_accuracy"])
+
+    artifacts = {a.path for a in mlflow_client.list_artifacts(summary.run_id)}
+    assert {"config.yaml", "learning_curve.png"} <= artifacts
+    params = mlflow_client.get_run(summary.run_id).data.params
+    assert params["strategy.red_ratio"] == "0.5" and params["deepspeed.zero_stage"] == "0"
+
+
+def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(train, mlflow_client):
+    code, summary = train(
+        "diverges",
+        data={"source": "diabetes"},
+        optim={"name": "sgd", "lr": 10, "warmup_steps": 40, "schedule": "constant",
+               "grad_clip": 0.0},
+        strategy={"phase_steps": 2},
+        checkpoint={"every_rounds": 1},
+    )
+    assert code == 1 and summary is None
+    experiment = mlflow_client.get_experiment_by_name("diverges")
+    (run,) = mlflow_client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    error = run.data.tags["redblue.error"]
+    assert "NaN or infinite in round" in error
+    checkpoint = error.split("last good checkpoint: ")[1]
+    assert checkpoint != "(none)"
+    import json
+    from pathlib import Path
+
+    state = json.loads((Path(checkpoint) / "loop_state.json").read_text())
+    assert state["next_round"] >= 1
