@@ -42,8 +42,12 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
     diverged: str | None = None
-    restarts: int = 0
+    attempts: int = 0  # worker-group starts; more than one means restarts after failures
     storage_path: str = ""
+
+    @property
+    def restarts(self) -> int:
+        return max(0, self.attempts - 1)
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -80,8 +84,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.restore(Path(directory))
-        if rank == 0:
-            events.put(("resumed", {"round": float(trainer.state.next_round)}))
+    if rank == 0:
+        events.put(("started", {"round": float(trainer.state.next_round)}))
     try:
         trainer.run()
     except TrainingDiverged as exc:  # deterministic: retrying would diverge again
@@ -118,8 +122,8 @@ def run_training(
         elif kind == "final":
             result.final_metrics = payload
         else:
-            if kind == "resumed":
-                result.restarts += 1
+            if kind == "started":
+                result.attempts += 1
             elif kind == "diverged":
                 result.diverged = str(payload["message"])
             on_event(kind, payload)

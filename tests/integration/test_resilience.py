@@ -1,0 +1,114 @@
+"""A killed worker resumes from its checkpoint; a CLI run talks to loopback addresses only."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).parents[2]
+
+
+def train_workers() -> list[psutil.Process]:
+    found = []
+    for process in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill_a_worker_after_first_checkpoint(storage: Path, name: str, killed: list) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if list(storage.glob(f"{name}-*/checkpoint_*")) and train_workers():
+            time.sleep(1.0)  # let the checkpoint's upload and registration complete
+            victim = train_workers()[-1]
+            victim.send_signal(signal.SIGKILL)
+            killed.append(victim.pid)
+            return
+        time.sleep(0.2)
+
+
+def test_killed_worker_resumes_from_checkpoint(train, mlflow_client, workspace):
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=kill_a_worker_after_first_checkpoint,
+        args=(workspace / "ray_results", "killed", killed),
+    )
+    killer.start()
+    code, summary = train("killed", optim={"epochs": 12}, run={"max_failures": 1},
+                          deepspeed={"zero_stage": 1})
+    killer.join()
+    assert killed, "no worker was killed"
+    assert code == 0
+    assert summary.metrics["test_accuracy"] >= 0.9
+    experiment = mlflow_client.get_experiment_by_name("killed")
+    runs = mlflow_client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1  # one MLflow run, not one per attempt
+    assert runs[0].data.tags["redblue.restarts"] == "1"
+    assert runs[0].info.status == "FINISHED"
+
+
+def descendants_connections() -> tuple[set[str], set[str]]:
+    """(remote addresses of connections, wildcard listening sockets) of this process tree."""
+    remotes, listening = set(), set()
+    pids = {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)} | {os.getpid()}
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.pid not in pids:
+            continue
+        if conn.raddr:
+            remotes.add(conn.raddr.ip)
+        elif conn.status == psutil.CONN_LISTEN and conn.laddr.ip in ("0.0.0.0", "::"):
+            listening.add(f"{conn.laddr.ip}:{conn.laddr.port} ({psutil.Process(conn.pid).name()})")
+    return remotes, listening
+
+
+def is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or address).is_loopback
+
+
+def test_cli_run_uses_loopback_only(ray_session, workspace):
+    remotes: set[str] = set()
+    listening: set[str] = set()
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            found_remotes, found_listening = descendants_connections()
+            remotes.update(found_remotes)
+            listening.update(found_listening)
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "train", str(REPO / "configs/digits.yaml"),
+             "--set", "optim.epochs=3", "--set", "name=cli-loopback",
+             "--set", f"run.storage_path={workspace / 'ray_results'}"],
+            env={**os.environ, "RAY_ADDRESS": ray_session},
+            cwd=workspace, capture_output=True, text=True, timeout=600,
+        )
+    finally:
+        done.set()
+        sampler.join()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MLflow run_id" in result.stdout and "round 1/" in result.stdout
+    assert remotes, "the sampler saw no connections at all"
+    outside = {ip for ip in remotes if not is_loopback(ip)}
+    assert not outside, f"connections to non-loopback addresses: {outside}"
+    print("listening on all interfaces:", sorted(listening))
