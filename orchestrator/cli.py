@@ -64,11 +64,23 @@ def ui(
     from orchestrator.tracking import tracking_uri
 
     command = [
-        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(),
-        "--host", host, "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     console.err.print(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)")
-    raise typer.Exit(subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}))
+    raise typer.Exit(
+        subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    )
 
 
 def main() -> None:

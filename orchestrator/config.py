@@ -8,6 +8,7 @@ this module adds the control-plane sections and the loader. Every user mistake b
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +136,15 @@ def _field_names(model: type[BaseModel], path: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     location = tuple(error["loc"])
     dotted = ".".join(str(part) for part in location)
     if error["type"] == "extra_forbidden":
         known = _field_names(RedblueConfig, location[:-1])
         hint = difflib.get_close_matches(str(location[-1]), known, n=1)
-        suggestion = f" (did you mean {'.'.join(map(str, location[:-1] + (hint[0],)))}?)" if hint else ""
+        suggestion = (
+            f" (did you mean {'.'.join(map(str, location[:-1] + (hint[0],)))}?)" if hint else ""
+        )
         return f"{dotted}: unknown key{suggestion}; known keys here: {', '.join(known)}"
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")

@@ -64,7 +64,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     def make_replica(model, name: str, total_steps: int) -> DeepSpeedReplica:
         return DeepSpeedReplica(
-            model, ds=cfg.deepspeed, optim=cfg.optim, world_size=world_size,
+            model,
+            ds=cfg.deepspeed,
+            optim=cfg.optim,
+            world_size=world_size,
             total_steps=total_steps,
         )
 
@@ -77,9 +80,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     replicas = build_replicas(
         plan.spec, plan.dataset, plan.split, plan.loop, make_replica, plan.rounds
     )
-    trainer = Trainer(
-        plan.loop, plan.dataset, plan.split, plan.spec, replicas, plan.rounds, report
-    )
+    trainer = Trainer(plan.loop, plan.dataset, plan.split, plan.spec, replicas, plan.rounds, report)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -140,7 +141,7 @@ def run_training(
             use_gpu=cfg.scaling.use_gpu,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
         ),
-        run_config=RunConfig(
+        run_config=RunConfig(  # type: ignore[call-arg]  # stubs show Train v1's RunConfig
             name=run_name,
             storage_path=result.storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
@@ -154,7 +155,7 @@ def run_training(
     finally:
         stop.set()
         drainer.join()
-        ray.kill(events.actor, no_restart=True)
+        ray.kill(events.actor, no_restart=True)  # type: ignore[arg-type]
     return result
 
 

@@ -44,7 +44,11 @@ def ui_command(uri: str) -> str:
     """How to open the MLflow UI for ``uri``."""
     if uri.startswith("sqlite:"):
         return f"redblue ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1)"
-    return f"open {uri} in a browser" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
+    return (
+        f"open {uri} in a browser"
+        if uri.startswith("http")
+        else f"mlflow ui --backend-store-uri {uri}"
+    )
 
 
 def package_versions() -> dict[str, str]:
@@ -69,7 +73,10 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created meanwhile by a concurrent run
-        return client.get_experiment_by_name(name).experiment_id
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 class TrackedRun:
@@ -85,8 +92,12 @@ class TrackedRun:
         self.run_id = run.info.run_id
         self.experiment_name = cfg.name
         params = {k: str(v) for k, v in cfg.flat().items()}
-        self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
-        self.client.log_text(self.run_id, yaml.safe_dump(cfg.model_dump(), sort_keys=False), "config.yaml")
+        self.client.log_batch(
+            self.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()]
+        )
+        self.client.log_text(
+            self.run_id, yaml.safe_dump(cfg.model_dump(), sort_keys=False), "config.yaml"
+        )
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         stamp = int(time.time() * 1000)
@@ -114,7 +125,9 @@ class TrackedRun:
         keys = [k for k in history[-1] if k.endswith(("train_loss", "val_loss", "holdout_loss"))]
         for key in sorted(keys):
             points = [(h["round"], h[key]) for h in history if key in h]
-            axis.plot(*zip(*points), label=key, linestyle="-" if key == "val_loss" else "--")
+            axis.plot(
+                *zip(*points, strict=True), label=key, linestyle="-" if key == "val_loss" else "--"
+            )
         axis.set(xlabel="round", ylabel="loss", yscale="log", title=self.experiment_name)
         axis.legend(fontsize=8)
         figure.tight_layout()
@@ -168,5 +181,7 @@ def download_final_model(checkpoint, into: Path | None = None) -> Path:
 
     target = Path(into or tempfile.mkdtemp(prefix="redblue-model-"))
     with checkpoint.as_directory() as directory:
-        shutil.copytree(Path(directory) / FINAL_MODEL_DIR, target / FINAL_MODEL_DIR, dirs_exist_ok=True)
+        shutil.copytree(
+            Path(directory) / FINAL_MODEL_DIR, target / FINAL_MODEL_DIR, dirs_exist_ok=True
+        )
     return target / FINAL_MODEL_DIR

@@ -21,6 +21,13 @@ class TrainSummary:
     tracking_uri: str
 
 
+def command_started_at() -> float:
+    """Unix time at which this process started (the user's command, for start-up figures)."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
 def run_tags(cfg: RedblueConfig) -> dict[str, str]:
     return {
         "redblue.kind": "train",
@@ -32,7 +39,9 @@ def run_tags(cfg: RedblueConfig) -> dict[str, str]:
     }
 
 
-def train(cfg: RedblueConfig, plan: RunPlan, address: str | None) -> tuple[int, TrainSummary | None]:
+def train(
+    cfg: RedblueConfig, plan: RunPlan, address: str | None
+) -> tuple[int, TrainSummary | None]:
     """Run one training end to end; returns (exit code, summary when it succeeded)."""
     from orchestrator.environment import connect_ray
     from orchestrator.launch import run_training
@@ -44,8 +53,17 @@ def train(cfg: RedblueConfig, plan: RunPlan, address: str | None) -> tuple[int, 
         f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True
     )
     num_rounds = plan.rounds.num_rounds
+    startup: dict[str, float] = {}
 
     def on_round(metrics: dict[str, float]) -> None:
+        first_step_at = metrics.pop("first_step_at", None)
+        if first_step_at is not None and "time_to_first_step_s" not in startup:
+            startup["time_to_first_step_s"] = first_step_at - command_started_at()
+            tracked.log_metrics(startup)
+            console.err.print(
+                f"first optimizer step {startup['time_to_first_step_s']:.1f} s after the "
+                "command started"
+            )
         tracked.log_metrics(metrics, step=int(metrics["round"]))
         console.print_round(metrics, num_rounds)
 
@@ -107,6 +125,7 @@ def train(cfg: RedblueConfig, plan: RunPlan, address: str | None) -> tuple[int, 
         ("model URI", summary.model_uri),
         ("checkpoint", summary.checkpoint_path),
         ("MLflow UI", ui_command(summary.tracking_uri)),
+        ("first step after", f"{startup.get('time_to_first_step_s', float('nan')):.1f} s"),
         ("wall time", f"{time.perf_counter() - started:.1f} s"),
     ]
     console.print_summary(rows, title=f"{cfg.name}: {cfg.strategy.kind} training finished")

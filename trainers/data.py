@@ -92,9 +92,7 @@ def _infer_task(labels: pd.Series) -> str:
         return "classification"
     if pd.api.types.is_integer_dtype(labels):
         return (
-            "classification"
-            if labels.nunique() <= MAX_CLASSES_FOR_INTEGER_LABELS
-            else "regression"
+            "classification" if labels.nunique() <= MAX_CLASSES_FOR_INTEGER_LABELS else "regression"
         )
     return "regression"
 
@@ -123,7 +121,11 @@ def prepare(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
     features = feature_frame.to_numpy(dtype=np.float64)
     bad_cells = ~np.isfinite(features)
     if bad_cells.any():
-        columns = [str(c) for c, bad in zip(feature_frame.columns, bad_cells.any(axis=0)) if bad]
+        columns = [
+            str(c)
+            for c, bad in zip(feature_frame.columns, bad_cells.any(axis=0), strict=True)
+            if bad
+        ]
         raise DataError(
             f"NaN or infinite values in {cfg.source}: {int(bad_cells.sum())} cell(s) in "
             f"column(s) {', '.join(columns)}"

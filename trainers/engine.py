@@ -46,9 +46,7 @@ def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def deepspeed_config(
-    ds: DeepSpeedConfig, optim: OptimConfig, world_size: int
-) -> dict[str, Any]:
+def deepspeed_config(ds: DeepSpeedConfig, optim: OptimConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed JSON config, built from our config in this one place."""
     micro_batch = optim.batch_size // (world_size * ds.grad_accum_steps)
     if micro_batch < 1 or micro_batch * world_size * ds.grad_accum_steps != optim.batch_size:
@@ -134,7 +132,9 @@ class DeepSpeedReplica:
 
         params = list(self.module.parameters())
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-            return {k: v.detach().float().cpu().clone() for k, v in self.module.state_dict().items()}
+            return {
+                k: v.detach().float().cpu().clone() for k, v in self.module.state_dict().items()
+            }
 
     def save(self, directory: Path, tag: str) -> None:
         self.engine.save_checkpoint(str(directory), tag=tag, save_latest=False)

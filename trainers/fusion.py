@@ -38,7 +38,8 @@ def fuse_tensors(
 ) -> list[torch.Tensor]:
     """alpha * red + (1 - alpha) * blue, computed in fp32 and cast back to each tensor's dtype."""
     return [
-        (alpha * r.float() + (1.0 - alpha) * b.float()).to(r.dtype) for r, b in zip(red, blue)
+        (alpha * r.float() + (1.0 - alpha) * b.float()).to(r.dtype)
+        for r, b in zip(red, blue, strict=True)
     ]
 
 
@@ -48,7 +49,9 @@ def divergence(red: Replica, blue: Replica, alpha: float, partitioned: bool) -> 
     ``partitioned`` (ZeRO-3) sums the squares over every worker's partition.
     """
     reds, blues = red.local_params(), blue.local_params()
-    diff = sum(float((r.float() - b.float()).pow(2).sum()) for r, b in zip(reds, blues))
+    diff = sum(
+        float((r.float() - b.float()).pow(2).sum()) for r, b in zip(reds, blues, strict=True)
+    )
     fused = sum(float(f.float().pow(2).sum()) for f in fuse_tensors(alpha, reds, blues))
     if partitioned:
         diff, fused = distributed.all_reduce_sum([diff, fused])
@@ -64,10 +67,10 @@ def fuse_into_both(red: Replica, blue: Replica, alpha: float) -> None:
     """Write theta_f into both replicas; each keeps its own optimizer state (as in local SGD)."""
     fused = fuse_tensors(alpha, _fusable(red), _fusable(blue))
     for replica in (red, blue):
-        for target, value in zip(_fusable(replica), fused):
+        for target, value in zip(_fusable(replica), fused, strict=True):
             target.copy_(value)
         replica.after_weights_changed()
-    for red_buffer, blue_buffer in zip(red.module.buffers(), blue.module.buffers()):
+    for red_buffer, blue_buffer in zip(red.module.buffers(), blue.module.buffers(), strict=True):
         if not red_buffer.is_floating_point():
             blue_buffer.copy_(red_buffer)
 
@@ -78,9 +81,9 @@ def fused_view(red: Replica, blue: Replica, alpha: float) -> Iterator[Replica]:
     own = [t.clone() for t in _fusable(red)]
     fused = fuse_tensors(alpha, own, _fusable(blue))
     try:
-        for target, value in zip(_fusable(red), fused):
+        for target, value in zip(_fusable(red), fused, strict=True):
             target.copy_(value)
         yield red
     finally:
-        for target, value in zip(_fusable(red), own):
+        for target, value in zip(_fusable(red), own, strict=True):
             target.copy_(value)

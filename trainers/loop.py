@@ -1,4 +1,4 @@
-"""The training loop: standard and red-blue strategies, exactly as shared/design/red-blue.md defines.
+"""The training loop: the standard and red-blue strategies as shared/design/red-blue.md defines.
 
 Plain PyTorch + engines from ``trainers.engine``; no Ray, no MLflow. The caller hands in a
 ``report(metrics, checkpoint_dir)`` callable and gets a ``TrainOutcome`` back. Every worker runs
@@ -72,7 +72,12 @@ class RoundPlan:
 
 
 def plan_rounds(
-    *, train_size: int, batch_size: int, epochs: float, phase_steps: int, red_ratio: float,
+    *,
+    train_size: int,
+    batch_size: int,
+    epochs: float,
+    phase_steps: int,
+    red_ratio: float,
     kind: str,
 ) -> RoundPlan:
     """Both strategies take 2K optimizer steps of ``batch_size`` per round, for the same budget.
@@ -144,8 +149,9 @@ class Trainer:
         self.local_parts = {
             name: shard(parts[name], self.rank, self.world_size) for name in replicas
         }
-        first = next(iter(replicas.values())).module
-        self.target_scale = (float(first.target_mean), float(first.target_std))
+        buffers = dict(next(iter(replicas.values())).module.named_buffers())
+        self.target_scale = (float(buffers["target_mean"]), float(buffers["target_std"]))
+        self.first_step_at: float | None = None
         self.state = LoopState(
             steps={name: 0 for name in replicas}, split_fingerprint=split.fingerprint()
         )
@@ -157,12 +163,14 @@ class Trainer:
         metrics: dict[str, float] = {}
         stopped_early = False
         last_round = self.plan.num_rounds - 1
-        round_index = self.state.next_round
+        round_index = first_round = self.state.next_round
         while round_index <= last_round:
             started = time.perf_counter()
             metrics = self._train_round(round_index)
             metrics["samples_per_s"] = self._samples_per_round() / (time.perf_counter() - started)
             metrics["epoch"] = self._epochs_done(round_index + 1)
+            if round_index == first_round and self.first_step_at is not None:
+                metrics["first_step_at"] = self.first_step_at
             is_last = round_index == last_round
             if is_last or (round_index + 1) % self.cfg.strategy.eval_every == 0:
                 metrics.update(self._evaluate_round())
@@ -212,6 +220,8 @@ class Trainer:
             loss = loss_fn(self.spec.task, outputs, targets, *self.target_scale)
             replica.backward(loss)
             replica.step()
+            if self.first_step_at is None:
+                self.first_step_at = time.time()  # start-up cost, reported once per attempt
             total += loss.detach().double().cpu()
         self.state.steps[name] += steps
         return distributed.all_reduce_mean([float(total) / micro_steps])[0]
@@ -279,7 +289,9 @@ class Trainer:
 
     # -- helpers -------------------------------------------------------------------------------
     @torch.no_grad()
-    def _predict_all(self, replica: Replica, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _predict_all(
+        self, replica: Replica, index: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         replica.module.eval()
         outputs = [
             replica.forward(self.features[index[i : i + EVAL_BATCH]]).float().cpu()
@@ -293,7 +305,9 @@ class Trainer:
 
     def _test_metrics(self, replica: Replica) -> dict[str, float]:
         outputs, targets = self._predict_all(replica, self.split.test)
-        metrics = {"test_loss": float(loss_fn(self.spec.task, outputs, targets, *self.target_scale))}
+        metrics = {
+            "test_loss": float(loss_fn(self.spec.task, outputs, targets, *self.target_scale))
+        }
         if self.spec.task == "classification":
             metrics["test_accuracy"] = float((outputs.argmax(dim=1) == targets).double().mean())
         else:

@@ -39,8 +39,14 @@ class ModelSpec:
 
     @classmethod
     def from_config(
-        cls, cfg: ModelConfig, *, in_features: int, out_features: int, task: str,
-        feature_names: list[str], classes: list,
+        cls,
+        cfg: ModelConfig,
+        *,
+        in_features: int,
+        out_features: int,
+        task: str,
+        feature_names: list[str],
+        classes: list,
     ) -> ModelSpec:
         return cls(
             kind=cfg.kind,
@@ -61,6 +67,11 @@ class MLP(nn.Module):
     The normalization statistics are buffers, so they travel with the weights and a served model
     takes raw features.
     """
+
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -114,7 +125,9 @@ def loss_fn(
 
 
 @torch.no_grad()
-def predict(model: MLP, spec: ModelSpec, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def predict(
+    model: MLP, spec: ModelSpec, features: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions in the data's own terms: (labels, class probabilities) or (values, None)."""
     model.eval()
     param = next(model.parameters())

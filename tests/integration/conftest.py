@@ -12,8 +12,14 @@ from orchestrator.environment import prepare_driver_env
 BASE = {
     "seed": 0,
     "model": {"hidden": [128, 64], "dropout": 0.1},
-    "optim": {"lr": 0.003, "epochs": 10, "schedule": "cosine", "warmup_steps": 10,
-              "batch_size": 64, "grad_clip": 1.0},
+    "optim": {
+        "lr": 0.003,
+        "epochs": 10,
+        "schedule": "cosine",
+        "warmup_steps": 10,
+        "batch_size": 64,
+        "grad_clip": 1.0,
+    },
     "scaling": {"num_workers": 2, "cpus_per_worker": 1},
     "checkpoint": {"every_rounds": 2, "keep": 2},
 }

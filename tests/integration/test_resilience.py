@@ -48,8 +48,9 @@ def test_killed_worker_resumes_from_checkpoint(train, mlflow_client, workspace):
         args=(workspace / "ray_results", "killed", killed),
     )
     killer.start()
-    code, summary = train("killed", optim={"epochs": 12}, run={"max_failures": 1},
-                          deepspeed={"zero_stage": 1})
+    code, summary = train(
+        "killed", optim={"epochs": 12}, run={"max_failures": 1}, deepspeed={"zero_stage": 1}
+    )
     killer.join()
     assert killed, "no worker was killed"
     assert code == 0
@@ -97,11 +98,24 @@ def test_cli_run_uses_loopback_only(ray_session, workspace):
     sampler.start()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "orchestrator.cli", "train", str(REPO / "configs/digits.yaml"),
-             "--set", "optim.epochs=3", "--set", "name=cli-loopback",
-             "--set", f"run.storage_path={workspace / 'ray_results'}"],
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                "train",
+                str(REPO / "configs/digits.yaml"),
+                "--set",
+                "optim.epochs=3",
+                "--set",
+                "name=cli-loopback",
+                "--set",
+                f"run.storage_path={workspace / 'ray_results'}",
+            ],
             env={**os.environ, "RAY_ADDRESS": ray_session},
-            cwd=workspace, capture_output=True, text=True, timeout=600,
+            cwd=workspace,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     finally:
         done.set()

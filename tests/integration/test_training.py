@@ -17,8 +17,15 @@ def test_red_blue_trains_digits_on_every_zero_stage(train, mlflow_client, zero_s
     assert run.info.status == "FINISHED"
     assert run.data.tags["redblue.zero_stage"] == str(zero_stage)
     assert run.data.tags["redblue.world_size"] == "2"
-    for key in ("val_loss", "test_loss", "test_accuracy", "red/test_accuracy",
-                "blue/test_accuracy", "red/holdout_loss", "fusion/divergence"):
+    for key in (
+        "val_loss",
+        "test_loss",
+        "test_accuracy",
+        "red/test_accuracy",
+        "blue/test_accuracy",
+        "red/holdout_loss",
+        "fusion/divergence",
+    ):
         assert key in run.data.metrics, key
     assert len(mlflow_client.get_metric_history(summary.run_id, "val_loss")) >= 10
 
@@ -65,8 +72,13 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(train, mlflow
     code, summary = train(
         "diverges",
         data={"source": "diabetes"},
-        optim={"name": "sgd", "lr": 10, "warmup_steps": 40, "schedule": "constant",
-               "grad_clip": 0.0},
+        optim={
+            "name": "sgd",
+            "lr": 10,
+            "warmup_steps": 40,
+            "schedule": "constant",
+            "grad_clip": 0.0,
+        },
         strategy={"phase_steps": 2},
         checkpoint={"every_rounds": 1},
     )

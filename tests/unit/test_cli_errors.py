@@ -13,16 +13,26 @@ CASES = {
     "unknown key": (["--set", "strategy.red_ration=0.3"], "did you mean strategy.red_ratio"),
     "red ratio out of range": (["--set", "strategy.red_ratio=1.5"], "strategy.red_ratio"),
     "zero stage 4": (["--set", "deepspeed.zero_stage=4"], "deepspeed.zero_stage"),
-    "missing file": (["--set", "data.source=/nonexistent/data.csv", "--set", "data.label=y"],
-                     "data file not found"),
-    "missing label": (["--set", "data.source={csv}", "--set", "data.label=nope"],
-                      "label column 'nope' not found"),
-    "non-numeric feature": (["--set", "data.source={text_csv}", "--set", "data.label=y"],
-                            "non-numeric feature column(s) in"),
-    "nan in data": (["--set", "data.source={nan_csv}", "--set", "data.label=y"],
-                    "NaN or infinite values"),
-    "too small": (["--set", "data.source={tiny_csv}", "--set", "data.label=y"],
-                  "too small for the split"),
+    "missing file": (
+        ["--set", "data.source=/nonexistent/data.csv", "--set", "data.label=y"],
+        "data file not found",
+    ),
+    "missing label": (
+        ["--set", "data.source={csv}", "--set", "data.label=nope"],
+        "label column 'nope' not found",
+    ),
+    "non-numeric feature": (
+        ["--set", "data.source={text_csv}", "--set", "data.label=y"],
+        "non-numeric feature column(s) in",
+    ),
+    "nan in data": (
+        ["--set", "data.source={nan_csv}", "--set", "data.label=y"],
+        "NaN or infinite values",
+    ),
+    "too small": (
+        ["--set", "data.source={tiny_csv}", "--set", "data.label=y"],
+        "too small for the split",
+    ),
 }
 
 
@@ -30,8 +40,9 @@ CASES = {
 def outcomes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.normal(size=80), "b": rng.normal(size=80),
-                          "y": np.arange(80) % 2})
+    frame = pd.DataFrame(
+        {"a": rng.normal(size=80), "b": rng.normal(size=80), "y": np.arange(80) % 2}
+    )
     files = {
         "csv": frame,
         "text_csv": frame.assign(b=["t"] * 80),
@@ -45,8 +56,7 @@ def outcomes(tmp_path_factory):
     config = tmp / "run.yaml"
     config.write_text("name: clitest\nscaling: {num_workers: 2}\n")
     cases = {
-        name: [str(config)] + [a.format(**paths) for a in args]
-        for name, (args, _) in CASES.items()
+        name: [str(config)] + [a.format(**paths) for a in args] for name, (args, _) in CASES.items()
     }
     cases["missing config"] = [str(tmp / "absent.yaml")]
     script = textwrap.dedent(
@@ -62,8 +72,9 @@ def outcomes(tmp_path_factory):
         print(json.dumps(results))
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, cwd=tmp)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -83,4 +83,7 @@ def test_apply_override_creates_sections():
 
 
 def test_scientific_notation_is_accepted(tmp_path):
-    assert load_config(write(tmp_path, "optim: {lr: 1e-3}\n"), ["optim.weight_decay=1e-4"]).optim.lr == 1e-3
+    assert (
+        load_config(write(tmp_path, "optim: {lr: 1e-3}\n"), ["optim.weight_decay=1e-4"]).optim.lr
+        == 1e-3
+    )

@@ -9,15 +9,24 @@ from trainers.data import DataError, batch_indices, load_dataset, make_split, sh
 def split_of(source="digits", seed=0, workers=2, red_ratio=0.5):
     dataset = load_dataset(DataConfig(source=source))
     return dataset, make_split(
-        dataset, test_fraction=0.2, val_fraction=0.1, red_ratio=red_ratio, seed=seed,
+        dataset,
+        test_fraction=0.2,
+        val_fraction=0.1,
+        red_ratio=red_ratio,
+        seed=seed,
         num_workers=workers,
     )
 
 
-@pytest.mark.parametrize("source, task", [
-    ("digits", "classification"), ("breast_cancer", "classification"),
-    ("wine", "classification"), ("diabetes", "regression"),
-])
+@pytest.mark.parametrize(
+    "source, task",
+    [
+        ("digits", "classification"),
+        ("breast_cancer", "classification"),
+        ("wine", "classification"),
+        ("diabetes", "regression"),
+    ],
+)
 def test_bundled_sets_and_task_inference(source, task):
     assert load_dataset(DataConfig(source=source)).task == task
 
@@ -73,12 +82,15 @@ def test_csv_and_parquet_files(tmp_path):
         assert dataset.features.shape == (60, 2) and dataset.task == "classification"
 
 
-@pytest.mark.parametrize("mutate, label, expected", [
-    (lambda f: f, "missing", "label column 'missing' not found"),
-    (lambda f: f.assign(c=["x"] * len(f)), "y", "non-numeric feature column.*c"),
-    (lambda f: f.assign(a=[np.nan] + list(f.a[1:])), "y", "NaN or infinite.*column.*a"),
-    (lambda f: f.assign(y=0), "y", "single class"),
-])
+@pytest.mark.parametrize(
+    "mutate, label, expected",
+    [
+        (lambda f: f, "missing", "label column 'missing' not found"),
+        (lambda f: f.assign(c=["x"] * len(f)), "y", "non-numeric feature column.*c"),
+        (lambda f: f.assign(a=[np.nan] + list(f.a[1:])), "y", "NaN or infinite.*column.*a"),
+        (lambda f: f.assign(y=0), "y", "single class"),
+    ],
+)
 def test_bad_tables_name_the_problem(tmp_path, mutate, label, expected):
     with pytest.raises(DataError, match=expected):
         load_dataset(DataConfig(source=csv(tmp_path, mutate(good_frame())), label=label))
@@ -94,5 +106,6 @@ def test_missing_file_and_unknown_source(tmp_path):
 def test_too_small_for_the_split(tmp_path):
     dataset = load_dataset(DataConfig(source=csv(tmp_path, good_frame(12)), label="y"))
     with pytest.raises(DataError, match="too small"):
-        make_split(dataset, test_fraction=0.2, val_fraction=0.1, red_ratio=0.5, seed=0,
-                   num_workers=4)
+        make_split(
+            dataset, test_fraction=0.2, val_fraction=0.1, red_ratio=0.5, seed=0, num_workers=4
+        )

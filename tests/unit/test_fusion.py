@@ -13,14 +13,17 @@ def replica(seed: int) -> PlainReplica:
     return PlainReplica(MLP(spec), optim=OptimConfig(), grad_accum_steps=1, total_steps=10)
 
 
-@pytest.mark.parametrize("rule, red, blue, expected", [
-    ("uniform", 1.0, 9.0, 0.5),
-    ("ratio", 1.0, 9.0, 0.3),
-    ("loss", 1.0, 3.0, 0.75),   # red better: weighs more, clipped at 0.75
-    ("loss", 2.0, 2.0, 0.5),
-    ("loss", 9.0, 1.0, 0.25),   # clipped below
-    ("loss", 0.0, 0.0, 0.5),    # degenerate: uniform
-])
+@pytest.mark.parametrize(
+    "rule, red, blue, expected",
+    [
+        ("uniform", 1.0, 9.0, 0.5),
+        ("ratio", 1.0, 9.0, 0.3),
+        ("loss", 1.0, 3.0, 0.75),  # red better: weighs more, clipped at 0.75
+        ("loss", 2.0, 2.0, 0.5),
+        ("loss", 9.0, 1.0, 0.25),  # clipped below
+        ("loss", 0.0, 0.0, 0.5),  # degenerate: uniform
+    ],
+)
 def test_fusion_alpha(rule, red, blue, expected):
     alpha = fusion_alpha(rule, red_ratio=0.3, red_holdout=red, blue_holdout=blue)
     assert alpha == pytest.approx(expected)
@@ -37,7 +40,7 @@ def test_fuse_into_both_writes_theta_f_into_both_replicas():
     red, blue = replica(0), replica(1)
     expected = fuse_tensors(0.3, red.local_params(), blue.local_params())
     fuse_into_both(red, blue, 0.3)
-    for r, b, e in zip(red.local_params(), blue.local_params(), expected):
+    for r, b, e in zip(red.local_params(), blue.local_params(), expected, strict=True):
         assert torch.equal(r, e) and torch.equal(b, e)
     assert divergence(red, blue, 0.5, partitioned=False) == 0.0
 
@@ -47,7 +50,7 @@ def test_fused_view_restores_red():
     before = [t.clone() for t in red.local_params()]
     with fused_view(red, blue, 0.5) as fused:
         assert not torch.equal(fused.local_params()[0], before[0])
-    assert all(torch.equal(a, b) for a, b in zip(red.local_params(), before))
+    assert all(torch.equal(a, b) for a, b in zip(red.local_params(), before, strict=True))
 
 
 def test_divergence_is_relative_distance():

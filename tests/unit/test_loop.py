@@ -40,31 +40,45 @@ class Recorder:
 
 def test_both_strategies_get_the_same_budget():
     for kind in ("red_blue", "standard"):
-        plan = plan_rounds(train_size=1000, batch_size=50, epochs=3, phase_steps=5,
-                           red_ratio=0.3, kind=kind)
+        plan = plan_rounds(
+            train_size=1000, batch_size=50, epochs=3, phase_steps=5, red_ratio=0.3, kind=kind
+        )
         assert plan.num_rounds == 6
         assert sum(plan.steps_per_replica.values()) == 10
-    red_blue = plan_rounds(train_size=1000, batch_size=50, epochs=3, phase_steps=5,
-                           red_ratio=0.3, kind="red_blue")
+    red_blue = plan_rounds(
+        train_size=1000, batch_size=50, epochs=3, phase_steps=5, red_ratio=0.3, kind="red_blue"
+    )
     assert red_blue.steps_per_replica == {"red": 3, "blue": 7}
 
 
 def test_extreme_ratio_keeps_both_replicas_training():
-    plan = plan_rounds(train_size=100, batch_size=10, epochs=1, phase_steps=1, red_ratio=0.05,
-                       kind="red_blue")
+    plan = plan_rounds(
+        train_size=100, batch_size=10, epochs=1, phase_steps=1, red_ratio=0.05, kind="red_blue"
+    )
     assert plan.steps_per_replica == {"red": 1, "blue": 1}
 
 
 @pytest.mark.parametrize("kind", ["red_blue", "standard"])
 def test_trains_digits_and_reports_the_metric_names(tmp_path, kind):
     recorder = Recorder(tmp_path)
-    outcome = make_trainer(recorder, strategy={"kind": kind}, optim={"lr": 0.003, "epochs": 8}).run()
+    outcome = make_trainer(
+        recorder, strategy={"kind": kind}, optim={"lr": 0.003, "epochs": 8}
+    ).run()
     assert outcome.metrics["test_accuracy"] >= 0.9
     first_round = recorder.metrics[0]
     if kind == "red_blue":
-        for key in ("red/train_loss", "blue/train_loss", "red/val_loss", "blue/val_loss",
-                    "red/holdout_loss", "blue/holdout_loss", "val_loss", "fusion/alpha",
-                    "fusion/divergence", "lr"):
+        for key in (
+            "red/train_loss",
+            "blue/train_loss",
+            "red/val_loss",
+            "blue/val_loss",
+            "red/holdout_loss",
+            "blue/holdout_loss",
+            "val_loss",
+            "fusion/alpha",
+            "fusion/divergence",
+            "lr",
+        ):
             assert key in first_round, key
         assert {"red/test_accuracy", "blue/test_accuracy"} <= set(outcome.metrics)
     else:

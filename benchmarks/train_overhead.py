@@ -1,0 +1,222 @@
+"""Training overhead of Redblue against plain PyTorch, all in one run, same model, data and steps.
+
+For two sizes (the demo MLP, and a compute-bound 2048-wide MLP at batch 256) it measures
+steady-state samples/s and the time from command start to the first optimizer step of:
+
+  (a) ``redblue train`` : 2 Ray Train workers, DeepSpeed ZeRO-2, standard strategy
+  (b) plain PyTorch DDP : 2 processes, gloo on 127.0.0.1, 1 thread each (like a 1-CPU worker)
+  (d) plain DeepSpeed   : 2 processes, ZeRO-2, no Ray (separates DeepSpeed's cost from Ray's)
+  (c) plain loop        : 1 process, 1 thread
+
+and prints the ratios (a)/(b), (d)/(b), (a)/(d) and (a)/(c). Run: ``make bench`` or
+``python benchmarks/train_overhead.py [--sizes small,large] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {
+    # name: (hidden widths, global batch size, epochs over P' of digits)
+    "small": ([128, 64], 64, 12),
+    "large": ([2048, 2048], 256, 24),
+}
+WARMUP_STEPS = 10  # excluded from the steady-state rate of the plain loops
+
+
+def overrides(size: str) -> list[str]:
+    hidden, batch, epochs = SIZES[size]
+    values = {
+        "name": f"bench-{size}",
+        "strategy.kind": "standard",
+        "strategy.eval_every": 1000,
+        "deepspeed.zero_stage": 2,
+        "model.hidden": json.dumps(hidden),
+        "model.dropout": 0.0,
+        "optim.batch_size": batch,
+        "optim.epochs": epochs,
+        "optim.schedule": "constant",
+        "optim.warmup_steps": 0,
+        "optim.grad_clip": 0.0,
+        "checkpoint.every_rounds": 1000,
+        "scaling.num_workers": 2,
+        "scaling.cpus_per_worker": 1,
+    }
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+# --- (a) redblue train ------------------------------------------------------------------------
+def bench_redblue(size: str, workdir: Path) -> dict:
+    command = [sys.executable, "-m", "orchestrator.cli", "train", str(REPO / "configs/digits.yaml")]
+    for item in overrides(size):
+        command += ["--set", item]
+    command += ["--set", f"run.storage_path={workdir / 'ray_results'}"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    started = time.time()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    wall = time.time() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"redblue train failed:\n{done.stderr[-3000:]}")
+    rates = [float(r.replace(",", "")) for r in re.findall(r"([\d,]+) samples/s", done.stdout)]
+    first = re.search(r"first optimizer step ([\d.]+) s", done.stderr)
+    steady = rates[1:] if len(rates) > 1 else rates
+    return {
+        "samples_per_s": statistics.median(steady),
+        "first_step_s": float(first.group(1)) if first else float("nan"),
+        "wall_s": wall,
+        "rounds": len(rates),
+    }
+
+
+# --- (b), (c), (d): plain loops ---------------------------------------------------------------
+def plain_steps(size: str) -> int:
+    """The optimizer steps redblue takes for this size (its rounds rounded up)."""
+    sys.path.insert(0, str(REPO))
+    from orchestrator.config import load_config
+    from orchestrator.plan import plan_run
+
+    plan = plan_run(load_config(REPO / "configs/digits.yaml", overrides(size)))
+    return plan.rounds.num_rounds * plan.rounds.steps_per_replica["standard"]
+
+
+def plain_worker(
+    rank: int, world: int, size: str, mode: str, steps: int, port: int, out: str, t0: float
+) -> None:
+    """One process of a plain loop: ``mode`` is single, ddp or deepspeed."""
+    import torch
+
+    torch.set_num_threads(1)
+    from orchestrator.config import load_config
+    from orchestrator.plan import plan_run
+    from trainers.models import build_model
+
+    plan = plan_run(load_config(REPO / "configs/digits.yaml", overrides(size)))
+    batch = SIZES[size][1] // world
+    train = plan.split.train[rank::world]
+    features = torch.as_tensor(plan.dataset.features)
+    labels = torch.as_tensor(plan.dataset.labels)
+    torch.manual_seed(0)
+    model = build_model(plan.spec)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if mode != "single":
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            RANK=str(rank),
+            WORLD_SIZE=str(world),
+            LOCAL_RANK=str(rank),
+        )
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    if mode == "ddp":
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    engine = None
+    if mode == "deepspeed":
+        os.environ["DS_ACCELERATOR"] = "cpu"
+        import deepspeed
+
+        from trainers.engine import deepspeed_config
+
+        cfg = load_config(REPO / "configs/digits.yaml", overrides(size))
+        engine, *_ = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            config=deepspeed_config(cfg.deepspeed, cfg.optim, world),
+        )
+    generator = torch.Generator().manual_seed(rank)
+    first_step_at = tick = None
+    for step in range(steps):
+        index = train[torch.randint(len(train), (batch,), generator=generator).numpy()]
+        outputs = (engine or model)(features[index])
+        loss = torch.nn.functional.cross_entropy(outputs, labels[index])
+        if engine is not None:
+            engine.backward(loss)
+            engine.step()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if step == 0:
+            first_step_at = time.time()
+        if step == WARMUP_STEPS - 1:
+            tick = time.perf_counter()
+    rate = (steps - WARMUP_STEPS) * SIZES[size][1] / (time.perf_counter() - tick)
+    if rank == 0:
+        Path(out).write_text(
+            json.dumps({"samples_per_s": rate, "first_step_s": first_step_at - t0})
+        )
+    if mode != "single":
+        torch.distributed.destroy_process_group()
+
+
+def bench_plain(size: str, mode: str, steps: int) -> dict:
+    """Run a plain loop in fresh processes, timed from their launch like a command."""
+    world = 1 if mode == "single" else 2
+    out = tempfile.mktemp(suffix=".json")
+    port = 29500 + os.getpid() % 1000
+    code = (
+        "import sys, torch.multiprocessing as mp; sys.path.insert(0, %r); "
+        "from benchmarks.train_overhead import plain_worker; "
+        "mp.spawn(plain_worker, args=(%d, %r, %r, %d, %d, %r, %r), nprocs=%d)"
+    )
+    t0 = time.time()
+    command = code % (str(REPO), world, size, mode, steps, port, out, t0, world)
+    subprocess.run(
+        [sys.executable, "-c", command],
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    return json.loads(Path(out).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="small,large")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    results = {}
+    for size in args.sizes.split(","):
+        steps = plain_steps(size)
+        with tempfile.TemporaryDirectory() as workdir:
+            print(f"[{size}] {steps} steps: redblue train ...", flush=True)
+            row = {"steps": steps, "redblue": bench_redblue(size, Path(workdir))}
+        for mode in ("ddp", "deepspeed", "single"):
+            print(f"[{size}] plain {mode} ...", flush=True)
+            row[mode] = bench_plain(size, mode, steps)
+        rate = {k: v["samples_per_s"] for k, v in row.items() if isinstance(v, dict)}
+        row["ratios"] = {
+            "redblue/ddp": rate["redblue"] / rate["ddp"],
+            "deepspeed/ddp": rate["deepspeed"] / rate["ddp"],
+            "redblue/deepspeed": rate["redblue"] / rate["deepspeed"],
+            "redblue/single": rate["redblue"] / rate["single"],
+        }
+        results[size] = row
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{'size':6} {'run':10} {'samples/s':>10} {'first step s':>13}")
+    for size, row in results.items():
+        for run in ("redblue", "ddp", "deepspeed", "single"):
+            r = row[run]
+            print(f"{size:6} {run:10} {r['samples_per_s']:>10,.0f} {r['first_step_s']:>13.1f}")
+        ratios = "  ".join(f"{k} {v:.2f}" for k, v in row["ratios"].items())
+        print(f"{size:6} ratios     {ratios}")
+
+
+if __name__ == "__main__":
+    main()

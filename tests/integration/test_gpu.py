@@ -1,0 +1,24 @@
+"""GPU runs: NCCL, bf16, ZeRO-2 and ZeRO-3. Skipped cleanly where no CUDA GPU is present."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_red_blue_on_gpus_with_bf16(train, zero_stage):
+    workers = max(1, min(2, torch.cuda.device_count()))
+    code, summary = train(
+        f"gpu-zero{zero_stage}",
+        scaling={"use_gpu": True, "num_workers": workers},
+        deepspeed={"zero_stage": zero_stage, "precision": "bf16"},
+    )
+    assert code == 0
+    assert summary.metrics["test_accuracy"] >= 0.9
