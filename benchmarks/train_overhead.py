@@ -156,6 +156,7 @@ def plain_worker(
         )
     if mode != "single":
         torch.distributed.destroy_process_group()
+    os._exit(0)  # a leftover non-daemon thread (gloo, DeepSpeed) must not keep the process alive
 
 
 def bench_plain(size: str, mode: str, steps: int) -> dict:

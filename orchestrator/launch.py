@@ -29,7 +29,7 @@ from ray.util.queue import Empty, Queue
 
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import prepare_worker_env
-from orchestrator.plan import RunPlan, plan_run
+from orchestrator.plan import plan_run
 
 EVENT_POLL_S = 0.2
 
@@ -158,5 +158,3 @@ def run_training(
         ray.kill(events.actor, no_restart=True)  # type: ignore[arg-type]
     return result
 
-
-__all__ = ["RunPlan", "TrainResult", "run_training", "train_worker"]
