@@ -31,7 +31,7 @@ def train(
     ),
 ) -> None:
     """Train CONFIG with DeepSpeed workers on Ray Train; record the run in MLflow."""
-    from orchestrator.environment import prepare_driver_env
+    from orchestrator.environment import prepare_driver_env, state_root
 
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, load_config
@@ -44,7 +44,7 @@ def train(
     except (ConfigError, DataError) as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None
-    cfg.run.storage_path = str(Path(cfg.run.storage_path).resolve())
+    cfg.run.storage_path = str((state_root() / cfg.run.storage_path).resolve())
 
     from orchestrator.train_run import train as run_train
 

@@ -48,8 +48,9 @@ class RunSection(Section):
     )
     storage_path: str = Field(
         "ray_results",
-        description="Where Ray Train stores checkpoints; made absolute. Use shared storage (NFS, "
-        "S3) on a multi-node cluster.",
+        description="Where Ray Train stores checkpoints. A relative path is taken from the working "
+        "directory (~/.redblue inside a Ray job). Use shared storage (NFS, S3) on a multi-node "
+        "cluster.",
     )
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
+# Set by Ray in the environment of a submitted job's entrypoint.
+RAY_JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 # Read by Ray when it is first imported: an in-process local Ray binds its node to 127.0.0.1.
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 QUIET_ENV = {
@@ -14,6 +17,19 @@ QUIET_ENV = {
     "RAY_TRAIN_V2_ENABLED": "1",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
+
+
+def state_root() -> Path:
+    """Where local state (SQLite MLflow store, checkpoints) goes by default.
+
+    The working directory; but inside a ``ray job submit`` job, whose working directory is a
+    temporary copy that Ray deletes, ``~/.redblue`` on the node running the job.
+    """
+    if os.environ.get(RAY_JOB_ENV_VAR):
+        root = Path.home() / ".redblue"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+    return Path.cwd()
 
 
 def prepare_driver_env(address: str | None) -> None:

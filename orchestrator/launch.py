@@ -157,4 +157,3 @@ def run_training(
         drainer.join()
         ray.kill(events.actor, no_restart=True)  # type: ignore[arg-type]
     return result
-

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 import trainers
 from orchestrator.config import RedblueConfig
+from orchestrator.environment import state_root
 from trainers.checkpoint import FINAL_MODEL_DIR
 from trainers.models import load_model, predict
 
@@ -37,7 +38,7 @@ VERSIONED_PACKAGES = ("redblue", "torch", "ray", "deepspeed", "mlflow")
 
 def tracking_uri() -> str:
     """The tracking URI in force: ``MLFLOW_TRACKING_URI`` or the local SQLite default."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_root() / DEFAULT_DB}"
 
 
 def ui_command(uri: str) -> str:
