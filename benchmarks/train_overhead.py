@@ -121,7 +121,10 @@ def plain_worker(
         model = torch.nn.parallel.DistributedDataParallel(model)
     engine = None
     if mode == "deepspeed":
+        from orchestrator.environment import use_venv_extension_cache
+
         os.environ["DS_ACCELERATOR"] = "cpu"
+        use_venv_extension_cache()
         import deepspeed
 
         from trainers.engine import deepspeed_config

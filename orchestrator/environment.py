@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 # Set by Ray in the environment of a submitted job's entrypoint.
@@ -41,12 +42,22 @@ def prepare_driver_env(address: str | None) -> None:
             os.environ.setdefault(key, value)
 
 
+def use_venv_extension_cache() -> None:
+    """Keep DeepSpeed's JIT-built ops in this environment (built once by ``trainers.prebuild``).
+
+    One shared ~/.cache/torch_extensions would be rebuilt whenever another installation of
+    DeepSpeed (another clone's .venv) built the same op there.
+    """
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+
+
 def prepare_worker_env(use_gpu: bool) -> None:
     """Inside a Ray Train worker, before DeepSpeed is imported: pick its accelerator."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     if not use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
+    use_venv_extension_cache()
     logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
@@ -65,6 +76,7 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
         return f"Ray cluster at {address}"
     cpus = max(float(os.cpu_count() or 1), cpus_needed)
     ray.init(
+        address="local",  # a new local instance, even when a `ray start` cluster runs here
         num_cpus=int(-(-cpus // 1)),
         # The dashboard serves the state API that Ray Train's controller polls; loopback only.
         include_dashboard=True,

@@ -81,7 +81,7 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
 
 
 class TrackedRun:
-    """One MLflow run for one training. Thread-safe for ``log_round`` (uses the client API)."""
+    """One MLflow run for one training, written through the client API (safe from any thread)."""
 
     def __init__(self, cfg: RedblueConfig, tags: dict[str, str]) -> None:
         self.uri = tracking_uri()
@@ -89,7 +89,7 @@ class TrackedRun:
         self.client = MlflowClient(self.uri)
         self.experiment_id = ensure_experiment(self.client, cfg.name, self.uri)
         versions = {f"redblue.version.{k}": v for k, v in package_versions().items()}
-        run = mlflow.start_run(experiment_id=self.experiment_id, tags={**tags, **versions})
+        run = self.client.create_run(self.experiment_id, tags={**tags, **versions})
         self.run_id = run.info.run_id
         self.experiment_name = cfg.name
         params = {k: str(v) for k, v in cfg.flat().items()}
@@ -142,7 +142,8 @@ class TrackedRun:
         labels, _ = predict(model, spec, sample)
         with warnings.catch_warnings():  # MLflow nudges towards type hints and input examples
             warnings.simplefilter("ignore", UserWarning)
-            info = self._log_pyfunc(frame, labels, final_model_dir)
+            with mlflow.start_run(run_id=self.run_id):
+                info = self._log_pyfunc(frame, labels, final_model_dir)
         return info.model_uri
 
     def _log_pyfunc(self, frame: pd.DataFrame, labels: np.ndarray, final_model_dir: Path):
@@ -167,13 +168,13 @@ class TrackedRun:
         ]
 
     def finish(self) -> None:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def fail(self, message: str) -> None:
         """Mark the run FAILED and keep the error on it."""
         self.set_tag("redblue.error", message[:5000])
         self.client.log_text(self.run_id, message, "error.txt")
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))
 
 
 def download_final_model(checkpoint, into: Path | None = None) -> Path:
