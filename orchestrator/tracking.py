@@ -8,6 +8,7 @@ folders never receive artifacts).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -179,8 +180,6 @@ class TrackedRun:
 
 def download_final_model(checkpoint, into: Path | None = None) -> Path:
     """Copy ``final_model/`` out of a Ray checkpoint into a local folder."""
-    import shutil
-
     target = Path(into or tempfile.mkdtemp(prefix="redblue-model-"))
     with checkpoint.as_directory() as directory:
         shutil.copytree(

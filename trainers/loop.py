@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +101,6 @@ class TrainOutcome:
     metrics: dict[str, float]
     rounds_run: int
     stopped_early: bool
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def build_replicas(
@@ -159,7 +158,6 @@ class Trainer:
     # -- the algorithm -------------------------------------------------------------------------
     def run(self) -> TrainOutcome:
         """Train from ``state.next_round`` to the end; returns the final (test) metrics."""
-        history: list[dict[str, float]] = []
         metrics: dict[str, float] = {}
         stopped_early = False
         last_round = self.plan.num_rounds - 1
@@ -179,7 +177,6 @@ class Trainer:
             if self.red_blue:
                 self._fuse_if_due(round_index, metrics, is_last)
             self.state.next_round = round_index + 1
-            history.append(metrics)
             due = not is_last and checkpoint_due(round_index, self.cfg.checkpoint_every)
             self._report(metrics, self._write_checkpoint() if due else None)
             if is_last:
@@ -190,7 +187,6 @@ class Trainer:
             metrics=final,
             rounds_run=self.state.next_round,
             stopped_early=stopped_early,
-            history=history,
         )
 
     # -- one round -----------------------------------------------------------------------------
