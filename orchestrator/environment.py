@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -74,14 +75,14 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
     if address:
         ray.init(address=address, log_to_driver=True)
         return f"Ray cluster at {address}"
-    cpus = max(float(os.cpu_count() or 1), cpus_needed)
+    cpus = math.ceil(max(float(os.cpu_count() or 1), cpus_needed))
     ray.init(
         address="local",  # a new local instance, even when a `ray start` cluster runs here
-        num_cpus=int(-(-cpus // 1)),
+        num_cpus=cpus,
         # The dashboard serves the state API that Ray Train's controller polls; loopback only.
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         log_to_driver=True,
     )
-    return f"a local Ray on 127.0.0.1 ({int(-(-cpus // 1))} CPUs)"
+    return f"a local Ray on 127.0.0.1 ({cpus} CPUs)"

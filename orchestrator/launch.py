@@ -125,6 +125,7 @@ def run_training(
         else:
             if kind == "started":
                 result.attempts += 1
+                payload = {**payload, "attempt": float(result.attempts)}
             elif kind == "diverged":
                 result.diverged = str(payload["message"])
             on_event(kind, payload)

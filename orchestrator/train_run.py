@@ -67,16 +67,12 @@ def train(
         tracked.log_metrics(metrics, step=int(metrics["round"]))
         console.print_round(metrics, num_rounds)
 
-    starts = []
-
     def on_event(kind: str, payload: dict) -> None:
-        if kind == "started":
-            starts.append(payload)
-            if len(starts) > 1:
-                console.err.print(
-                    f"workers restarted (restart {len(starts) - 1}); resuming at round "
-                    f"{int(payload['round']) + 1}"
-                )
+        if kind == "started" and payload["attempt"] > 1:
+            console.err.print(
+                f"workers restarted (restart {int(payload['attempt']) - 1}); resuming at round "
+                f"{int(payload['round']) + 1}"
+            )
         elif kind == "diverged":
             console.print_error(str(payload["message"]))
 

@@ -112,7 +112,6 @@ def build_replicas(
     plan: RoundPlan,
 ) -> dict[str, Replica]:
     """Replicas from one initialization (same seed), normalized on the training pool P'."""
-    torch.manual_seed(cfg.seed)
     train = split.train
     targets = dataset.labels[train] if spec.task == "regression" else None
     replicas = {}
