@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # Set by Ray in the environment of a submitted job's entrypoint.
@@ -60,6 +61,18 @@ def prepare_worker_env(use_gpu: bool) -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
     use_venv_extension_cache()
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # Ray Train v2 logs every report at INFO under a logger named after its file path.
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    # Ray Train copies print() into root-logger records too; see DeepSpeedReplica for this one.
+    logging.getLogger().addFilter(
+        lambda record: not record.getMessage().endswith("shm_comm_op built successfully")
+    )
+    # DeepSpeed 0.19 still calls this torch collective under its old name.
+    warnings.filterwarnings(
+        "ignore", message=r".*all_gather_into_tensor. is deprecated", category=FutureWarning
+    )
 
 
 def connect_ray(address: str | None, cpus_needed: float) -> str:
@@ -76,6 +89,8 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
         ray.init(address=address, log_to_driver=True)
         return f"Ray cluster at {address}"
     cpus = math.ceil(max(float(os.cpu_count() or 1), cpus_needed))
+    # Nodes of a local Ray are never preempted; the watcher would be one more process to start.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ray.init(
         address="local",  # a new local instance, even when a `ray start` cluster runs here
         num_cpus=cpus,

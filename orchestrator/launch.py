@@ -7,6 +7,7 @@ driver alone writes MLflow and the console, wherever the workers run. Checkpoint
 
 from __future__ import annotations
 
+import copy
 import queue as stdlib_queue
 import threading
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from ray.util.queue import Empty, Queue
 
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import prepare_worker_env
-from orchestrator.plan import plan_run
+from orchestrator.plan import RunPlan
 
 EVENT_POLL_S = 0.2
 
@@ -51,7 +52,7 @@ class TrainResult:
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """Body of every Ray Train worker: build data, engines and the loop from the config."""
+    """Body of every Ray Train worker: engines and the loop on the driver's data and split."""
     cfg = RedblueConfig.model_validate(loop_config["config"])
     prepare_worker_env(cfg.scaling.use_gpu)
     from trainers.engine import DeepSpeedReplica
@@ -60,7 +61,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     events: Queue = loop_config["events"]
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    plan = plan_run(cfg)
+    plan: RunPlan = copy.deepcopy(ray.get(loop_config["plan"]))  # writable copies of the arrays
 
     def make_replica(model, name: str, total_steps: int) -> DeepSpeedReplica:
         return DeepSpeedReplica(
@@ -108,6 +109,7 @@ def _drain(events: Queue, handle: Callable[[str, dict], None], stop: threading.E
 
 def run_training(
     cfg: RedblueConfig,
+    plan: RunPlan,
     on_round: Callable[[dict[str, float]], None],
     on_event: Callable[[str, dict], None],
     run_name: str,
@@ -135,7 +137,7 @@ def run_training(
     drainer.start()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg.model_dump(), "events": events},
+        train_loop_config={"config": cfg.model_dump(), "plan": ray.put(plan), "events": events},
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,

@@ -1,7 +1,7 @@
 """From a validated config to everything a run is made of: data, split, model spec, rounds.
 
-Pure and Ray-free: the driver calls it before Ray starts (so bad data fails with exit code 2),
-and every worker calls it again to rebuild the identical split.
+Pure and Ray-free: the driver calls it before Ray starts (so bad data fails with exit code 2)
+and ships the result to the workers through Ray's object store.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ or values (regression). The weights and model config sit in the model's artifact
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -18,9 +17,6 @@ from mlflow.pyfunc import PythonModel
 from trainers.checkpoint import FINAL_MODEL_DIR
 from trainers.models import load_model, predict
 
-# MLflow suggests type hints on predict(); the model's signature is logged explicitly instead.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
-
 
 class RedblueModel(PythonModel):
     """Loads weights + config with ``trainers.models.load_model`` and predicts."""
@@ -28,7 +24,7 @@ class RedblueModel(PythonModel):
     def load_context(self, context) -> None:
         self.model, self.spec = load_model(Path(context.artifacts[FINAL_MODEL_DIR]))
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         if isinstance(model_input, pd.DataFrame):
             names = self.spec.feature_names
             frame = model_input[names] if set(names) <= set(model_input.columns) else model_input

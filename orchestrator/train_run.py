@@ -83,7 +83,9 @@ def train(
             f"workers, ZeRO-{cfg.deepspeed.zero_stage}, {num_rounds} rounds of "
             f"{sum(plan.rounds.steps_per_replica.values())} steps"
         )
-        result = run_training(cfg, on_round, on_event, run_name=f"{cfg.name}-{tracked.run_id[:8]}")
+        result = run_training(
+            cfg, plan, on_round, on_event, run_name=f"{cfg.name}-{tracked.run_id[:8]}"
+        )
         tracked.log_metrics({"restarts": result.restarts})
         tracked.set_tag("redblue.restarts", str(result.restarts))
         tracked.log_learning_curve(result.history)

@@ -2,7 +2,8 @@
 
 The split follows ``shared/design/red-blue.md``: a held-out test part T, a validation slice V taken
 from the pool, and the rest P' split into red R and blue B (stratified for classification).
-Everything is a pure function of the data and the seed, so every worker rebuilds the same split.
+Everything is a pure function of the data and the seed; the driver computes the split once and
+ships it to the workers, and checkpoints store its fingerprint.
 """
 
 from __future__ import annotations
@@ -11,20 +12,18 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from sklearn import datasets as sk_datasets
-from sklearn.model_selection import train_test_split
 
 from trainers.config import DataConfig
 
-BUNDLED = {
-    "digits": sk_datasets.load_digits,
-    "breast_cancer": sk_datasets.load_breast_cancer,
-    "wine": sk_datasets.load_wine,
-    "diabetes": sk_datasets.load_diabetes,
-}
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas and scikit-learn are imported where they are used: workers receive a ready Dataset and
+# Split, and skipping those imports shortens every worker's start (about 1 s each).
+BUNDLED = ("digits", "breast_cancer", "wine", "diabetes")  # scikit-learn's load_<name>
 MAX_CLASSES_FOR_INTEGER_LABELS = 20
 
 
@@ -71,8 +70,12 @@ class Split:
 
 def read_table(source: str) -> pd.DataFrame:
     """Read a bundled scikit-learn data set by name, or a .csv/.parquet file by path."""
+    import pandas as pd
+
     if source in BUNDLED:
-        return BUNDLED[source](as_frame=True).frame
+        from sklearn import datasets
+
+        return getattr(datasets, f"load_{source}")(as_frame=True).frame
     path = Path(source).expanduser()
     if path.suffix.lower() not in {".csv", ".parquet"}:
         raise DataError(
@@ -88,6 +91,8 @@ def read_table(source: str) -> pd.DataFrame:
 
 
 def _infer_task(labels: pd.Series) -> str:
+    import pandas as pd
+
     if not pd.api.types.is_numeric_dtype(labels) or pd.api.types.is_bool_dtype(labels):
         return "classification"
     if pd.api.types.is_integer_dtype(labels):
@@ -99,6 +104,8 @@ def _infer_task(labels: pd.Series) -> str:
 
 def prepare(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
     """Validate a table and turn it into a Dataset; every problem raises one clear DataError."""
+    import pandas as pd
+
     label = cfg.label or ("target" if cfg.source in BUNDLED else None)
     if label is None:
         raise DataError(f"data.label must name the label column of {cfg.source}")
@@ -166,6 +173,8 @@ def _split_off(
     indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int, stratify: bool, what: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``indices`` into (rest, part) with ``fraction`` in part; sorted for stable hashing."""
+    from sklearn.model_selection import train_test_split
+
     try:
         rest, part = train_test_split(
             indices,

@@ -7,7 +7,10 @@ the single-process baseline of the benchmark.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +47,25 @@ def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def import_deepspeed() -> Any:
+    """``import deepspeed`` without its optional MLflow import (about 1.6 s of worker start-up).
+
+    DeepSpeed's autotuner, which we never use, tries ``import mlflow`` and copes when that fails;
+    a ``None`` entry in ``sys.modules`` makes it fail fast. The entry is removed afterwards, so a
+    later ``import mlflow`` in the same process works normally.
+    """
+    if "deepspeed" in sys.modules or "mlflow" in sys.modules:
+        import deepspeed
+
+        return deepspeed
+    sys.modules["mlflow"] = None  # type: ignore[assignment]
+    try:
+        import deepspeed
+    finally:
+        del sys.modules["mlflow"]
+    return deepspeed
 
 
 def deepspeed_config(ds: DeepSpeedConfig, optim: OptimConfig, world_size: int) -> dict[str, Any]:
@@ -85,16 +107,17 @@ class DeepSpeedReplica:
         world_size: int,
         total_steps: int,
     ) -> None:
-        import deepspeed
-
+        deepspeed = import_deepspeed()
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         optimizer = build_optimizer(model.parameters(), optim)
-        self.engine, _, _, _ = deepspeed.initialize(
-            model=model,
-            optimizer=optimizer,
-            lr_scheduler=build_scheduler(optimizer, optim, total_steps),
-            config=deepspeed_config(ds, optim, world_size),
-        )
+        # DeepSpeed prints "... shm_comm_op built successfully" at every load of its prebuilt op.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.engine, _, _, _ = deepspeed.initialize(
+                model=model,
+                optimizer=optimizer,
+                lr_scheduler=build_scheduler(optimizer, optim, total_steps),
+                config=deepspeed_config(ds, optim, world_size),
+            )
         self.module = self.engine.module
         self.zero_stage = ds.zero_stage
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
@@ -128,8 +151,7 @@ class DeepSpeedReplica:
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor of the model, gathered (a collective call under ZeRO-3)."""
-        import deepspeed
-
+        deepspeed = import_deepspeed()
         params = list(self.module.parameters())
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
             return {
