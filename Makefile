@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m trainers.prebuild
 	touch $(STAMP)
 
+# The demo trains the digits config, then runs a small sweep of it and crowns a champion.
+DEMO_SWEEP := --num-samples 4 --set optim.epochs=6 --set scaling.cpus_per_worker=0.5
+
 demo: install
 	$(BIN)/redblue train configs/digits.yaml
+	$(BIN)/redblue sweep configs/digits.yaml $(DEMO_SWEEP)
 
 test: install
 	$(BIN)/python -m pytest

@@ -31,12 +31,53 @@ def train(
     ),
 ) -> None:
     """Train CONFIG with DeepSpeed workers on Ray Train; record the run in MLflow."""
+    cfg, plan = _validated(config, overrides, address)
+    from orchestrator.train_run import train as run_train
+
+    code, _ = run_train(cfg, plan, address)
+    raise typer.Exit(code)
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="YAML run config with a sweep section."),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config key: --set sweep.num_samples=4 (repeatable)."
+    ),
+    num_samples: int | None = typer.Option(
+        None, "--num-samples", "-n", min=1, help="Trials to sample (sets sweep.num_samples)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue this config's unfinished sweep (after a crash or kill)."
+    ),
+    address: str | None = typer.Option(
+        None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
+    ),
+) -> None:
+    """Tune CONFIG's sweep.space with Ray Tune; each trial is a Ray Train DeepSpeed run.
+
+    Every trial is a nested MLflow run under one sweep run; the best model is registered and
+    takes the alias 'champion' only if it beats the current one.
+    """
+    extra = [f"sweep.num_samples={num_samples}"] if num_samples else []
+    cfg, plan = _validated(config, [*overrides, *extra], address)
+    if not cfg.sweep.space:
+        console.print_error(f"{config}: sweep.space is empty; add the keys to sweep")
+        raise typer.Exit(EXIT_INVALID)
+    from orchestrator.sweep_run import sweep as run_sweep
+
+    code, _ = run_sweep(cfg, plan, address, resume)
+    raise typer.Exit(code)
+
+
+def _validated(config: Path, overrides: list[str], address: str | None):
+    """The config and its plan, or exit 2 with one message (before Ray is imported)."""
     from orchestrator.environment import prepare_driver_env, state_root
 
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, load_config
     from orchestrator.plan import plan_run
-    from trainers.data import DataError
+    from trainers.data import BUNDLED, DataError
 
     try:
         cfg = load_config(config, overrides)
@@ -45,11 +86,9 @@ def train(
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None
     cfg.run.storage_path = str((state_root() / cfg.run.storage_path).resolve())
-
-    from orchestrator.train_run import train as run_train
-
-    code, _ = run_train(cfg, plan, address)
-    raise typer.Exit(code)
+    if cfg.data.source not in BUNDLED:  # trials and workers may run in other folders
+        cfg.data.source = str(Path(cfg.data.source).expanduser().resolve())
+    return cfg, plan
 
 
 @app.command()

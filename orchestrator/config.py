@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -54,6 +54,100 @@ class RunSection(Section):
     )
 
 
+SPACE_KINDS = ("loguniform", "uniform", "randint", "choice", "grid")
+
+
+class SpaceSpec(Section):
+    """One swept key: exactly one of the distributions below."""
+
+    loguniform: tuple[float, float] | None = Field(
+        None, description="[low, high], sampled uniformly in log space; low > 0."
+    )
+    uniform: tuple[float, float] | None = Field(None, description="[low, high], uniform.")
+    randint: tuple[int, int] | None = Field(
+        None, description="[low, high): an integer, high excluded (as in Ray Tune)."
+    )
+    choice: list[Any] | None = Field(None, description="Values sampled uniformly.")
+    grid: list[Any] | None = Field(
+        None, description="Every value is tried (each sample covers the whole grid)."
+    )
+
+    @model_validator(mode="after")
+    def _one_distribution(self) -> SpaceSpec:
+        given = [kind for kind in SPACE_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of {', '.join(SPACE_KINDS)} (got {given or 'none'})"
+            )
+        kind = given[0]
+        if kind in ("loguniform", "uniform", "randint"):
+            low, high = getattr(self, kind)
+            if not low < high:
+                raise ValueError(f"{kind} needs low < high (got [{low}, {high}])")
+            if kind == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform needs low > 0 (got {low})")
+        elif not getattr(self, kind):
+            raise ValueError(f"{kind} needs at least one value")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in SPACE_KINDS if getattr(self, kind) is not None)
+
+    def candidates(self) -> list[Any]:
+        """Values to check against the schema: the bounds of a range, every listed value."""
+        values = getattr(self, self.kind)
+        if self.kind == "randint":
+            return [values[0], values[1] - 1]
+        return list(values)
+
+    def describe(self) -> str:
+        return f"{self.kind}({', '.join(map(str, getattr(self, self.kind)))})"
+
+
+class SweepSection(Section):
+    space: dict[str, SpaceSpec] = Field(
+        default_factory=dict,
+        description="Search space keyed by dotted config keys, e.g. "
+        "optim.lr: {loguniform: [1.0e-4, 1.0e-2]}.",
+    )
+    num_samples: int = Field(8, ge=1, description="Trials to sample (times the grid size).")
+    max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        description="Trials at once; default: as many as the cluster's free CPUs/GPUs hold.",
+    )
+    metric: str = Field(
+        "val_loss",
+        description="Metric that ranks trials; a validation metric (the test part is never used).",
+    )
+    mode: Literal["min", "max"] = Field("min", description="Whether the metric is minimised.")
+    scheduler: Literal["asha", "fifo", "pbt"] = Field(
+        "asha", description="Trial scheduler: ASHA early stopping or FIFO (pbt: not yet)."
+    )
+    search: Literal["random", "optuna"] = Field(
+        "random", description="Search algorithm: random (and grid) sampling, or Optuna's TPE."
+    )
+    grace_rounds: int = Field(3, ge=1, description="ASHA: rounds every trial runs before a cut.")
+    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/N of the trials at each rung.")
+    keep_all_checkpoints: bool = Field(
+        False, description="Keep every trial's checkpoints; by default only the best trial's stay."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSection:
+        if self.scheduler == "pbt":
+            raise ValueError(
+                "sweep.scheduler pbt is not available yet: population-based training needs each "
+                "trial to take over another trial's Ray Train checkpoint; use asha or fifo"
+            )
+        if self.metric.startswith("test"):
+            raise ValueError(f"sweep.metric {self.metric!r}: the test part is never used to select")
+        if self.search == "optuna" and any(s.kind == "grid" for s in self.space.values()):
+            raise ValueError("sweep.search optuna cannot take grid entries; use choice instead")
+        return self
+
+
 class RedblueConfig(Section):
     """Everything one training run needs."""
 
@@ -78,6 +172,9 @@ class RedblueConfig(Section):
         default_factory=CheckpointSection, description="Checkpoint cadence and retention."
     )
     run: RunSection = Field(default_factory=RunSection, description="Failure handling, storage.")
+    sweep: SweepSection = Field(
+        default_factory=SweepSection, description="Hyperparameter sweep (redblue sweep)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RedblueConfig:
@@ -92,8 +189,19 @@ class RedblueConfig(Section):
         return self
 
     def flat(self) -> dict[str, Any]:
-        """The resolved config as ``{"dotted.key": value}`` (MLflow params, Tune spaces)."""
-        return flatten(self.model_dump())
+        """The resolved run settings as ``{"dotted.key": value}`` (MLflow params); no sweep."""
+        return flatten(self.model_dump(exclude={"sweep"}))
+
+    def with_values(self, values: Mapping[str, Any]) -> RedblueConfig:
+        """A copy with ``{"dotted.key": value}`` applied and the whole config validated again."""
+        tree = self.model_dump()
+        for key, value in values.items():
+            node = tree
+            *sections, leaf = key.split(".")
+            for part in sections:
+                node = node[part]
+            node[leaf] = value
+        return RedblueConfig.model_validate(tree)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -156,10 +264,51 @@ def _describe(error: Mapping[str, Any]) -> str:
 def validate(tree: dict[str, Any], origin: str = "config") -> RedblueConfig:
     """Validate a raw tree; all problems are listed in one ConfigError."""
     try:
-        return RedblueConfig.model_validate(tree)
+        cfg = RedblueConfig.model_validate(tree)
     except ValidationError as exc:
         problems = "\n  ".join(_describe(e) for e in exc.errors())
         raise ConfigError(f"invalid {origin}:\n  {problems}") from None
+    space = space_problems(cfg)
+    if space:
+        raise ConfigError(f"invalid {origin}:\n  " + "\n  ".join(space))
+    return cfg
+
+
+def _leaf_annotation(dotted: str) -> Any:
+    """The schema's type at a dotted key, or None when the key is not a setting."""
+    model: type[BaseModel] = RedblueConfig
+    *sections, leaf = dotted.split(".")
+    for part in sections:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    field = model.model_fields.get(leaf)
+    return field.annotation if field else None
+
+
+def space_problems(cfg: RedblueConfig) -> list[str]:
+    """Every way ``sweep.space`` disagrees with the schema: unknown keys, values it rejects."""
+    known = list(cfg.flat())
+    problems: list[str] = []
+    for key, spec in cfg.sweep.space.items():
+        where = f"sweep.space.{key}"
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+            problems.append(f"{where}: not a config key{suggestion}")
+            continue
+        if spec.kind in ("uniform", "loguniform") and _leaf_annotation(key) is int:
+            problems.append(f"{where}: {key} takes integers; use randint or choice")
+            continue
+        for value in spec.candidates():
+            try:
+                cfg.with_values({key: value})
+            except ValidationError as exc:
+                reason = "; ".join(_describe(e) for e in exc.errors())
+                problems.append(f"{where}: value {value!r} is rejected: {reason}")
+    return problems
 
 
 def read_tree(path: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -44,3 +45,13 @@ def print_summary(rows: list[tuple[str, str]], title: str) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+def trials_table(rows: Sequence[Sequence[str]], metric: str, title: str = "trials") -> Table:
+    """One row per trial: id, status, params, rounds, best ``metric`` so far."""
+    table = Table(title=title, title_justify="left")
+    for name in ("trial", "status", "params", "rounds", f"best {metric}"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table

@@ -58,7 +58,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from trainers.engine import DeepSpeedReplica
     from trainers.loop import Trainer, TrainingDiverged, build_replicas
 
-    events: Queue = loop_config["events"]
+    events: Queue | None = loop_config["events"]
+    report_every_round = events is None
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     plan: RunPlan = copy.deepcopy(ray.get(loop_config["plan"]))  # writable copies of the arrays
@@ -73,10 +74,12 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         )
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        if rank == 0:
+        if rank == 0 and events is not None:
             events.put(("round" if "round" in metrics else "final", metrics))
         if checkpoint_dir is not None:
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(checkpoint_dir)))
+        elif report_every_round:  # a Tune trial: each round is a result for the scheduler
+            ray.train.report(metrics)
 
     replicas = build_replicas(
         plan.spec, plan.dataset, plan.split, plan.loop, make_replica, plan.rounds
@@ -86,11 +89,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.restore(Path(directory))
-    if rank == 0:
+    if rank == 0 and events is not None:
         events.put(("started", {"round": float(trainer.state.next_round)}))
     try:
         trainer.run()
     except TrainingDiverged as exc:  # deterministic: retrying would diverge again
+        if events is None:
+            raise
         if rank == 0:
             events.put(("diverged", {"round": float(exc.round_number), "message": str(exc)}))
 
@@ -105,6 +110,37 @@ def _drain(events: Queue, handle: Callable[[str, dict], None], stop: threading.E
                 return
             continue
         handle(kind, payload)
+
+
+def build_trainer(
+    cfg: RedblueConfig,
+    plan: RunPlan,
+    events: Queue | None,
+    *,
+    name: str,
+    storage_path: str,
+    callbacks: list | None = None,
+) -> TorchTrainer:
+    """The TorchTrainer of one run. Without an ``events`` queue (a Tune trial), workers report
+    every round to Ray Train instead, for ``callbacks`` such as Tune's report callback."""
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={"config": cfg.model_dump(), "plan": ray.put(plan), "events": events},
+        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(  # type: ignore[call-arg]  # stubs show Train v1's RunConfig
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks or [],
+        ),
+    )
 
 
 def run_training(
@@ -135,23 +171,7 @@ def run_training(
     stop = threading.Event()
     drainer = threading.Thread(target=_drain, args=(events, handle, stop), daemon=True)
     drainer.start()
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"config": cfg.model_dump(), "plan": ray.put(plan), "events": events},
-        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=cfg.scaling.num_workers,
-            use_gpu=cfg.scaling.use_gpu,
-            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
-        ),
-        run_config=RunConfig(  # type: ignore[call-arg]  # stubs show Train v1's RunConfig
-            name=run_name,
-            storage_path=result.storage_path,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
-            logging_config=LoggingConfig(log_level="WARNING"),
-        ),
-    )
+    trainer = build_trainer(cfg, plan, events, name=run_name, storage_path=result.storage_path)
     try:
         fitted = trainer.fit()
         result.checkpoint = fitted.checkpoint

@@ -82,24 +82,44 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
 
 
 class TrackedRun:
-    """One MLflow run for one training, written through the client API (safe from any thread)."""
+    """One MLflow run, written through the client API (safe from any thread)."""
 
-    def __init__(self, cfg: RedblueConfig, tags: dict[str, str]) -> None:
+    def __init__(self, run_id: str, experiment_name: str) -> None:
+        """Attach to an existing run."""
         self.uri = tracking_uri()
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
-        self.experiment_id = ensure_experiment(self.client, cfg.name, self.uri)
+        self.run_id = run_id
+        self.experiment_name = experiment_name
+
+    @classmethod
+    def start(
+        cls,
+        cfg: RedblueConfig,
+        tags: dict[str, str],
+        *,
+        parent_run_id: str | None = None,
+        run_name: str | None = None,
+    ) -> TrackedRun:
+        """A new run in experiment ``cfg.name`` with the resolved config as params and artifact;
+        nested under ``parent_run_id`` when given."""
+        uri = tracking_uri()
+        client = MlflowClient(uri)
+        experiment_id = ensure_experiment(client, cfg.name, uri)
         versions = {f"redblue.version.{k}": v for k, v in package_versions().items()}
-        run = self.client.create_run(self.experiment_id, tags={**tags, **versions})
-        self.run_id = run.info.run_id
-        self.experiment_name = cfg.name
-        params = {k: str(v) for k, v in cfg.flat().items()}
-        self.client.log_batch(
-            self.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()]
+        extra = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+        run = client.create_run(
+            experiment_id, tags={**tags, **versions, **extra}, run_name=run_name
         )
-        self.client.log_text(
-            self.run_id, yaml.safe_dump(cfg.model_dump(), sort_keys=False), "config.yaml"
+        tracked = cls(run.info.run_id, cfg.name)
+        params = [mlflow.entities.Param(k, str(v)) for k, v in cfg.flat().items()]
+        tracked.client.log_batch(tracked.run_id, params=params)
+        tracked.client.log_text(
+            tracked.run_id,
+            yaml.safe_dump(cfg.model_dump(exclude={"sweep"}), sort_keys=False),
+            "config.yaml",
         )
+        return tracked
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         stamp = int(time.time() * 1000)
@@ -168,8 +188,9 @@ class TrackedRun:
             f"pandas=={metadata.version('pandas')}",
         ]
 
-    def finish(self) -> None:
-        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    def finish(self, status: str = "FINISHED") -> None:
+        """End the run as FINISHED (or KILLED, for a trial stopped early)."""
+        self.client.set_terminated(self.run_id, status)
 
     def fail(self, message: str) -> None:
         """Mark the run FAILED and keep the error on it."""
@@ -186,3 +207,25 @@ def download_final_model(checkpoint, into: Path | None = None) -> Path:
             Path(directory) / FINAL_MODEL_DIR, target / FINAL_MODEL_DIR, dirs_exist_ok=True
         )
     return target / FINAL_MODEL_DIR
+
+
+def fetch_final_model(model_uri: str) -> Path:
+    """Download a logged model and return its ``final_model/`` (weights + model config)."""
+    target = Path(tempfile.mkdtemp(prefix="redblue-model-"))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target)))
+    return local / "artifacts" / FINAL_MODEL_DIR
+
+
+def register_version(model_uri: str, name: str, tags: dict[str, str]) -> str:
+    """Register ``model_uri`` as a new version of registered model ``name``; returns the version."""
+    mlflow.set_tracking_uri(tracking_uri())
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    return str(version.version)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version holding ``alias`` in registered model ``name``, or None."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None

@@ -48,7 +48,7 @@ def train(
     from orchestrator.tracking import TrackedRun, download_final_model, ui_command
 
     started = time.perf_counter()
-    tracked = TrackedRun(cfg, run_tags(cfg))
+    tracked = TrackedRun.start(cfg, run_tags(cfg))
     console.err.print(
         f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True
     )

@@ -29,6 +29,7 @@ class LoopState:
     best_val_loss: float = float("inf")
     evals_since_best: int = 0
     split_fingerprint: str = ""
+    final_metrics: dict[str, float] | None = None  # set in the final checkpoint only
 
 
 def checkpoint_due(round_index: int, every_rounds: int) -> bool:

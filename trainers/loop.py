@@ -150,6 +150,7 @@ class Trainer:
         buffers = dict(next(iter(replicas.values())).module.named_buffers())
         self.target_scale = (float(buffers["target_mean"]), float(buffers["target_std"]))
         self.first_step_at: float | None = None
+        self.finished_at: Path | None = None  # a restored final checkpoint
         self.state = LoopState(
             steps={name: 0 for name in replicas}, split_fingerprint=split.fingerprint()
         )
@@ -157,6 +158,8 @@ class Trainer:
     # -- the algorithm -------------------------------------------------------------------------
     def run(self) -> TrainOutcome:
         """Train from ``state.next_round`` to the end; returns the final (test) metrics."""
+        if self.finished_at is not None:
+            return self._report_finished(self.finished_at)
         metrics: dict[str, float] = {}
         stopped_early = False
         last_round = self.plan.num_rounds - 1
@@ -278,6 +281,7 @@ class Trainer:
             model = build_model(self.spec)
             model.load_state_dict(weights)
             save_model(directory / FINAL_MODEL_DIR, model, self.spec)
+        self.state.final_metrics = final
         write_state(directory, self.state, self.rank)
         self._report(final, directory)
         return final
@@ -323,6 +327,12 @@ class Trainer:
     def _partitioned(self) -> bool:
         return getattr(next(iter(self.replicas.values())), "zero_stage", 0) == 3
 
+    def _report_finished(self, directory: Path) -> TrainOutcome:
+        """Report the final checkpoint again (a restart after the run had ended)."""
+        final = dict(self.state.final_metrics or {})
+        self._report(final, directory)
+        return TrainOutcome(metrics=final, rounds_run=self.state.next_round, stopped_early=False)
+
     def _samples_per_round(self) -> int:
         return sum(self.plan.steps_per_replica.values()) * self.cfg.optim.batch_size
 
@@ -351,6 +361,10 @@ class Trainer:
                 "the checkpoint was made on a different data split (seed, data or fractions "
                 "changed); refusing to resume"
             )
+        self.state = state
+        if state.final_metrics is not None:  # the run had finished: nothing left to train
+            self.finished_at = Path(tempfile.mkdtemp(prefix="redblue-final-")) / "checkpoint"
+            shutil.copytree(directory, self.finished_at)  # ``directory`` may be temporary
+            return
         for name, replica in self.replicas.items():
             replica.load(directory, name)
-        self.state = state

@@ -46,26 +46,39 @@ def ray_session(workspace):
 
     from orchestrator.environment import connect_ray
 
-    connect_ray(None, 2)
+    connect_ray(None, 3)  # 2 cores; 3 logical CPUs let two small sweep trials run at once
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+def planned(workspace: Path, name: str, sections: dict):
+    """(config, plan) of ``BASE`` merged with ``sections``, storing under the workspace."""
+    from orchestrator.config import validate
+    from orchestrator.plan import plan_run
+
+    tree = deep_merge(BASE, sections)
+    tree["name"] = name
+    tree.setdefault("run", {})["storage_path"] = str(workspace / "ray_results")
+    cfg = validate(tree)
+    return cfg, plan_run(cfg)
 
 
 @pytest.fixture(scope="session")
 def train(ray_session, workspace):
     """Train in-process on the shared Ray: ``train(name, **sections) -> (exit code, summary)``."""
-    from orchestrator.config import validate
-    from orchestrator.plan import plan_run
     from orchestrator.train_run import train as run_train
 
-    def run(name: str, **sections):
-        tree = deep_merge(BASE, sections)
-        tree["name"] = name
-        tree.setdefault("run", {})["storage_path"] = str(workspace / "ray_results")
-        cfg = validate(tree)
-        return run_train(cfg, plan_run(cfg), None)
+    return lambda name, **sections: run_train(*planned(workspace, name, sections), None)
 
-    return run
+
+@pytest.fixture(scope="session")
+def sweep(ray_session, workspace):
+    """Sweep in-process on the shared Ray: ``sweep(name, **sections) -> (exit code, summary)``."""
+    from orchestrator.sweep_run import sweep as run_sweep
+
+    return lambda name, **sections: run_sweep(
+        *planned(workspace, name, sections), None, resume=False
+    )
 
 
 @pytest.fixture(scope="session")

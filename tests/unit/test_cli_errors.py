@@ -1,6 +1,7 @@
 """Bad input: one clear message naming the problem, exit code 2, and Ray never imported."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -34,6 +35,21 @@ CASES = {
         "too small for the split",
     ),
 }
+SWEEP_CASES = {
+    "sweep unknown space key": (
+        ["--set", "sweep.space={optim.lrr: {uniform: [0.1, 0.2]}}"],
+        "sweep.space.optim.lrr: not a config key (did you mean optim.lr?)",
+    ),
+    "sweep value the schema rejects": (
+        ["--set", "sweep.space={strategy.red_ratio: {uniform: [0.3, 1.5]}}"],
+        "value 1.5 is rejected",
+    ),
+    "sweep empty space": ([], "sweep.space is empty"),
+    "sweep nothing to resume": (
+        ["--resume", "--set", "sweep.space={optim.lr: {uniform: [0.001, 0.01]}}"],
+        "no unfinished sweep in experiment 'clitest' to resume",
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +72,11 @@ def outcomes(tmp_path_factory):
     config = tmp / "run.yaml"
     config.write_text("name: clitest\nscaling: {num_workers: 2}\n")
     cases = {
-        name: [str(config)] + [a.format(**paths) for a in args] for name, (args, _) in CASES.items()
+        name: ["train", str(config)] + [a.format(**paths) for a in args]
+        for name, (args, _) in CASES.items()
     }
-    cases["missing config"] = [str(tmp / "absent.yaml")]
+    cases.update({name: ["sweep", str(config), *args] for name, (args, _) in SWEEP_CASES.items()})
+    cases["missing config"] = ["train", str(tmp / "absent.yaml")]
     script = textwrap.dedent(
         f"""
         import json, sys
@@ -66,23 +84,25 @@ def outcomes(tmp_path_factory):
         from orchestrator.cli import app
         results = {{}}
         for name, args in {cases!r}.items():
-            r = CliRunner().invoke(app, ["train", *args])
+            r = CliRunner().invoke(app, args)
             results[name] = [r.exit_code, r.output]
         results["ray imported"] = "ray" in sys.modules
         print(json.dumps(results))
         """
     )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp, env=env
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [*CASES, *SWEEP_CASES])
 def test_bad_input_exits_2_with_a_clear_message(outcomes, name):
     code, output = outcomes[name]
     assert code == 2, output
-    assert CASES[name][1] in " ".join(output.split()), output
+    expected = {**CASES, **SWEEP_CASES}[name][1]
+    assert expected in " ".join(output.split()), output
     assert "Traceback" not in output
 
 

@@ -1,0 +1,53 @@
+"""From the config's ``sweep`` section to Ray Tune objects: the space, scheduler and searcher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from orchestrator.config import RedblueConfig, SpaceSpec, SweepSection
+
+# Tune counts one result per round plus the final one; schedulers measure time in these.
+TIME_ATTR = "training_iteration"
+
+
+def tune_domain(spec: SpaceSpec) -> Any:
+    values = getattr(spec, spec.kind)
+    if spec.kind == "loguniform":
+        return tune.loguniform(*values)
+    if spec.kind == "uniform":
+        return tune.uniform(*values)
+    if spec.kind == "randint":
+        return tune.randint(*values)
+    if spec.kind == "choice":
+        return tune.choice(values)
+    return tune.grid_search(values)
+
+
+def param_space(sweep: SweepSection) -> dict[str, Any]:
+    """Tune's param space, keyed by the same dotted config keys as ``sweep.space``."""
+    return {key: tune_domain(spec) for key, spec in sweep.space.items()}
+
+
+def scheduler(cfg: RedblueConfig, num_rounds: int) -> Any:
+    """ASHA or FIFO (the config refuses pbt until trials can take over others' checkpoints)."""
+    sweep = cfg.sweep
+    if sweep.scheduler == "asha":
+        return ASHAScheduler(
+            time_attr=TIME_ATTR,
+            max_t=num_rounds + 1,
+            grace_period=min(sweep.grace_rounds, num_rounds),
+            reduction_factor=sweep.reduction_factor,
+        )
+    return FIFOScheduler()
+
+
+def searcher(cfg: RedblueConfig) -> Any:
+    """None means Tune's random and grid sampling."""
+    if cfg.sweep.search == "random":
+        return None
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=cfg.seed)

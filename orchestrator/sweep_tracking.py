@@ -1,0 +1,218 @@
+"""A Tune callback, run in the sweep's driver: one nested MLflow run per trial, and progress.
+
+Every trial gets its own child run, found again by its tags when a sweep resumes, so no two trials
+ever write into one run and a resumed trial continues its own. Only this driver writes MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from orchestrator import console
+from orchestrator.config import RedblueConfig
+
+FINAL_MARKER = "test_loss"  # only the last report of a trial that ran to the end holds it
+PROGRESS_EVERY_ROUNDS = 5  # without a terminal, the table is printed this often
+SKIPPED_KEYS = set(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done", "checkpoint_path"}
+
+
+@dataclass
+class TrialRecord:
+    """What the driver knows about one trial."""
+
+    trial_id: str
+    params: dict[str, Any]
+    run_id: str
+    status: str = "RUNNING"  # RUNNING, FINISHED, STOPPED (early), FAILED
+    rounds: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_metric: float = math.nan
+    checkpoint_path: str | None = None
+    error: str = ""
+
+
+def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """Our metrics in a Tune result (Tune's own bookkeeping keys left out)."""
+    return {
+        key: float(value)
+        for key, value in result.items()
+        if key not in SKIPPED_KEYS
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    }
+
+
+class SweepTracker(Callback):
+    """Writes the child runs of one sweep and shows its progress. Picklable: Tune saves it."""
+
+    def __init__(self, base: dict[str, Any], parent_run_id: str, sweep_id: str) -> None:
+        self.base = base
+        self.parent_run_id = parent_run_id
+        self.sweep_id = sweep_id
+        self.records: dict[str, TrialRecord] = {}
+
+        self._live: Any = None  # a rich Live table on a terminal
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "records": {}, "_live": None}
+
+    # -- MLflow --------------------------------------------------------------------------------
+
+    def _cfg(self) -> RedblueConfig:
+        return RedblueConfig.model_validate(self.base)
+
+    def _record(self, trial) -> TrialRecord:
+        record = self.records.get(trial.trial_id)
+        if record is None:
+            record = self._open(trial.trial_id, dict(trial.config))
+            self.records[trial.trial_id] = record
+        return record
+
+    def _open(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
+        """The trial's child run: the existing one when the sweep resumes, else a new one."""
+        from mlflow.tracking import MlflowClient
+
+        from orchestrator.tracking import TrackedRun, tracking_uri
+
+        client = MlflowClient(tracking_uri())
+        cfg = self._cfg()
+        experiment = client.get_experiment_by_name(cfg.name)
+        found = client.search_runs(
+            [experiment.experiment_id] if experiment else [],
+            filter_string=(
+                f"tags.`redblue.sweep_id` = '{self.sweep_id}' "
+                f"and tags.`redblue.trial_id` = '{trial_id}'"
+            ),
+        )
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            tags = {
+                "redblue.kind": "trial",
+                "redblue.sweep_id": self.sweep_id,
+                "redblue.trial_id": trial_id,
+                "redblue.strategy": cfg.strategy.kind,
+                "redblue.world_size": str(cfg.scaling.num_workers),
+            }
+            run = TrackedRun.start(
+                cfg.with_values(params),
+                tags,
+                parent_run_id=self.parent_run_id,
+                run_name=f"trial-{trial_id}",
+            )
+            run_id = run.run_id
+        return TrialRecord(trial_id=trial_id, params=params, run_id=run_id)
+
+    def _run(self, record: TrialRecord):
+        from orchestrator.tracking import TrackedRun
+
+        return TrackedRun(record.run_id, self._cfg().name)
+
+    # -- Tune hooks ----------------------------------------------------------------------------
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        record = self._record(trial)
+        self._show(trials, f"trial {trial.trial_id} started: {format_params(record.params)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        record = self._record(trial)
+        metrics = trial_metrics(result)
+        if result.get("checkpoint_path"):
+            record.checkpoint_path = str(result["checkpoint_path"])
+        metric = self._cfg().sweep.metric
+        if metric in metrics and math.isfinite(metrics[metric]):
+            better = min if self._cfg().sweep.mode == "min" else max
+            value = metrics[metric]
+            record.best_metric = (
+                value if math.isnan(record.best_metric) else better(record.best_metric, value)
+            )
+        if FINAL_MARKER in metrics:
+            record.metrics = metrics
+            self._run(record).log_metrics(metrics, step=record.rounds)
+            return
+        record.rounds = int(metrics.get("round", record.rounds + 1))
+        record.metrics = metrics
+        self._run(record).log_metrics(metrics, step=record.rounds)
+        if console.err.is_terminal or record.rounds % PROGRESS_EVERY_ROUNDS == 0:
+            self._show(trials, None)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        record = self._record(trial)
+        run = self._run(record)
+        if FINAL_MARKER in record.metrics:
+            record.status = "FINISHED"
+            run.finish()
+        else:  # the scheduler stopped it before its last round
+            record.status = "STOPPED"
+            run.set_tag("redblue.stopped_early", f"after round {record.rounds}")
+            run.finish("KILLED")
+        self._show(trials, f"trial {trial.trial_id} {record.status.lower()} ({self._best(record)})")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        record = self._record(trial)
+        record.status = "FAILED"
+        record.error = _error_text(trial)
+        self._run(record).fail(record.error or "the trial failed")
+        self._show(trials, f"trial {trial.trial_id} failed: {record.error.splitlines()[-1:]}")
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def _best(self, record: TrialRecord) -> str:
+        return f"best {self._cfg().sweep.metric} {record.best_metric:.4f}"
+
+    def _show(self, trials, message: str | None) -> None:
+        if message:
+            console.err.print(message, soft_wrap=True)
+        rows = []
+        for trial in trials:
+            record = self.records.get(trial.trial_id)
+            if record is None:
+                rows.append((trial.trial_id, trial.status, format_params(trial.config), "", ""))
+                continue
+            status = record.status if record.status != "RUNNING" else trial.status
+            rows.append(
+                (
+                    trial.trial_id,
+                    status,
+                    format_params(record.params),
+                    str(record.rounds),
+                    f"{record.best_metric:.4f}",
+                )
+            )
+        table = console.trials_table(rows, self._cfg().sweep.metric)
+        if console.err.is_terminal:
+            if self._live is None:
+                from rich.live import Live
+
+                self._live = Live(table, console=console.err, refresh_per_second=2)
+                self._live.start()
+            self._live.update(table)
+        elif message is None:
+            console.err.print(table)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def format_params(params: dict[str, Any]) -> str:
+    return "  ".join(
+        f"{key.rsplit('.', 1)[-1]}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in params.items()
+    )
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        with open(path) as handle:
+            return handle.read()[-5000:]
+    except OSError:
+        return f"trial {trial.trial_id} errored"

@@ -1,0 +1,160 @@
+"""Sweeps on the shared local Ray: real Tune trials, each a Ray Train DeepSpeed run, recorded as
+nested MLflow runs; the champion alias; and a resume after the driver is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SPACE = {
+    "optim.lr": {"loguniform": [0.002, 0.01]},
+    "optim.batch_size": {"choice": [32, 64]},
+    "strategy.red_ratio": {"uniform": [0.4, 0.6]},
+}
+SMALL = {
+    "optim": {"epochs": 3},
+    "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+    "checkpoint": {"every_rounds": 1, "keep": 1},
+}
+
+
+def children(client, parent_run_id: str) -> list:
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    )
+
+
+@pytest.fixture(scope="module")
+def first_sweep(sweep):
+    return sweep(
+        "sweep-digits",
+        **SMALL,
+        sweep={"space": SPACE, "num_samples": 4, "max_concurrent": 2, "scheduler": "asha"},
+    )
+
+
+def test_four_trials_two_at_once_as_nested_runs(first_sweep, mlflow_client):
+    code, summary = first_sweep
+    assert code == 0 and summary is not None
+    parent = mlflow_client.get_run(summary.parent_run_id)
+    assert parent.data.tags["redblue.kind"] == "sweep"
+    assert parent.info.status == "FINISHED"
+    assert "space.optim.lr" in parent.data.params
+    assert any(k.startswith("best.optim.") for k in parent.data.params)
+    artifacts = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}
+    assert {"results.csv", "metric_vs_params.png", "best_config.yaml"} <= artifacts
+
+    runs = children(mlflow_client, summary.parent_run_id)
+    assert len(runs) == 4
+    assert len({r.data.tags["redblue.trial_id"] for r in runs}) == 4  # one run per trial
+    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    for run in runs:
+        history = mlflow_client.get_metric_history(run.info.run_id, "val_loss")
+        assert history, run.data.tags
+        assert "optim.lr" in run.data.params and run.data.tags["redblue.kind"] == "trial"
+        if run.info.status == "KILLED":
+            assert "redblue.stopped_early" in run.data.tags
+        else:
+            assert "test_accuracy" in run.data.metrics
+    # two trials ran at the same time
+    spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_best_finished_trial_is_champion(first_sweep, mlflow_client):
+    _, summary = first_sweep
+    runs = children(mlflow_client, summary.parent_run_id)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    best = min(finished, key=lambda r: r.data.metrics["val_loss"])
+    assert summary.best.run_id == best.info.run_id
+    champion = mlflow_client.get_model_version_by_alias("sweep-digits", "champion")
+    assert str(champion.version) == summary.version
+    assert champion.tags["redblue.run_id"] == best.info.run_id
+    assert champion.tags["redblue.sweep_run_id"] == summary.parent_run_id
+    assert best.data.metrics["test_accuracy"] >= 0.8
+    assert Path(summary.best_config_path).is_file()
+    # only the best trial keeps its checkpoints
+    trials_dir = Path(summary.best_config_path).parent / "trials"
+    kept = [d.name for d in trials_dir.glob("trial-*") if any(d.glob("checkpoint_*"))]
+    assert kept == [f"trial-{summary.best.trial_id}"]
+
+
+def test_a_worse_sweep_becomes_challenger(first_sweep, sweep, mlflow_client):
+    _, first = first_sweep
+    code, summary = sweep(
+        "sweep-digits",
+        **{**SMALL, "optim": {"epochs": 0.5}},
+        sweep={"space": {"optim.lr": {"choice": [0.0001]}}, "num_samples": 1},
+    )
+    assert code == 0 and summary.alias == "challenger"
+    assert "does not beat the champion" in summary.reason
+    champion = mlflow_client.get_model_version_by_alias("sweep-digits", "champion")
+    assert str(champion.version) == first.version
+    challenger = mlflow_client.get_model_version_by_alias("sweep-digits", "challenger")
+    assert str(challenger.version) == summary.version
+
+
+def test_resume_after_the_driver_is_killed(tmp_path, mlflow_client):
+    """SIGKILL the sweep's driver once a trial finished; --resume completes the same sweep."""
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        "name: sweep-resume\n"
+        "optim: {epochs: 3, lr: 0.005}\n"
+        "scaling: {num_workers: 2, cpus_per_worker: 0.5}\n"
+        "checkpoint: {every_rounds: 1, keep: 1}\n"
+        "sweep:\n"
+        "  space: {optim.lr: {choice: [0.003, 0.005, 0.008]}}\n"
+        "  num_samples: 3\n"
+        "  max_concurrent: 1\n"
+        "  scheduler: fifo\n"
+    )
+    command = [sys.executable, "-m", "orchestrator.cli", "sweep", str(config)]
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log)
+    finished_before = None
+    deadline = time.time() + 400
+    while time.time() < deadline and driver.poll() is None:
+        time.sleep(2)
+        experiment = mlflow_client.get_experiment_by_name("sweep-resume")
+        if experiment is None:
+            continue
+        done = mlflow_client.search_runs(
+            [experiment.experiment_id],
+            filter_string="tags.`redblue.kind` = 'trial' and attributes.status = 'FINISHED'",
+        )
+        if done:
+            time.sleep(4)  # let Tune save its experiment state
+            finished_before = {r.info.run_id: r.info.end_time for r in done}
+            break
+    assert finished_before, (tmp_path / "first.log").read_text()[-3000:]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(5)  # the killed driver's local Ray shuts itself down
+
+    resumed = subprocess.run(
+        [*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    experiment = mlflow_client.get_experiment_by_name("sweep-resume")
+    parents = mlflow_client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`redblue.kind` = 'sweep'"
+    )
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    runs = children(mlflow_client, parents[0].info.run_id)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:  # trials that had finished were not run again
+        if run.info.run_id in finished_before:
+            assert run.info.end_time == finished_before[run.info.run_id]
+    assert "resuming sweep" in resumed.stderr

@@ -1,0 +1,93 @@
+"""Sweep logic without Ray: the space is checked against the schema, trials are ranked, and the
+champion rule promotes only a strictly better model."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.champion import Score, decide
+from orchestrator.config import ConfigError, validate
+from orchestrator.sweep_run import TrialOutcome, max_concurrent, max_rounds, rank
+
+
+def space_error(space: dict, **sweep) -> str:
+    with pytest.raises(ConfigError) as caught:
+        validate({"sweep": {"space": space, **sweep}})
+    return str(caught.value)
+
+
+def test_shipped_space_is_valid():
+    cfg = validate({"sweep": {"space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}}}})
+    assert cfg.sweep.space["optim.lr"].kind == "loguniform"
+    assert "sweep.space.optim.lr" not in cfg.flat()  # the space is not a run param
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        ({"optim.lrr": {"uniform": [0.1, 0.2]}}, "not a config key (did you mean optim.lr?)"),
+        ({"optim.lr": {"loguniform": [0.01, 0.001]}}, "loguniform needs low < high"),
+        ({"optim.lr": {"loguniform": [0.0, 0.1]}}, "loguniform needs low > 0"),
+        ({"strategy.red_ratio": {"uniform": [0.3, 1.5]}}, "value 1.5 is rejected"),
+        ({"deepspeed.zero_stage": {"choice": [2, 4]}}, "value 4 is rejected"),
+        ({"optim.batch_size": {"choice": [32, 65]}}, "must be a multiple of"),
+        ({"optim.batch_size": {"uniform": [32, 128]}}, "takes integers; use randint or choice"),
+        ({"optim.lr": {"uniform": [0.1, 0.2], "choice": [1]}}, "give exactly one of"),
+        ({"optim.name": {"choice": []}}, "choice needs at least one value"),
+    ],
+)
+def test_bad_spaces_are_rejected_with_the_key_named(space, expected):
+    assert expected in space_error(space)
+
+
+def test_test_metric_and_optuna_grid_are_rejected():
+    assert "never used to select" in space_error({}, metric="test_accuracy")
+    assert "pbt is not available yet" in space_error({}, scheduler="pbt")
+    assert "optuna cannot take grid" in space_error(
+        {"optim.lr": {"grid": [0.1, 0.2]}}, search="optuna"
+    )
+
+
+def test_rounds_bound_covers_the_smallest_batch():
+    cfg = validate(
+        {
+            "optim": {"batch_size": 64, "epochs": 4},
+            "sweep": {"space": {"optim.batch_size": {"choice": [32, 64, 128]}}},
+        }
+    )
+    # 1000 samples, 4 epochs, batch 32 -> 125 steps; 20 steps per round -> 7 rounds
+    assert max_rounds(cfg, train_size=1000) == 7
+
+
+def test_concurrency_follows_free_cpus_unless_set():
+    cfg = validate({"scaling": {"num_workers": 2, "cpus_per_worker": 0.5}})
+    assert max_concurrent(cfg, {"CPU": 3.0}) == 2
+    assert max_concurrent(cfg, {"CPU": 0.5}) == 1
+    assert max_concurrent(cfg.with_values({"sweep.max_concurrent": 5}), {"CPU": 1.0}) == 5
+
+
+def outcome(trial_id: str, status: str, val: float) -> TrialOutcome:
+    return TrialOutcome(trial_id, "", status, {}, {"val_loss": val}, None)
+
+
+def test_ranking_puts_finished_trials_first_best_first():
+    trials = [
+        outcome("a", "FINISHED", 0.5),
+        outcome("b", "KILLED", 0.1),
+        outcome("c", "FINISHED", 0.3),
+        outcome("d", "FAILED", float("nan")),
+    ]
+    assert [t.trial_id for t in rank(trials, "val_loss", "min")] == ["c", "a", "b", "d"]
+    assert [t.trial_id for t in rank(trials, "val_loss", "max")][:2] == ["a", "c"]
+
+
+def test_champion_rule():
+    accuracy = lambda v: Score("test_accuracy", v)  # noqa: E731
+    mse = lambda v: Score("test_mse", v)  # noqa: E731
+    assert decide(accuracy(0.9), None).promote
+    assert decide(accuracy(0.95), accuracy(0.9)).promote
+    kept = decide(accuracy(0.9), accuracy(0.9))  # a tie does not beat the champion
+    assert not kept.promote and "does not beat" in kept.reason
+    assert not decide(accuracy(0.8), accuracy(0.9)).promote
+    assert decide(mse(1.0), mse(2.0)).promote
+    assert not decide(mse(3.0), mse(2.0)).promote
