@@ -85,7 +85,11 @@ def test_best_finished_trial_is_champion(first_sweep, mlflow_client):
     assert Path(summary.best_config_path).is_file()
     # only the best trial keeps its checkpoints
     trials_dir = Path(summary.best_config_path).parent / "trials"
-    kept = [d.name for d in trials_dir.glob("trial-*") if any(d.glob("checkpoint_*"))]
+    kept = [
+        d.name
+        for d in trials_dir.glob("trial-*")
+        if any(p.is_dir() for p in d.glob("checkpoint_*"))
+    ]
     assert kept == [f"trial-{summary.best.trial_id}"]
 
 
