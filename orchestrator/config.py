@@ -234,22 +234,24 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
 
 
-def _field_names(model: type[BaseModel], path: tuple) -> list[str]:
-    """Known keys at a location of the schema, for 'did you mean' hints."""
+def _section_model(path: tuple) -> type[BaseModel] | None:
+    """The schema section at ``path`` (a tuple of keys), or None where there is no section."""
+    model: type[BaseModel] = RedblueConfig
     for part in path:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
+            return None
         model = annotation
-    return list(model.model_fields)
+    return model
 
 
 def _describe(error: Mapping[str, Any]) -> str:
     location = tuple(error["loc"])
     dotted = ".".join(str(part) for part in location)
     if error["type"] == "extra_forbidden":
-        known = _field_names(RedblueConfig, location[:-1])
+        section = _section_model(location[:-1])
+        known = list(section.model_fields) if section else []
         hint = difflib.get_close_matches(str(location[-1]), known, n=1)
         suggestion = (
             f" (did you mean {'.'.join(map(str, location[:-1] + (hint[0],)))}?)" if hint else ""
@@ -276,15 +278,9 @@ def validate(tree: dict[str, Any], origin: str = "config") -> RedblueConfig:
 
 def _leaf_annotation(dotted: str) -> Any:
     """The schema's type at a dotted key, or None when the key is not a setting."""
-    model: type[BaseModel] = RedblueConfig
     *sections, leaf = dotted.split(".")
-    for part in sections:
-        field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    field = model.model_fields.get(leaf)
+    section = _section_model(tuple(sections))
+    field = section.model_fields.get(leaf) if section else None
     return field.annotation if field else None
 
 

@@ -211,10 +211,13 @@ def _run_tune(
     # Save Tune's experiment state often, so that a killed driver loses little on --resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(TUNE_STATE_EVERY_S))
 
+    from mlflow.tracking import MlflowClient
+
     from orchestrator.environment import connect_ray
     from orchestrator.sweep_space import param_space, scheduler, searcher
     from orchestrator.sweep_tracking import SweepTracker
     from orchestrator.sweep_trial import run_trial
+    from orchestrator.tracking import tracking_uri
 
     most_rounds = max_rounds(cfg, len(plan.split.train))
     wanted = trial_cpus(cfg) * (cfg.sweep.max_concurrent or 1)
@@ -239,7 +242,7 @@ def _run_tune(
             param_space=space,
         )
     else:
-        tracker = SweepTracker(cfg.model_dump(), parent_run_id, sweep_id)
+        tracker = SweepTracker(cfg, parent_run_id, sweep_id)
         tuner = tune.Tuner(
             trainable,
             param_space=space,
@@ -259,30 +262,19 @@ def _run_tune(
             ),
         )
     grid = tuner.fit()
-    return [_outcome(cfg, sweep_id, grid[i]) for i in range(len(grid))]
-
-
-def _outcome(cfg: RedblueConfig, sweep_id: str, result: Any) -> TrialOutcome:
-    from mlflow.tracking import MlflowClient
-
-    from orchestrator.sweep_tracking import trial_metrics
-    from orchestrator.tracking import tracking_uri
-
     client = MlflowClient(tracking_uri())
+    return [_outcome(client, cfg, sweep_id, grid[i]) for i in range(len(grid))]
+
+
+def _outcome(client, cfg: RedblueConfig, sweep_id: str, result: Any) -> TrialOutcome:
+    from orchestrator.sweep_tracking import find_trial_run, trial_metrics
+
     trial_id = str(result.metrics.get("trial_id") or Path(result.path).name)
-    experiment = client.get_experiment_by_name(cfg.name)
-    runs = client.search_runs(
-        [experiment.experiment_id] if experiment else [],
-        filter_string=(
-            f"tags.`redblue.sweep_id` = '{sweep_id}' and tags.`redblue.trial_id` = '{trial_id}'"
-        ),
-    )
-    run_id = runs[0].info.run_id if runs else ""
-    status = runs[0].info.status if runs else ("FAILED" if result.error else "RUNNING")
+    run = find_trial_run(client, cfg.name, sweep_id, trial_id)
     return TrialOutcome(
         trial_id=trial_id,
-        run_id=run_id,
-        status=status,
+        run_id=run.info.run_id if run else "",
+        status=run.info.status if run else ("FAILED" if result.error else "RUNNING"),
         params=dict(result.config or {}),
         metrics=trial_metrics(result.metrics or {}),
         checkpoint_path=(result.metrics or {}).get("checkpoint_path"),

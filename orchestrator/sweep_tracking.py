@@ -10,11 +10,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
+from orchestrator.tracking import TrackedRun, tracking_uri
 
 FINAL_MARKER = "test_loss"  # only the last report of a trial that ran to the end holds it
 PROGRESS_EVERY_ROUNDS = 5  # without a terminal, the table is printed this often
@@ -27,13 +29,24 @@ class TrialRecord:
 
     trial_id: str
     params: dict[str, Any]
-    run_id: str
+    run: TrackedRun
     status: str = "RUNNING"  # RUNNING, FINISHED, STOPPED (early), FAILED
     rounds: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     best_metric: float = math.nan
-    checkpoint_path: str | None = None
     error: str = ""
+
+
+def find_trial_run(client: MlflowClient, experiment_name: str, sweep_id: str, trial_id: str):
+    """The child run of ``trial_id`` in sweep ``sweep_id``, or None."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    found = client.search_runs(
+        [experiment.experiment_id] if experiment else [],
+        filter_string=(
+            f"tags.`redblue.sweep_id` = '{sweep_id}' and tags.`redblue.trial_id` = '{trial_id}'"
+        ),
+    )
+    return found[0] if found else None
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -50,21 +63,17 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
 class SweepTracker(Callback):
     """Writes the child runs of one sweep and shows its progress. Picklable: Tune saves it."""
 
-    def __init__(self, base: dict[str, Any], parent_run_id: str, sweep_id: str) -> None:
-        self.base = base
+    def __init__(self, cfg: RedblueConfig, parent_run_id: str, sweep_id: str) -> None:
+        self.cfg = cfg
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
         self.records: dict[str, TrialRecord] = {}
-
         self._live: Any = None  # a rich Live table on a terminal
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "records": {}, "_live": None}
 
     # -- MLflow --------------------------------------------------------------------------------
-
-    def _cfg(self) -> RedblueConfig:
-        return RedblueConfig.model_validate(self.base)
 
     def _record(self, trial) -> TrialRecord:
         record = self.records.get(trial.trial_id)
@@ -75,44 +84,26 @@ class SweepTracker(Callback):
 
     def _open(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
         """The trial's child run: the existing one when the sweep resumes, else a new one."""
-        from mlflow.tracking import MlflowClient
-
-        from orchestrator.tracking import TrackedRun, tracking_uri
-
         client = MlflowClient(tracking_uri())
-        cfg = self._cfg()
-        experiment = client.get_experiment_by_name(cfg.name)
-        found = client.search_runs(
-            [experiment.experiment_id] if experiment else [],
-            filter_string=(
-                f"tags.`redblue.sweep_id` = '{self.sweep_id}' "
-                f"and tags.`redblue.trial_id` = '{trial_id}'"
-            ),
-        )
+        found = find_trial_run(client, self.cfg.name, self.sweep_id, trial_id)
         if found:
-            run_id = found[0].info.run_id
-            client.update_run(run_id, status="RUNNING")
+            run = TrackedRun(found.info.run_id, self.cfg.name)
+            client.update_run(run.run_id, status="RUNNING")
         else:
             tags = {
                 "redblue.kind": "trial",
                 "redblue.sweep_id": self.sweep_id,
                 "redblue.trial_id": trial_id,
-                "redblue.strategy": cfg.strategy.kind,
-                "redblue.world_size": str(cfg.scaling.num_workers),
+                "redblue.strategy": self.cfg.strategy.kind,
+                "redblue.world_size": str(self.cfg.scaling.num_workers),
             }
             run = TrackedRun.start(
-                cfg.with_values(params),
+                self.cfg.with_values(params),
                 tags,
                 parent_run_id=self.parent_run_id,
                 run_name=f"trial-{trial_id}",
             )
-            run_id = run.run_id
-        return TrialRecord(trial_id=trial_id, params=params, run_id=run_id)
-
-    def _run(self, record: TrialRecord):
-        from orchestrator.tracking import TrackedRun
-
-        return TrackedRun(record.run_id, self._cfg().name)
+        return TrialRecord(trial_id=trial_id, params=params, run=run)
 
     # -- Tune hooks ----------------------------------------------------------------------------
 
@@ -123,28 +114,26 @@ class SweepTracker(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         record = self._record(trial)
         metrics = trial_metrics(result)
-        if result.get("checkpoint_path"):
-            record.checkpoint_path = str(result["checkpoint_path"])
-        metric = self._cfg().sweep.metric
+        metric = self.cfg.sweep.metric
         if metric in metrics and math.isfinite(metrics[metric]):
-            better = min if self._cfg().sweep.mode == "min" else max
+            better = min if self.cfg.sweep.mode == "min" else max
             value = metrics[metric]
             record.best_metric = (
                 value if math.isnan(record.best_metric) else better(record.best_metric, value)
             )
         if FINAL_MARKER in metrics:
             record.metrics = metrics
-            self._run(record).log_metrics(metrics, step=record.rounds)
+            record.run.log_metrics(metrics, step=record.rounds)
             return
         record.rounds = int(metrics.get("round", record.rounds + 1))
         record.metrics = metrics
-        self._run(record).log_metrics(metrics, step=record.rounds)
+        record.run.log_metrics(metrics, step=record.rounds)
         if console.err.is_terminal or record.rounds % PROGRESS_EVERY_ROUNDS == 0:
             self._show(trials, None)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         record = self._record(trial)
-        run = self._run(record)
+        run = record.run
         if FINAL_MARKER in record.metrics:
             record.status = "FINISHED"
             run.finish()
@@ -158,13 +147,13 @@ class SweepTracker(Callback):
         record = self._record(trial)
         record.status = "FAILED"
         record.error = _error_text(trial)
-        self._run(record).fail(record.error or "the trial failed")
+        record.run.fail(record.error or "the trial failed")
         self._show(trials, f"trial {trial.trial_id} failed: {record.error.splitlines()[-1:]}")
 
     # -- progress ------------------------------------------------------------------------------
 
     def _best(self, record: TrialRecord) -> str:
-        return f"best {self._cfg().sweep.metric} {record.best_metric:.4f}"
+        return f"best {self.cfg.sweep.metric} {record.best_metric:.4f}"
 
     def _show(self, trials, message: str | None) -> None:
         if message:
@@ -185,7 +174,7 @@ class SweepTracker(Callback):
                     f"{record.best_metric:.4f}",
                 )
             )
-        table = console.trials_table(rows, self._cfg().sweep.metric)
+        table = console.trials_table(rows, self.cfg.sweep.metric)
         if console.err.is_terminal:
             if self._live is None:
                 from rich.live import Live
