@@ -50,8 +50,8 @@ def cli(*args: str, sets: list[str]) -> list[str]:
     return command
 
 
-def trial_stats(workdir: Path, experiment: str) -> tuple[float, int]:
-    """(best val_loss over finished trials, trial-rounds spent) of the experiment's last sweep."""
+def trial_stats(workdir: Path, experiment: str) -> tuple[float, int, int]:
+    """(best val_loss over finished trials, trial-rounds spent, trials stopped early)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
@@ -59,7 +59,8 @@ def trial_stats(workdir: Path, experiment: str) -> tuple[float, int]:
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`redblue.kind` = 'trial'")
     finished = [r.data.metrics["val_loss"] for r in runs if r.info.status == "FINISHED"]
     rounds = sum(int(r.data.metrics.get("round", 0)) for r in runs)
-    return min(finished), rounds
+    stopped = sum(r.info.status == "KILLED" for r in runs)
+    return min(finished), rounds, stopped
 
 
 def overhead(trials: int, workdir: Path) -> dict:
@@ -95,8 +96,14 @@ def asha_vs_fifo(samples: int, workdir: Path) -> dict:
             SPACE,
         ]
         wall = run(cli("sweep", str(CONFIG), "-n", str(samples), sets=sets), workdir)
-        best, rounds = trial_stats(workdir, name)
-        out[scheduler] = {"best_val_loss": best, "trial_rounds": rounds, "wall_s": wall}
+        best, rounds, stopped = trial_stats(workdir, name)
+        out[scheduler] = {
+            "best_val_loss": best,
+            "trial_rounds": rounds,
+            "stopped_early": stopped,
+            "wall_s": wall,
+        }
+        print(json.dumps({scheduler: out[scheduler]}), flush=True)
     out["best_ratio"] = out["asha"]["best_val_loss"] / out["fifo"]["best_val_loss"]
     out["compute_ratio"] = out["asha"]["trial_rounds"] / out["fifo"]["trial_rounds"]
     return out
@@ -107,22 +114,25 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--skip-overhead", action="store_true", help="only ASHA against FIFO")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="redblue-sweep-bench-") as tmp:
         workdir = Path(tmp)
-        result = {"overhead": overhead(args.trials, workdir)}
-        print(json.dumps(result["overhead"], indent=2), flush=True)
-        result["asha_vs_fifo"] = asha_vs_fifo(args.samples, workdir)
-    o, a = result["overhead"], result["asha_vs_fifo"]
-    print(
-        f"overhead: {o['trials']} trials {o['sweep_wall_s']:.0f} s vs ideal {o['ideal_s']:.0f} s"
-        f" -> ratio {o['ratio']:.2f} (goal <= 1.15)"
-    )
+        result = {}
+        if not args.skip_overhead:
+            result["overhead"] = o = overhead(args.trials, workdir)
+            print(
+                f"overhead: {o['trials']} trials {o['sweep_wall_s']:.0f} s vs ideal "
+                f"{o['ideal_s']:.0f} s -> ratio {o['ratio']:.2f} (goal <= 1.15)",
+                flush=True,
+            )
+        result["asha_vs_fifo"] = a = asha_vs_fifo(args.samples, workdir)
     print(
         f"ASHA vs FIFO: best val_loss {a['asha']['best_val_loss']:.4f} vs "
         f"{a['fifo']['best_val_loss']:.4f} (ratio {a['best_ratio']:.2f}, goal <= 1.10); "
         f"trial-rounds {a['asha']['trial_rounds']} vs {a['fifo']['trial_rounds']} "
-        f"(ratio {a['compute_ratio']:.2f}, goal <= 0.5)"
+        f"(ratio {a['compute_ratio']:.2f}, goal <= 0.5); "
+        f"{a['asha']['stopped_early']} trials stopped early"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

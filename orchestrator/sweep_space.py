@@ -45,9 +45,12 @@ def scheduler(cfg: RedblueConfig, num_rounds: int) -> Any:
 
 
 def searcher(cfg: RedblueConfig) -> Any:
-    """None means Tune's random and grid sampling."""
+    """Random (and grid) sampling or Optuna's TPE, both seeded by ``cfg.seed``: the same config
+    samples the same trials, so schedulers can be compared on equal terms."""
     if cfg.sweep.search == "random":
-        return None
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=cfg.seed)
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(seed=cfg.seed)

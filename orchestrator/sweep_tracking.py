@@ -36,6 +36,11 @@ class TrialRecord:
     best_metric: float = math.nan
     error: str = ""
 
+    @property
+    def closed(self) -> bool:
+        """Ended before: its MLflow run is final and is not written again."""
+        return self.status in ("FINISHED", "STOPPED")
+
 
 def find_trial_run(client: MlflowClient, experiment_name: str, sweep_id: str, trial_id: str):
     """The child run of ``trial_id`` in sweep ``sweep_id``, or None."""
@@ -88,6 +93,17 @@ class SweepTracker(Callback):
         found = find_trial_run(client, self.cfg.name, self.sweep_id, trial_id)
         if found:
             run = TrackedRun(found.info.run_id, self.cfg.name)
+            ended = {"FINISHED": "FINISHED", "KILLED": "STOPPED"}.get(found.info.status)
+            if ended:  # Tune had not saved that this trial ended when its driver died
+                metrics = found.data.metrics
+                return TrialRecord(
+                    trial_id=trial_id,
+                    params=params,
+                    run=run,
+                    status=ended,
+                    rounds=int(metrics.get("round", 0)),
+                    best_metric=metrics.get(self.cfg.sweep.metric, math.nan),
+                )
             client.update_run(run.run_id, status="RUNNING")
         else:
             tags = {
@@ -109,10 +125,16 @@ class SweepTracker(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         record = self._record(trial)
-        self._show(trials, f"trial {trial.trial_id} started: {format_params(record.params)}")
+        if record.closed:
+            message = f"trial {trial.trial_id} had ended; Tune only collects its final result"
+        else:
+            message = f"trial {trial.trial_id} started: {format_params(record.params)}"
+        self._show(trials, message)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         record = self._record(trial)
+        if record.closed:
+            return
         metrics = trial_metrics(result)
         metric = self.cfg.sweep.metric
         if metric in metrics and math.isfinite(metrics[metric]):
@@ -133,6 +155,8 @@ class SweepTracker(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         record = self._record(trial)
+        if record.closed:
+            return
         run = record.run
         if FINAL_MARKER in record.metrics:
             record.status = "FINISHED"
@@ -145,6 +169,8 @@ class SweepTracker(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         record = self._record(trial)
+        if record.closed:
+            return
         record.status = "FAILED"
         record.error = _error_text(trial)
         record.run.fail(record.error or "the trial failed")
