@@ -70,6 +70,68 @@ def sweep(
     raise typer.Exit(code)
 
 
+@app.command()
+def deploy(
+    model: str = typer.Argument(
+        ...,
+        help="models:/NAME@ALIAS (e.g. models:/digits@champion), models:/NAME/VERSION or "
+        "runs:/RUN_ID/model.",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML config whose serve section applies (default: defaults)."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config key: --set serve.port=9000 (repeatable)."
+    ),
+    address: str | None = typer.Option(
+        None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
+    ),
+    emit_config: Path | None = typer.Option(
+        None, "--emit-config", help="Write a Serve config file (serve deploy, RayService) and exit."
+    ),
+    reload: bool = typer.Option(
+        False, "--reload", help="Stay and roll the replicas to each new version of the alias."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Send a few requests, print the answers, then remove the deployment."
+    ),
+) -> None:
+    """Serve MODEL on Ray Serve behind an authenticated HTTP API (POST /v1/predict).
+
+    With a local Ray it serves in the foreground until Ctrl-C; with a cluster address it deploys
+    and returns. Deploying again rolls the replicas to the new model without downtime.
+    """
+    from orchestrator.environment import prepare_driver_env
+
+    prepare_driver_env(address)
+    from orchestrator.config import ConfigError, load_config, validate
+    from orchestrator.model_source import ModelSourceError, parse_model_uri, resolve_bundle
+
+    try:
+        cfg = load_config(config, overrides) if config else _defaults_with(overrides, validate)
+        uri = parse_model_uri(model)
+        bundle = resolve_bundle(uri)
+    except (ConfigError, ModelSourceError) as exc:
+        console.print_error(str(exc))
+        raise typer.Exit(EXIT_INVALID) from None
+    from orchestrator import deploy_run
+
+    raise typer.Exit(
+        deploy_run.run(
+            cfg.serve, uri, bundle, address, emit_config=emit_config, reload=reload, check=check
+        )
+    )
+
+
+def _defaults_with(overrides: list[str], validate):
+    from orchestrator.config import apply_override
+
+    tree: dict = {}
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    return validate(tree, origin="--set overrides")
+
+
 def _validated(config: Path, overrides: list[str], address: str | None):
     """The config and its plan, or exit 2 with one message (before Ray is imported)."""
     from orchestrator.environment import prepare_driver_env, state_root

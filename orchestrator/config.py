@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from serve_apps.settings import ServeSection
 from trainers.config import (
     DataConfig,
     DeepSpeedConfig,
@@ -175,6 +176,9 @@ class RedblueConfig(Section):
     sweep: SweepSection = Field(
         default_factory=SweepSection, description="Hyperparameter sweep (redblue sweep)."
     )
+    serve: ServeSection = Field(
+        default_factory=ServeSection, description="HTTP serving of a model (redblue deploy)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RedblueConfig:
@@ -189,8 +193,12 @@ class RedblueConfig(Section):
         return self
 
     def flat(self) -> dict[str, Any]:
-        """The resolved run settings as ``{"dotted.key": value}`` (MLflow params); no sweep."""
-        return flatten(self.model_dump(exclude={"sweep"}))
+        """The resolved training settings as ``{"dotted.key": value}`` (MLflow params)."""
+        return flatten(self.training_dump())
+
+    def training_dump(self) -> dict[str, Any]:
+        """The config without the sections that do not shape a training run (sweep, serve)."""
+        return self.model_dump(exclude={"sweep", "serve"})
 
     def with_values(self, values: Mapping[str, Any]) -> RedblueConfig:
         """A copy with ``{"dotted.key": value}`` applied and the whole config validated again."""

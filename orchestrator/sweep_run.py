@@ -326,7 +326,7 @@ def _conclude(
     best_cfg = cfg.with_values(best.params)
     summary.best_config_path = sweep_dir / BEST_CONFIG_FILE
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    best_yaml = yaml.safe_dump(best_cfg.model_dump(exclude={"sweep"}), sort_keys=False)
+    best_yaml = yaml.safe_dump(best_cfg.training_dump(), sort_keys=False)
     summary.best_config_path.write_text(best_yaml)
     parent.client.log_text(parent.run_id, best_yaml, BEST_CONFIG_FILE)
     parent.client.log_batch(

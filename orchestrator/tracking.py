@@ -116,7 +116,7 @@ class TrackedRun:
         tracked.client.log_batch(tracked.run_id, params=params)
         tracked.client.log_text(
             tracked.run_id,
-            yaml.safe_dump(cfg.model_dump(exclude={"sweep"}), sort_keys=False),
+            yaml.safe_dump(cfg.training_dump(), sort_keys=False),
             "config.yaml",
         )
         return tracked
@@ -209,9 +209,11 @@ def download_final_model(checkpoint, into: Path | None = None) -> Path:
     return target / FINAL_MODEL_DIR
 
 
-def fetch_final_model(model_uri: str) -> Path:
-    """Download a logged model and return its ``final_model/`` (weights + model config)."""
-    target = Path(tempfile.mkdtemp(prefix="redblue-model-"))
+def fetch_final_model(model_uri: str, into: Path | None = None) -> Path:
+    """Download a logged model (into a new temporary folder by default) and return its
+    ``final_model/`` (weights + model config)."""
+    mlflow.set_tracking_uri(tracking_uri())
+    target = Path(into or tempfile.mkdtemp(prefix="redblue-model-"))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target)))
     return local / "artifacts" / FINAL_MODEL_DIR
 

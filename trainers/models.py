@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -152,7 +153,17 @@ def load_model(directory: Path) -> tuple[MLP, ModelSpec]:
     """Load a model saved by :func:`save_model`; no pickle is involved."""
     directory = Path(directory)
     spec = ModelSpec(**json.loads((directory / CONFIG_FILE).read_text()))
+    return _with_weights(spec, load_file(str(directory / WEIGHTS_FILE))), spec
+
+
+def load_model_bytes(weights: bytes, model_config: dict) -> tuple[MLP, ModelSpec]:
+    """Load a model from the bytes of its weights file and its parsed model config."""
+    spec = ModelSpec(**model_config)
+    return _with_weights(spec, load_safetensors_bytes(weights)), spec
+
+
+def _with_weights(spec: ModelSpec, tensors: dict[str, torch.Tensor]) -> MLP:
     model = build_model(spec)
-    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    model.load_state_dict(tensors)
     model.eval()
-    return model, spec
+    return model

@@ -86,3 +86,38 @@ def mlflow_client(ray_session):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture(scope="session")
+def register_model(ray_session, workspace):
+    """``register_model(name, seed) -> version``: a small real model logged and registered in
+    MLflow the way a sweep registers one (pyfunc with weights + config), with test metrics."""
+    from orchestrator.config import validate
+    from orchestrator.tracking import TrackedRun, register_version
+    from tests.helpers import sample_rows, saved_model
+    from trainers.checkpoint import FINAL_MODEL_DIR
+
+    def register(name: str, seed: int) -> str:
+        tracked = TrackedRun.start(validate({"name": name}), {"redblue.kind": "test"})
+        directory = saved_model(workspace / f"{name}-{seed}" / FINAL_MODEL_DIR, seed=seed)
+        tracked.log_metrics({"test_accuracy": 0.5 + seed / 100})
+        model_uri = tracked.log_model(directory, sample_rows(2))
+        tracked.finish()
+        return register_version(model_uri, name, {"seed": str(seed)})
+
+    return register
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_session) -> int:
+    """Serve's HTTP proxy for the session, on a free loopback port."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()

@@ -51,6 +51,17 @@ SWEEP_CASES = {
     ),
 }
 
+DEPLOY_CASES = {
+    "deploy not a uri": (["digits"], "'digits' is not a model URI; use models:/NAME@ALIAS"),
+    "deploy unknown model": (["models:/nope@champion"], "models:/nope@champion: "),
+    "deploy unknown run": (["runs:/" + "0" * 32 + "/model"], "runs:/" + "0" * 32),
+    "deploy bad port": (["models:/x/1", "--set", "serve.port=0"], "serve.port"),
+    "deploy unknown serve key": (
+        ["models:/x/1", "--set", "serve.prot=9000"],
+        "did you mean serve.port",
+    ),
+}
+
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
@@ -76,6 +87,7 @@ def outcomes(tmp_path_factory):
         for name, (args, _) in CASES.items()
     }
     cases.update({name: ["sweep", str(config), *args] for name, (args, _) in SWEEP_CASES.items()})
+    cases.update({name: ["deploy", *args] for name, (args, _) in DEPLOY_CASES.items()})
     cases["missing config"] = ["train", str(tmp / "absent.yaml")]
     script = textwrap.dedent(
         f"""
@@ -97,11 +109,11 @@ def outcomes(tmp_path_factory):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", [*CASES, *SWEEP_CASES])
+@pytest.mark.parametrize("name", [*CASES, *SWEEP_CASES, *DEPLOY_CASES])
 def test_bad_input_exits_2_with_a_clear_message(outcomes, name):
     code, output = outcomes[name]
     assert code == 2, output
-    expected = {**CASES, **SWEEP_CASES}[name][1]
+    expected = {**CASES, **SWEEP_CASES, **DEPLOY_CASES}[name][1]
     assert expected in " ".join(output.split()), output
     assert "Traceback" not in output
 

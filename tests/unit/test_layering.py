@@ -1,11 +1,13 @@
-"""trainers/ is plain PyTorch + DeepSpeed: it never imports ray or mlflow."""
+"""Arrows point down: trainers/ never imports ray or mlflow; serve_apps/ never imports mlflow or
+the control plane (the model reaches a replica as weights + config)."""
 
 import ast
 import subprocess
 import sys
 from pathlib import Path
 
-TRAINERS = Path(__file__).parents[2] / "trainers"
+ROOT = Path(__file__).parents[2]
+TRAINERS = ROOT / "trainers"
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -30,3 +32,8 @@ def test_importing_trainers_loads_neither_ray_nor_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_serve_apps_import_neither_mlflow_nor_the_control_plane():
+    for path in (ROOT / "serve_apps").rglob("*.py"):
+        assert not imported_roots(path) & {"mlflow", "orchestrator", "deepspeed"}, path

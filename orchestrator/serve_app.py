@@ -1,0 +1,87 @@
+"""Building the Serve application for a model, and the Serve config file that describes it.
+
+``redblue deploy`` calls :func:`application` with a model it already fetched. A Serve config file
+(``redblue deploy --emit-config``; ``serve deploy``; a KubeRay RayService) names :func:`app` as
+its ``import_path``: Serve calls it on the cluster with the file's ``args``, and it fetches the
+model from MLflow there. Either way, each replica gets the weights, the settings and the digests
+of the accepted API keys, never a key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_apps.model_bundle import ModelBundle
+from serve_apps.settings import ServeSection
+
+IMPORT_PATH = "orchestrator.serve_app:app"
+
+
+class DeployArgs(BaseModel):
+    """Everything a Serve application of Redblue is built from (the ``args`` of a config file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        description="models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model."
+    )
+    name: str = Field(description="Serve application name.")
+    serve: ServeSection = Field(default_factory=ServeSection)
+    key_digests: list[str] = Field(
+        min_length=1, description="SHA-256 hex digests of the accepted API keys."
+    )
+    audit_log: str | None = Field(None, description="Absolute path of the audit log; none: off.")
+
+
+def application(args: DeployArgs, bundle: ModelBundle):
+    """The bound Serve application serving ``bundle`` with ``args.serve``'s settings."""
+    from serve_apps.predictor import ModelServer
+
+    settings = args.serve
+    options: dict[str, Any] = {
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": settings.cpus_per_replica},
+        # The audit log records every request; Serve's own access log would double the cost.
+        "logging_config": {"enable_access_log": False},
+    }
+    if settings.autoscaling:
+        options["autoscaling_config"] = {
+            **settings.autoscaling.model_dump(),
+            "initial_replicas": settings.autoscaling.min_replicas or 1,
+            "upscale_delay_s": 3.0,
+        }
+    else:
+        options["num_replicas"] = settings.num_replicas
+    deployment: Any = ModelServer  # a serve.Deployment, which mypy does not see
+    return deployment.options(**options).bind(bundle, settings, args.key_digests, args.audit_log)
+
+
+def app(args: dict[str, Any]):
+    """Serve application builder for config files: fetches ``args["model"]`` from MLflow."""
+    from orchestrator.model_source import parse_model_uri, resolve_bundle
+
+    parsed = DeployArgs.model_validate(args)
+    return application(parsed, resolve_bundle(parse_model_uri(parsed.model)))
+
+
+def serve_config(args: DeployArgs, env_vars: dict[str, str]) -> dict[str, Any]:
+    """A Serve config (``serve deploy`` / RayService ``serveConfigV2``) for ``args``."""
+    from ray.serve.schema import ServeDeploySchema
+
+    config = {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": args.serve.host, "port": args.serve.port},
+        "applications": [
+            {
+                "name": args.name,
+                "route_prefix": "/",
+                "import_path": IMPORT_PATH,
+                "args": args.model_dump(mode="json"),
+                "runtime_env": {"env_vars": env_vars} if env_vars else {},
+            }
+        ],
+    }
+    ServeDeploySchema.model_validate(config)  # what `serve deploy` checks first
+    return config

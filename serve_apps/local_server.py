@@ -1,0 +1,45 @@
+"""The same API without Ray: one process, one model, no batching.
+
+The baseline that ``benchmarks/serve_bench.py`` measures Serve against, and what the unit tests
+call through httpx without starting Ray. Run it with ``uvicorn.run(local_api(...))``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI
+
+from serve_apps.api import build_api
+from serve_apps.guard import AuditLog, KeyRing
+from serve_apps.model_bundle import ModelBundle
+from serve_apps.settings import ServeSection
+from trainers.models import predict
+
+
+class LocalPredictor:
+    """Predicts in the calling process, one request at a time."""
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        self.model, self.spec = bundle.load()
+
+    async def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return predict(self.model, self.spec, rows)
+
+
+def local_api(
+    bundle: ModelBundle,
+    settings: ServeSection,
+    key_digests: list[str],
+    audit_log: Path | None = None,
+) -> FastAPI:
+    """The API of a Serve replica, served from this process."""
+    return build_api(
+        LocalPredictor(bundle),
+        keys=KeyRing(key_digests),
+        max_body_bytes=settings.max_body_bytes,
+        max_rows=settings.max_rows,
+        audit=AuditLog(audit_log) if audit_log else None,
+    )

@@ -1,0 +1,82 @@
+"""The Ray Serve deployment: each replica holds one model and serves the API of ``serve_apps.api``.
+
+Requests from different clients are merged into one forward pass with ``@serve.batch``, counted
+in rows (a 10-row request takes 10 of ``max_batch_size``). With ``batch_wait_timeout_s: 0`` a
+batch takes whatever is already queued and never waits: a lone request pays no batching delay,
+and under load the requests that arrive during one forward pass form the next batch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray import serve
+
+from serve_apps.api import build_api
+from serve_apps.guard import AuditLog, KeyRing
+from serve_apps.model_bundle import ModelBundle
+from serve_apps.settings import ServeSection
+from trainers.models import predict
+
+DEPLOYMENT_NAME = "Predictor"
+
+
+def _rows_in(requests: list[np.ndarray]) -> int:
+    return sum(len(rows) for rows in requests)
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress()
+class ModelServer:
+    """One replica: loads the bundle's weights, batches forward passes, answers HTTP."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        settings: ServeSection,
+        key_digests: list[str],
+        audit_log: str | None,
+    ) -> None:
+        torch.set_num_threads(max(1, math.ceil(settings.cpus_per_replica)))
+        self.bundle = bundle
+        self.settings = settings
+        self.model, self.spec = bundle.load()
+        self.keys = KeyRing(key_digests)
+        self.audit = AuditLog(Path(audit_log)) if audit_log else None
+        batcher: Any = self._forward_batch  # serve.batch adds these setters
+        batcher.set_max_batch_size(settings.max_batch_size)
+        batcher.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    def __serve_build_asgi_app__(self):
+        return build_api(
+            self,
+            keys=self.keys,
+            max_body_bytes=self.settings.max_body_bytes,
+            max_rows=self.settings.max_rows,
+            audit=self.audit,
+        )
+
+    async def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predict ``rows``, batched with other requests unless batching is off or it is full."""
+        if self.settings.max_batch_size <= 1 or len(rows) >= self.settings.max_batch_size:
+            return predict(self.model, self.spec, rows)
+        return await self._forward_batch(rows)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_rows_in)
+    async def _forward_batch(
+        self, requests: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        labels, probabilities = predict(self.model, self.spec, np.concatenate(requests))
+        answers = []
+        start = 0
+        for rows in requests:
+            end = start + len(rows)
+            answers.append(
+                (labels[start:end], None if probabilities is None else probabilities[start:end])
+            )
+            start = end
+        return answers
