@@ -21,12 +21,14 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m trainers.prebuild
 	touch $(STAMP)
 
-# The demo trains the digits config, then runs a small sweep of it and crowns a champion.
+# The demo trains the digits config, runs a small sweep of it and crowns a champion, then serves
+# the champion on Ray Serve, sends it a few authenticated requests and removes the deployment.
 DEMO_SWEEP := --num-samples 4 --set optim.epochs=6 --set scaling.cpus_per_worker=0.5
 
 demo: install
 	$(BIN)/redblue train configs/digits.yaml
 	$(BIN)/redblue sweep configs/digits.yaml $(DEMO_SWEEP)
+	$(BIN)/redblue deploy models:/digits@champion --config configs/digits.yaml --check
 
 test: install
 	$(BIN)/python -m pytest
@@ -42,6 +44,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/serve_bench.py --ingress proxy haproxy
 
 clean:
-	rm -rf $(VENV) ray_results mlruns mlartifacts mlflow.db .pytest_cache
+	rm -rf $(VENV) ray_results mlruns mlartifacts mlflow.db logs .pytest_cache

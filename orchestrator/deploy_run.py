@@ -9,6 +9,7 @@ rolls on every new version.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ import yaml
 
 from orchestrator import console
 from orchestrator.api_keys import ApiKey, obtain_key
+from orchestrator.environment import prepare_serve_env, stop_haproxy
 from orchestrator.model_source import ModelURI, resolve_bundle
 from orchestrator.serve_app import DeployArgs, application, serve_config
 from serve_apps.model_bundle import ModelBundle
@@ -76,7 +78,11 @@ def start(args: DeployArgs, bundle: ModelBundle, address: str | None) -> Deploym
     settings = args.serve
     replicas = settings.autoscaling.min_replicas if settings.autoscaling else settings.num_replicas
     connect_ray(address, replicas * settings.cpus_per_replica)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # our own lines say what happens
+    serve.start(
+        http_options={"host": settings.host, "port": settings.port},
+        logging_config={"log_level": "WARNING", "enable_access_log": False},
+    )
     roll_out(args, bundle)
     return Deployment(args, bundle, f"http://{settings.host}:{settings.port}")
 
@@ -244,6 +250,14 @@ def run(
     if problem:
         console.print_error(problem)
         return EXIT_INVALID
+    haproxy = prepare_serve_env(settings.ingress) if local else None
+    try:
+        return _serve(args, uri, bundle, key, address, local=local, reload=reload, check=check)
+    finally:
+        stop_haproxy(haproxy)
+
+
+def _serve(args, uri, bundle, key, address, *, local: bool, reload: bool, check: bool) -> int:
     deployment = start(args, bundle, address)
     rows = sample_rows(bundle)
     console.print_summary(summary_rows(deployment, key), title=f"serving {bundle.label}")

@@ -101,3 +101,57 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
         log_to_driver=True,
     )
     return f"a local Ray on 127.0.0.1 ({cpus} CPUs)"
+
+
+def prepare_serve_env(ingress: str) -> Path | None:
+    """Before a local Ray starts: Serve's request path (read once by each Ray process).
+
+    Replicas run their handlers on the replica's own event loop (one thread hop fewer). For the
+    HAProxy ingress: its config, socket and ports are this process's own (two local deployments
+    would otherwise share /tmp/haproxy-serve and ports 8404/8500/9101), its per-request metrics
+    log is off (the audit log records each request), and it uses at most half the cores.
+    Returns the HAProxy folder, whose processes :func:`stop_haproxy` stops at the end.
+    """
+    os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
+    if ingress != "haproxy":
+        return None
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="redblue-haproxy-"))
+    settings = {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(4, (os.cpu_count() or 2) // 2))),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+    }
+    for key, value in settings.items():
+        os.environ.setdefault(key, value)
+    return folder
+
+
+def stop_haproxy(folder: Path | None) -> None:
+    """Stop HAProxy processes started for ``folder`` (Ray 2.60 may leave them behind)."""
+    if folder is None:
+        return
+    import psutil
+
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "haproxy" and str(folder) in " ".join(
+            process.info["cmdline"] or []
+        ):
+            process.kill()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

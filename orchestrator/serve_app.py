@@ -44,7 +44,7 @@ def application(args: DeployArgs, bundle: ModelBundle):
         "max_ongoing_requests": settings.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": settings.cpus_per_replica},
         # The audit log records every request; Serve's own access log would double the cost.
-        "logging_config": {"enable_access_log": False},
+        "logging_config": {"enable_access_log": False, "log_level": "WARNING"},
     }
     if settings.autoscaling:
         options["autoscaling_config"] = {
@@ -54,6 +54,10 @@ def application(args: DeployArgs, bundle: ModelBundle):
         }
     else:
         options["num_replicas"] = settings.num_replicas
+    if (settings.autoscaling.min_replicas if settings.autoscaling else settings.num_replicas) <= 1:
+        # Serve replaces replicas one by one while the others answer; a lone replica must have
+        # its successor running first, or a new version means downtime.
+        options["max_surge_percent"] = 100
     deployment: Any = ModelServer  # a serve.Deployment, which mypy does not see
     return deployment.options(**options).bind(bundle, settings, args.key_digests, args.audit_log)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -38,13 +39,20 @@ ERRORS: dict[int | str, dict] = {
 }
 
 
+@dataclass(frozen=True)
+class Prediction:
+    labels: np.ndarray  # labels (classification) or values (regression), one per row
+    probabilities: np.ndarray | None  # per row and class; None for regression
+    batch_rows: int  # rows in the forward pass that computed these (with other requests')
+
+
 class Predictor(Protocol):
     """What the API needs from whoever runs the model."""
 
     bundle: ModelBundle
     spec: ModelSpec
 
-    async def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    async def predict(self, rows: np.ndarray) -> Prediction:
         """Labels or values for ``rows``, and class probabilities for classification."""
         ...
 
@@ -72,10 +80,11 @@ def build_api(
         """Predict a batch of rows (given as `inputs` or as `records`)."""
         rows = feature_rows(body, spec, max_rows)
         request.state.rows = len(rows)
-        labels, probabilities = await predictor.predict(rows)
-        answer = {"predictions": labels.tolist(), "model": model_ref}
-        if probabilities is not None:
-            answer["probabilities"] = probabilities.tolist()
+        prediction = await predictor.predict(rows)
+        request.state.batch_rows = prediction.batch_rows
+        answer = {"predictions": prediction.labels.tolist(), "model": model_ref}
+        if prediction.probabilities is not None:
+            answer["probabilities"] = prediction.probabilities.tolist()
         return JSONResponse(answer)
 
     @api.get("/v1/model", response_model=ModelInfo, responses=ERRORS)

@@ -2,8 +2,8 @@
 
 It runs before FastAPI reads the body, so an unauthenticated or oversized request is refused
 without parsing a byte of it. Keys are held as SHA-256 digests and compared in constant time;
-the audit log records who (a key id, never the key), how much, the outcome and the latency, and
-never the payload.
+the audit log records who (a key id, never the key), how much (rows, and the rows of the batched
+forward pass that answered), the outcome and the latency, and never the payload.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ class Guard:
                         "path": scope.get("path"),
                         "key_id": outcome["key_id"],
                         "rows": state.get("rows", 0),
+                        "batch_rows": state.get("batch_rows", 0),
                         "status": outcome["status"],
                         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                     }

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI
 
-from serve_apps.api import build_api
+from serve_apps.api import Prediction, build_api
 from serve_apps.guard import AuditLog, KeyRing
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
@@ -25,8 +25,8 @@ class LocalPredictor:
         self.bundle = bundle
         self.model, self.spec = bundle.load()
 
-    async def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        return predict(self.model, self.spec, rows)
+    async def predict(self, rows: np.ndarray) -> Prediction:
+        return Prediction(*predict(self.model, self.spec, rows), batch_rows=len(rows))
 
 
 def local_api(

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from ray import serve
 
-from serve_apps.api import build_api
+from serve_apps.api import Prediction, build_api
 from serve_apps.guard import AuditLog, KeyRing
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
@@ -60,23 +60,21 @@ class ModelServer:
             audit=self.audit,
         )
 
-    async def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    async def predict(self, rows: np.ndarray) -> Prediction:
         """Predict ``rows``, batched with other requests unless batching is off or it is full."""
         if self.settings.max_batch_size <= 1 or len(rows) >= self.settings.max_batch_size:
-            return predict(self.model, self.spec, rows)
+            return Prediction(*predict(self.model, self.spec, rows), batch_rows=len(rows))
         return await self._forward_batch(rows)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_rows_in)
-    async def _forward_batch(
-        self, requests: list[np.ndarray]
-    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        labels, probabilities = predict(self.model, self.spec, np.concatenate(requests))
+    async def _forward_batch(self, requests: list[np.ndarray]) -> list[Prediction]:
+        batch = np.concatenate(requests)
+        labels, probabilities = predict(self.model, self.spec, batch)
         answers = []
         start = 0
         for rows in requests:
             end = start + len(rows)
-            answers.append(
-                (labels[start:end], None if probabilities is None else probabilities[start:end])
-            )
+            shares = None if probabilities is None else probabilities[start:end]
+            answers.append(Prediction(labels[start:end], shares, batch_rows=len(batch)))
             start = end
         return answers

@@ -184,7 +184,8 @@ def test_audit_log_records_requests_without_payload_or_key(served, workspace):
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     mine = [e for e in entries if e["rows"] == 7 and e["status"] == 200]
     assert mine and mine[-1]["key_id"] == key_id(KEY) and mine[-1]["path"] == "/v1/predict"
-    assert set(mine[-1]) == {"time", "method", "path", "key_id", "rows", "status", "latency_ms"}
+    fields = {"time", "method", "path", "key_id", "rows", "batch_rows", "status", "latency_ms"}
+    assert set(mine[-1]) == fields and mine[-1]["batch_rows"] >= 7
     assert any(e["status"] == 401 for e in entries)
     assert KEY not in log.read_text() and "3.25" not in log.read_text()
 
