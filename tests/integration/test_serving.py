@@ -81,10 +81,12 @@ class Load:
             while not self.stop.is_set():
                 try:
                     response = client.post(self.target, json={"inputs": row})
-                    version = response.json().get("model", {}).get("version")
-                    self.outcomes.append((time.monotonic(), response.status_code, version))
                 except httpx.HTTPError as exc:
                     self.outcomes.append((time.monotonic(), type(exc).__name__, None))
+                    continue
+                ok = response.status_code == 200
+                version = response.json()["model"]["version"] if ok else response.text[:200]
+                self.outcomes.append((time.monotonic(), response.status_code, version))
 
     def __enter__(self) -> Load:
         for thread in self.threads:
@@ -228,7 +230,7 @@ def test_killed_replica_under_load_is_replaced_and_requests_keep_succeeding(serv
     during = [o for o in load.outcomes if o[0] >= killed_at]
     succeeded = sum(1 for o in during if o[1] == 200)
     assert len(during) > 20
-    assert succeeded / len(during) >= 0.99, Counter(o[1] for o in during)
+    assert succeeded / len(during) >= 0.99, [o for o in during if o[1] != 200][:5]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         now = replica_pids("servetest")
