@@ -40,23 +40,23 @@ CLIENTS = (1, 8, 32)
 # ---- models ---------------------------------------------------------------------------------
 
 
+def mlp_spec(hidden: list[int]):
+    from trainers.models import ModelSpec
+
+    names = [f"x{i}" for i in range(FEATURES)]
+    classes = list(range(CLASSES))
+    return ModelSpec(
+        "mlp", FEATURES, CLASSES, hidden, "relu", 0.0, "classification", names, classes
+    )
+
+
 def save_mlp(directory: Path, hidden: list[int]) -> Path:
     import torch
 
-    from trainers.models import MLP, ModelSpec, save_model
+    from trainers.models import MLP, save_model
 
     torch.manual_seed(0)
-    spec = ModelSpec(
-        "mlp",
-        FEATURES,
-        CLASSES,
-        hidden,
-        "relu",
-        0.0,
-        "classification",
-        feature_names=[f"x{i}" for i in range(FEATURES)],
-        classes=list(range(CLASSES)),
-    )
+    spec = mlp_spec(hidden)
     return save_model(directory, MLP(spec), spec)
 
 
@@ -64,11 +64,10 @@ def one_row_ms(hidden: list[int]) -> float:
     """Median time of a one-row forward pass (1 torch thread, as in a replica)."""
     import torch
 
-    from trainers.models import MLP, ModelSpec, predict
+    from trainers.models import MLP, predict
 
     torch.set_num_threads(1)
-    spec = ModelSpec("mlp", FEATURES, CLASSES, hidden, "relu", 0.0, "classification",
-                     classes=list(range(CLASSES)))  # fmt: skip
+    spec = mlp_spec(hidden)
     model, row = MLP(spec), np.ones((1, FEATURES), np.float32)
     for _ in range(20):
         predict(model, spec, row)
@@ -89,8 +88,9 @@ def wide_hidden() -> tuple[list[int], float]:
 def bundle_of(directory: Path, name: str):
     from serve_apps.model_bundle import ModelBundle
 
-    return ModelBundle.from_directory(directory, uri=f"bench:{name}", name=name, version="1",
-                                      run_id=None)  # fmt: skip
+    return ModelBundle.from_directory(
+        directory, uri=f"bench:{name}", name=name, version="1", run_id=None
+    )
 
 
 # ---- servers (each in its own process) ------------------------------------------------------
@@ -107,11 +107,26 @@ def serve_bare(model_dir: Path, port: int, audit: Path) -> None:
     torch.set_num_threads(1)
     api = local_api(bundle_of(model_dir, "bare"), ServeSection(), [key_digest(KEY)], audit)
     print("READY", flush=True)
-    uvicorn.run(api, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                access_log=False, log_level="warning")  # fmt: skip
+    uvicorn.run(
+        api,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
-def serve_ray(model_dir: Path, port: int, audit: Path, ingress: str, batch: int, wait: float):
+def serve_ray(
+    model_dir: Path,
+    port: int,
+    audit: Path,
+    ingress: str,
+    batch: int,
+    wait: float,
+    autoscale: bool = False,
+):
     from orchestrator.environment import (
         connect_ray,
         prepare_driver_env,
@@ -125,19 +140,34 @@ def serve_ray(model_dir: Path, port: int, audit: Path, ingress: str, batch: int,
 
     from orchestrator.serve_app import DeployArgs, application
     from serve_apps.guard import key_digest
-    from serve_apps.settings import ServeSection
+    from serve_apps.settings import AutoscalingSection, ServeSection
 
     settings = ServeSection(port=port, max_batch_size=batch, batch_wait_timeout_s=wait)
-    args = DeployArgs(model="bench", name="bench", serve=settings,
-                      key_digests=[key_digest(KEY)], audit_log=str(audit))  # fmt: skip
+    if autoscale:
+        settings.autoscaling = AutoscalingSection(
+            min_replicas=1, max_replicas=2, target_ongoing_requests=2
+        )
+    args = DeployArgs(
+        model="bench",
+        name="bench",
+        serve=settings,
+        key_digests=[key_digest(KEY)],
+        audit_log=str(audit),
+    )
     connect_ray(None, 2)
-    serve.start(http_options={"host": "127.0.0.1", "port": port},
-                logging_config={"log_level": "WARNING", "enable_access_log": False})  # fmt: skip
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        logging_config={"log_level": "WARNING", "enable_access_log": False},
+    )
     serve.run(application(args, bundle_of(model_dir, "bench")), name="bench", route_prefix="/")
     print("READY", flush=True)
     try:
-        while True:
-            time.sleep(3600)
+        while True:  # with autoscaling: the replicas running now, for the scale-up time
+            if autoscale:
+                deployment = serve.status().applications["bench"].deployments["Predictor"]
+                running = deployment.replica_states.get("RUNNING", 0)
+                print(f"REPLICAS {running} {time.time()}", flush=True)
+            time.sleep(0.25)
     except KeyboardInterrupt:
         serve.shutdown()
     finally:
@@ -233,8 +263,13 @@ def mean_batch_rows(audit: Path) -> float:
     return float(np.mean(rows)) if rows else 0.0
 
 
-def measure(server_args: list[str], clients: tuple[int, ...], timing: tuple[float, float],
-            workdir: Path, label: str) -> list[dict]:  # fmt: skip
+def measure(
+    server_args: list[str],
+    clients: tuple[int, ...],
+    timing: tuple[float, float],
+    workdir: Path,
+    label: str,
+) -> list[dict]:
     port = free_port()
     results = []
     audit = workdir / f"audit-{label}.jsonl"
@@ -253,6 +288,38 @@ def measure(server_args: list[str], clients: tuple[int, ...], timing: tuple[floa
     return results
 
 
+def scale_up_seconds(model_dir: Path, ingress: str, workdir: Path) -> float:
+    """Seconds from the start of load (8 clients) until an autoscaled second replica serves."""
+    import threading
+
+    port = free_port()
+    args = [
+        "--model-dir",
+        str(model_dir),
+        "--kind",
+        "serve",
+        "--ingress",
+        ingress,
+        "--autoscale",
+        "--audit",
+        str(workdir / "audit-autoscale.jsonl"),
+    ]
+    with Server(args, port) as server:
+        second: list[float] = []
+
+        def watch() -> None:
+            assert server.process.stdout is not None
+            for line in server.process.stdout:
+                parts = line.split()
+                if parts[:1] == ["REPLICAS"] and int(parts[1]) >= 2 and not second:
+                    second.append(float(parts[2]))
+
+        threading.Thread(target=watch, daemon=True).start()
+        started = time.time()
+        asyncio.run(closed_loop(port, 8, 0.0, 30.0))
+    return (second[0] - started) if second else float("nan")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -268,10 +335,16 @@ def run_benchmark(options) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="redblue-serve-bench-"))
     hidden, wide_ms = wide_hidden()
     models = {"demo": DEMO_HIDDEN, "wide": hidden}
-    report: dict = {"wide_hidden": hidden, "wide_one_row_ms": wide_ms,
-                    "demo_one_row_ms": one_row_ms(DEMO_HIDDEN), "models": {}}  # fmt: skip
-    print(f"demo MLP {DEMO_HIDDEN}: one row {report['demo_one_row_ms']:.3f} ms; "
-          f"wide MLP {hidden}: one row {wide_ms:.3f} ms")  # fmt: skip
+    report: dict = {
+        "wide_hidden": hidden,
+        "wide_one_row_ms": wide_ms,
+        "demo_one_row_ms": one_row_ms(DEMO_HIDDEN),
+        "models": {},
+    }
+    print(
+        f"demo MLP {DEMO_HIDDEN}: one row {report['demo_one_row_ms']:.3f} ms; "
+        f"wide MLP {hidden}: one row {wide_ms:.3f} ms"
+    )
     for name, widths in models.items():
         if name not in options.models:
             continue
@@ -280,8 +353,17 @@ def run_benchmark(options) -> dict:
         print(f"{name} model", flush=True)
         results = measure([*base, "--kind", "bare"], CLIENTS, timing, workdir, "bare")
         for ingress in options.ingress:
-            serve_args = [*base, "--kind", "serve", "--ingress", ingress,
-                          "--batch", str(options.batch), "--wait", str(options.wait)]  # fmt: skip
+            serve_args = [
+                *base,
+                "--kind",
+                "serve",
+                "--ingress",
+                ingress,
+                "--batch",
+                str(options.batch),
+                "--wait",
+                str(options.wait),
+            ]
             results += measure(serve_args, CLIENTS, timing, workdir, f"serve-{ingress}")
             if name == "wide":
                 serve_args[serve_args.index("--batch") + 1] = "1"
@@ -301,6 +383,14 @@ def run_benchmark(options) -> dict:
                 )
             print(f"  {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in summary[label].items()))
         report["models"][name] = {"results": results, "summary": summary}
+    if options.autoscale:
+        model_dir = save_mlp(workdir / "autoscale" / "final_model", DEMO_HIDDEN)
+        seconds = scale_up_seconds(model_dir, options.ingress[0], workdir)
+        report["scale_up_s"] = seconds
+        print(
+            f"autoscaling 1 -> 2 replicas under 8 clients: second replica serving after "
+            f"{seconds:.1f} s (upscale_delay_s 3)"
+        )
     return report
 
 
@@ -308,10 +398,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 s warm-up, 3 s per measurement.")
     parser.add_argument("--ingress", nargs="+", default=["proxy"], choices=["proxy", "haproxy"])
-    parser.add_argument("--models", nargs="+", default=["demo", "wide"], choices=["demo", "wide"])
+    parser.add_argument("--models", nargs="*", default=["demo", "wide"], choices=["demo", "wide"])
     parser.add_argument("--batch", type=int, default=64, help="max_batch_size for Serve.")
     parser.add_argument("--wait", type=float, default=0.0, help="batch_wait_timeout_s.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    parser.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="Also time an autoscaled scale-up (as a server: deploy autoscaled).",
+    )
     parser.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=["bare", "serve"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
@@ -322,8 +417,15 @@ def main() -> None:
         if options.kind == "bare":
             serve_bare(options.model_dir, options.port, options.audit)
         else:
-            serve_ray(options.model_dir, options.port, options.audit, options.ingress[0],
-                      options.batch, options.wait)  # fmt: skip
+            serve_ray(
+                options.model_dir,
+                options.port,
+                options.audit,
+                options.ingress[0],
+                options.batch,
+                options.wait,
+                options.autoscale,
+            )
         return
     report = run_benchmark(options)
     if options.json:

@@ -106,13 +106,17 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
 def prepare_serve_env(ingress: str) -> Path | None:
     """Before a local Ray starts: Serve's request path (read once by each Ray process).
 
-    Replicas run their handlers on the replica's own event loop (one thread hop fewer). For the
+    Replicas run their handlers on the replica's own event loop (one thread hop fewer), and
+    report their load every second (autoscaling reacts in seconds, not tens of them). For the
     HAProxy ingress: its config, socket and ports are this process's own (two local deployments
     would otherwise share /tmp/haproxy-serve and ports 8404/8500/9101), its per-request metrics
     log is off (the audit log records each request), and it uses at most half the cores.
     Returns the HAProxy folder, whose processes :func:`stop_haproxy` stops at the end.
     """
     os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
+    # Load reaches the autoscaler every second instead of every 10 s.
+    os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
+    os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
     if ingress != "haproxy":
         return None
     import tempfile

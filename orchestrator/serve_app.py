@@ -50,7 +50,10 @@ def application(args: DeployArgs, bundle: ModelBundle):
         options["autoscaling_config"] = {
             **settings.autoscaling.model_dump(),
             "initial_replicas": settings.autoscaling.min_replicas or 1,
+            # Serve's defaults wait for 30 s of load; react within seconds instead.
             "upscale_delay_s": 3.0,
+            "metrics_interval_s": 1.0,
+            "look_back_period_s": 5.0,
         }
     else:
         options["num_replicas"] = settings.num_replicas
