@@ -166,7 +166,9 @@ def curl_line(deployment: Deployment, key: ApiKey, rows: np.ndarray) -> str:
     )
 
 
-def check_requests(deployment: Deployment, key: ApiKey, rows: np.ndarray) -> bool:
+def check_requests(
+    deployment: Deployment, key: ApiKey, rows: np.ndarray, truth: list | None
+) -> bool:
     """Send a few authenticated requests (single rows, then all at once) and print the answers."""
     import httpx
 
@@ -180,6 +182,8 @@ def check_requests(deployment: Deployment, key: ApiKey, rows: np.ndarray) -> boo
         response = client.post("/v1/predict", json={"inputs": rows.tolist()})
         ok &= response.status_code == 200
         console.out.print(f"all {len(rows)} rows: HTTP {response.status_code}  {_answer(response)}")
+        if truth is not None:
+            console.out.print(f"true labels of these rows: {truth}")
         info = client.get("/v1/model")
         ok &= info.status_code == 200
     return ok
@@ -193,8 +197,9 @@ def _answer(response) -> str:
     return f"predictions {body['predictions']}  (model {model['name']} v{model['version']})"
 
 
-def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> np.ndarray:
-    """Rows to try the model on: from its bundled data set when it has one, else its input means."""
+def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[np.ndarray, list | None]:
+    """Rows to try the model on and their true labels: from its bundled data set when it has
+    one, else its input means (no labels)."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.tracking import tracking_uri
@@ -209,8 +214,10 @@ def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> np.ndarray:
     if source in BUNDLED:
         dataset = load_dataset(DataConfig(source=source))
         if dataset.features.shape[1] == spec.in_features:
-            return dataset.features[:count].astype(np.float32)
-    return np.repeat(model.input_mean.numpy()[None, :], count, axis=0)
+            labels = dataset.labels[:count]
+            truth = np.asarray(dataset.classes)[labels] if dataset.classes else labels
+            return dataset.features[:count].astype(np.float32), truth.tolist()
+    return np.repeat(model.input_mean.numpy()[None, :], count, axis=0), None
 
 
 def audit_path(configured: str) -> str:
@@ -259,13 +266,13 @@ def run(
 
 def _serve(args, uri, bundle, key, address, *, local: bool, reload: bool, check: bool) -> int:
     deployment = start(args, bundle, address)
-    rows = sample_rows(bundle)
+    rows, truth = sample_rows(bundle)
     console.print_summary(summary_rows(deployment, key), title=f"serving {bundle.label}")
     console.out.print("try it:\n  " + curl_line(deployment, key, rows))
     if check:
         from ray import serve
 
-        ok = check_requests(deployment, key, rows)
+        ok = check_requests(deployment, key, rows, truth)
         serve.delete(args.name)
         console.err.print("removed the deployment")
         return 0 if ok else 1
