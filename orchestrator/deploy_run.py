@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -104,7 +105,10 @@ def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
     watched = reload and uri.kind == "alias"
     if watched:
         console.err.print(f"watching {uri.text} every {settings.reload_interval_s:g} s")
-    console.err.print("serving; Ctrl-C stops and removes the deployment")
+    console.err.print("serving; Ctrl-C (or SIGTERM) stops and removes the deployment")
+    # Also when started in the background (SIGINT ignored) or stopped by a process manager.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(settings.reload_interval_s if watched else 3600)
@@ -114,6 +118,10 @@ def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
         console.err.print("stopping ...")
         serve.delete(deployment.args.name)
         return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _roll_if_moved(args: DeployArgs, uri: ModelURI, current: ModelBundle) -> ModelBundle:

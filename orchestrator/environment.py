@@ -110,21 +110,25 @@ def prepare_serve_env(ingress: str) -> Path | None:
     report their load every second (autoscaling reacts in seconds, not tens of them). For the
     HAProxy ingress: its config, socket and ports are this process's own (two local deployments
     would otherwise share /tmp/haproxy-serve and ports 8404/8500/9101), its per-request metrics
-    log is off (the audit log records each request), and it uses at most half the cores.
+    log is off (the audit log records each request), it uses at most half the cores, and a
+    stopping replica drains for 3 s instead of 30.
     Returns the HAProxy folder, whose processes :func:`stop_haproxy` stops at the end.
     """
     os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
     # Load reaches the autoscaler every second instead of every 10 s.
     os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
     os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if ingress == "haproxy" else "0"
     if ingress != "haproxy":
         return None
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="redblue-haproxy-"))
     settings = {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        # Serve holds a stopping replica for 30 s so that an external load balancer can drop it;
+        # here the only balancer is this HAProxy, which the controller updates at once.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3",
         "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(4, (os.cpu_count() or 2) // 2))),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),

@@ -39,14 +39,13 @@ class ServeSection(Section):
         "it to the network (keep the API key secret).",
     )
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
-    ingress: Literal["proxy", "haproxy"] = Field(
-        "proxy",
+    ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy",
         description="How requests reach the replicas when redblue deploy starts the local Ray. "
-        "proxy: Ray Serve's Python proxy (robust; about 8 ms added per request on 2 cores). "
-        "haproxy: Serve's HAProxy ingress straight to each replica's own HTTP server (about "
-        "1 ms added, 2-7x the throughput here), but in Ray 2.60 a stopping replica drains for "
-        "30 s. On a cluster, the cluster's own setting applies (RAY_SERVE_ENABLE_HA_PROXY=1 at "
-        "ray start).",
+        "haproxy: Ray Serve's HAProxy ingress, straight to each replica's own HTTP server (about "
+        "1 ms added per request here). proxy: Serve's Python proxy (about 8 ms added, a tenth "
+        "to a third of the throughput). On a cluster, the cluster's own setting applies "
+        "(RAY_SERVE_ENABLE_HA_PROXY=1 in each node's environment at ray start).",
     )
     num_replicas: int = Field(
         2, ge=1, description="Fixed replica count; ignored when autoscaling is set."

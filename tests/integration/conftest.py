@@ -46,7 +46,7 @@ def ray_session(workspace):
 
     from orchestrator.environment import connect_ray, prepare_serve_env
 
-    prepare_serve_env("proxy")  # as `redblue deploy` sets it before its local Ray starts
+    prepare_serve_env("haproxy")  # as `redblue deploy` sets it before its local Ray starts
     connect_ray(None, 3)  # 2 cores; 3 logical CPUs let two small sweep trials run at once
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -295,37 +296,55 @@ def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serv
         serve.delete("emitted")
 
 
-@pytest.mark.slow
-def test_haproxy_ingress_answers_and_listens_on_loopback_only(register_model, tmp_path):
-    """`redblue deploy --check` with the HAProxy ingress, in its own local Ray (a subprocess)."""
+def test_haproxy_listens_on_loopback_only(served):
+    """The session's Serve runs the default HAProxy ingress; Ray 2.60 would bind its stats and
+    metrics listeners to all interfaces, Redblue's launcher keeps them on 127.0.0.1."""
     import psutil
 
-    version = register_model("hapx", 3)
+    haproxies = [p for p in psutil.Process().children(recursive=True) if p.name() == "haproxy"]
+    assert haproxies, "no HAProxy under this session's Ray"
+    listeners = {
+        c.laddr.ip for p in haproxies for c in p.net_connections("tcp") if c.status == "LISTEN"
+    }
+    assert listeners == {"127.0.0.1"}, listeners
+
+
+@pytest.mark.slow
+def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
+    """`redblue deploy --check` end to end in its own local Ray, through Serve's Python proxy;
+    nothing it started (HAProxy included) outlives it."""
+    import psutil
+
+    version = register_model("viaproxy", 3)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "REDBLUE_API_KEY": KEY}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE")}
+    env["REDBLUE_API_KEY"] = KEY
     env.pop("RAY_ADDRESS", None)
-    command = [str(Path(sys.executable).with_name("redblue")), "deploy", f"models:/hapx/{version}"]
-    command += ["--check", "--set", "serve.ingress=haproxy", "--set", f"serve.port={port}"]
+    command = [str(Path(sys.executable).with_name("redblue")), "deploy"]
+    command += [f"models:/viaproxy/{version}", "--check"]
+    command += ["--set", "serve.ingress=proxy", "--set", f"serve.port={port}"]
     run = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    listeners: set[str] = set()
-    haproxies: dict[int, psutil.Process] = {}
+    started: dict[int, psutil.Process] = {}
+    names: set[str] = set()
     while run.poll() is None:
-        for child in psutil.Process(run.pid).children(recursive=True):
-            try:
-                if child.name() == "haproxy":
-                    haproxies[child.pid] = child
-                    connections = child.net_connections("tcp")
-                    listeners |= {c.laddr.ip for c in connections if c.status == "LISTEN"}
-            except psutil.Error:
-                continue
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(run.pid).children(recursive=True):
+                started[child.pid] = child
+                with contextlib.suppress(psutil.Error):
+                    names.add(child.name())
         time.sleep(0.5)
     output = run.stdout.read() if run.stdout else ""
     assert run.returncode == 0, output[-3000:]
-    assert "all 3 rows: HTTP 200" in output and f"model hapx v{version}" in output
-    assert listeners == {"127.0.0.1"}, listeners
-    alive = [p.pid for p in haproxies.values() if p.is_running() and p.status() != "zombie"]
-    assert haproxies and not alive, alive
+    assert "all 3 rows: HTTP 200" in output and f"model viaproxy v{version}" in output
+    assert "haproxy" not in names and started
+    time.sleep(5)  # the local Ray's processes exit after their driver
+    alive = []
+    for process in started.values():
+        with contextlib.suppress(psutil.Error):
+            if process.is_running() and process.status() != "zombie":
+                alive.append(process.pid)
+    assert not alive, alive
