@@ -9,7 +9,7 @@ of the accepted API keys, never a key.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,7 +29,7 @@ class DeployArgs(BaseModel):
     )
     name: str = Field(description="Serve application name.")
     serve: ServeSection = Field(default_factory=ServeSection)
-    key_digests: list[str] = Field(
+    key_digests: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
         min_length=1, description="SHA-256 hex digests of the accepted API keys."
     )
     audit_log: str | None = Field(None, description="Absolute path of the audit log; none: off.")
