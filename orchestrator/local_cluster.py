@@ -1,0 +1,340 @@
+"""``redblue cluster up|status|down``: a multi-node Ray cluster and an MLflow server on loopback.
+
+Every node is a ``ray start --block`` process of its own (the head, then N-1 workers joining it),
+each with its own ports, CPUs and a ``node:<i>`` resource, on the loopback address 127.0.0.2,
+token auth on, the dashboard and job API on 127.0.0.1. The tracking server is ``mlflow server``
+on SQLite with served artifacts, on 127.0.0.1. What ``up`` started is written to
+``.redblue/cluster.json`` (pids and command lines); ``down`` stops exactly those processes and
+their process groups, after checking each pid still runs the command it recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from orchestrator.environment import free_port, state_root
+
+HOST = "127.0.0.1"  # the dashboard, job API and MLflow server
+# The nodes' address. Ray 2.60's `ray start` replaces 127.0.0.1 (and "localhost") with the
+# machine's network address (services.resolve_ip_for_localhost) unless clusters are disabled,
+# which refuses worker nodes; any other loopback address is kept as given.
+NODE_IP = "127.0.0.2"
+STATE_FILE = Path(".redblue") / "cluster.json"
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be started, found or stopped; the message says why."""
+
+
+@dataclass
+class Process:
+    role: str  # head, worker-1, ..., mlflow
+    pid: int
+    command: list[str]
+    log: str
+
+
+@dataclass
+class ClusterState:
+    gcs_port: int
+    dashboard_port: int
+    mlflow_port: int
+    nodes: int
+    cpus_per_node: float
+    folder: str
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def ray_address(self) -> str:
+        return f"{NODE_IP}:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{HOST}:{self.dashboard_port}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{HOST}:{self.mlflow_port}"
+
+    def exports(self) -> str:
+        """What ``eval "$(redblue cluster up)"`` runs."""
+        return (
+            f"export RAY_ADDRESS={self.ray_address}\n"
+            f"export MLFLOW_TRACKING_URI={self.tracking_uri}\n"
+            "export RAY_AUTH_MODE=token\n"
+            f"# jobs: ray job submit --address {self.dashboard_url} --working-dir . -- ...\n"
+        )
+
+
+def state_path() -> Path:
+    return state_root() / STATE_FILE
+
+
+def load_state() -> ClusterState | None:
+    path = state_path()
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    raw["processes"] = [Process(**p) for p in raw["processes"]]
+    return ClusterState(**raw)
+
+
+def save_state(state: ClusterState) -> None:
+    path = state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(state), indent=2))
+
+
+def running(process: Process) -> bool:
+    """Whether ``process.pid`` still runs the command ``up`` started (not a reused pid)."""
+    import psutil
+
+    try:
+        found = psutil.Process(process.pid)
+        cmdline = found.cmdline()
+        # A script runs as `python /path/ray start ...`: compare the arguments after the program.
+        return (
+            found.status() != "zombie"
+            and cmdline[-len(process.command) + 1 :] == (process.command[1:])
+        )
+    except psutil.Error:
+        return False
+
+
+def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
+    """Start the head, ``nodes - 1`` workers and the tracking server; wait until all are ready."""
+    existing = load_state()
+    if existing and any(running(p) for p in existing.processes):
+        raise ClusterError(
+            f"a local cluster already runs (RAY_ADDRESS={existing.ray_address}); "
+            "stop it first with: redblue cluster down"
+        )
+    folder = state_root() / ".redblue" / "cluster"
+    folder.mkdir(parents=True, exist_ok=True)
+    state = ClusterState(
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        mlflow_port=free_port(),
+        nodes=nodes,
+        cpus_per_node=cpus_per_node,
+        folder=str(folder),
+    )
+    env = cluster_env()
+    try:  # one at a time: on a small machine, raylets starting together time out
+        log(f"starting the head node ({cpus_per_node:g} CPUs) on {state.ray_address} ...")
+        state.processes.append(_start_node(state, 0, folder, env))
+        save_state(state)
+        _wait_for_nodes(state, 1, env)
+        for index in range(1, nodes):
+            log(f"starting worker node {index} ...")
+            state.processes.append(_start_node(state, index, folder, env))
+            save_state(state)
+            _wait_for_nodes(state, index + 1, env)
+        log(f"starting the MLflow server on {state.tracking_uri} ...")
+        state.processes.append(_start_mlflow(state, folder, env))
+        save_state(state)
+        _wait_for_mlflow(state)
+    except Exception:
+        save_state(state)
+        down(state, log)
+        raise
+    save_state(state)
+    return state
+
+
+def cluster_env() -> dict[str, str]:
+    """The environment of every process of the cluster: token auth on, telemetry off."""
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    env.pop("RAY_ADDRESS", None)
+    # Set for in-process local Rays (loopback, single node); `ray start` would then refuse to
+    # add nodes. Every node here gets --node-ip-address=127.0.0.1 instead.
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    return env
+
+
+def _spawn(role: str, command: list[str], folder: Path, env: dict[str, str]) -> Process:
+    log_path = folder / f"{role}.log"
+    with log_path.open("w") as log_file:
+        child = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C in the calling shell does not reach the cluster
+        )
+    return Process(role, child.pid, command, str(log_path))
+
+
+def _start_node(state: ClusterState, index: int, folder: Path, env: dict[str, str]) -> Process:
+    ray = str(Path(sys.executable).with_name("ray"))
+    command = [
+        ray,
+        "start",
+        "--block",
+        f"--node-ip-address={NODE_IP}",
+        f"--num-cpus={state.cpus_per_node:g}",
+        f'--resources={{"node:{index}": 1}}',
+        "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]
+    if index == 0:
+        command += [
+            "--head",
+            f"--port={state.gcs_port}",
+            f"--dashboard-host={HOST}",
+            f"--dashboard-port={state.dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+        ]
+    else:
+        command += [f"--address={state.ray_address}"]
+    return _spawn("head" if index == 0 else f"worker-{index}", command, folder, env)
+
+
+def _start_mlflow(state: ClusterState, folder: Path, env: dict[str, str]) -> Process:
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(state.mlflow_port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "mlartifacts"),
+    ]
+    return _spawn("mlflow", command, folder, env)
+
+
+def _wait_for_nodes(state: ClusterState, count: int, env: dict[str, str], timeout_s: float = 120):
+    """Until ``count`` nodes are alive, asked through the dashboard's state API."""
+    import httpx
+
+    headers = _auth_headers()
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        _check_alive(state)
+        try:
+            answer = httpx.get(
+                f"{state.dashboard_url}/api/v0/nodes", headers=headers, params={"limit": 100}
+            )
+            if answer.status_code == 200:
+                listed = answer.json()["data"]["result"]["result"]
+                if sum(1 for n in listed if n["state"] == "ALIVE") >= count:
+                    return
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        time.sleep(1)
+    raise ClusterError(f"only some of the {count} Ray nodes came up within {timeout_s:.0f} s")
+
+
+def _wait_for_mlflow(state: ClusterState, timeout_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        _check_alive(state)
+        try:
+            if httpx.get(f"{state.tracking_uri}/health").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise ClusterError(f"the MLflow server did not answer within {timeout_s:.0f} s")
+
+
+def _check_alive(state: ClusterState) -> None:
+    for process in state.processes:
+        if not running(process):
+            tail = Path(process.log).read_text()[-1500:] if Path(process.log).exists() else ""
+            raise ClusterError(f"{process.role} exited; the end of {process.log}:\n{tail}")
+
+
+def _auth_headers() -> dict[str, str]:
+    token_file = Path.home() / ".ray" / "auth_token"
+    token = os.environ.get("RAY_AUTH_TOKEN") or (
+        token_file.read_text().strip() if token_file.is_file() else ""
+    )
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def ensure_token() -> None:
+    """Ray's token auth needs a token before the first node starts; make one if none exists."""
+    token_file = Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        return
+    ray = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray, "get-auth-token", "--generate"], check=True, capture_output=True)
+
+
+def node_rows(state: ClusterState) -> list[tuple[str, str, str, str]]:
+    """(role, pid, state, detail) for every process, plus the nodes Ray reports."""
+    import httpx
+
+    rows = [
+        (p.role, str(p.pid), "running" if running(p) else "stopped", p.log) for p in state.processes
+    ]
+    try:
+        answer = httpx.get(
+            f"{state.dashboard_url}/api/v0/nodes", headers=_auth_headers(), params={"limit": 100}
+        )
+        for node in answer.json()["data"]["result"]["result"]:
+            resources = ", ".join(f"{k} {v:g}" for k, v in sorted(node["resources_total"].items()))
+            rows.append(("ray node", node["node_id"][:12], node["state"].lower(), resources))
+    except (httpx.HTTPError, KeyError, ValueError):
+        rows.append(("ray node", "-", "unreachable", state.dashboard_url))
+    return rows
+
+
+def down(state: ClusterState, log) -> list[str]:
+    """Stop the recorded processes and their process groups (each was started as the leader of
+    its own group, which Ray's node processes join): SIGTERM, then SIGKILL after 30 s."""
+    stopped = []
+    for process in reversed(state.processes):
+        if not running(process):
+            continue
+        log(f"stopping {process.role} (pid {process.pid}) ...")
+        os.killpg(process.pid, signal.SIGTERM)
+        stopped.append(process.role)
+    deadline = time.time() + 30
+    while time.time() < deadline and _group_members(state):
+        time.sleep(0.5)
+    for pid in _group_members(state):
+        os.kill(pid, signal.SIGKILL)
+    state_path().unlink(missing_ok=True)
+    return stopped
+
+
+def _group_members(state: ClusterState) -> list[int]:
+    """Live processes in the process groups that ``up`` started (zombies excluded)."""
+    import psutil
+
+    groups = {p.pid for p in state.processes}
+    members = []
+    for candidate in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(candidate.pid) in groups and candidate.info["status"] != "zombie":
+                members.append(candidate.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return members
