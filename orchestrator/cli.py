@@ -134,7 +134,7 @@ def _defaults_with(overrides: list[str], validate):
 
 def _validated(config: Path, overrides: list[str], address: str | None):
     """The config and its plan, or exit 2 with one message (before Ray is imported)."""
-    from orchestrator.environment import prepare_driver_env, state_root
+    from orchestrator.environment import RAY_JOB_ENV_VAR, prepare_driver_env, state_root
 
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, load_config
@@ -150,6 +150,11 @@ def _validated(config: Path, overrides: list[str], address: str | None):
     cfg.run.storage_path = str((state_root() / cfg.run.storage_path).resolve())
     if cfg.data.source not in BUNDLED:  # trials and workers may run in other folders
         cfg.data.source = str(Path(cfg.data.source).expanduser().resolve())
+    if os.environ.get(RAY_JOB_ENV_VAR):
+        # Inside a Ray job the working directory is Ray's unpacked copy, which Ray 2.60 may
+        # delete while the job still runs (after the Train workers that shared it exit); every
+        # path is absolute by now, so work from the job's state folder instead.
+        os.chdir(state_root())
     return cfg, plan
 
 
@@ -182,6 +187,54 @@ def ui(
     raise typer.Exit(
         subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit(
+    command: list[str] = typer.Argument(
+        ..., help="After --: train|sweep CONFIG [--set k=v]... (CONFIG inside this folder)."
+    ),
+    address: str | None = typer.Option(
+        None, help="Ray cluster (dashboard URL or GCS address); default: $RAY_ADDRESS."
+    ),
+    follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream the job's logs."),
+) -> None:
+    """Submit `redblue train|sweep CONFIG ...` to a cluster as a Ray job (this folder uploaded).
+
+    Exits with the job's outcome: 0 succeeded, 1 failed, 130 stopped.
+    """
+    from orchestrator.environment import prepare_driver_env
+
+    prepare_driver_env(address)
+    from orchestrator.config import ConfigError, load_config
+    from orchestrator.submit import SubmitError
+
+    target = address or os.environ.get("RAY_ADDRESS")
+    problem = None
+    if not target:
+        problem = "no cluster: pass --address or set RAY_ADDRESS (e.g. from redblue cluster up)"
+    elif len(command) < 2 or command[0] not in ("train", "sweep"):
+        problem = "submit runs `train CONFIG ...` or `sweep CONFIG ...` (after --)"
+    else:
+        pairs = zip(command[2:], command[3:], strict=False)
+        sets = [arg for flag, arg in pairs if flag in ("--set", "-s")]
+        try:
+            load_config(Path(command[1]), sets)
+            if not Path(command[1]).resolve().is_relative_to(Path.cwd()):
+                problem = f"{command[1]} must be inside this folder (uploaded as the job's)"
+        except ConfigError as exc:
+            problem = str(exc)
+    if problem:
+        console.print_error(problem)
+        raise typer.Exit(EXIT_INVALID)
+    from orchestrator.submit import submit as submit_job
+
+    try:
+        code = submit_job(str(target), command, Path.cwd(), follow, console.err.print)
+    except SubmitError as exc:
+        console.print_error(str(exc))
+        raise typer.Exit(EXIT_INVALID) from None
+    raise typer.Exit(code)
 
 
 cluster_app = typer.Typer(

@@ -159,6 +159,8 @@ def cluster_env() -> dict[str, str]:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     env.pop("RAY_ADDRESS", None)
+    # Jobs run `redblue ...` through a shell: this environment's commands come first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # Set for in-process local Rays (loopback, single node); `ray start` would then refuse to
     # add nodes. Every node here gets --node-ip-address=127.0.0.1 instead.
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
@@ -321,8 +323,22 @@ def down(state: ClusterState, log) -> list[str]:
         time.sleep(0.5)
     for pid in _group_members(state):
         os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 10
+    while time.time() < deadline and _group_members(state):
+        time.sleep(0.2)
+    _forget_address(state)
     state_path().unlink(missing_ok=True)
     return stopped
+
+
+def _forget_address(state: ClusterState) -> None:
+    """``ray start`` left this cluster's address as the machine's "current" Ray; Ray processes
+    started later (Ray Train's helpers, the state API) would look for the dead cluster there."""
+    from ray._common.utils import get_ray_address_file
+
+    address_file = Path(get_ray_address_file(None))
+    if address_file.is_file() and address_file.read_text().strip() == state.ray_address:
+        address_file.unlink(missing_ok=True)
 
 
 def _group_members(state: ClusterState) -> list[int]:

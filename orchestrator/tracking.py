@@ -198,10 +198,11 @@ class TrackedRun:
         """End the run as FINISHED (or KILLED, for a trial stopped early)."""
         self.client.set_terminated(self.run_id, status)
 
-    def fail(self, message: str) -> None:
-        """Mark the run FAILED and keep the error on it."""
+    def fail(self, message: str, details: str = "") -> None:
+        """Mark the run FAILED and keep the error on it (``details``, e.g. a traceback, go to
+        the ``error.txt`` artifact only)."""
         self.set_tag("redblue.error", message[:5000])
-        self.client.log_text(self.run_id, message, "error.txt")
+        self.client.log_text(self.run_id, f"{message}\n\n{details}".strip(), "error.txt")
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass
 
 from orchestrator import console
@@ -107,7 +108,7 @@ def train(
         return EXIT_INTERRUPTED, None
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
-        tracked.fail(message)
+        tracked.fail(message, traceback.format_exc())
         console.print_error(f"training failed: {message}")
         return EXIT_FAILED, None
 

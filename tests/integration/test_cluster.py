@@ -25,7 +25,8 @@ def redblue(*args: str, cwd: Path, env: dict, timeout: int = 600) -> subprocess.
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A 3-node local cluster for this module: (working folder, env with its exports)."""
+    """A 3-node local cluster for this module: (working folder, env with its exports, the
+    dashboard's URL)."""
     folder = tmp_path_factory.mktemp("cluster")
     env = {
         k: v
@@ -35,12 +36,14 @@ def cluster(tmp_path_factory):
     up = redblue("cluster", "up", "--nodes", "3", "--cpus-per-node", "1", cwd=folder, env=env)
     assert up.returncode == 0, up.stderr[-3000:]
     exports = dict(re.findall(r"^export (\w+)=(\S+)$", up.stdout, re.M))
-    yield folder, {**env, **exports}
+    dashboard = re.search(r"--address (http://\S+)", up.stdout)
+    assert dashboard, up.stdout
+    yield folder, {**env, **exports}, dashboard.group(1)
     redblue("cluster", "down", cwd=folder, env=env)
 
 
 def test_up_exports_loopback_addresses_and_status_lists_three_nodes(cluster):
-    folder, env = cluster
+    folder, env, _ = cluster
     assert env["RAY_ADDRESS"].startswith("127.0.0.2:")  # loopback; see local_cluster.NODE_IP
     assert env["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
     assert env["RAY_AUTH_MODE"] == "token"
@@ -54,7 +57,7 @@ def test_up_exports_loopback_addresses_and_status_lists_three_nodes(cluster):
 def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster):
     from mlflow.tracking import MlflowClient
 
-    folder, env = cluster
+    folder, env, _ = cluster
     config = folder / "spread.yaml"
     config.write_text(
         "name: spread\n"
@@ -71,10 +74,52 @@ def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster
     assert run.data.metrics["test_accuracy"] > 0.5
 
 
+def job_folder(folder: Path, name: str) -> Path:
+    """A folder to upload as a job's working directory, holding one small config."""
+    jobs = folder / name
+    jobs.mkdir()
+    (jobs / "job.yaml").write_text(
+        f"name: {name}\n"
+        "optim: {epochs: 1, batch_size: 64}\n"
+        "scaling: {num_workers: 2, cpus_per_worker: 1}\n"
+        f"run: {{storage_path: {folder / 'shared'}}}\n"
+    )
+    return jobs
+
+
+def finished_run(env: dict, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return run
+
+
+def test_redblue_submit_runs_a_job_follows_it_and_exits_with_its_outcome(cluster):
+    folder, env, _ = cluster
+    jobs = job_folder(folder, "submitted")
+    done = redblue("submit", "--", "train", "job.yaml", cwd=jobs, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SUCCEEDED" in done.stderr and "training finished" in done.stdout
+    assert finished_run(env, "submitted").info.status == "FINISHED"
+
+
+def test_plain_ray_job_submit_works_too(cluster):
+    folder, env, dashboard = cluster
+    jobs = job_folder(folder, "plainjob")
+    runtime = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]}})
+    command = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--working-dir", "."]
+    command += ["--address", dashboard, "--runtime-env-json", runtime]
+    command += ["--", "redblue", "train", "job.yaml"]
+    done = subprocess.run(command, cwd=jobs, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert finished_run(env, "plainjob").info.status == "FINISHED"
+
+
 def test_down_stops_exactly_what_up_started(cluster):
     import psutil
 
-    folder, env = cluster
+    folder, env, _ = cluster
     state = json.loads((folder / ".redblue" / "cluster.json").read_text())
     groups = {p["pid"] for p in state["processes"]}
     members = [p for p in psutil.process_iter() if _group(p) in groups]

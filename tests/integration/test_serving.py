@@ -62,9 +62,13 @@ def url(served, path: str) -> str:
 
 def replica_pids(app: str) -> dict[str, int]:
     """Replica id -> pid of the app's running replicas."""
+    import ray
     from ray.util.state import list_actors
 
-    actors = list_actors(filters=[("class_name", "=", f"ServeReplica:{app}:Predictor")])
+    actors = list_actors(
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("class_name", "=", f"ServeReplica:{app}:Predictor")],
+    )
     return {a.actor_id: a.pid for a in actors if a.state == "ALIVE"}
 
 
@@ -183,14 +187,24 @@ def test_audit_log_records_requests_without_payload_or_key(served, workspace):
     from serve_apps.guard import key_id
 
     with httpx.Client(timeout=30) as client:
-        client.post(url(served, "/v1/predict"), json={"inputs": [[3.25] * 8] * 7}, headers=AUTH)
+        seven = client.post(
+            url(served, "/v1/predict"), json={"inputs": [[3.25] * 8] * 7}, headers=AUTH
+        )
+        refused = client.get(url(served, "/v1/model"), headers={"Authorization": "Bearer no"})
+    assert (seven.status_code, refused.status_code) == (200, 401)
     log = workspace / "audit.jsonl"
-    entries = [json.loads(line) for line in log.read_text().splitlines()]
-    mine = [e for e in entries if e["rows"] == 7 and e["status"] == 200]
+    deadline = time.monotonic() + 10  # a replica writes its line after the answer has left
+    while True:
+        entries = [json.loads(line) for line in log.read_text().splitlines()]
+        mine = [e for e in entries if e["rows"] == 7 and e["status"] == 200]
+        denied = [e for e in entries if e["status"] == 401 and e["key_id"] == key_id("no")]
+        if (mine and denied) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert mine and mine[-1]["key_id"] == key_id(KEY) and mine[-1]["path"] == "/v1/predict"
     fields = {"time", "method", "path", "key_id", "rows", "batch_rows", "status", "latency_ms"}
     assert set(mine[-1]) == fields and mine[-1]["batch_rows"] >= 7
-    assert any(e["status"] == 401 for e in entries)
+    assert denied and denied[-1]["path"] == "/v1/model"
     # Only those fields on every line (no payload); the key appears nowhere.
     assert all(set(e) == fields for e in entries) and KEY not in log.read_text()
 

@@ -1,0 +1,126 @@
+"""``redblue submit -- train|sweep CONFIG ...``: run a command on a cluster through Ray Jobs.
+
+The working directory is uploaded without what a job never needs (``.git``, ``.venv``, MLflow and
+Ray output, and everything ``.gitignore`` excludes); a package Ray would refuse is refused here,
+before uploading, with its biggest files named. The job gets ``MLFLOW_TRACKING_URI``, its logs
+are followed, and the exit code is the job's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ALWAYS_EXCLUDED = [
+    ".git",
+    ".venv",
+    "mlruns",
+    "mlartifacts",
+    "mlflow.db",
+    "ray_results",
+    "logs",
+    ".redblue",
+    "__pycache__",
+    ".pytest_cache",
+]
+EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
+
+
+class SubmitError(ValueError):
+    """The job cannot be submitted as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Package:
+    root: Path
+    files: list[tuple[Path, int]]  # (relative path, bytes)
+
+    @property
+    def size(self) -> int:
+        return sum(size for _, size in self.files)
+
+    def biggest(self, count: int = 5) -> list[tuple[Path, int]]:
+        return sorted(self.files, key=lambda item: -item[1])[:count]
+
+
+def package(root: Path) -> Package:
+    """The files a job's working directory will hold: git's view of the folder (tracked and
+    untracked, minus ignored), without ``ALWAYS_EXCLUDED``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if listed.returncode == 0:
+        names = [Path(name) for name in listed.stdout.split("\0") if name]
+    else:  # not a git checkout: every file
+        names = [p.relative_to(root) for p in root.rglob("*") if p.is_file()]
+    files = [
+        (name, (root / name).stat().st_size)
+        for name in names
+        if not set(name.parts) & set(ALWAYS_EXCLUDED) and (root / name).is_file()
+    ]
+    return Package(root, files)
+
+
+def check_size(found: Package, limit: int) -> None:
+    """Refuse a package at or above ``limit`` bytes, naming its biggest files."""
+    if found.size < limit:
+        return
+    biggest = ", ".join(f"{name} ({size / 2**20:.1f} MiB)" for name, size in found.biggest())
+    raise SubmitError(
+        f"the working directory holds {found.size / 2**20:.1f} MiB, over Ray's limit of "
+        f"{limit / 2**20:.0f} MiB for a job package; the biggest files: {biggest}. Add them to "
+        ".gitignore or move them out."
+    )
+
+
+def ray_package_limit() -> int:
+    """The most bytes Ray accepts for a job's working directory (its gRPC message limit)."""
+    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+
+    return int(GCS_STORAGE_MAX_SIZE)
+
+
+def runtime_env(found: Package) -> dict:
+    env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if tracking and "@" not in tracking:  # a URI with credentials stays out of the job's record
+        env_vars["MLFLOW_TRACKING_URI"] = tracking
+    # Ray also leaves out what .gitignore lists, as package() does.
+    return {"working_dir": str(found.root), "excludes": ALWAYS_EXCLUDED, "env_vars": env_vars}
+
+
+def submit(address: str, entrypoint: list[str], root: Path, follow: bool, log) -> int:
+    """Submit ``redblue <entrypoint>``; follow its logs when asked; return the exit code."""
+    import shlex
+
+    from ray.job_submission import JobSubmissionClient
+
+    found = package(root)
+    check_size(found, ray_package_limit())
+    client = JobSubmissionClient(address)
+    command = shlex.join(["redblue", *entrypoint])
+    log(f"uploading {len(found.files)} files ({found.size / 2**20:.1f} MiB) to {address} ...")
+    job_id = client.submit_job(entrypoint=command, runtime_env=runtime_env(found))
+    log(f"submitted job {job_id}: {command}")
+    if not follow:
+        log(f"follow it with: ray job logs --follow {job_id} --address {address}")
+        return 0
+    try:
+        asyncio.run(_print_logs(client, job_id))
+    except KeyboardInterrupt:
+        log(f"stopping job {job_id} ...")
+        client.stop_job(job_id)
+    status = str(client.get_job_status(job_id).value)
+    log(f"job {job_id}: {status}")
+    return EXIT_CODES.get(status, 1)
+
+
+async def _print_logs(client, job_id: str) -> None:
+    async for lines in client.tail_job_logs(job_id):
+        print(lines, end="", flush=True)
