@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from orchestrator.environment import free_port  # noqa: E402
+
 KEY = "benchmark-key"
 FEATURES, CLASSES = 64, 10
 DEMO_HIDDEN = [128, 64]
@@ -318,12 +319,6 @@ def scale_up_seconds(model_dir: Path, ingress: str, workdir: Path) -> float:
         started = time.time()
         asyncio.run(closed_loop(port, 8, 0.0, 30.0))
     return (second[0] - started) if second else float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def pick(results: list[dict], server: str, clients: int) -> dict:

@@ -131,12 +131,12 @@ def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
         log(f"starting the head node ({cpus_per_node:g} CPUs) on {state.ray_address} ...")
         state.processes.append(_start_node(state, 0, folder, env))
         save_state(state)
-        _wait_for_nodes(state, 1, env)
+        _wait_for_nodes(state, 1)
         for index in range(1, nodes):
             log(f"starting worker node {index} ...")
             state.processes.append(_start_node(state, index, folder, env))
             save_state(state)
-            _wait_for_nodes(state, index + 1, env)
+            _wait_for_nodes(state, index + 1)
         log(f"starting the MLflow server on {state.tracking_uri} ...")
         state.processes.append(_start_mlflow(state, folder, env))
         save_state(state)
@@ -228,7 +228,7 @@ def _start_mlflow(state: ClusterState, folder: Path, env: dict[str, str]) -> Pro
     return _spawn("mlflow", command, folder, env)
 
 
-def _wait_for_nodes(state: ClusterState, count: int, env: dict[str, str], timeout_s: float = 120):
+def _wait_for_nodes(state: ClusterState, count: int, timeout_s: float = 120) -> None:
     """Until ``count`` nodes are alive, asked through the dashboard's state API."""
     import httpx
 

@@ -112,13 +112,11 @@ def register_model(ray_session, workspace):
 @pytest.fixture(scope="session")
 def serve_port(ray_session) -> int:
     """Serve's HTTP proxy for the session, on a free loopback port."""
-    import socket
-
     from ray import serve
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from orchestrator.environment import free_port
+
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()

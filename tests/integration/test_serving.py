@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -329,10 +328,10 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
     nothing it started (HAProxy included) outlives it."""
     import psutil
 
+    from orchestrator.environment import free_port
+
     version = register_model("viaproxy", 3)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE")}
     env["REDBLUE_API_KEY"] = KEY
     env.pop("RAY_ADDRESS", None)
