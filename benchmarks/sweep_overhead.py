@@ -6,7 +6,8 @@
    and the compute spent, in trial-rounds (the rounds every trial ran, summed).
 
 Goals (issue 3): overhead ratio <= 1.15; ASHA's best within 10% of FIFO's with at most half its
-compute. Run: ``python benchmarks/sweep_overhead.py [--trials 4] [--samples 8] [--json out.json]``.
+compute. Run: ``python benchmarks/sweep_overhead.py [--trials 4] [--samples 8] [--set k=v]...
+[--json out.json]``.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def overhead(trials: int, workdir: Path) -> dict:
     }
 
 
-def asha_vs_fifo(samples: int, workdir: Path) -> dict:
+def asha_vs_fifo(samples: int, workdir: Path, extra: list[str]) -> dict:
     out = {}
     for scheduler in ("fifo", "asha"):
         name = f"bench-{scheduler}"
@@ -94,6 +95,7 @@ def asha_vs_fifo(samples: int, workdir: Path) -> dict:
             f"sweep.scheduler={scheduler}",
             "sweep.max_concurrent=1",
             SPACE,
+            *extra,
         ]
         wall = run(cli("sweep", str(CONFIG), "-n", str(samples), sets=sets), workdir)
         best, rounds, stopped = trial_stats(workdir, name)
@@ -115,6 +117,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-overhead", action="store_true", help="only ASHA against FIFO")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], help="config override for both sweeps"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="redblue-sweep-bench-") as tmp:
         workdir = Path(tmp)
@@ -126,7 +131,7 @@ def main() -> None:
                 f"{o['ideal_s']:.0f} s -> ratio {o['ratio']:.2f} (goal <= 1.15)",
                 flush=True,
             )
-        result["asha_vs_fifo"] = a = asha_vs_fifo(args.samples, workdir)
+        result["asha_vs_fifo"] = a = asha_vs_fifo(args.samples, workdir, args.sets)
     print(
         f"ASHA vs FIFO: best val_loss {a['asha']['best_val_loss']:.4f} vs "
         f"{a['fifo']['best_val_loss']:.4f} (ratio {a['best_ratio']:.2f}, goal <= 1.10); "

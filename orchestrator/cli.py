@@ -137,6 +137,7 @@ def _validated(config: Path, overrides: list[str], address: str | None):
     from orchestrator.environment import RAY_JOB_ENV_VAR, prepare_driver_env, state_root
 
     prepare_driver_env(address)
+    from orchestrator import storage
     from orchestrator.config import ConfigError, load_config
     from orchestrator.plan import plan_run
     from trainers.data import BUNDLED, DataError
@@ -147,7 +148,7 @@ def _validated(config: Path, overrides: list[str], address: str | None):
     except (ConfigError, DataError) as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None
-    cfg.run.storage_path = str((state_root() / cfg.run.storage_path).resolve())
+    cfg.run.storage_path = storage.absolute(cfg.run.storage_path, state_root())
     if cfg.data.source not in BUNDLED:  # trials and workers may run in other folders
         cfg.data.source = str(Path(cfg.data.source).expanduser().resolve())
     if os.environ.get(RAY_JOB_ENV_VAR):
@@ -227,7 +228,10 @@ def submit(
     if problem:
         console.print_error(problem)
         raise typer.Exit(EXIT_INVALID)
+    from orchestrator.environment import interrupt_on_sigterm
     from orchestrator.submit import submit as submit_job
+
+    interrupt_on_sigterm()  # Ctrl-C or SIGTERM stops the job
 
     try:
         code = submit_job(str(target), command, Path.cwd(), follow, console.err.print)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from serve_apps.settings import ServeSection
 from trainers.config import (
@@ -43,16 +43,40 @@ class CheckpointSection(Section):
     keep: int = Field(2, ge=1, description="Checkpoints kept per run (the newest).")
 
 
+# The file systems pyarrow (and so Ray Train) opens from a URI.
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
 class RunSection(Section):
     max_failures: int = Field(
-        0, ge=0, description="Worker-group restarts from the latest checkpoint after a failure."
+        0,
+        ge=0,
+        description="Worker-group restarts from the latest checkpoint after a failure (a worker "
+        "or a node lost); also how many times a worker group may fail to find its resources.",
+    )
+    start_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="How long a worker group waits for its CPUs/GPUs (after a lost node, for a "
+        "replacement) before that start counts as a failure.",
     )
     storage_path: str = Field(
         "ray_results",
-        description="Where Ray Train stores checkpoints. A relative path is taken from the working "
-        "directory (~/.redblue inside a Ray job). Use shared storage (NFS, S3) on a multi-node "
-        "cluster.",
+        description="Where Ray Train stores checkpoints: a folder (a relative one is taken from "
+        "the working directory, ~/.redblue inside a Ray job) or a URI (s3://, gs://, file://, "
+        "...). On a multi-node cluster, storage every node reaches (NFS, S3).",
     )
+
+    @field_validator("storage_path")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme and scheme not in STORAGE_SCHEMES:
+            raise ValueError(
+                f"unknown storage scheme {scheme}://; use a folder or one of "
+                + ", ".join(f"{known}://" for known in STORAGE_SCHEMES)
+            )
+        return value
 
 
 SPACE_KINDS = ("loguniform", "uniform", "randint", "choice", "grid")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import yaml
 
 from orchestrator import console
 from orchestrator.api_keys import ApiKey, obtain_key
-from orchestrator.environment import prepare_serve_env, stop_haproxy
+from orchestrator.environment import interrupt_on_sigterm, prepare_serve_env, stop_haproxy
 from orchestrator.model_source import ModelURI, resolve_bundle
 from orchestrator.serve_app import DeployArgs, application, serve_config
 from serve_apps.model_bundle import ModelBundle
@@ -106,9 +105,7 @@ def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
     if watched:
         console.err.print(f"watching {uri.text} every {settings.reload_interval_s:g} s")
     console.err.print("serving; Ctrl-C (or SIGTERM) stops and removes the deployment")
-    # Also when started in the background (SIGINT ignored) or stopped by a process manager.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     try:
         while True:
             time.sleep(settings.reload_interval_s if watched else 3600)
@@ -118,10 +115,6 @@ def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
         console.err.print("stopping ...")
         serve.delete(deployment.args.name)
         return 0
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _roll_if_moved(args: DeployArgs, uri: ModelURI, current: ModelBundle) -> ModelBundle:

@@ -8,6 +8,7 @@ driver alone writes MLflow and the console, wherever the workers run. Checkpoint
 from __future__ import annotations
 
 import copy
+import os
 import queue as stdlib_queue
 import threading
 from collections.abc import Callable
@@ -26,13 +27,23 @@ from ray.train import (
     ScalingConfig,
 )
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
+from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+from ray.train.v2.api.exceptions import ControllerError
 from ray.util.queue import Empty, Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from orchestrator import storage
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import prepare_worker_env
 from orchestrator.plan import RunPlan
 
 EVENT_POLL_S = 0.2
+NODE_IDS_KEY = "node_ids"  # comma-separated Ray node ids of a worker group, in reports
+
+
+class WorkersUnplaceable(RuntimeError):
+    """The cluster could not hold the worker group (nodes lost beyond what could be replaced)."""
 
 
 @dataclass
@@ -44,7 +55,7 @@ class TrainResult:
     checkpoint: Checkpoint | None = None
     diverged: str | None = None
     attempts: int = 0  # worker-group starts; more than one means restarts after failures
-    num_nodes: int = 0  # distinct Ray nodes the (last) worker group ran on
+    node_ids: list[str] = field(default_factory=list)  # Ray nodes of the (last) worker group
     storage_path: str = ""
 
     @property
@@ -74,13 +85,19 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             total_steps=total_steps,
         )
 
+    node_ids = _worker_node_ids(world_size)
+    placement: dict[str, Any] = {NODE_IDS_KEY: ",".join(node_ids)}
+
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         if rank == 0 and events is not None:
             events.put(("round" if "round" in metrics else "final", metrics))
+        # A Tune trial learns where its workers run from its first report after each start.
+        reported = {**metrics, **placement} if report_every_round else metrics
+        placement.clear()
         if checkpoint_dir is not None:
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(checkpoint_dir)))
+            ray.train.report(reported, checkpoint=Checkpoint.from_directory(str(checkpoint_dir)))
         elif report_every_round:  # a Tune trial: each round is a result for the scheduler
-            ray.train.report(metrics)
+            ray.train.report(reported)
 
     replicas = build_replicas(
         plan.spec, plan.dataset, plan.split, plan.loop, make_replica, plan.rounds
@@ -90,9 +107,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.restore(Path(directory))
-    nodes = _nodes_spanned(world_size)
     if rank == 0 and events is not None:
-        events.put(("started", {"round": float(trainer.state.next_round), "num_nodes": nodes}))
+        started = {"round": float(trainer.state.next_round), NODE_IDS_KEY: ",".join(node_ids)}
+        events.put(("started", started))
     try:
         trainer.run()
     except TrainingDiverged as exc:  # deterministic: retrying would diverge again
@@ -102,16 +119,16 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             events.put(("diverged", {"round": float(exc.round_number), "message": str(exc)}))
 
 
-def _nodes_spanned(world_size: int) -> float:
-    """How many distinct Ray nodes the worker group runs on (every rank takes part)."""
+def _worker_node_ids(world_size: int) -> list[str]:
+    """The distinct Ray node ids the worker group runs on, sorted (every rank takes part)."""
     import torch.distributed as dist
 
     node_id = ray.get_runtime_context().get_node_id()
     if world_size == 1 or not dist.is_initialized():
-        return 1.0
+        return [node_id]
     everyone: list[str | None] = [None] * world_size
     dist.all_gather_object(everyone, node_id)
-    return float(len(set(everyone)))
+    return sorted({str(found) for found in everyone})
 
 
 def _drain(events: Queue, handle: Callable[[str, dict], None], stop: threading.Event) -> None:
@@ -136,7 +153,13 @@ def build_trainer(
     callbacks: list | None = None,
 ) -> TorchTrainer:
     """The TorchTrainer of one run. Without an ``events`` queue (a Tune trial), workers report
-    every round to Ray Train instead, for ``callbacks`` such as Tune's report callback."""
+    every round to Ray Train instead, for ``callbacks`` such as Tune's report callback.
+
+    A worker group that cannot get its resources within ``run.start_timeout_s`` (a lost node not
+    replaced) counts as a failure too, so a run ends instead of waiting forever; Ray Train reads
+    the timeout from this process's environment and passes it on to its controller.
+    """
+    os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(cfg.run.start_timeout_s)
     return TorchTrainer(
         train_worker,
         train_loop_config={"config": cfg.model_dump(), "plan": ray.put(plan), "events": events},
@@ -150,7 +173,10 @@ def build_trainer(
             name=name,
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            failure_config=FailureConfig(  # type: ignore[call-arg]  # Train v1's in the stubs
+                max_failures=cfg.run.max_failures,
+                controller_failure_limit=cfg.run.max_failures,
+            ),
             logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=callbacks or [],
         ),
@@ -165,8 +191,10 @@ def run_training(
     run_name: str,
 ) -> TrainResult:
     """Run the TorchTrainer to the end, streaming rounds to ``on_round`` as they happen."""
-    result = TrainResult(storage_path=str(Path(cfg.run.storage_path).resolve()))
-    events = Queue(actor_options={"num_cpus": 0})
+    result = TrainResult(storage_path=storage.absolute(cfg.run.storage_path, Path.cwd()))
+    # On this driver's node, like Ray Train's controller: a lost worker node loses no events.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
     def handle(kind: str, payload: dict) -> None:
         if kind == "round":
@@ -177,7 +205,7 @@ def run_training(
         else:
             if kind == "started":
                 result.attempts += 1
-                result.num_nodes = int(payload.get("num_nodes", 0))
+                result.node_ids = str(payload.pop(NODE_IDS_KEY)).split(",")
                 payload = {**payload, "attempt": float(result.attempts)}
             elif kind == "diverged":
                 result.diverged = str(payload["message"])
@@ -190,8 +218,29 @@ def run_training(
     try:
         fitted = trainer.fit()
         result.checkpoint = fitted.checkpoint
+    except ControllerError as exc:
+        if isinstance(exc.controller_failure, WorkerGroupStartupTimeoutError):
+            raise WorkersUnplaceable(unplaceable_message(cfg, result.attempts)) from None
+        raise
+    except SystemExit:  # Ray Train's Ctrl-C handler aborts the run, then calls sys.exit
+        raise KeyboardInterrupt from None
     finally:
         stop.set()
         drainer.join()
         ray.kill(events.actor, no_restart=True)  # type: ignore[arg-type]
     return result
+
+
+def unplaceable_message(cfg: RedblueConfig, attempts: int) -> str:
+    """Why the worker group could not start: what it needs against what the cluster has left."""
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    dead = [node for node in ray.nodes() if not node.get("Alive")]
+    free = ray.available_resources()
+    kind, each = ("GPU", 1.0) if cfg.scaling.use_gpu else ("CPU", cfg.scaling.cpus_per_worker)
+    when = "after a failure" if attempts else "at the start"
+    return (
+        f"the cluster cannot hold the worker group {when}: {cfg.scaling.num_workers} workers "
+        f"x {each:g} {kind} found no room within run.start_timeout_s="
+        f"{cfg.run.start_timeout_s:g} s; {len(alive)} nodes alive with {free.get(kind, 0.0):g} "
+        f"{kind} free, {len(dead)} nodes lost. Add nodes or lower scaling.num_workers."
+    )

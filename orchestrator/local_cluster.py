@@ -27,6 +27,7 @@ HOST = "127.0.0.1"  # the dashboard, job API and MLflow server
 # which refuses worker nodes; any other loopback address is kept as given.
 NODE_IP = "127.0.0.2"
 STATE_FILE = Path(".redblue") / "cluster.json"
+STOP_GRACE_S = 8.0
 
 
 class ClusterError(RuntimeError):
@@ -157,6 +158,8 @@ def cluster_env() -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # A stopped job's driver gets SIGTERM, then SIGKILL after this: time to record its end.
+        "RAY_JOB_STOP_WAIT_TIME_S": "15",
     }
     env.pop("RAY_ADDRESS", None)
     # Jobs run `redblue ...` through a shell: this environment's commands come first.
@@ -310,7 +313,9 @@ def node_rows(state: ClusterState) -> list[tuple[str, str, str, str]]:
 
 def down(state: ClusterState, log) -> list[str]:
     """Stop the recorded processes and their process groups (each was started as the leader of
-    its own group, which Ray's node processes join): SIGTERM, then SIGKILL after 30 s."""
+    its own group, which Ray's node processes join): SIGTERM, then SIGKILL after
+    ``STOP_GRACE_S`` (Ray's GCS and ``ray start --block`` linger for 30 s and more after
+    SIGTERM; the cluster keeps no state worth that wait)."""
     stopped = []
     for process in reversed(state.processes):
         if not running(process):
@@ -318,7 +323,7 @@ def down(state: ClusterState, log) -> list[str]:
         log(f"stopping {process.role} (pid {process.pid}) ...")
         os.killpg(process.pid, signal.SIGTERM)
         stopped.append(process.role)
-    deadline = time.time() + 30
+    deadline = time.time() + STOP_GRACE_S
     while time.time() < deadline and _group_members(state):
         time.sleep(0.5)
     for pid in _group_members(state):

@@ -116,9 +116,21 @@ def submit(address: str, entrypoint: list[str], root: Path, follow: bool, log) -
     except KeyboardInterrupt:
         log(f"stopping job {job_id} ...")
         client.stop_job(job_id)
-    status = str(client.get_job_status(job_id).value)
+    status = _final_status(client, job_id)
     log(f"job {job_id}: {status}")
     return EXIT_CODES.get(status, 1)
+
+
+def _final_status(client, job_id: str, wait_s: float = 60.0) -> str:
+    """The job's status once it ended (a stopped job takes a few seconds to stop)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    status = client.get_job_status(job_id)
+    while not status.is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = client.get_job_status(job_id)
+    return str(status.value)
 
 
 async def _print_logs(client, job_id: str) -> None:

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,15 @@ from typing import Any
 
 import yaml
 
-from orchestrator import console
+from orchestrator import console, storage
 from orchestrator.config import RedblueConfig
+from orchestrator.environment import state_root
 from orchestrator.plan import RunPlan
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-TRIAL_CPUS = 0.01  # the trial's own process only launches the Train run; Tune needs > 0
+# A trial's own process only launches its Train run. It reserves memory, not CPU: 0.01 CPU
+# taken from each node would leave no node of whole CPUs able to hold a 1-CPU worker.
+TRIAL_RESOURCES: dict[str, float] = {"CPU": 0.0, "memory": 256.0 * 2**20}
 BEST_CONFIG_FILE = "best_config.yaml"
 TUNE_STATE_EVERY_S = 2
 
@@ -65,7 +67,7 @@ def config_hash(cfg: RedblueConfig) -> str:
 
 
 def trial_cpus(cfg: RedblueConfig) -> float:
-    return cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + TRIAL_CPUS
+    return cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
 
 
 def max_concurrent(cfg: RedblueConfig, available: dict[str, float]) -> int:
@@ -140,17 +142,17 @@ def sweep(
             return EXIT_INVALID, None
         parent = TrackedRun(found.info.run_id, cfg.name)
         sweep_id = found.data.tags["redblue.sweep_id"]
-        sweep_dir = Path(found.data.tags["redblue.sweep_path"])
+        sweep_dir = found.data.tags["redblue.sweep_path"]
         console.err.print(f"resuming sweep {sweep_id} (MLflow run {parent.run_id})")
     else:
         sweep_id = f"{cfg.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-        sweep_dir = Path(cfg.run.storage_path) / sweep_id
+        sweep_dir = storage.join(cfg.run.storage_path, sweep_id)
         parent = TrackedRun.start(
             cfg,
             {
                 "redblue.kind": "sweep",
                 "redblue.sweep_id": sweep_id,
-                "redblue.sweep_path": str(sweep_dir),
+                "redblue.sweep_path": sweep_dir,
                 "redblue.config_hash": config_hash(cfg),
                 "redblue.scheduler": cfg.sweep.scheduler,
                 "redblue.search": cfg.sweep.search,
@@ -201,7 +203,7 @@ def _run_tune(
     address: str | None,
     parent_run_id: str,
     sweep_id: str,
-    sweep_dir: Path,
+    sweep_dir: str,
     resume: bool,
 ) -> list[TrialOutcome]:
     import ray
@@ -229,13 +231,13 @@ def _run_tune(
         f"up to {most_rounds} rounds per trial"
     )
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base_config=cfg.model_dump(), sweep_dir=str(sweep_dir)),
-        {"CPU": TRIAL_CPUS},
+        tune.with_parameters(run_trial, base_config=cfg.model_dump(), sweep_dir=sweep_dir),
+        TRIAL_RESOURCES,
     )
     space = param_space(cfg.sweep)
     if resume:
         tuner = tune.Tuner.restore(
-            str(sweep_dir),
+            sweep_dir,
             trainable,
             resume_unfinished=True,
             resume_errored=True,
@@ -250,13 +252,12 @@ def _run_tune(
                 metric=cfg.sweep.metric,
                 mode=cfg.sweep.mode,
                 scheduler=scheduler(cfg, most_rounds),
-                search_alg=searcher(cfg),
+                search_alg=searcher(cfg, concurrency),
                 num_samples=cfg.sweep.num_samples,
-                max_concurrent_trials=concurrency,
             ),
             run_config=tune.RunConfig(
                 name=sweep_id,
-                storage_path=str(sweep_dir.parent),
+                storage_path=storage.parent(sweep_dir),
                 callbacks=[tracker],
                 verbose=0,
             ),
@@ -300,7 +301,7 @@ def _conclude(
     plan: RunPlan,
     parent,
     sweep_id: str,
-    sweep_dir: Path,
+    sweep_dir: str,
     trials: list[TrialOutcome],
 ) -> SweepSummary:
     from orchestrator.champion import CHALLENGER, CHAMPION, decide, score_model
@@ -324,9 +325,9 @@ def _conclude(
     from ray.train import Checkpoint
 
     best_cfg = cfg.with_values(best.params)
-    summary.best_config_path = sweep_dir / BEST_CONFIG_FILE
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     best_yaml = yaml.safe_dump(best_cfg.training_dump(), sort_keys=False)
+    summary.best_config_path = best_config_path(sweep_dir, sweep_id)
+    summary.best_config_path.parent.mkdir(parents=True, exist_ok=True)
     summary.best_config_path.write_text(best_yaml)
     parent.client.log_text(parent.run_id, best_yaml, BEST_CONFIG_FILE)
     parent.client.log_batch(
@@ -336,7 +337,9 @@ def _conclude(
     parent.log_metrics({f"best.{k}": v for k, v in best.metrics.items()})
     parent.set_tag("redblue.best_run_id", best.run_id)
 
-    model_dir = download_final_model(Checkpoint(best.checkpoint_path))
+    model_dir = download_final_model(
+        Checkpoint(storage.on_same_storage(best.checkpoint_path, sweep_dir))
+    )
     summary.model_uri = TrackedRun(best.run_id, cfg.name).log_model(
         model_dir, plan.dataset.features[plan.split.test[:5]]
     )
@@ -420,15 +423,23 @@ def _log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None
     plt.close(figure)
 
 
-def _delete_checkpoints(sweep_dir: Path, keep: str) -> None:
+def _delete_checkpoints(sweep_dir: str, keep: str) -> None:
     """Delete the Ray Train checkpoints of every trial but ``keep``."""
     from orchestrator.sweep_trial import TRIALS_DIR, trial_run_name
 
-    for run_dir in (sweep_dir / TRIALS_DIR).glob("trial-*"):
-        if run_dir.name == trial_run_name(keep):
+    for run_dir in storage.subfolders(storage.join(sweep_dir, TRIALS_DIR), "trial-"):
+        if storage.base_name(run_dir) == trial_run_name(keep):
             continue
-        for checkpoint in run_dir.glob("checkpoint_*"):
-            shutil.rmtree(checkpoint, ignore_errors=True)
+        for checkpoint in storage.subfolders(run_dir, "checkpoint_"):
+            storage.delete_folder(checkpoint)
+
+
+def best_config_path(sweep_dir: str, sweep_id: str) -> Path:
+    """Where the best trial's config goes: in the sweep's folder, or, when the sweep is stored
+    at a URI, in this working directory (a file ``redblue train`` can read)."""
+    if storage.is_uri(sweep_dir):
+        return state_root() / f"{sweep_id}-{BEST_CONFIG_FILE}"
+    return Path(sweep_dir) / BEST_CONFIG_FILE
 
 
 def _print_summary(cfg: RedblueConfig, summary: SweepSummary) -> None:

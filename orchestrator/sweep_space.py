@@ -44,13 +44,16 @@ def scheduler(cfg: RedblueConfig, num_rounds: int) -> Any:
     return FIFOScheduler()
 
 
-def searcher(cfg: RedblueConfig) -> Any:
+def searcher(cfg: RedblueConfig, concurrency: int) -> Any:
     """Random (and grid) sampling or Optuna's TPE, both seeded by ``cfg.seed``: the same config
-    samples the same trials, so schedulers can be compared on equal terms."""
+    samples the same trials, so schedulers can be compared on equal terms. At most
+    ``concurrency`` trials run at once (Tune's ``max_concurrent_trials`` is ignored, with a
+    warning, for the random generator, which takes its own limit)."""
     if cfg.sweep.search == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=cfg.seed)
+        return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=concurrency)
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(seed=cfg.seed)
+    return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=concurrency)

@@ -16,7 +16,8 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
-from orchestrator.tracking import TrackedRun, tracking_uri
+from orchestrator.launch import NODE_IDS_KEY
+from orchestrator.tracking import TrackedRun, node_tags, tracking_uri
 
 FINAL_MARKER = "test_loss"  # only the last report of a trial that ran to the end holds it
 PROGRESS_EVERY_ROUNDS = 5  # without a terminal, the table is printed this often
@@ -135,6 +136,8 @@ class SweepTracker(Callback):
         record = self._record(trial)
         if record.closed:
             return
+        if result.get(NODE_IDS_KEY):  # the first report after its workers started
+            record.run.set_tags(node_tags(str(result[NODE_IDS_KEY]).split(",")))
         metrics = trial_metrics(result)
         metric = self.cfg.sweep.metric
         if metric in metrics and math.isfinite(metrics[metric]):

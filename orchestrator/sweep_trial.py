@@ -8,12 +8,12 @@ its own latest Ray Train checkpoint.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from orchestrator import storage
 from orchestrator.config import RedblueConfig
 from orchestrator.launch import build_trainer
 from orchestrator.plan import plan_run
@@ -34,7 +34,7 @@ def run_trial(params: dict[str, Any], base_config: dict[str, Any], sweep_dir: st
         plan_run(cfg),
         None,
         name=trial_run_name(trial_id),
-        storage_path=str(Path(sweep_dir) / TRIALS_DIR),
+        storage_path=storage.join(sweep_dir, TRIALS_DIR),
         callbacks=[TuneReportCallback()],
     )
     trainer.fit()

@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -134,6 +134,9 @@ class TrackedRun:
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def log_learning_curve(self, history: list[dict[str, float]]) -> None:
         """A plot of the training and validation losses per round."""
         if not history:
@@ -198,12 +201,17 @@ class TrackedRun:
         """End the run as FINISHED (or KILLED, for a trial stopped early)."""
         self.client.set_terminated(self.run_id, status)
 
-    def fail(self, message: str, details: str = "") -> None:
-        """Mark the run FAILED and keep the error on it (``details``, e.g. a traceback, go to
-        the ``error.txt`` artifact only)."""
+    def fail(self, message: str, details: str = "", status: str = "FAILED") -> None:
+        """Mark the run FAILED (or KILLED, when stopped) and keep the error on it (``details``,
+        e.g. a traceback, go to the ``error.txt`` artifact only)."""
         self.set_tag("redblue.error", message[:5000])
         self.client.log_text(self.run_id, f"{message}\n\n{details}".strip(), "error.txt")
-        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.from_string(status)))
+
+
+def node_tags(node_ids: list[str]) -> dict[str, str]:
+    """Where a run's workers ran: how many distinct Ray nodes, and their ids."""
+    return {"redblue.num_nodes": str(len(node_ids)), "redblue.node_ids": ",".join(node_ids)}
 
 
 def download_final_model(checkpoint, into: Path | None = None) -> Path:

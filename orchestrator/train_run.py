@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from orchestrator import console
@@ -46,10 +47,18 @@ def train(
     """Run one training end to end; returns (exit code, summary when it succeeded)."""
     from orchestrator.environment import connect_ray
     from orchestrator.launch import run_training
-    from orchestrator.tracking import TrackedRun, download_final_model, ui_command
+    from orchestrator.tracking import TrackedRun, download_final_model, node_tags, ui_command
 
     started = time.perf_counter()
-    tracked = TrackedRun.start(cfg, run_tags(cfg))
+    # Creating a fresh SQLite store takes seconds: the MLflow run opens while Ray starts.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        opening = pool.submit(TrackedRun.start, cfg, run_tags(cfg))
+        ray_problem: BaseException | None = None
+        try:
+            where = connect_ray(address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)
+        except BaseException as exc:  # Ctrl-C too: recorded on the MLflow run below
+            ray_problem = exc
+        tracked = opening.result()
     console.err.print(
         f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True
     )
@@ -70,15 +79,19 @@ def train(
 
     def on_event(kind: str, payload: dict) -> None:
         if kind == "started" and payload["attempt"] > 1:
+            restarts = int(payload["attempt"]) - 1
+            tracked.set_tag("redblue.restarts", str(restarts))  # recorded as it happens
+            tracked.log_metrics({"restarts": restarts})
             console.err.print(
-                f"workers restarted (restart {int(payload['attempt']) - 1}); resuming at round "
+                f"workers restarted (restart {restarts}); resuming at round "
                 f"{int(payload['round']) + 1}"
             )
         elif kind == "diverged":
             console.print_error(str(payload["message"]))
 
     try:
-        where = connect_ray(address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)
+        if ray_problem is not None:
+            raise ray_problem
         console.err.print(
             f"training on {where}: {cfg.strategy.kind}, {cfg.scaling.num_workers} DeepSpeed "
             f"workers, ZeRO-{cfg.deepspeed.zero_stage}, {num_rounds} rounds of "
@@ -89,7 +102,7 @@ def train(
         )
         tracked.log_metrics({"restarts": result.restarts})
         tracked.set_tag("redblue.restarts", str(result.restarts))
-        tracked.set_tag("redblue.num_nodes", str(result.num_nodes))
+        tracked.set_tags(node_tags(result.node_ids))
         tracked.log_learning_curve(result.history)
         checkpoint_path = result.checkpoint.path if result.checkpoint else "(none)"
         if result.diverged:
@@ -103,8 +116,8 @@ def train(
         model_uri = tracked.log_model(model_dir, plan.dataset.features[plan.split.test[:5]])
         tracked.finish()
     except KeyboardInterrupt:
-        tracked.fail("interrupted by the user")
-        console.print_error("interrupted; the MLflow run is marked FAILED")
+        tracked.fail("interrupted (Ctrl-C, or the job was stopped)", status="KILLED")
+        console.print_error("interrupted; the MLflow run is marked KILLED")
         return EXIT_INTERRUPTED, None
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,16 +25,65 @@ def redblue(*args: str, cwd: Path, env: dict, timeout: int = 600) -> subprocess.
     )
 
 
+BUCKET = "redblue"
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A 3-node local cluster for this module: (working folder, env with its exports, the
-    dashboard's URL)."""
+def s3_env():
+    """An S3-compatible object store on 127.0.0.1 (moto's server) holding one bucket, and the
+    environment that reaches it, as a cloud node's would (pyarrow reads AWS_ENDPOINT_URL)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "redblue-test",
+        "AWS_SECRET_ACCESS_KEY": "redblue-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+    s3_client(env).create_bucket(Bucket=BUCKET)
+    yield env
+    server.stop()
+
+
+def s3_client(env: dict):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    )
+
+
+def s3_checkpoints(env: dict, prefix: str) -> set[str]:
+    """The Ray Train checkpoint folders under ``prefix``, as 'run/checkpoint_...'."""
+    pages = s3_client(env).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    found = set()
+    for key in (item["Key"] for page in pages for item in page.get("Contents", [])):
+        parts = key.split("/")
+        folders = [i for i, part in enumerate(parts[:-1]) if part.startswith("checkpoint_")]
+        if folders:
+            found.add("/".join(parts[folders[0] - 1 : folders[0] + 1]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, s3_env):
+    """A 3-node local cluster for this module, its nodes able to reach the S3 store: (working
+    folder, env with its exports, the dashboard's URL)."""
     folder = tmp_path_factory.mktemp("cluster")
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI") and not k.startswith("RAY_SERVE")
     }
+    env.update(s3_env)
     up = redblue("cluster", "up", "--nodes", "3", "--cpus-per-node", "1", cwd=folder, env=env)
     assert up.returncode == 0, up.stderr[-3000:]
     exports = dict(re.findall(r"^export (\w+)=(\S+)$", up.stdout, re.M))
@@ -54,24 +105,78 @@ def test_up_exports_loopback_addresses_and_status_lists_three_nodes(cluster):
     assert again.returncode == 2 and "already runs" in again.stderr
 
 
-def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster):
-    from mlflow.tracking import MlflowClient
+def test_dashboard_job_api_and_mlflow_listen_on_loopback_and_jobs_need_the_token(cluster):
+    import httpx
+    import psutil
 
+    _, env, dashboard = cluster
+    ports = {int(dashboard.rsplit(":", 1)[1]), int(env["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1])}
+    listening = {
+        (conn.laddr.ip, conn.laddr.port)
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports
+    }
+    assert {port for _, port in listening} == ports
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+    refused = httpx.get(f"{dashboard}/api/jobs/", timeout=10)
+    assert refused.status_code in (401, 403), refused.text[:300]
+
+
+def config_file(folder: Path, name: str, body: str) -> Path:
+    """A config named ``name`` (its MLflow experiment) in ``folder``: ``body`` after the name."""
+    config = folder / f"{name}.yaml"
+    config.write_text(f"name: {name}\n{body}")
+    return config
+
+
+def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster):
     folder, env, _ = cluster
-    config = folder / "spread.yaml"
-    config.write_text(
-        "name: spread\n"
+    config = config_file(
+        folder,
+        "spread",
         "optim: {epochs: 2, batch_size: 96}\n"
         "scaling: {num_workers: 3, cpus_per_worker: 1}\n"
-        f"run: {{storage_path: {folder / 'shared'}}}\n"
+        f"run: {{storage_path: 's3://{BUCKET}/runs'}}\n",  # shared storage every node reaches
     )
     trained = redblue("train", str(config), cwd=folder, env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    (run,) = client.search_runs([client.get_experiment_by_name("spread").experiment_id])
+    assert s3_checkpoints(env, "runs/spread-")
+    run = the_only_run(env, "spread")
     assert run.info.status == "FINISHED"
     assert run.data.tags["redblue.num_nodes"] == "3"
     assert run.data.metrics["test_accuracy"] > 0.5
+
+
+def test_sweep_trials_spread_over_the_nodes(cluster):
+    from mlflow.tracking import MlflowClient
+
+    folder, env, _ = cluster
+    config = config_file(
+        folder,
+        "spreadsweep",
+        "optim: {epochs: 1, batch_size: 96}\n"
+        "scaling: {num_workers: 1, cpus_per_worker: 1}\n"
+        f"run: {{storage_path: 's3://{BUCKET}/sweeps'}}\n"
+        "sweep:\n"
+        "  space: {optim.lr: {grid: [0.001, 0.003]}}\n"
+        "  num_samples: 1\n"
+        "  max_concurrent: 2\n"
+        "  scheduler: fifo\n",
+    )
+    swept = redblue("sweep", str(config), cwd=folder, env=env)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("spreadsweep").experiment_id
+    trials = client.search_runs([experiment], filter_string="tags.`redblue.kind` = 'trial'")
+    assert len(trials) == 2
+    # Each trial's one worker needs a whole 1-CPU node: two trials at once take two nodes.
+    nodes = {run.data.tags["redblue.node_ids"] for run in trials}
+    assert len(nodes) == 2, nodes
+    assert all(run.data.tags["redblue.num_nodes"] == "1" for run in trials)
+    # In the bucket, only the best trial keeps its checkpoints; the best config is local.
+    kept = {folder.split("/")[0] for folder in s3_checkpoints(env, "sweeps/")}
+    assert len(kept) == 1, kept
+    assert list(folder.glob("spreadsweep-sweep-*-best_config.yaml"))
 
 
 def job_folder(folder: Path, name: str) -> Path:
@@ -87,7 +192,7 @@ def job_folder(folder: Path, name: str) -> Path:
     return jobs
 
 
-def finished_run(env: dict, experiment: str):
+def the_only_run(env: dict, experiment: str):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
@@ -101,7 +206,56 @@ def test_redblue_submit_runs_a_job_follows_it_and_exits_with_its_outcome(cluster
     done = redblue("submit", "--", "train", "job.yaml", cwd=jobs, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SUCCEEDED" in done.stderr and "training finished" in done.stdout
-    assert finished_run(env, "submitted").info.status == "FINISHED"
+    assert the_only_run(env, "submitted").info.status == "FINISHED"
+
+
+def test_a_job_that_fails_exits_1_with_its_message(cluster):
+    folder, env, _ = cluster
+    jobs = job_folder(folder, "failedjob")
+    (jobs / "rows.csv").write_text("a,b,label\n1.0,2.0,0\nnan,1.0,1\n" + "0.5,0.5,1\n" * 20)
+    done = redblue(
+        "submit",
+        "--",
+        "train",
+        "job.yaml",
+        "--set",
+        "data.source=rows.csv",
+        "--set",
+        "data.label=label",
+        cwd=jobs,
+        env=env,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "FAILED" in done.stderr
+    assert "NaN" in done.stdout or "nan" in done.stdout, done.stdout[-3000:]  # the job's own log
+
+
+def test_a_stopped_job_exits_130_and_its_run_is_marked_killed(cluster):
+    from mlflow.tracking import MlflowClient
+
+    folder, env, _ = cluster
+    jobs = job_folder(folder, "stoppedjob")
+    submitting = subprocess.Popen(
+        [REDBLUE, "submit", "--", "train", "job.yaml", "--set", "optim.epochs=200"],
+        cwd=jobs,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    deadline = time.time() + 300
+    while time.time() < deadline and submitting.poll() is None:  # until it trains
+        experiment = client.get_experiment_by_name("stoppedjob")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if runs and "round" in runs[0].data.metrics:
+            break
+        time.sleep(1.0)
+    submitting.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = submitting.communicate(timeout=120)
+    assert submitting.returncode == 130, err[-3000:]
+    assert "STOPPED" in err
+    assert the_only_run(env, "stoppedjob").info.status == "KILLED"
 
 
 def test_plain_ray_job_submit_works_too(cluster):
@@ -113,7 +267,109 @@ def test_plain_ray_job_submit_works_too(cluster):
     command += ["--", "redblue", "train", "job.yaml"]
     done = subprocess.run(command, cwd=jobs, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert finished_run(env, "plainjob").info.status == "FINISHED"
+    assert the_only_run(env, "plainjob").info.status == "FINISHED"
+
+
+def worker_node_raylets(folder: Path) -> dict[int, str]:
+    """{raylet pid: role} of the worker nodes (not the head, which holds the drivers)."""
+    import psutil
+
+    state = json.loads((folder / ".redblue" / "cluster.json").read_text())
+    roles = {p["pid"]: p["role"] for p in state["processes"] if p["role"].startswith("worker")}
+    found = {}
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "raylet" and _group(process) in roles:
+            found[process.pid] = roles[_group(process)]
+    return found
+
+
+def raylet_of_a_train_worker(folder: Path) -> tuple[int, str] | None:
+    """A worker node's raylet that hosts one of the run's Ray Train workers."""
+    import psutil
+
+    raylets = worker_node_raylets(folder)
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
+                parent = process.ppid()
+                if parent in raylets:
+                    return parent, raylets[parent]
+        except psutil.Error:
+            continue
+    return None
+
+
+def kill_a_node_after_first_checkpoint(folder: Path, run_folder: str, timeout: float = 300):
+    """SIGKILL the raylet of a worker node running a train worker, once a checkpoint exists.
+    Returns the role of the node killed."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        victim = raylet_of_a_train_worker(folder)
+        if victim and list((folder / "shared").glob(f"{run_folder}-*/checkpoint_*")):
+            time.sleep(1.0)  # let the checkpoint's registration complete
+            os.kill(victim[0], signal.SIGKILL)
+            return victim[1]
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint with a train worker on a worker node appeared")
+
+
+def node_loss_config(folder: Path, name: str, epochs: int, start_timeout_s: float) -> Path:
+    return config_file(
+        folder,
+        name,
+        f"optim: {{epochs: {epochs}, batch_size: 64}}\n"
+        "checkpoint: {every_rounds: 2}\n"
+        "scaling: {num_workers: 2, cpus_per_worker: 1}\n"
+        f"run: {{max_failures: 1, start_timeout_s: {start_timeout_s}, "
+        f"storage_path: {folder / 'shared'}}}\n",
+    )
+
+
+def train_while_killing_a_node(cluster, name: str, epochs: int, start_timeout_s: float):
+    folder, env, _ = cluster
+    config = node_loss_config(folder, name, epochs, start_timeout_s)
+    training = subprocess.Popen(
+        [REDBLUE, "train", str(config)],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        killed = kill_a_node_after_first_checkpoint(folder, name)
+        out, err = training.communicate(timeout=600)
+    finally:
+        training.kill()
+    return killed, training.returncode, out, err, the_only_run(env, name)
+
+
+def test_losing_a_node_resumes_on_the_spare_node_in_the_same_run(cluster):
+    """3 nodes, 2 workers: a worker node's raylet dies mid-run; the run goes on on the spare."""
+    killed, code, out, err, run = train_while_killing_a_node(
+        cluster, "nodeloss", epochs=12, start_timeout_s=120
+    )
+    assert code == 0, f"{killed} killed; {err[-3000:]}"
+    assert "workers restarted (restart 1); resuming at round" in err
+    assert "resuming at round 1\n" not in err  # it continued from a checkpoint
+    assert run.info.status == "FINISHED"  # one run (finished_run finds exactly one)
+    assert run.data.tags["redblue.restarts"] == "1"
+    assert run.data.metrics["restarts"] == 1
+    assert run.data.metrics["test_accuracy"] > 0.8
+    assert "training finished" in out
+
+
+def test_losing_more_nodes_than_can_be_replaced_fails_the_run_clearly(cluster):
+    """2 nodes left, 2 workers: another node lost leaves no room; the run fails, recorded."""
+    killed, code, _, err, run = train_while_killing_a_node(
+        cluster, "toomany", epochs=40, start_timeout_s=8
+    )
+    assert code == 1, f"{killed} killed; {err[-3000:]}"
+    assert "the cluster cannot hold the worker group after a failure" in err
+    # Ray echoes the surviving worker's own error above; the command ends with one clear line.
+    assert "cannot hold the worker group" in err.strip().splitlines()[-1]
+    assert run.info.status == "FAILED"
+    assert "cannot hold the worker group" in run.data.tags["redblue.error"]
 
 
 def test_down_stops_exactly_what_up_started(cluster):

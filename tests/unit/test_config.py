@@ -57,6 +57,8 @@ def test_overrides_apply_in_order_and_parse_yaml(tmp_path):
         ("name: x\n", ["name.sub=1"], "is a value"),
         ("- a\n- b\n", [], "mapping"),
         ("name: [unclosed\n", [], "not valid YAML"),
+        ("name: x\n", ["run.storage_path=ftp://host/x"], "unknown storage scheme ftp://"),
+        ("name: x\n", ["run.start_timeout_s=0"], "run.start_timeout_s"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path, text, overrides, expected):

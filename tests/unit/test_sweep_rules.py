@@ -61,7 +61,8 @@ def test_rounds_bound_covers_the_smallest_batch():
 
 def test_concurrency_follows_free_cpus_unless_set():
     cfg = validate({"scaling": {"num_workers": 2, "cpus_per_worker": 0.5}})
-    assert max_concurrent(cfg, {"CPU": 3.0}) == 2
+    assert max_concurrent(cfg, {"CPU": 3.0}) == 3  # a trial's own process takes no CPU
+    assert max_concurrent(cfg, {"CPU": 2.5}) == 2
     assert max_concurrent(cfg, {"CPU": 0.5}) == 1
     assert max_concurrent(cfg.with_values({"sweep.max_concurrent": 5}), {"CPU": 1.0}) == 5
 
