@@ -154,7 +154,7 @@ class SweepSection(Section):
         "random", description="Search algorithm: random (and grid) sampling, or Optuna's TPE."
     )
     grace_rounds: int = Field(3, ge=1, description="ASHA: rounds every trial runs before a cut.")
-    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/N of the trials at each rung.")
+    reduction_factor: int = Field(3, ge=2, description="ASHA: keep 1/N of the trials at each rung.")
     keep_all_checkpoints: bool = Field(
         False, description="Keep every trial's checkpoints; by default only the best trial's stay."
     )

@@ -147,6 +147,36 @@ def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster
     assert run.data.metrics["test_accuracy"] > 0.5
 
 
+def test_deploy_to_the_cluster_returns_and_the_endpoint_answers(cluster):
+    """`redblue deploy` with RAY_ADDRESS deploys the model that the test above trained on the
+    cluster, and returns; the endpoint keeps answering after the command exited."""
+    import httpx
+
+    from orchestrator.environment import free_port
+
+    folder, env, dashboard = cluster
+    model = f"runs:/{the_only_run(env, 'spread').info.run_id}/model"
+    port, key = free_port(), "a-test-key-for-the-cluster-deployment"
+    sets = ["--set", f"serve.port={port}", "--set", "serve.num_replicas=1"]
+    deployed = redblue("deploy", model, *sets, cwd=folder, env={**env, "REDBLUE_API_KEY": key})
+    try:
+        assert deployed.returncode == 0, deployed.stderr[-3000:]
+        url = f"http://127.0.0.1:{port}/v1/predict"
+        body = {"inputs": [[0.0] * 64, [8.0] * 64]}
+        answer = httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == 2
+        assert httpx.post(url, json=body).status_code == 401
+    finally:
+        serve = str(Path(sys.executable).with_name("serve"))
+        subprocess.run(
+            [serve, "shutdown", "--address", dashboard, "--yes"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+
+
 def test_sweep_trials_spread_over_the_nodes(cluster):
     from mlflow.tracking import MlflowClient
 
