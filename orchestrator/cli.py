@@ -149,6 +149,11 @@ def _validated(config: Path, overrides: list[str], address: str | None):
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None
     cfg.run.storage_path = storage.absolute(cfg.run.storage_path, state_root())
+    try:
+        storage.check_reachable(cfg.run.storage_path)
+    except storage.StorageError as exc:
+        console.print_error(str(exc))
+        raise typer.Exit(EXIT_INVALID) from None
     if cfg.data.source not in BUNDLED:  # trials and workers may run in other folders
         cfg.data.source = str(Path(cfg.data.source).expanduser().resolve())
     if os.environ.get(RAY_JOB_ENV_VAR):

@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+OBJECT_STORES = ("s3", "gs", "gcs", "abfs", "abfss")  # URIs that start with a bucket
+
+
+class StorageError(ValueError):
+    """The storage cannot be reached as configured; the message says why."""
+
 
 def is_uri(path: str) -> bool:
     return "://" in path
@@ -44,6 +50,24 @@ def _resolve(path: str) -> tuple[pafs.FileSystem, str]:
     if is_uri(path):
         return pafs.FileSystem.from_uri(path)
     return pafs.LocalFileSystem(), path
+
+
+def check_reachable(path: str) -> None:
+    """For a URI: its file system opens and, on an object store, its bucket (the first path
+    part) exists, so that a missing bucket or credential is reported before any run starts,
+    not by a failing worker."""
+    if not is_uri(path):
+        return
+    try:
+        filesystem, inner = _resolve(path)
+        bucket = inner.strip("/").split("/", 1)[0]
+        if path.split("://", 1)[0].lower() not in OBJECT_STORES:
+            return
+        found = filesystem.get_file_info(bucket)
+    except Exception as exc:  # pyarrow raises OSError, ArrowInvalid, ... with a clear text
+        raise StorageError(f"run.storage_path {path}: cannot open it: {exc}") from None
+    if found.type == pafs.FileType.NotFound:
+        raise StorageError(f"run.storage_path {path}: bucket {bucket} does not exist")
 
 
 def write_text(path: str, text: str) -> None:

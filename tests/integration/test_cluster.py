@@ -129,6 +129,21 @@ def config_file(folder: Path, name: str, body: str) -> Path:
     return config
 
 
+def test_a_missing_bucket_is_refused_before_ray_starts(cluster):
+    folder, env, _ = cluster
+    refused = redblue(
+        "train",
+        str(config_file(folder, "nobucket", "optim: {epochs: 1}\n")),
+        "--set",
+        "run.storage_path=s3://no-such-bucket/runs",
+        cwd=folder,
+        env=env,
+    )
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "bucket no-such-bucket does not exist" in refused.stderr
+    assert "Connecting to existing Ray cluster" not in refused.stderr
+
+
 def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster):
     folder, env, _ = cluster
     config = config_file(

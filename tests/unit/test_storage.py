@@ -30,3 +30,12 @@ def test_write_list_and_delete_through_a_file_uri(tmp_path):
     assert not (tmp_path / "trial-a").exists() and (tmp_path / "trial-b").exists()
     assert storage.subfolders(str(tmp_path / "missing")) == []
     assert Path(storage.join(str(tmp_path), "other")).is_dir()
+
+
+def test_an_unreachable_storage_uri_is_refused_with_its_reason(tmp_path):
+    import pytest
+
+    storage.check_reachable(str(tmp_path / "not-yet"))  # a local folder is created when needed
+    storage.check_reachable(f"file://{tmp_path}/runs")
+    with pytest.raises(storage.StorageError, match="cannot open it"):
+        storage.check_reachable("hdfs://127.0.0.1:1/runs")
