@@ -127,6 +127,7 @@ def serve_ray(
     batch: int,
     wait: float,
     autoscale: bool = False,
+    replicas: int = 2,
 ):
     from orchestrator.environment import (
         connect_ray,
@@ -143,7 +144,9 @@ def serve_ray(
     from serve_apps.guard import key_digest
     from serve_apps.settings import AutoscalingSection, ServeSection
 
-    settings = ServeSection(port=port, max_batch_size=batch, batch_wait_timeout_s=wait)
+    settings = ServeSection(
+        port=port, max_batch_size=batch, batch_wait_timeout_s=wait, num_replicas=replicas
+    )
     if autoscale:
         settings.autoscaling = AutoscalingSection(
             min_replicas=1, max_replicas=2, target_ongoing_requests=2
@@ -358,6 +361,8 @@ def run_benchmark(options) -> dict:
                 str(options.batch),
                 "--wait",
                 str(options.wait),
+                "--replicas",
+                str(options.replicas),
             ]
             results += measure(serve_args, CLIENTS, timing, workdir, f"serve-{ingress}")
             if name == "wide":
@@ -396,6 +401,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["demo", "wide"], choices=["demo", "wide"])
     parser.add_argument("--batch", type=int, default=64, help="max_batch_size for Serve.")
     parser.add_argument("--wait", type=float, default=0.0, help="batch_wait_timeout_s.")
+    parser.add_argument("--replicas", type=int, default=2, help="Serve replicas (0.5 CPU each).")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     parser.add_argument(
         "--autoscale",
@@ -420,6 +426,7 @@ def main() -> None:
                 options.batch,
                 options.wait,
                 options.autoscale,
+                options.replicas,
             )
         return
     report = run_benchmark(options)
