@@ -48,11 +48,15 @@ def prepare_driver_env(address: str | None) -> None:
 def interrupt_on_sigterm() -> None:
     """SIGTERM (a stopped Ray job, a process manager) and SIGINT both raise KeyboardInterrupt,
     so a command records its end (MLflow run, deployment removed) before it exits. SIGINT is
-    set too: a background shell job, and Ray's job runner, start with it ignored or blocked."""
+    set too: a background shell job, and Ray's job runner, start with it ignored or blocked.
+    Signal handlers belong to the main thread; elsewhere this does nothing."""
+    import threading
 
     def interrupt(signum, frame) -> None:
         raise KeyboardInterrupt
 
+    if threading.current_thread() is not threading.main_thread():
+        return
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
 
@@ -100,7 +104,7 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
         return "the Ray cluster this process already joined"
     if address:
         ray.init(address=address, log_to_driver=True)
-        _replace_rays_sigterm_handler()
+        interrupt_on_sigterm()  # replaces ray.init's handler, which aborts on the spot
         return f"Ray cluster at {address}"
     cpus = math.ceil(max(float(os.cpu_count() or 1), cpus_needed))
     # Nodes of a local Ray are never preempted; the watcher would be one more process to start.
@@ -114,17 +118,8 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
         _node_ip_address="127.0.0.1",
         log_to_driver=True,
     )
-    _replace_rays_sigterm_handler()
+    interrupt_on_sigterm()  # replaces ray.init's handler, which aborts on the spot
     return f"a local Ray on 127.0.0.1 ({cpus} CPUs)"
-
-
-def _replace_rays_sigterm_handler() -> None:
-    """``ray.init`` installs a SIGTERM handler that aborts the driver on the spot; a stopped Ray
-    job (SIGTERM) should instead end like Ctrl-C, recording the end of its MLflow run."""
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        interrupt_on_sigterm()
 
 
 def prepare_serve_env(ingress: str) -> Path | None:

@@ -39,7 +39,7 @@ from orchestrator.environment import prepare_worker_env
 from orchestrator.plan import RunPlan
 
 EVENT_POLL_S = 0.2
-NODE_IDS_KEY = "node_ids"  # comma-separated Ray node ids of a worker group, in reports
+NODE_IDS_KEY = "node_ids"  # a worker group's Ray node ids (comma-separated in Tune results)
 
 
 class WorkersUnplaceable(RuntimeError):
@@ -108,8 +108,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             trainer.restore(Path(directory))
     if rank == 0 and events is not None:
-        started = {"round": float(trainer.state.next_round), NODE_IDS_KEY: ",".join(node_ids)}
-        events.put(("started", started))
+        events.put(("started", {"round": float(trainer.state.next_round), NODE_IDS_KEY: node_ids}))
     try:
         trainer.run()
     except TrainingDiverged as exc:  # deterministic: retrying would diverge again
@@ -205,7 +204,7 @@ def run_training(
         else:
             if kind == "started":
                 result.attempts += 1
-                result.node_ids = str(payload.pop(NODE_IDS_KEY)).split(",")
+                result.node_ids = payload.pop(NODE_IDS_KEY)
                 payload = {**payload, "attempt": float(result.attempts)}
             elif kind == "diverged":
                 result.diverged = str(payload["message"])
@@ -233,14 +232,14 @@ def run_training(
 
 def unplaceable_message(cfg: RedblueConfig, attempts: int) -> str:
     """Why the worker group could not start: what it needs against what the cluster has left."""
-    alive = [node for node in ray.nodes() if node.get("Alive")]
-    dead = [node for node in ray.nodes() if not node.get("Alive")]
+    nodes = ray.nodes()
+    alive = sum(1 for node in nodes if node.get("Alive"))
     free = ray.available_resources()
     kind, each = ("GPU", 1.0) if cfg.scaling.use_gpu else ("CPU", cfg.scaling.cpus_per_worker)
     when = "after a failure" if attempts else "at the start"
     return (
         f"the cluster cannot hold the worker group {when}: {cfg.scaling.num_workers} workers "
         f"x {each:g} {kind} found no room within run.start_timeout_s="
-        f"{cfg.run.start_timeout_s:g} s; {len(alive)} nodes alive with {free.get(kind, 0.0):g} "
-        f"{kind} free, {len(dead)} nodes lost. Add nodes or lower scaling.num_workers."
+        f"{cfg.run.start_timeout_s:g} s; {alive} nodes alive with {free.get(kind, 0.0):g} "
+        f"{kind} free, {len(nodes) - alive} nodes lost. Add nodes or lower scaling.num_workers."
     )

@@ -21,6 +21,11 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
+def scheme(path: str) -> str:
+    """``s3`` for ``s3://bucket/x``; empty for a local path."""
+    return path.split("://", 1)[0].lower() if is_uri(path) else ""
+
+
 def absolute(path: str, root: Path) -> str:
     """A URI as given; a local path made absolute against ``root``."""
     return path if is_uri(path) else str((root / Path(path).expanduser()).resolve())
@@ -42,7 +47,7 @@ def on_same_storage(path: str, base: str) -> str:
     """``path`` as a URI on ``base``'s file system: Ray reports paths inside a file system
     without its scheme (``bucket/x`` for ``s3://bucket/x``)."""
     if is_uri(base) and not is_uri(path):
-        return f"{base.split('://', 1)[0]}://{path}"
+        return f"{scheme(base)}://{path}"
     return path
 
 
@@ -61,7 +66,7 @@ def check_reachable(path: str) -> None:
     try:
         filesystem, inner = _resolve(path)
         bucket = inner.strip("/").split("/", 1)[0]
-        if path.split("://", 1)[0].lower() not in OBJECT_STORES:
+        if scheme(path) not in OBJECT_STORES:
             return
         found = filesystem.get_file_info(bucket)
     except Exception as exc:  # pyarrow raises OSError, ArrowInvalid, ... with a clear text

@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -206,7 +206,7 @@ class TrackedRun:
         e.g. a traceback, go to the ``error.txt`` artifact only)."""
         self.set_tag("redblue.error", message[:5000])
         self.client.log_text(self.run_id, f"{message}\n\n{details}".strip(), "error.txt")
-        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.from_string(status)))
+        self.client.set_terminated(self.run_id, status)
 
 
 def node_tags(node_ids: list[str]) -> dict[str, str]:

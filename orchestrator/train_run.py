@@ -101,8 +101,7 @@ def train(
             cfg, plan, on_round, on_event, run_name=f"{cfg.name}-{tracked.run_id[:8]}"
         )
         tracked.log_metrics({"restarts": result.restarts})
-        tracked.set_tag("redblue.restarts", str(result.restarts))
-        tracked.set_tags(node_tags(result.node_ids))
+        tracked.set_tags({"redblue.restarts": str(result.restarts), **node_tags(result.node_ids)})
         tracked.log_learning_curve(result.history)
         checkpoint_path = result.checkpoint.path if result.checkpoint else "(none)"
         if result.diverged:
