@@ -80,6 +80,10 @@ class RunSection(Section):
 
 
 SPACE_KINDS = ("loguniform", "uniform", "randint", "choice", "grid")
+# Keys population-based training may change while a trial runs: a restored checkpoint takes them
+# from the config. Every other swept key is sampled once and inherited with a cloned checkpoint
+# (batch size or red ratio would change the data split the checkpoint was made on).
+PBT_MUTABLE_KEYS = ("optim.lr", "optim.weight_decay", "optim.grad_clip", "model.dropout")
 
 
 class SpaceSpec(Section):
@@ -148,7 +152,11 @@ class SweepSection(Section):
     )
     mode: Literal["min", "max"] = Field("min", description="Whether the metric is minimised.")
     scheduler: Literal["asha", "fifo", "pbt"] = Field(
-        "asha", description="Trial scheduler: ASHA early stopping or FIFO (pbt: not yet)."
+        "asha",
+        description="Trial scheduler: ASHA early stopping, FIFO, or population-based training "
+        "(pbt: every checkpoint.every_rounds rounds the worst quarter of the running trials "
+        "continue from the best ones' checkpoints with perturbed optim.lr, optim.weight_decay, "
+        "optim.grad_clip or model.dropout).",
     )
     search: Literal["random", "optuna"] = Field(
         "random", description="Search algorithm: random (and grid) sampling, or Optuna's TPE."
@@ -161,10 +169,14 @@ class SweepSection(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSection:
-        if self.scheduler == "pbt":
+        if self.scheduler == "pbt" and self.space and not set(self.space) & set(PBT_MUTABLE_KEYS):
             raise ValueError(
-                "sweep.scheduler pbt is not available yet: population-based training needs each "
-                "trial to take over another trial's Ray Train checkpoint; use asha or fifo"
+                "sweep.scheduler pbt needs at least one of "
+                f"{', '.join(PBT_MUTABLE_KEYS)} in sweep.space: those are the values it perturbs"
+            )
+        if self.scheduler == "pbt" and self.search != "random":
+            raise ValueError(
+                "sweep.scheduler pbt chooses the trials' values itself; use sweep.search random"
             )
         if self.metric.startswith("test"):
             raise ValueError(f"sweep.metric {self.metric!r}: the test part is never used to select")

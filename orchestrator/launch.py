@@ -103,7 +103,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         plan.spec, plan.dataset, plan.split, plan.loop, make_replica, plan.rounds
     )
     trainer = Trainer(plan.loop, plan.dataset, plan.split, plan.spec, replicas, plan.rounds, report)
-    checkpoint = ray.train.get_checkpoint()
+    # The run's own latest checkpoint (after a restart) comes first, then the one it started from.
+    checkpoint = ray.train.get_checkpoint() or loop_config.get("start_from")
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.restore(Path(directory))
@@ -150,9 +151,11 @@ def build_trainer(
     name: str,
     storage_path: str,
     callbacks: list | None = None,
+    start_from: Checkpoint | None = None,
 ) -> TorchTrainer:
     """The TorchTrainer of one run. Without an ``events`` queue (a Tune trial), workers report
-    every round to Ray Train instead, for ``callbacks`` such as Tune's report callback.
+    every round to Ray Train instead, for ``callbacks`` such as Tune's report callback. A run
+    given ``start_from`` (a checkpoint of another run) continues from it.
 
     A worker group that cannot get its resources within ``run.start_timeout_s`` (a lost node not
     replaced) counts as a failure too, so a run ends instead of waiting forever; Ray Train reads
@@ -161,7 +164,12 @@ def build_trainer(
     os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(cfg.run.start_timeout_s)
     return TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg.model_dump(), "plan": ray.put(plan), "events": events},
+        train_loop_config={
+            "config": cfg.model_dump(),
+            "plan": ray.put(plan),
+            "events": events,
+            "start_from": start_from,
+        },
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,8 @@ def _run_tune(
     from ray import tune
 
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    # Trials are function trainables, which cannot reuse actors; PBT's advice does not apply.
+    warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     # Save Tune's experiment state often, so that a killed driver loses little on --resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(TUNE_STATE_EVERY_S))
 
@@ -230,6 +233,12 @@ def _run_tune(
         f"{cfg.sweep.scheduler} scheduler, {cfg.sweep.search} search, "
         f"up to {most_rounds} rounds per trial"
     )
+    if cfg.sweep.scheduler == "pbt" and concurrency < 2:
+        console.err.print(
+            "warning: population-based training compares trials running at the same time; with "
+            "1 at once it cannot exploit any and runs like fifo. Let 2 or more run at once "
+            "(sweep.max_concurrent, fewer scaling.cpus_per_worker, or more CPUs)."
+        )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base_config=cfg.model_dump(), sweep_dir=sweep_dir),
         TRIAL_RESOURCES,
@@ -424,13 +433,17 @@ def _log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None
 
 
 def _delete_checkpoints(sweep_dir: str, keep: str) -> None:
-    """Delete the Ray Train checkpoints of every trial but ``keep``."""
-    from orchestrator.sweep_trial import TRIALS_DIR, trial_run_name
+    """Delete the checkpoints of every trial but ``keep``: its Ray Train runs' and the copies
+    Tune holds in the trial's own folder (population-based training)."""
+    from orchestrator.sweep_trial import TRIALS_DIR, is_trial_run
 
-    for run_dir in storage.subfolders(storage.join(sweep_dir, TRIALS_DIR), "trial-"):
-        if storage.base_name(run_dir) == trial_run_name(keep):
+    runs = storage.subfolders(storage.join(sweep_dir, TRIALS_DIR), "trial-")
+    trial_dirs = [d for d in storage.subfolders(sweep_dir) if storage.base_name(d) != TRIALS_DIR]
+    for folder in runs + trial_dirs:
+        name = storage.base_name(folder)
+        if is_trial_run(name, keep) or f"_{keep}_" in name:
             continue
-        for checkpoint in storage.subfolders(run_dir, "checkpoint_"):
+        for checkpoint in storage.subfolders(folder, "checkpoint_"):
             storage.delete_folder(checkpoint)
 
 

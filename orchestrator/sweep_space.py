@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
-from orchestrator.config import RedblueConfig, SpaceSpec, SweepSection
+from orchestrator.config import PBT_MUTABLE_KEYS, RedblueConfig, SpaceSpec, SweepSection
 
 # Tune counts one result per round plus the final one; schedulers measure time in these.
 TIME_ATTR = "training_iteration"
@@ -32,8 +32,10 @@ def param_space(sweep: SweepSection) -> dict[str, Any]:
 
 
 def scheduler(cfg: RedblueConfig, num_rounds: int) -> Any:
-    """ASHA or FIFO (the config refuses pbt until trials can take over others' checkpoints)."""
+    """ASHA, FIFO or population-based training, as ``sweep.scheduler`` says."""
     sweep = cfg.sweep
+    if sweep.scheduler == "pbt":
+        return population_based_training(cfg)
     if sweep.scheduler == "asha":
         return ASHAScheduler(
             time_attr=TIME_ATTR,
@@ -57,3 +59,27 @@ def searcher(cfg: RedblueConfig, concurrency: int) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=concurrency)
+
+
+def population_based_training(cfg: RedblueConfig) -> PopulationBasedTraining:
+    """PBT over the swept keys it may change mid-run, at every checkpoint (so that the trials
+    it copies from have one to give). A perturbed value is kept within its swept range."""
+    mutable = {key: spec for key, spec in cfg.sweep.space.items() if key in PBT_MUTABLE_KEYS}
+
+    def within_bounds(config: dict[str, Any]) -> dict[str, Any]:
+        for key, spec in mutable.items():
+            if spec.kind in ("loguniform", "uniform", "randint"):
+                low, high = spec.candidates()
+                config[key] = min(max(config[key], low), high)
+        return config
+
+    return PopulationBasedTraining(
+        time_attr=TIME_ATTR,
+        perturbation_interval=cfg.checkpoint.every_rounds,
+        hyperparam_mutations={
+            key: list(spec.candidates()) if spec.kind in ("choice", "grid") else tune_domain(spec)
+            for key, spec in mutable.items()
+        },
+        custom_explore_fn=within_bounds,
+        log_config=False,
+    )

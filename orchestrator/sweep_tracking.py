@@ -36,6 +36,7 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     best_metric: float = math.nan
     error: str = ""
+    exploits: int = 0  # restarts from a better trial's checkpoint (population-based training)
 
     @property
     def closed(self) -> bool:
@@ -128,9 +129,28 @@ class SweepTracker(Callback):
         record = self._record(trial)
         if record.closed:
             message = f"trial {trial.trial_id} had ended; Tune only collects its final result"
+        elif donor := _donor(trial, trials):
+            message = self._took_over(record, trial, donor)
         else:
             message = f"trial {trial.trial_id} started: {format_params(record.params)}"
         self._show(trials, message)
+
+    def _took_over(self, record: TrialRecord, trial, donor: str) -> str:
+        """Population-based training restarted ``trial`` from ``donor``'s checkpoint with
+        perturbed values: the child run says so, and keeps a curve of each value it trained with.
+        """
+        record.params = dict(trial.config)
+        record.exploits += 1
+        record.run.set_tags(
+            {
+                "redblue.pbt.exploits": str(record.exploits),
+                "redblue.pbt.last_exploit": f"from trial {donor}: {format_params(record.params)}",
+            }
+        )
+        return (
+            f"trial {trial.trial_id} continues from trial {donor}'s checkpoint with "
+            f"{format_params(record.params)}"
+        )
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         record = self._record(trial)
@@ -152,6 +172,8 @@ class SweepTracker(Callback):
             return
         record.rounds = int(metrics.get("round", record.rounds + 1))
         record.metrics = metrics
+        if self.cfg.sweep.scheduler == "pbt":  # the values this round trained with
+            metrics = {**metrics, **_numbers("pbt/", record.params)}
         record.run.log_metrics(metrics, step=record.rounds)
         if console.err.is_terminal or record.rounds % PROGRESS_EVERY_ROUNDS == 0:
             self._show(trials, None)
@@ -218,6 +240,20 @@ class SweepTracker(Callback):
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+def _donor(trial, trials) -> str | None:
+    """The other trial whose checkpoint ``trial`` starts from (population-based training)."""
+    path = str(getattr(trial.checkpoint, "path", None) or "")
+    return next((t.trial_id for t in trials if t is not trial and f"_{t.trial_id}_" in path), None)
+
+
+def _numbers(prefix: str, params: dict[str, Any]) -> dict[str, float]:
+    return {
+        f"{prefix}{key}": float(value)
+        for key, value in params.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 def format_params(params: dict[str, Any]) -> str:

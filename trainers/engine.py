@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from trainers.config import DeepSpeedConfig, OptimConfig
-from trainers.schedules import build_scheduler
+from trainers.schedules import apply_peak_values, build_scheduler
 
 
 class Replica(Protocol):
@@ -119,6 +119,7 @@ class DeepSpeedReplica:
                 config=deepspeed_config(ds, optim, world_size),
             )
         self.module = self.engine.module
+        self.optim = optim
         self.zero_stage = ds.zero_stage
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
             ds.precision, torch.float32
@@ -167,6 +168,7 @@ class DeepSpeedReplica:
         )
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} in {directory}")
+        apply_peak_values(self.engine.lr_scheduler, self.optim.lr, self.optim.weight_decay)
 
 
 class PlainReplica:
@@ -178,6 +180,7 @@ class PlainReplica:
         self, model: nn.Module, *, optim: OptimConfig, grad_accum_steps: int, total_steps: int
     ) -> None:
         self.module = model
+        self.optim = optim
         self.optimizer = build_optimizer(model.parameters(), optim)
         self.scheduler = build_scheduler(self.optimizer, optim, total_steps)
         self.grad_clip = optim.grad_clip
@@ -230,3 +233,4 @@ class PlainReplica:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro_steps = state["micro_steps"]
+        apply_peak_values(self.scheduler, self.optim.lr, self.optim.weight_decay)

@@ -51,3 +51,19 @@ def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) ->
             step_gamma=cfg.step_gamma,
         ),
     )
+
+
+def apply_peak_values(scheduler: LambdaLR, lr: float, weight_decay: float) -> None:
+    """Make ``lr`` (the peak, before the schedule's factor) and ``weight_decay`` current.
+
+    A restored checkpoint brings back the values it was saved with; the config's win, so a trial
+    that population-based training restarts with a perturbed lr trains with it from its next step.
+    """
+    scheduler.base_lrs = [lr] * len(scheduler.optimizer.param_groups)
+    for group, multiplier in zip(
+        scheduler.optimizer.param_groups, scheduler.lr_lambdas, strict=True
+    ):
+        group["initial_lr"] = lr
+        group["lr"] = lr * multiplier(scheduler.last_epoch)
+        group["weight_decay"] = weight_decay
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]  # type: ignore[attr-defined]

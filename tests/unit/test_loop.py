@@ -104,6 +104,23 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.metrics[0]["round"] == 3
 
 
+def test_resume_takes_lr_and_weight_decay_from_the_config(tmp_path):
+    """Population-based training restarts a trial from another's checkpoint with a new lr."""
+    sections = dict(optim={"epochs": 4, "schedule": "cosine", "warmup_steps": 0, "lr": 0.01})
+    first = Recorder(tmp_path / "first")
+    make_trainer(first, **sections, checkpoint={"every_rounds": 2}).run()
+    perturbed = {**sections["optim"], "lr": 0.004, "weight_decay": 0.05}
+    resumed = Recorder(tmp_path / "resumed")
+    trainer = make_trainer(resumed, optim=perturbed)
+    trainer.restore(first.checkpoints[0])
+    replica = trainer.replicas["red"]
+    # same point of the cosine schedule, scaled to the new peak
+    assert replica.lr() == pytest.approx(first.metrics[1]["lr"] * 0.4, rel=1e-6)
+    assert {g["weight_decay"] for g in replica.optimizer.param_groups} == {0.05}
+    trainer.run()
+    assert resumed.metrics[0]["lr"] < first.metrics[2]["lr"]
+
+
 def test_resume_refuses_another_split(tmp_path):
     first = Recorder(tmp_path)
     make_trainer(first, optim={"epochs": 2}, checkpoint={"every_rounds": 1}).run()

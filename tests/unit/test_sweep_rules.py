@@ -42,7 +42,12 @@ def test_bad_spaces_are_rejected_with_the_key_named(space, expected):
 
 def test_test_metric_and_optuna_grid_are_rejected():
     assert "never used to select" in space_error({}, metric="test_accuracy")
-    assert "pbt is not available yet" in space_error({}, scheduler="pbt")
+    assert "pbt needs at least one of optim.lr" in space_error(
+        {"optim.batch_size": {"choice": [32, 64]}}, scheduler="pbt"
+    )
+    assert "use sweep.search random" in space_error(
+        {"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler="pbt", search="optuna"
+    )
     assert "optuna cannot take grid" in space_error(
         {"optim.lr": {"grid": [0.1, 0.2]}}, search="optuna"
     )
@@ -92,3 +97,27 @@ def test_champion_rule():
     assert not decide(accuracy(0.8), accuracy(0.9)).promote
     assert decide(mse(1.0), mse(2.0)).promote
     assert not decide(mse(3.0), mse(2.0)).promote
+
+
+def test_pbt_perturbs_only_what_a_checkpoint_can_take_and_stays_in_range():
+    from orchestrator.sweep_space import population_based_training
+
+    cfg = validate(
+        {
+            "checkpoint": {"every_rounds": 3},
+            "sweep": {
+                "scheduler": "pbt",
+                "space": {
+                    "optim.lr": {"loguniform": [1e-3, 1e-2]},
+                    "model.dropout": {"choice": [0.0, 0.1, 0.2]},
+                    "optim.batch_size": {"choice": [32, 64]},
+                },
+            },
+        }
+    )
+    pbt = population_based_training(cfg)
+    assert set(pbt._hyperparam_mutations) == {"optim.lr", "model.dropout"}
+    assert pbt._hyperparam_mutations["model.dropout"] == [0.0, 0.1, 0.2]
+    assert pbt._perturbation_interval == 3  # perturb where every trial has a checkpoint
+    clipped = pbt._custom_explore_fn({"optim.lr": 0.05, "model.dropout": 0.1})
+    assert clipped == {"optim.lr": 1e-2, "model.dropout": 0.1}
