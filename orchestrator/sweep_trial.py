@@ -13,12 +13,14 @@ or a better trial's with perturbed values).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
 from typing import Any
 
 from ray import tune
+from ray.exceptions import RayError
 from ray.train.v2.api.callback import UserCallback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.util.queue import Queue
@@ -96,7 +98,8 @@ def _run_population_member(cfg: RedblueConfig, trial_id: str, storage_path: str)
         except BaseException as exc:  # re-raised in the trial's own thread below
             failure.append(exc)
         finally:
-            reports.put(None)
+            with contextlib.suppress(RayError):  # Tune is stopping the trial: the queue is gone
+                reports.put(None)
 
     fitting = threading.Thread(target=fit, name="redblue-fit", daemon=True)
     fitting.start()
