@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-overhead", action="store_true", help="only ASHA against FIFO")
     parser.add_argument(
+        "--skip-schedulers", action="store_true", help="only the overhead, no ASHA against FIFO"
+    )
+    parser.add_argument(
         "--set", dest="sets", action="append", default=[], help="config override for both sweeps"
     )
     args = parser.parse_args()
@@ -131,14 +134,15 @@ def main() -> None:
                 f"{o['ideal_s']:.0f} s -> ratio {o['ratio']:.2f} (goal <= 1.15)",
                 flush=True,
             )
-        result["asha_vs_fifo"] = a = asha_vs_fifo(args.samples, workdir, args.sets)
-    print(
-        f"ASHA vs FIFO: best val_loss {a['asha']['best_val_loss']:.4f} vs "
-        f"{a['fifo']['best_val_loss']:.4f} (ratio {a['best_ratio']:.2f}, goal <= 1.10); "
-        f"trial-rounds {a['asha']['trial_rounds']} vs {a['fifo']['trial_rounds']} "
-        f"(ratio {a['compute_ratio']:.2f}, goal <= 0.5); "
-        f"{a['asha']['stopped_early']} trials stopped early"
-    )
+        if not args.skip_schedulers:
+            result["asha_vs_fifo"] = a = asha_vs_fifo(args.samples, workdir, args.sets)
+            print(
+                f"ASHA vs FIFO: best val_loss {a['asha']['best_val_loss']:.4f} vs "
+                f"{a['fifo']['best_val_loss']:.4f} (ratio {a['best_ratio']:.2f}, goal <= 1.10); "
+                f"trial-rounds {a['asha']['trial_rounds']} vs {a['fifo']['trial_rounds']} "
+                f"(ratio {a['compute_ratio']:.2f}, goal <= 0.5); "
+                f"{a['asha']['stopped_early']} trials stopped early"
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

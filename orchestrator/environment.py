@@ -8,7 +8,12 @@ import os
 import signal
 import sys
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Set by Ray in the environment of a submitted job's entrypoint.
 RAY_JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -120,6 +125,22 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
     )
     interrupt_on_sigterm()  # replaces ray.init's handler, which aborts on the spot
     return f"a local Ray on 127.0.0.1 ({cpus} CPUs)"
+
+
+def connect_ray_while(
+    task: Callable[[], T], address: str | None, cpus_needed: float
+) -> tuple[T, str, BaseException | None]:
+    """:func:`connect_ray` while ``task`` runs in a thread (opening the MLflow run: seconds on a
+    fresh SQLite store). Returns the task's result, what Ray connected to, and what connecting
+    raised (Ctrl-C too), for the caller to record on its MLflow run before giving up."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(task)
+        where, problem = "", None
+        try:
+            where = connect_ray(address, cpus_needed)
+        except BaseException as exc:
+            problem = exc
+        return running.result(), where, problem
 
 
 def prepare_serve_env(ingress: str) -> Path | None:

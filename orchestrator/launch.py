@@ -27,7 +27,10 @@ from ray.train import (
     ScalingConfig,
 )
 from ray.train.torch import TorchConfig, TorchTrainer
-from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
+from ray.train.v2._internal.constants import (
+    HEALTH_CHECK_INTERVAL_S_ENV_VAR,
+    WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
+)
 from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 from ray.train.v2.api.exceptions import ControllerError
 from ray.util.queue import Empty, Queue
@@ -39,6 +42,10 @@ from orchestrator.environment import prepare_worker_env
 from orchestrator.plan import RunPlan
 
 EVENT_POLL_S = 0.2
+# How often Ray Train's controller collects the workers' reports (its default: 2 s). A worker
+# holds one report at a time, so a Tune trial, which reports every round, could not go faster
+# than a round per poll; a finished run also returns sooner.
+CONTROLLER_POLL_S = 0.25
 NODE_IDS_KEY = "node_ids"  # a worker group's Ray node ids (comma-separated in Tune results)
 
 
@@ -159,9 +166,11 @@ def build_trainer(
 
     A worker group that cannot get its resources within ``run.start_timeout_s`` (a lost node not
     replaced) counts as a failure too, so a run ends instead of waiting forever; Ray Train reads
-    the timeout from this process's environment and passes it on to its controller.
+    the timeout (and its poll interval) from this process's environment and passes them on to
+    its controller.
     """
     os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(cfg.run.start_timeout_s)
+    os.environ.setdefault(HEALTH_CHECK_INTERVAL_S_ENV_VAR, str(CONTROLLER_POLL_S))
     return TorchTrainer(
         train_worker,
         train_loop_config={

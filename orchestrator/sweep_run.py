@@ -132,6 +132,7 @@ def sweep(
     """Run (or resume) a sweep end to end; returns (exit code, summary when it succeeded)."""
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.environment import connect_ray_while
     from orchestrator.tracking import TrackedRun, tracking_uri
 
     client = MlflowClient(tracking_uri())
@@ -141,35 +142,25 @@ def sweep(
         except NothingToResume as exc:
             console.print_error(str(exc))
             return EXIT_INVALID, None
-        parent = TrackedRun(found.info.run_id, cfg.name)
         sweep_id = found.data.tags["redblue.sweep_id"]
         sweep_dir = found.data.tags["redblue.sweep_path"]
-        console.err.print(f"resuming sweep {sweep_id} (MLflow run {parent.run_id})")
+        console.err.print(f"resuming sweep {sweep_id} (MLflow run {found.info.run_id})")
+
+        def open_parent() -> TrackedRun:
+            return TrackedRun(found.info.run_id, cfg.name)
     else:
         sweep_id = f"{cfg.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
         sweep_dir = storage.join(cfg.run.storage_path, sweep_id)
-        parent = TrackedRun.start(
-            cfg,
-            {
-                "redblue.kind": "sweep",
-                "redblue.sweep_id": sweep_id,
-                "redblue.sweep_path": sweep_dir,
-                "redblue.config_hash": config_hash(cfg),
-                "redblue.scheduler": cfg.sweep.scheduler,
-                "redblue.search": cfg.sweep.search,
-            },
-            run_name=sweep_id,
-        )
-        parent.client.log_batch(
-            parent.run_id,
-            params=_space_params(cfg),
-        )
-        parent.client.log_text(
-            parent.run_id, yaml.safe_dump(cfg.model_dump(), sort_keys=False), "sweep_config.yaml"
-        )
-        console.err.print(f"sweep {sweep_id}: MLflow run {parent.run_id} ({parent.uri})")
+
+        def open_parent() -> TrackedRun:
+            return _start_parent(cfg, sweep_id, sweep_dir)
+
+    wanted = trial_cpus(cfg) * (cfg.sweep.max_concurrent or 1)
+    parent, where, ray_problem = connect_ray_while(open_parent, address, wanted)
     try:
-        trials = _run_tune(cfg, plan, address, parent.run_id, sweep_id, sweep_dir, resume)
+        if ray_problem is not None:
+            raise ray_problem
+        trials = _run_tune(cfg, plan, where, parent.run_id, sweep_id, sweep_dir, resume)
         summary = _conclude(cfg, plan, parent, sweep_id, sweep_dir, trials)
     except KeyboardInterrupt:
         console.print_error(
@@ -183,6 +174,30 @@ def sweep(
         return EXIT_FAILED, None
     _print_summary(cfg, summary)
     return (EXIT_OK if summary.best else EXIT_FAILED), summary
+
+
+def _start_parent(cfg: RedblueConfig, sweep_id: str, sweep_dir: str):
+    """The sweep's parent MLflow run, with its space, settings and config."""
+    from orchestrator.tracking import TrackedRun
+
+    parent = TrackedRun.start(
+        cfg,
+        {
+            "redblue.kind": "sweep",
+            "redblue.sweep_id": sweep_id,
+            "redblue.sweep_path": sweep_dir,
+            "redblue.config_hash": config_hash(cfg),
+            "redblue.scheduler": cfg.sweep.scheduler,
+            "redblue.search": cfg.sweep.search,
+        },
+        run_name=sweep_id,
+    )
+    parent.client.log_batch(parent.run_id, params=_space_params(cfg))
+    parent.client.log_text(
+        parent.run_id, yaml.safe_dump(cfg.model_dump(), sort_keys=False), "sweep_config.yaml"
+    )
+    console.err.print(f"sweep {sweep_id}: MLflow run {parent.run_id} ({parent.uri})")
+    return parent
 
 
 def _space_params(cfg: RedblueConfig) -> list:
@@ -201,7 +216,7 @@ def _space_params(cfg: RedblueConfig) -> list:
 def _run_tune(
     cfg: RedblueConfig,
     plan: RunPlan,
-    address: str | None,
+    where: str,
     parent_run_id: str,
     sweep_id: str,
     sweep_dir: str,
@@ -218,15 +233,12 @@ def _run_tune(
 
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.environment import connect_ray
     from orchestrator.sweep_space import param_space, scheduler, searcher
     from orchestrator.sweep_tracking import SweepTracker
     from orchestrator.sweep_trial import run_trial
     from orchestrator.tracking import tracking_uri
 
     most_rounds = max_rounds(cfg, len(plan.split.train))
-    wanted = trial_cpus(cfg) * (cfg.sweep.max_concurrent or 1)
-    where = connect_ray(address, wanted)
     concurrency = max_concurrent(cfg, ray.available_resources())
     console.err.print(
         f"sweeping on {where}: {cfg.sweep.num_samples} samples, {concurrency} at once, "

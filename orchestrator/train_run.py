@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from orchestrator import console
@@ -45,20 +44,16 @@ def train(
     cfg: RedblueConfig, plan: RunPlan, address: str | None
 ) -> tuple[int, TrainSummary | None]:
     """Run one training end to end; returns (exit code, summary when it succeeded)."""
-    from orchestrator.environment import connect_ray
+    from orchestrator.environment import connect_ray_while
     from orchestrator.launch import run_training
     from orchestrator.tracking import TrackedRun, download_final_model, node_tags, ui_command
 
     started = time.perf_counter()
-    # Creating a fresh SQLite store takes seconds: the MLflow run opens while Ray starts.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        opening = pool.submit(TrackedRun.start, cfg, run_tags(cfg))
-        ray_problem: BaseException | None = None
-        try:
-            where = connect_ray(address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)
-        except BaseException as exc:  # Ctrl-C too: recorded on the MLflow run below
-            ray_problem = exc
-        tracked = opening.result()
+    tracked, where, ray_problem = connect_ray_while(
+        lambda: TrackedRun.start(cfg, run_tags(cfg)),
+        address,
+        cfg.scaling.num_workers * cfg.scaling.cpus_per_worker,
+    )
     console.err.print(
         f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True
     )
