@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from orchestrator.config import RedblueConfig
 from trainers.data import Dataset, Split, load_dataset, make_split
-from trainers.loop import LoopConfig, RoundPlan, plan_rounds
-from trainers.models import ModelSpec
+from trainers.rounds import LoopConfig, RoundPlan, plan_rounds
+from trainers.spec import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def max_rounds(cfg: RedblueConfig, train_size: int) -> int:
     """The most rounds any trial can run (batch size and epochs change the round count)."""
     from pydantic import ValidationError
 
-    from trainers.loop import plan_rounds
+    from trainers.rounds import plan_rounds
 
     swept = {key: spec.candidates() for key, spec in cfg.sweep.space.items()}
     most = 1

@@ -45,15 +45,21 @@ def train(
 ) -> tuple[int, TrainSummary | None]:
     """Run one training end to end; returns (exit code, summary when it succeeded)."""
     from orchestrator.environment import connect_ray_while
-    from orchestrator.launch import run_training
-    from orchestrator.tracking import TrackedRun, download_final_model, node_tags, ui_command
+
+    def open_run():
+        # torch, Ray Train and MLflow load here, while Ray starts (about 1.5 s sooner).
+        from orchestrator import launch  # noqa: F401
+        from orchestrator.tracking import TrackedRun
+
+        return TrackedRun.start(cfg, run_tags(cfg))
 
     started = time.perf_counter()
     tracked, where, ray_problem = connect_ray_while(
-        lambda: TrackedRun.start(cfg, run_tags(cfg)),
-        address,
-        cfg.scaling.num_workers * cfg.scaling.cpus_per_worker,
+        open_run, address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     )
+    from orchestrator.launch import run_training
+    from orchestrator.tracking import download_final_model, node_tags, ui_command
+
     console.err.print(
         f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True
     )

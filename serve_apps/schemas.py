@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainers.models import ModelSpec
+from trainers.spec import ModelSpec
 
 FiniteNumber = Annotated[float, Field(allow_inf_nan=False, strict=False)]
 

@@ -8,7 +8,7 @@ pyfunc load exactly these two files.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,49 +17,11 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from trainers.config import ModelConfig
+from trainers.spec import ModelSpec
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "model_config.json"
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
-
-
-@dataclass
-class ModelSpec:
-    """Everything needed to rebuild a trained model besides its weights."""
-
-    kind: str
-    in_features: int
-    out_features: int
-    hidden: list[int]
-    activation: str
-    dropout: float
-    task: str
-    feature_names: list[str] = field(default_factory=list)
-    classes: list = field(default_factory=list)
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: ModelConfig,
-        *,
-        in_features: int,
-        out_features: int,
-        task: str,
-        feature_names: list[str],
-        classes: list,
-    ) -> ModelSpec:
-        return cls(
-            kind=cfg.kind,
-            in_features=in_features,
-            out_features=out_features,
-            hidden=list(cfg.hidden),
-            activation=cfg.activation,
-            dropout=cfg.dropout,
-            task=task,
-            feature_names=list(feature_names),
-            classes=list(classes),
-        )
 
 
 class MLP(nn.Module):

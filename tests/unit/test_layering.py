@@ -37,3 +37,18 @@ def test_importing_trainers_loads_neither_ray_nor_mlflow():
 def test_serve_apps_import_neither_mlflow_nor_the_control_plane():
     for path in (ROOT / "serve_apps").rglob("*.py"):
         assert not imported_roots(path) & {"mlflow", "orchestrator", "deepspeed"}, path
+
+
+def test_validating_a_run_does_not_import_torch():
+    """The CLI checks the config and the data before Ray starts; torch then loads while Ray
+    starts (a second sooner to the first step), so the check must not need it."""
+    code = (
+        "import sys; from pathlib import Path; "
+        "from orchestrator.config import load_config; from orchestrator.plan import plan_run; "
+        f"plan_run(load_config(Path({str(ROOT / 'configs/digits.yaml')!r}), [])); "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"

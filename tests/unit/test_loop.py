@@ -9,8 +9,9 @@ from orchestrator.config import RedblueConfig
 from orchestrator.plan import plan_run
 from trainers.checkpoint import FINAL_MODEL_DIR
 from trainers.engine import PlainReplica
-from trainers.loop import Trainer, TrainingDiverged, build_replicas, plan_rounds
+from trainers.loop import Trainer, TrainingDiverged, build_replicas
 from trainers.models import load_model
+from trainers.rounds import plan_rounds
 
 
 def make_trainer(report, **sections):
