@@ -121,10 +121,10 @@ def plain_worker(
         model = torch.nn.parallel.DistributedDataParallel(model)
     engine = None
     if mode == "deepspeed":
-        from orchestrator.environment import use_venv_extension_cache
+        from trainers.prebuild import use_venv_build_cache
 
         os.environ["DS_ACCELERATOR"] = "cpu"
-        use_venv_extension_cache()
+        use_venv_build_cache()
         import deepspeed
 
         from trainers.engine import deepspeed_config

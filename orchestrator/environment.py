@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,22 +65,15 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def use_venv_extension_cache() -> None:
-    """Keep DeepSpeed's JIT-built ops in this environment (built once by ``trainers.prebuild``).
-
-    One shared ~/.cache/torch_extensions would be rebuilt whenever another installation of
-    DeepSpeed (another clone's .venv) built the same op there.
-    """
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
-
-
 def prepare_worker_env(use_gpu: bool) -> None:
     """Inside a Ray Train worker, before DeepSpeed is imported: pick its accelerator."""
+    from trainers.prebuild import use_venv_build_cache
+
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     if not use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
-    use_venv_extension_cache()
+    use_venv_build_cache()
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     # Ray Train v2 logs every report at INFO under a logger named after its file path.
     from ray.train.v2._internal.execution import context as train_context

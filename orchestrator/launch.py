@@ -138,9 +138,15 @@ def _worker_node_ids(world_size: int) -> list[str]:
     return sorted({str(found) for found in everyone})
 
 
-def _drain(events: Queue, handle: Callable[[str, dict], None], stop: threading.Event) -> None:
-    """Forward worker events to ``handle`` until ``stop`` is set and the queue is empty."""
-    while True:
+def _drain(
+    events: Queue,
+    handle: Callable[[str, dict], None],
+    stop: threading.Event,
+    abandon: threading.Event,
+) -> None:
+    """Forward worker events to ``handle`` until ``stop`` is set and the queue is empty, or at
+    once when ``abandon`` is set (workers still running after Ctrl-C keep the queue full)."""
+    while not abandon.is_set():
         try:
             kind, payload = events.get(timeout=EVENT_POLL_S)
         except (Empty, stdlib_queue.Empty):
@@ -227,10 +233,11 @@ def run_training(
                 result.diverged = str(payload["message"])
             on_event(kind, payload)
 
-    stop = threading.Event()
-    drainer = threading.Thread(target=_drain, args=(events, handle, stop), daemon=True)
+    stop, abandon = threading.Event(), threading.Event()
+    drainer = threading.Thread(target=_drain, args=(events, handle, stop, abandon), daemon=True)
     drainer.start()
     trainer = build_trainer(cfg, plan, events, name=run_name, storage_path=result.storage_path)
+    fitted = None
     try:
         fitted = trainer.fit()
         result.checkpoint = fitted.checkpoint
@@ -241,6 +248,8 @@ def run_training(
     except SystemExit:  # Ray Train's Ctrl-C handler aborts the run, then calls sys.exit
         raise KeyboardInterrupt from None
     finally:
+        if fitted is None:  # failed or interrupted: the events still coming do not matter
+            abandon.set()
         stop.set()
         drainer.join()
         ray.kill(events.actor, no_restart=True)  # type: ignore[arg-type]

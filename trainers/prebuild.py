@@ -12,10 +12,26 @@ import time
 from pathlib import Path
 
 
+def use_venv_build_cache() -> None:
+    """Build and load DeepSpeed's JIT ops in this virtual environment, with its own ninja.
+
+    The ops are cached in ``<venv>/torch_extensions``: one shared ~/.cache/torch_extensions was
+    rebuilt whenever another installation of DeepSpeed (another clone's .venv) built the same op
+    there. This environment's ninja goes first on PATH: ninja 1.12 changed the hash it records for
+    each build command, so a process that found the system's older ninja first (a shell without
+    the venv activated) rebuilt the op (about 30 s, before the first step), and the next process
+    with the venv's ninja rebuilt it again.
+    """
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != venv_bin:
+        os.environ["PATH"] = os.pathsep.join([venv_bin, path]) if path else venv_bin
+
+
 def main() -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    # The same folder that orchestrator.environment.use_venv_extension_cache gives the workers.
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    use_venv_build_cache()  # the same cache and ninja as the workers
     started = time.perf_counter()
     from deepspeed.accelerator import get_accelerator
     from deepspeed.comm.torch import build_shm_op

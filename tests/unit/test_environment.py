@@ -25,3 +25,23 @@ def test_driver_env_keeps_telemetry_off_and_loopback(monkeypatch):
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+
+
+def test_deepspeed_ops_build_with_this_environments_ninja(monkeypatch, tmp_path):
+    """A worker that finds another ninja first rebuilds DeepSpeed's op (about 30 s): ninja 1.12
+    records its build commands with a different hash than the system's 1.11."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from trainers.prebuild import use_venv_build_cache
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    use_venv_build_cache()
+    use_venv_build_cache()
+    venv_bin = str(Path(sys.executable).parent)
+    assert os.environ["PATH"] == f"{venv_bin}:/usr/bin:/bin"
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(Path(sys.prefix) / "torch_extensions")
+    assert shutil.which("ninja") == str(Path(venv_bin) / "ninja")
