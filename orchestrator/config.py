@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from orchestrator import storage
 from serve_apps.settings import ServeSection
 from trainers.config import (
     DataConfig,
@@ -70,7 +71,7 @@ class RunSection(Section):
     @field_validator("storage_path")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        scheme = storage.scheme(value)
         if scheme and scheme not in STORAGE_SCHEMES:
             raise ValueError(
                 f"unknown storage scheme {scheme}://; use a folder or one of "

@@ -447,13 +447,13 @@ def _log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None
 def _delete_checkpoints(sweep_dir: str, keep: str) -> None:
     """Delete the checkpoints of every trial but ``keep``: its Ray Train runs' and the copies
     Tune holds in the trial's own folder (population-based training)."""
-    from orchestrator.sweep_trial import TRIALS_DIR, is_trial_run
+    from orchestrator.sweep_trial import TRIALS_DIR, in_tune_trial_folder, is_trial_run
 
     runs = storage.subfolders(storage.join(sweep_dir, TRIALS_DIR), "trial-")
     trial_dirs = [d for d in storage.subfolders(sweep_dir) if storage.base_name(d) != TRIALS_DIR]
     for folder in runs + trial_dirs:
         name = storage.base_name(folder)
-        if is_trial_run(name, keep) or f"_{keep}_" in name:
+        if is_trial_run(name, keep) or in_tune_trial_folder(name, keep):
             continue
         for checkpoint in storage.subfolders(folder, "checkpoint_"):
             storage.delete_folder(checkpoint)

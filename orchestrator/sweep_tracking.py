@@ -17,6 +17,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from orchestrator import console
 from orchestrator.config import RedblueConfig
 from orchestrator.launch import NODE_IDS_KEY
+from orchestrator.sweep_trial import in_tune_trial_folder
 from orchestrator.tracking import TrackedRun, node_tags, tracking_uri
 
 FINAL_MARKER = "test_loss"  # only the last report of a trial that ran to the end holds it
@@ -245,7 +246,8 @@ class SweepTracker(Callback):
 def _donor(trial, trials) -> str | None:
     """The other trial whose checkpoint ``trial`` starts from (population-based training)."""
     path = str(getattr(trial.checkpoint, "path", None) or "")
-    return next((t.trial_id for t in trials if t is not trial and f"_{t.trial_id}_" in path), None)
+    others = (t.trial_id for t in trials if t is not trial)
+    return next((other for other in others if in_tune_trial_folder(path, other)), None)
 
 
 def _numbers(prefix: str, params: dict[str, Any]) -> dict[str, float]:

@@ -43,6 +43,12 @@ def is_trial_run(folder_name: str, trial_id: str) -> bool:
     return folder_name == name or folder_name.startswith(f"{name}-")
 
 
+def in_tune_trial_folder(path: str, trial_id: str) -> bool:
+    """Whether ``path`` lies in Tune's own folder for ``trial_id`` (``<trainable>_<id>_<n>_...``),
+    where it keeps the trial's checkpoint copies under population-based training."""
+    return f"_{trial_id}_" in path
+
+
 def run_trial(params: dict[str, Any], base_config: dict[str, Any], sweep_dir: str) -> None:
     """Train ``base_config`` with the sampled ``params`` (dotted keys) applied."""
     cfg = RedblueConfig.model_validate(base_config).with_values(params)
@@ -105,13 +111,10 @@ def _run_population_member(cfg: RedblueConfig, trial_id: str, storage_path: str)
     fitting.start()
     while (report := reports.get()) is not None:
         metrics, checkpoint = report
-        if checkpoint is None:
-            tune.report(metrics)
-            continue
-        tune.report(
-            {**metrics, CHECKPOINT_PATH_KEY: checkpoint.path},
-            checkpoint=tune.Checkpoint(checkpoint.path, checkpoint.filesystem),
-        )
+        if checkpoint is not None:
+            metrics = {**metrics, CHECKPOINT_PATH_KEY: checkpoint.path}
+            checkpoint = tune.Checkpoint(checkpoint.path, checkpoint.filesystem)
+        tune.report(metrics, checkpoint=checkpoint)
     fitting.join()
     if failure:
         raise failure[0]
