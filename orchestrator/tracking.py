@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 
 import trainers
@@ -162,13 +162,13 @@ class TrackedRun:
     def log_model(self, final_model_dir: Path, sample: np.ndarray) -> str:
         """Log the fused model as a pyfunc (weights + config as artifacts); returns its URI."""
         model, spec = load_model(final_model_dir)
-        frame = pd.DataFrame(sample, columns=spec.feature_names)
         labels, _ = predict(model, spec, sample)
+        signature = model_signature(spec.feature_names, sample, labels)
         before = self.client.get_run(self.run_id).info
         with warnings.catch_warnings():  # MLflow nudges towards type hints and input examples
             warnings.simplefilter("ignore", UserWarning)
             with mlflow.start_run(run_id=self.run_id):
-                info = self._log_pyfunc(frame, labels, final_model_dir)
+                info = self._log_pyfunc(signature, final_model_dir)
         # Leaving start_run() ends the run now; keep the status and end time it had.
         if before.end_time:
             self.client.set_terminated(self.run_id, before.status, end_time=before.end_time)
@@ -176,13 +176,13 @@ class TrackedRun:
             self.client.update_run(self.run_id, status=before.status)
         return info.model_uri
 
-    def _log_pyfunc(self, frame: pd.DataFrame, labels: np.ndarray, final_model_dir: Path):
+    def _log_pyfunc(self, signature: ModelSignature, final_model_dir: Path):
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=str(PYFUNC_CODE),
             artifacts={FINAL_MODEL_DIR: str(final_model_dir)},
             code_paths=[str(Path(trainers.__file__).parent)],
-            signature=infer_signature(frame, labels),
+            signature=signature,
             pip_requirements=self._requirements(),
         )
 
@@ -207,6 +207,26 @@ class TrackedRun:
         self.set_tag("redblue.error", message[:5000])
         self.client.log_text(self.run_id, f"{message}\n\n{details}".strip(), "error.txt")
         self.client.set_terminated(self.run_id, status)
+
+
+def model_signature(
+    feature_names: list[str], sample: np.ndarray, labels: np.ndarray
+) -> ModelSignature:
+    """The logged model's signature: one required ``double`` column per feature, named as in
+    training; the outputs as inferred from ``labels`` (the predictions for ``sample``).
+
+    MLflow checks a column signature before the model sees the data, and its rules refuse what
+    users have: int64 columns (only ints of up to 32 bits widen to double) and any numpy array or
+    list of rows (columns are matched by name). So the signature carries MLflow's flag for models
+    that check their own input (set for signatures inferred from type hints; stored in the MLmodel
+    file as ``is_signature_from_type_hint``): MLflow passes the input through and
+    ``pyfunc_model.features_from`` checks it. Under ``mlflow models serve`` a JSON request then
+    carries its data under ``inputs`` (a list of rows, records, or columns); CSV is unchanged.
+    """
+    frame = pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
+    signature = infer_signature(frame, labels)
+    signature._is_signature_from_type_hint = True
+    return signature
 
 
 def node_tags(node_ids: list[str]) -> dict[str, str]:
