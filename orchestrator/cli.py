@@ -31,7 +31,7 @@ def train(
     ),
 ) -> None:
     """Train CONFIG with DeepSpeed workers on Ray Train; record the run in MLflow."""
-    cfg, plan = _validated(config, overrides, address)
+    cfg, plan = _validated(config, overrides, address, for_sweep=False)
     from orchestrator.train_run import train as run_train
 
     code, _ = run_train(cfg, plan, address)
@@ -60,7 +60,7 @@ def sweep(
     takes the alias 'champion' only if it beats the current one.
     """
     extra = [f"sweep.num_samples={num_samples}"] if num_samples else []
-    cfg, plan = _validated(config, [*overrides, *extra], address)
+    cfg, plan = _validated(config, [*overrides, *extra], address, for_sweep=True)
     if not cfg.sweep.space:
         console.print_error(f"{config}: sweep.space is empty; add the keys to sweep")
         raise typer.Exit(EXIT_INVALID)
@@ -132,8 +132,11 @@ def _defaults_with(overrides: list[str], validate):
     return validate(tree, origin="--set overrides")
 
 
-def _validated(config: Path, overrides: list[str], address: str | None):
-    """The config and its plan, or exit 2 with one message (before Ray is imported)."""
+def _validated(config: Path, overrides: list[str], address: str | None, for_sweep: bool):
+    """The config and its plan, or exit 2 with one message (before Ray is imported).
+
+    Training checks what it uses and warns about a sweep section a sweep would refuse.
+    """
     from orchestrator.environment import RAY_JOB_ENV_VAR, prepare_driver_env, state_root
 
     prepare_driver_env(address)
@@ -143,7 +146,7 @@ def _validated(config: Path, overrides: list[str], address: str | None):
     from trainers.data import BUNDLED, DataError
 
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, for_sweep, warn=console.print_warning)
         plan = plan_run(cfg)
     except (ConfigError, DataError) as exc:
         console.print_error(str(exc))
@@ -225,7 +228,8 @@ def submit(
         pairs = zip(command[2:], command[3:], strict=False)
         sets = [arg for flag, arg in pairs if flag in ("--set", "-s")]
         try:
-            load_config(Path(command[1]), sets)
+            for_sweep = command[0] == "sweep"
+            load_config(Path(command[1]), sets, for_sweep, warn=console.print_warning)
             if not Path(command[1]).resolve().is_relative_to(Path.cwd()):
                 problem = f"{command[1]} must be inside this folder (uploaded as the job's)"
         except ConfigError as exc:

@@ -8,7 +8,7 @@ this module adds the control-plane sections and the loader. Every user mistake b
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +42,11 @@ class ScalingSection(Section):
 class CheckpointSection(Section):
     every_rounds: int = Field(5, ge=1, description="Checkpoint after every N rounds.")
     keep: int = Field(2, ge=1, description="Checkpoints kept per run (the newest).")
+    select: Literal["best", "last"] = Field(
+        "best",
+        description="The model a run keeps (tested, logged, registered, served): the fused model "
+        "of the evaluation with the lowest val_loss (best), or the one at the end (last).",
+    )
 
 
 # The file systems pyarrow (and so Ray Train) opens from a URI.
@@ -308,16 +313,34 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{dotted}: {message}{shown}" if dotted else message
 
 
-def validate(tree: dict[str, Any], origin: str = "config") -> RedblueConfig:
-    """Validate a raw tree; all problems are listed in one ConfigError."""
+def validate(
+    tree: dict[str, Any],
+    origin: str = "config",
+    for_sweep: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> RedblueConfig:
+    """Validate a raw tree; all problems are listed in one ConfigError.
+
+    The sweep section (its own rules, and ``sweep.space`` against the schema) is checked only
+    ``for_sweep``; training does not use it, so otherwise its problems go to ``warn`` in one line
+    and a section that does not validate is left at its defaults.
+    """
     try:
         cfg = RedblueConfig.model_validate(tree)
     except ValidationError as exc:
-        problems = "\n  ".join(_describe(e) for e in exc.errors())
-        raise ConfigError(f"invalid {origin}:\n  {problems}") from None
-    space = space_problems(cfg)
-    if space:
-        raise ConfigError(f"invalid {origin}:\n  " + "\n  ".join(space))
+        errors = exc.errors()
+        if for_sweep or not any(e["loc"][:1] == ("sweep",) for e in errors):
+            problems = "\n  ".join(_describe(e) for e in errors)
+            raise ConfigError(f"invalid {origin}:\n  {problems}") from None
+        cfg = validate({k: v for k, v in tree.items() if k != "sweep"}, origin)
+        sweep = [_describe(e) for e in errors if e["loc"][:1] == ("sweep",)]
+    else:
+        sweep = space_problems(cfg)
+    if sweep and for_sweep:
+        raise ConfigError(f"invalid {origin}:\n  " + "\n  ".join(sweep))
+    if sweep and warn:
+        more = f" (and {len(sweep) - 1} more)" if len(sweep) > 1 else ""
+        warn(f"{origin}: `redblue sweep` would refuse the sweep section: {sweep[0]}{more}")
     return cfg
 
 
@@ -365,10 +388,15 @@ def read_tree(path: Path) -> dict[str, Any]:
     return tree
 
 
-def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> RedblueConfig:
-    """Load a YAML config, apply ``--set`` overrides in order, and validate."""
+def load_config(
+    path: Path | str,
+    overrides: list[str] | tuple[str, ...] = (),
+    for_sweep: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> RedblueConfig:
+    """Load a YAML config, apply ``--set`` overrides in order, and validate (see ``validate``)."""
     path = Path(path)
     tree = read_tree(path)
     for assignment in overrides:
         apply_override(tree, assignment)
-    return validate(tree, origin=f"config {path}")
+    return validate(tree, origin=f"config {path}", for_sweep=for_sweep, warn=warn)

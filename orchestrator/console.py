@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 out = Console(highlight=False, soft_wrap=True)
@@ -36,6 +37,10 @@ def print_round(metrics: dict[str, float], num_rounds: int) -> None:
 
 def print_error(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+
+
+def print_warning(message: str) -> None:
+    err.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def print_summary(rows: list[tuple[str, str]], title: str) -> None:

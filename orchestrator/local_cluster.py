@@ -3,7 +3,9 @@
 Every node is a ``ray start --block`` process of its own (the head, then N-1 workers joining it),
 each with its own ports, CPUs and a ``node:<i>`` resource, on the loopback address 127.0.0.2,
 token auth on, the dashboard and job API on 127.0.0.1. The tracking server is ``mlflow server``
-on SQLite with served artifacts, on 127.0.0.1. What ``up`` started is written to
+on SQLite with served artifacts, on 127.0.0.1; it starts first, and every node's environment
+holds its ``MLFLOW_TRACKING_URI`` (as the launch files set it), so a plain ``ray job submit``
+logs there. What ``up`` started is written to
 ``.redblue/cluster.json`` (pids and command lines); ``down`` stops exactly those processes and
 their process groups, after checking each pid still runs the command it recorded.
 """
@@ -110,7 +112,7 @@ def running(process: Process) -> bool:
 
 
 def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
-    """Start the head, ``nodes - 1`` workers and the tracking server; wait until all are ready."""
+    """Start the tracking server, the head and ``nodes - 1`` workers; wait until all are ready."""
     existing = load_state()
     if existing and any(running(p) for p in existing.processes):
         raise ClusterError(
@@ -128,20 +130,24 @@ def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
         folder=str(folder),
     )
     env = cluster_env()
-    try:  # one at a time: on a small machine, raylets starting together time out
-        log(f"starting the head node ({cpus_per_node:g} CPUs) on {state.ray_address} ...")
-        state.processes.append(_start_node(state, 0, folder, env))
-        save_state(state)
-        _wait_for_nodes(state, 1)
-        for index in range(1, nodes):
-            log(f"starting worker node {index} ...")
-            state.processes.append(_start_node(state, index, folder, env))
-            save_state(state)
-            _wait_for_nodes(state, index + 1)
+    # Every node carries the tracking URI, as the launch files set it: a job's driver (run with
+    # the head's environment) logs to this server. So the server starts first.
+    node_env = {**env, "MLFLOW_TRACKING_URI": state.tracking_uri}
+    try:
         log(f"starting the MLflow server on {state.tracking_uri} ...")
         state.processes.append(_start_mlflow(state, folder, env))
         save_state(state)
         _wait_for_mlflow(state)
+        # One at a time: on a small machine, raylets starting together time out.
+        log(f"starting the head node ({cpus_per_node:g} CPUs) on {state.ray_address} ...")
+        state.processes.append(_start_node(state, 0, folder, node_env))
+        save_state(state)
+        _wait_for_nodes(state, 1)
+        for index in range(1, nodes):
+            log(f"starting worker node {index} ...")
+            state.processes.append(_start_node(state, index, folder, node_env))
+            save_state(state)
+            _wait_for_nodes(state, index + 1)
     except Exception:
         save_state(state)
         down(state, log)
@@ -162,6 +168,7 @@ def cluster_env() -> dict[str, str]:
         "RAY_JOB_STOP_WAIT_TIME_S": "15",
     }
     env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)  # the nodes get this cluster's; see up()
     # Jobs run `redblue ...` through a shell: this environment's commands come first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # Set for in-process local Rays (loopback, single node); `ray start` would then refuse to

@@ -303,16 +303,30 @@ def test_a_stopped_job_exits_130_and_its_run_is_marked_killed(cluster):
     assert the_only_run(env, "stoppedjob").info.status == "KILLED"
 
 
-def test_plain_ray_job_submit_works_too(cluster):
+def test_plain_ray_job_submit_logs_to_the_clusters_tracking_server(cluster):
+    """Ray's own CLI, no runtime env: the job's driver finds the cluster's MLflow server in the
+    head node's environment, as on a real cluster. The config is the README's 3-node example,
+    whose sweep space a 3-worker sweep would refuse: training only warns."""
     folder, env, dashboard = cluster
     jobs = job_folder(folder, "plainjob")
-    runtime = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]}})
+    (jobs / "job.yaml").write_text(
+        "name: plainjob\n"
+        "optim: {epochs: 1, batch_size: 96}\n"
+        "scaling: {num_workers: 3, cpus_per_worker: 1}\n"
+        f"run: {{storage_path: {folder / 'shared'}}}\n"
+        "sweep: {space: {optim.batch_size: {choice: [32, 64, 128]}}}\n"
+    )
+    shell = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
     command = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--working-dir", "."]
-    command += ["--address", dashboard, "--runtime-env-json", runtime]
-    command += ["--", "redblue", "train", "job.yaml"]
-    done = subprocess.run(command, cwd=jobs, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert the_only_run(env, "plainjob").info.status == "FINISHED"
+    command += ["--address", dashboard, "--", "redblue", "train", "job.yaml"]
+    done = subprocess.run(command, cwd=jobs, env=shell, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "`redblue sweep` would refuse the sweep section" in output
+    assert env["MLFLOW_TRACKING_URI"] in output and "sqlite:" not in output, output[-3000:]
+    run = the_only_run(env, "plainjob")  # asked of the cluster's server over HTTP
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["redblue.num_nodes"] == "3"
 
 
 def worker_node_raylets(folder: Path) -> dict[int, str]:

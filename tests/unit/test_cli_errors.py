@@ -44,6 +44,12 @@ SWEEP_CASES = {
         ["--set", "sweep.space={strategy.red_ratio: {uniform: [0.3, 1.5]}}"],
         "value 1.5 is rejected",
     ),
+    "sweep value the run's workers reject": (
+        ["--set", "scaling.num_workers=3", "--set", "optim.batch_size=96"]
+        + ["--set", "sweep.space={optim.batch_size: {choice: [32, 96]}}"],
+        "sweep.space.optim.batch_size: value 32 is rejected: optim.batch_size (32) must be a "
+        "multiple of scaling.num_workers",
+    ),
     "sweep empty space": ([], "sweep.space is empty"),
     "sweep nothing to resume": (
         ["--resume", "--set", "sweep.space={optim.lr: {uniform: [0.001, 0.01]}}"],

@@ -126,3 +126,26 @@ def test_ray_up_file_keeps_dashboard_and_mlflow_on_loopback():
     assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in options
     assert "/mnt/shared" in options and "RAY_SERVE_ENABLE_HA_PROXY=1" in options
     assert tree["available_node_types"]["gpu_worker"]["max_workers"] >= 1
+
+
+def test_local_cluster_nodes_carry_its_tracking_uri_like_the_launch_files(monkeypatch, tmp_path):
+    """`redblue cluster up` starts the MLflow server first and gives every Ray node (whose
+    environment a job's driver inherits) the server's MLFLOW_TRACKING_URI."""
+    from orchestrator import local_cluster
+
+    started: list[tuple[str, dict]] = []
+
+    def spawn(role, command, folder, env):
+        started.append((role, env))
+        return local_cluster.Process(role, 0, command, "")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")  # a stale export
+    monkeypatch.setattr(local_cluster, "_spawn", spawn)
+    monkeypatch.setattr(local_cluster, "_wait_for_nodes", lambda state, count: None)
+    monkeypatch.setattr(local_cluster, "_wait_for_mlflow", lambda state: None)
+    state = local_cluster.up(3, 1.0, lambda line: None)
+    assert [role for role, _ in started] == ["mlflow", "head", "worker-1", "worker-2"]
+    assert "MLFLOW_TRACKING_URI" not in started[0][1]
+    for _, env in started[1:]:
+        assert env["MLFLOW_TRACKING_URI"] == state.tracking_uri

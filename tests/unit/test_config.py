@@ -4,7 +4,8 @@ import pytest
 
 from orchestrator.config import ConfigError, RedblueConfig, apply_override, load_config
 
-CONFIGS = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
+CONFIGS_DIR = Path(__file__).parents[2] / "configs"
+CONFIGS = sorted(CONFIGS_DIR.glob("*.yaml"))
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -17,6 +18,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert cfg.name
+    assert load_config(path, for_sweep=True).sweep == cfg.sweep  # and sweeps as shipped
 
 
 def test_one_config_per_bundled_data_set():
@@ -89,3 +91,44 @@ def test_scientific_notation_is_accepted(tmp_path):
         load_config(write(tmp_path, "optim: {lr: 1e-3}\n"), ["optim.weight_decay=1e-4"]).optim.lr
         == 1e-3
     )
+
+
+CLUSTER_RUN = ["scaling.num_workers=3", "optim.batch_size=96"]  # the README's 3-node example
+REJECTED_32 = (
+    "sweep.space.optim.batch_size: value 32 is rejected: "
+    "optim.batch_size (32) must be a multiple of scaling.num_workers"
+)
+
+
+def test_training_ignores_the_sweep_space_and_warns_in_one_line():
+    warnings: list[str] = []
+    cfg = load_config(CONFIGS_DIR / "digits.yaml", CLUSTER_RUN, warn=warnings.append)
+    assert (cfg.scaling.num_workers, cfg.optim.batch_size) == (3, 96)
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "`redblue sweep` would refuse the sweep section" in warnings[0]
+    assert REJECTED_32 in warnings[0] and "(and 2 more)" in warnings[0]  # 32, 64 and 128
+
+
+def test_sweeping_refuses_the_same_config_with_the_same_message():
+    with pytest.raises(ConfigError) as caught:
+        load_config(CONFIGS_DIR / "digits.yaml", CLUSTER_RUN, for_sweep=True)
+    message = str(caught.value)
+    assert REJECTED_32 in message
+    assert "value 64 is rejected" in message and "value 128 is rejected" in message
+
+
+def test_training_ignores_a_sweep_section_that_does_not_validate(tmp_path):
+    text = "sweep: {metric: test_loss, num_sampels: 3}\n"
+    warnings: list[str] = []
+    cfg = load_config(write(tmp_path, text), warn=warnings.append)
+    assert cfg.sweep.metric == "val_loss"  # left at its defaults; training does not read it
+    assert "sweep.num_sampels: unknown key (did you mean sweep.num_samples?)" in warnings[0]
+    with pytest.raises(ConfigError, match="sweep.num_sampels: unknown key"):
+        load_config(write(tmp_path, text), for_sweep=True)
+
+
+def test_training_still_refuses_what_it_uses_next_to_a_bad_sweep_section(tmp_path):
+    text = "optim: {lr: -1}\nsweep: {metric: test_loss}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert "optim.lr" in str(caught.value) and "sweep" not in str(caught.value)

@@ -12,7 +12,7 @@ from orchestrator.sweep_run import TrialOutcome, max_concurrent, max_rounds, ran
 
 def space_error(space: dict, **sweep) -> str:
     with pytest.raises(ConfigError) as caught:
-        validate({"sweep": {"space": space, **sweep}})
+        validate({"sweep": {"space": space, **sweep}}, for_sweep=True)
     return str(caught.value)
 
 
