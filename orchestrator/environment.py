@@ -83,9 +83,11 @@ def prepare_worker_env(use_gpu: bool) -> None:
     logging.getLogger().addFilter(
         lambda record: not record.getMessage().endswith("shm_comm_op built successfully")
     )
-    # DeepSpeed 0.19 still calls this torch collective under its old name.
+    # DeepSpeed 0.19 still calls these torch collectives under their old names.
     warnings.filterwarnings(
-        "ignore", message=r".*all_gather_into_tensor. is deprecated", category=FutureWarning
+        "ignore",
+        message=r".*(all_gather_into_tensor|reduce_scatter_tensor). is deprecated",
+        category=FutureWarning,
     )
 
 

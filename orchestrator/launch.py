@@ -76,6 +76,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     prepare_worker_env(cfg.scaling.use_gpu)
     from trainers.engine import DeepSpeedReplica
     from trainers.loop import Trainer, TrainingDiverged, build_replicas
+    from trainers.rounds import RunClock
 
     events: Queue | None = loop_config["events"]
     report_every_round = events is None
@@ -83,13 +84,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     plan: RunPlan = copy.deepcopy(ray.get(loop_config["plan"]))  # writable copies of the arrays
 
-    def make_replica(model, name: str, total_steps: int) -> DeepSpeedReplica:
+    def make_replica(model, name: str, clock: RunClock) -> DeepSpeedReplica:
         return DeepSpeedReplica(
             model,
             ds=cfg.deepspeed,
             optim=cfg.optim,
             world_size=world_size,
-            total_steps=total_steps,
+            clock=clock,
         )
 
     node_ids = _worker_node_ids(world_size)

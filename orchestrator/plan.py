@@ -48,6 +48,7 @@ def plan_run(cfg: RedblueConfig) -> RunPlan:
         grad_accum_steps=cfg.deepspeed.grad_accum_steps,
         seed=cfg.seed,
         checkpoint_every=cfg.checkpoint.every_rounds,
+        select=cfg.checkpoint.select,
     )
     rounds = plan_rounds(
         train_size=len(split.train),

@@ -3,8 +3,12 @@
 Layout of one checkpoint folder (Ray Train merges the workers' folders into one):
 
     red/, blue/ (standard/)   engine checkpoints (weights, optimizer, lr schedule), one per replica
-    loop_state.json           round counter, steps, early-stopping state, split fingerprint
-    rng_rank{N}.pt            torch RNG state of worker N (dropout)
+    loop_state.json           round counter, steps, early-stopping and best-model state,
+                              split fingerprint
+    rng_rank{N}.pt            worker N's torch RNG states, CPU and (where used) CUDA: dropout
+    best_rank{N}.pt           worker N's copy of the best evaluation's replicas (its partition
+                              of their fp32 master weights, and float buffers), with
+                              checkpoint.select best
     final_model/              in the final checkpoint: weights.safetensors + model_config.json
 """
 
@@ -28,6 +32,9 @@ class LoopState:
     steps: dict[str, int] = field(default_factory=dict)
     best_val_loss: float = float("inf")
     evals_since_best: int = 0
+    best_round: int = 0  # 1-based round of the best evaluation
+    best_alpha: float = 0.5  # its fusion weight
+    last_alpha: float = 0.5  # the latest evaluation's fusion weight
     split_fingerprint: str = ""
     final_metrics: dict[str, float] | None = None  # set in the final checkpoint only
 
@@ -37,18 +44,41 @@ def checkpoint_due(round_index: int, every_rounds: int) -> bool:
     return (round_index + 1) % every_rounds == 0
 
 
-def write_state(directory: Path, state: LoopState, rank: int) -> None:
-    """Rank 0 writes the shared counters; every rank writes its own RNG state."""
+def write_state(
+    directory: Path,
+    state: LoopState,
+    rank: int,
+    best: dict[str, list[torch.Tensor]] | None = None,
+) -> None:
+    """Rank 0 writes the shared counters; every rank writes its RNG states and its part of the
+    best evaluation's replicas (``best``, when kept)."""
     directory.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         (directory / STATE_FILE).write_text(json.dumps(asdict(state)))
-    torch.save({"torch": torch.get_rng_state()}, directory / f"rng_rank{rank}.pt")
+    torch.save(_rng_states(), directory / f"rng_rank{rank}.pt")
+    if best is not None:
+        torch.save(best, directory / f"best_rank{rank}.pt")
 
 
 def read_state(directory: Path, rank: int) -> LoopState:
-    """Read the counters and restore this rank's RNG state (if the checkpoint has one for it)."""
+    """Read the counters and restore this rank's RNG states (if the checkpoint has them)."""
     state = LoopState(**json.loads((directory / STATE_FILE).read_text()))
     rng_file = directory / f"rng_rank{rank}.pt"
     if rng_file.exists():
-        torch.set_rng_state(torch.load(rng_file, weights_only=True)["torch"])
+        saved = torch.load(rng_file, weights_only=True)
+        torch.set_rng_state(saved["torch"])
+        if saved.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(saved["cuda"])
     return state
+
+
+def read_best(directory: Path, rank: int) -> dict[str, list[torch.Tensor]] | None:
+    """This rank's part of the best evaluation's replicas, if the checkpoint holds one."""
+    best_file = directory / f"best_rank{rank}.pt"
+    return torch.load(best_file, weights_only=True) if best_file.exists() else None
+
+
+def _rng_states() -> dict[str, torch.Tensor | None]:
+    """The generators dropout draws from: the CPU's and, on a GPU worker, its device's."""
+    cuda = torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None
+    return {"torch": torch.get_rng_state(), "cuda": cuda}

@@ -67,9 +67,17 @@ class OptimConfig(Section):
     schedule: Literal["constant", "step", "cosine"] = Field(
         "constant", description="Learning-rate schedule after warm-up."
     )
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps from 0 to lr.")
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Linear warm-up from 0 to lr over this many steps of the run clock (2K steps "
+        "a round for either strategy; a red-blue replica's own steps are scaled to it).",
+    )
     step_every: int = Field(
-        100, ge=1, description="For schedule=step: multiply the lr by step_gamma every N steps."
+        100,
+        ge=1,
+        description="For schedule=step: multiply the lr by step_gamma every N steps of the run "
+        "clock (as warmup_steps).",
     )
     step_gamma: float = Field(0.5, gt=0.0, le=1.0, description="For schedule=step: the factor.")
     batch_size: int = Field(

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from trainers.config import DeepSpeedConfig, OptimConfig
+from trainers.masters import Masters, copy_masters_down, masters_of
+from trainers.rounds import RunClock
 from trainers.schedules import apply_peak_values, build_scheduler
 
 
@@ -25,14 +27,13 @@ class Replica(Protocol):
     """What the training loop needs from one trainable model."""
 
     module: nn.Module
-    dtype: torch.dtype
 
     def forward(self, features: torch.Tensor) -> torch.Tensor: ...
     def backward(self, loss: torch.Tensor) -> None: ...
     def step(self) -> None: ...
     def lr(self) -> float: ...
-    def local_params(self) -> list[torch.Tensor]: ...
-    def after_weights_changed(self) -> None: ...
+    def masters(self) -> Masters: ...
+    def masters_changed(self) -> None: ...
     def full_state_dict(self) -> dict[str, torch.Tensor]: ...
     def save(self, directory: Path, tag: str) -> None: ...
     def load(self, directory: Path, tag: str) -> None: ...
@@ -105,7 +106,7 @@ class DeepSpeedReplica:
         ds: DeepSpeedConfig,
         optim: OptimConfig,
         world_size: int,
-        total_steps: int,
+        clock: RunClock,
     ) -> None:
         deepspeed = import_deepspeed()
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
@@ -115,19 +116,16 @@ class DeepSpeedReplica:
             self.engine, _, _, _ = deepspeed.initialize(
                 model=model,
                 optimizer=optimizer,
-                lr_scheduler=build_scheduler(optimizer, optim, total_steps),
+                lr_scheduler=build_scheduler(optimizer, optim, clock),
                 config=deepspeed_config(ds, optim, world_size),
             )
         self.module = self.engine.module
         self.optim = optim
-        self.zero_stage = ds.zero_stage
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
-            ds.precision, torch.float32
-        )
         self.device = self.engine.device
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.engine(features.to(device=self.device, dtype=self.dtype))
+        """fp32 features in; the model normalizes them, then casts to its own precision."""
+        return self.engine(features.to(device=self.device))
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
@@ -138,17 +136,13 @@ class DeepSpeedReplica:
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])
 
-    def local_params(self) -> list[torch.Tensor]:
-        """The parameter data this worker holds: its partition under ZeRO-3, else everything."""
-        if self.zero_stage == 3:
-            return [p.ds_tensor.data for p in self.module.parameters()]
-        return [p.data for p in self.module.parameters()]
+    def masters(self) -> Masters:
+        """The fp32 weights this worker's optimizer steps on (see ``trainers.masters``)."""
+        return masters_of(self.engine.optimizer, list(self.module.parameters()))
 
-    def after_weights_changed(self) -> None:
-        """Copy the (fused) model weights into the optimizer's fp32 master copy, if it has one."""
-        refresh = getattr(self.engine.optimizer, "refresh_fp32_params", None)
-        if refresh is not None:
-            refresh()
+    def masters_changed(self) -> None:
+        """Copy the master weights down into the model (a collective call when partitioned)."""
+        copy_masters_down(self.engine.optimizer)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor of the model, gathered (a collective call under ZeRO-3)."""
@@ -174,15 +168,13 @@ class DeepSpeedReplica:
 class PlainReplica:
     """The same surface over a bare module, torch optimizer and schedule (one process)."""
 
-    dtype = torch.float32
-
     def __init__(
-        self, model: nn.Module, *, optim: OptimConfig, grad_accum_steps: int, total_steps: int
+        self, model: nn.Module, *, optim: OptimConfig, grad_accum_steps: int, clock: RunClock
     ) -> None:
         self.module = model
         self.optim = optim
         self.optimizer = build_optimizer(model.parameters(), optim)
-        self.scheduler = build_scheduler(self.optimizer, optim, total_steps)
+        self.scheduler = build_scheduler(self.optimizer, optim, clock)
         self.grad_clip = optim.grad_clip
         self.grad_accum_steps = grad_accum_steps
         self.micro_steps = 0
@@ -206,11 +198,12 @@ class PlainReplica:
     def lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
 
-    def local_params(self) -> list[torch.Tensor]:
-        return [p.data for p in self.module.parameters()]
+    def masters(self) -> Masters:
+        """A torch optimizer steps on the fp32 parameters themselves."""
+        return Masters([p.data for p in self.module.parameters()], partitioned=False)
 
-    def after_weights_changed(self) -> None:
-        """Plain torch optimizers update the parameters in place: nothing to refresh."""
+    def masters_changed(self) -> None:
+        """The masters are the parameters: nothing to copy."""
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().float().cpu().clone() for k, v in self.module.state_dict().items()}

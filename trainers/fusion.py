@@ -1,14 +1,18 @@
 """Fusion of the red and blue replicas: theta_f = alpha * theta_red + (1 - alpha) * theta_blue.
 
-Works on the tensors each worker holds locally (its ZeRO-3 partition, or the whole replicated
-model under stages 0-2), so fusing needs no communication; both engines partition identically.
-Floating-point buffers are fused the same way; integer buffers come from red.
+Fusion works on each optimizer's fp32 master weights (``Replica.masters``: a worker's partition
+under ZeRO-1/2/3, the whole model otherwise), so it needs no communication of its own and keeps
+the masters' precision; the engine then copies the fused masters down into the model's
+(half-precision, gathered) weights, so the next forward pass and optimizer step use theta_f.
+Both engines hold identical layouts. Floating-point buffers are fused the same way; integer
+buffers come from red.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -19,7 +23,10 @@ LOSS_ALPHA_BOUNDS = (0.25, 0.75)
 
 
 def fusion_alpha(rule: str, *, red_ratio: float, red_holdout: float, blue_holdout: float) -> float:
-    """Weight of red in the fused model, per the ``strategy.fusion`` rule of red-blue.md."""
+    """Weight of red in the fused model, per the ``strategy.fusion`` rule of red-blue.md.
+
+    Every worker must pass the same (all-reduced) losses, so that all compute the same alpha.
+    """
     if rule == "uniform":
         return 0.5
     if rule == "ratio":
@@ -43,33 +50,50 @@ def fuse_tensors(
     ]
 
 
-def divergence(red: Replica, blue: Replica, alpha: float, partitioned: bool) -> float:
-    """||theta_red - theta_blue|| / ||theta_f|| over the parameters.
-
-    ``partitioned`` (ZeRO-3) sums the squares over every worker's partition.
-    """
-    reds, blues = red.local_params(), blue.local_params()
-    diff = sum(
-        float((r.float() - b.float()).pow(2).sum()) for r, b in zip(reds, blues, strict=True)
-    )
-    fused = sum(float(f.float().pow(2).sum()) for f in fuse_tensors(alpha, reds, blues))
-    if partitioned:
+def divergence(red: Replica, blue: Replica, alpha: float) -> float:
+    """||theta_red - theta_blue|| / ||theta_f|| over the master weights (summed over every
+    worker's partition where they are partitioned; the same value on every worker)."""
+    red_masters, blue_masters = red.masters(), blue.masters()
+    reds, blues = red_masters.tensors, blue_masters.tensors
+    diff = sum(float((r - b).double().pow(2).sum()) for r, b in zip(reds, blues, strict=True))
+    fused = sum(float(f.double().pow(2).sum()) for f in fuse_tensors(alpha, reds, blues))
+    if red_masters.partitioned:
         diff, fused = distributed.all_reduce_sum([diff, fused])
     return (diff**0.5) / max(fused**0.5, 1e-12)
 
 
 def _fusable(replica: Replica) -> list[torch.Tensor]:
     buffers = [b.data for b in replica.module.buffers() if b.is_floating_point()]
-    return replica.local_params() + buffers
+    return replica.masters().tensors + buffers
+
+
+@dataclass
+class Snapshot:
+    """Copies of the fusable tensors (masters and float buffers) of some replicas, by name."""
+
+    tensors: dict[str, list[torch.Tensor]]
+
+    @classmethod
+    def take(cls, replicas: dict[str, Replica]) -> Snapshot:
+        return cls({name: [t.clone() for t in _fusable(r)] for name, r in replicas.items()})
+
+    def restore(self, replicas: dict[str, Replica]) -> None:
+        """Write the copies back (a collective call where masters are partitioned)."""
+        for name, replica in replicas.items():
+            _write(replica, self.tensors[name])
+
+
+def _write(replica: Replica, values: Sequence[torch.Tensor]) -> None:
+    for target, value in zip(_fusable(replica), values, strict=True):
+        target.copy_(value)
+    replica.masters_changed()
 
 
 def fuse_into_both(red: Replica, blue: Replica, alpha: float) -> None:
     """Write theta_f into both replicas; each keeps its own optimizer state (as in local SGD)."""
     fused = fuse_tensors(alpha, _fusable(red), _fusable(blue))
     for replica in (red, blue):
-        for target, value in zip(_fusable(replica), fused, strict=True):
-            target.copy_(value)
-        replica.after_weights_changed()
+        _write(replica, fused)
     for red_buffer, blue_buffer in zip(red.module.buffers(), blue.module.buffers(), strict=True):
         if not red_buffer.is_floating_point():
             blue_buffer.copy_(red_buffer)
@@ -78,12 +102,9 @@ def fuse_into_both(red: Replica, blue: Replica, alpha: float) -> None:
 @contextmanager
 def fused_view(red: Replica, blue: Replica, alpha: float) -> Iterator[Replica]:
     """Temporarily load theta_f into ``red`` (to evaluate it), then restore red's own weights."""
-    own = [t.clone() for t in _fusable(red)]
-    fused = fuse_tensors(alpha, own, _fusable(blue))
+    own = Snapshot.take({"red": red})
+    _write(red, fuse_tensors(alpha, own.tensors["red"], _fusable(blue)))
     try:
-        for target, value in zip(_fusable(red), fused, strict=True):
-            target.copy_(value)
         yield red
     finally:
-        for target, value in zip(_fusable(red), own, strict=True):
-            target.copy_(value)
+        own.restore({"red": red})

@@ -24,14 +24,15 @@ from trainers.checkpoint import (
     FINAL_MODEL_DIR,
     LoopState,
     checkpoint_due,
+    read_best,
     read_state,
     write_state,
 )
 from trainers.data import Dataset, Split, batch_indices, shard
 from trainers.engine import Replica
-from trainers.fusion import divergence, fuse_into_both, fused_view, fusion_alpha
+from trainers.fusion import Snapshot, divergence, fuse_into_both, fused_view, fusion_alpha
 from trainers.models import ModelSpec, build_model, loss_fn, save_model
-from trainers.rounds import LoopConfig, RoundPlan
+from trainers.rounds import LoopConfig, RoundPlan, RunClock
 
 Report = Callable[[dict[str, float], "Path | None"], None]
 EVAL_BATCH = 4096
@@ -62,18 +63,18 @@ def build_replicas(
     dataset: Dataset,
     split: Split,
     cfg: LoopConfig,
-    make_replica: Callable[[torch.nn.Module, str, int], Replica],
+    make_replica: Callable[[torch.nn.Module, str, RunClock], Replica],
     plan: RoundPlan,
 ) -> dict[str, Replica]:
     """Replicas from one initialization (same seed), normalized on the training pool P'."""
     train = split.train
     targets = dataset.labels[train] if spec.task == "regression" else None
     replicas = {}
-    for name, total_steps in plan.total_steps.items():
+    for name in plan.steps_per_replica:
         torch.manual_seed(cfg.seed)
         model = build_model(spec)
         model.set_normalization(dataset.features[train], targets)
-        replicas[name] = make_replica(model, name, total_steps)
+        replicas[name] = make_replica(model, name, plan.clock(name))
     return replicas
 
 
@@ -105,6 +106,7 @@ class Trainer:
         self.target_scale = (float(buffers["target_mean"]), float(buffers["target_std"]))
         self.first_step_at: float | None = None
         self.finished_at: Path | None = None  # a restored final checkpoint
+        self.best: Snapshot | None = None  # the best evaluation's replicas (select: best)
         self.state = LoopState(
             steps={name: 0 for name in replicas}, split_fingerprint=split.fingerprint()
         )
@@ -128,10 +130,10 @@ class Trainer:
             is_last = round_index == last_round
             if is_last or (round_index + 1) % self.cfg.strategy.eval_every == 0:
                 metrics.update(self._evaluate_round())
-                stopped_early = self._should_stop(metrics["val_loss"]) and not is_last
+                stopped_early = self._record_evaluation(round_index, metrics) and not is_last
                 is_last = is_last or stopped_early
-            if self.red_blue:
-                self._fuse_if_due(round_index, metrics, is_last)
+            if self.red_blue and not is_last:  # the end's fusion is the kept model's (_finish)
+                self._fuse_if_due(round_index, metrics)
             self.state.next_round = round_index + 1
             due = not is_last and checkpoint_due(round_index, self.cfg.checkpoint_every)
             self._report(metrics, self._write_checkpoint() if due else None)
@@ -153,6 +155,9 @@ class Trainer:
             if not math.isfinite(loss):
                 raise TrainingDiverged(round_index + 1, name)
             metrics["train_loss" if name == "standard" else f"{name}/train_loss"] = loss
+            if self.red_blue:
+                metrics[f"{name}/lr"] = replica.lr()
+        # Schedules run on the round clock: at the end of a round every replica has this lr.
         metrics["lr"] = next(iter(self.replicas.values())).lr()
         return metrics
 
@@ -179,56 +184,71 @@ class Trainer:
         return distributed.all_reduce_mean([float(total) / micro_steps])[0]
 
     def _evaluate_round(self) -> dict[str, float]:
+        """Held-out (and cross) losses, alpha and the fused candidate's val_loss; every value is
+        all-reduced, so every worker takes the same decisions from them."""
         if not self.red_blue:
-            return {"val_loss": self._loss(self.replicas["standard"], self.split.val)}
+            return self._agreed({"val_loss": self._loss(self.replicas["standard"], self.split.val)})
         red, blue = self.replicas["red"], self.replicas["blue"]
-        red_holdout = self._loss(red, self.split.val)
-        blue_holdout = self._loss(blue, self.split.val)
+        metrics = self._agreed(
+            {
+                "red/val_loss": self._loss(red, self.split.blue),
+                "blue/val_loss": self._loss(blue, self.split.red),
+                "red/holdout_loss": self._loss(red, self.split.val),
+                "blue/holdout_loss": self._loss(blue, self.split.val),
+            }
+        )
         alpha = fusion_alpha(
             self.cfg.strategy.fusion,
             red_ratio=self.cfg.strategy.red_ratio,
-            red_holdout=red_holdout,
-            blue_holdout=blue_holdout,
+            red_holdout=metrics["red/holdout_loss"],
+            blue_holdout=metrics["blue/holdout_loss"],
         )
         with fused_view(red, blue, alpha) as fused:
-            val_loss = self._loss(fused, self.split.val)
-        return {
-            "red/val_loss": self._loss(red, self.split.blue),
-            "blue/val_loss": self._loss(blue, self.split.red),
-            "red/holdout_loss": red_holdout,
-            "blue/holdout_loss": blue_holdout,
-            "val_loss": val_loss,
-            "fusion/alpha": alpha,
-            "fusion/divergence": divergence(red, blue, alpha, self._partitioned()),
-        }
+            metrics.update(self._agreed({"val_loss": self._loss(fused, self.split.val)}))
+        metrics["fusion/alpha"] = alpha
+        metrics["fusion/divergence"] = divergence(red, blue, alpha)
+        return metrics
 
-    def _fuse_if_due(self, round_index: int, metrics: dict[str, float], is_last: bool) -> None:
-        """Periodic fusion; at the end, first score red and blue alone so fusion's effect shows."""
+    def _fuse_if_due(self, round_index: int, metrics: dict[str, float]) -> None:
+        """Periodic fusion (``strategy.fuse_every``), with the last evaluation's alpha."""
         every = self.cfg.strategy.fuse_every
-        if is_last:
-            for name in ("red", "blue"):
-                metrics.update(
-                    {f"{name}/{k}": v for k, v in self._test_metrics(self.replicas[name]).items()}
-                )
-        if is_last or (every > 0 and (round_index + 1) % every == 0):
-            alpha = metrics.get("fusion/alpha", self._alpha_now())
+        if every > 0 and (round_index + 1) % every == 0:
+            alpha = metrics["fusion/alpha"] if "fusion/alpha" in metrics else self._alpha_now()
             fuse_into_both(self.replicas["red"], self.replicas["blue"], alpha)
 
-    def _should_stop(self, val_loss: float) -> bool:
-        """Early stopping on val_loss after ``optim.patience`` evaluations without improvement."""
-        if val_loss < self.state.best_val_loss:
-            self.state.best_val_loss, self.state.evals_since_best = val_loss, 0
+    def _record_evaluation(self, round_index: int, metrics: dict[str, float]) -> bool:
+        """Track the best evaluation (and keep its replicas, with ``checkpoint.select: best``);
+        early stopping on val_loss after ``optim.patience`` evaluations without improvement."""
+        self.state.last_alpha = metrics.get("fusion/alpha", 0.5)
+        if metrics["val_loss"] < self.state.best_val_loss:
+            self.state.best_val_loss, self.state.evals_since_best = metrics["val_loss"], 0
+            self.state.best_round, self.state.best_alpha = round_index + 1, self.state.last_alpha
+            if self.cfg.select == "best":
+                self.best = Snapshot.take(self.replicas)
         else:
             self.state.evals_since_best += 1
         patience = self.cfg.optim.patience
         return patience > 0 and self.state.evals_since_best >= patience
 
     def _finish(self, last_metrics: dict[str, float]) -> dict[str, float]:
-        """Test the result (the fused model for red-blue) and save it as weights + config."""
-        result = next(iter(self.replicas.values()))  # red holds theta_f after the final fusion
-        final = {k: v for k, v in last_metrics.items() if k.startswith(("red/test", "blue/test"))}
+        """Test the kept model (the fused one for red-blue) and save it as weights + config.
+
+        The kept model is the best evaluation's (``checkpoint.select: best``): its replicas are
+        restored, then scored on T and fused with that evaluation's alpha; or the last one's.
+        """
+        alpha, kept_round = self.state.last_alpha, self.state.next_round
+        if self.best is not None:
+            self.best.restore(self.replicas)
+            alpha, kept_round = self.state.best_alpha, self.state.best_round
+        final: dict[str, float] = {"best_round": float(kept_round)}
+        if self.red_blue:
+            red, blue = self.replicas["red"], self.replicas["blue"]
+            for name, replica in (("red", red), ("blue", blue)):
+                final.update({f"{name}/{k}": v for k, v in self._test_metrics(replica).items()})
+            fuse_into_both(red, blue, alpha)
+        result = next(iter(self.replicas.values()))  # red holds theta_f after the fusion
         final.update(self._test_metrics(result))
-        final["val_loss"] = self._loss(result, self.split.val)
+        final.update(self._agreed({"val_loss": self._loss(result, self.split.val)}))
         weights = result.full_state_dict()
         directory = Path(tempfile.mkdtemp(prefix="redblue-final-"))
         if self.rank == 0:
@@ -267,19 +287,25 @@ class Trainer:
             mean, std = self.target_scale
             values = outputs.squeeze(-1) * std + mean
             metrics["test_mse"] = float((values - targets).pow(2).mean())
-        return metrics
+        return self._agreed(metrics)
 
     def _alpha_now(self) -> float:
+        """alpha from the held-out losses of now (a fusion in a round without evaluation)."""
         red, blue = self.replicas["red"], self.replicas["blue"]
+        losses = self._agreed(
+            {"red": self._loss(red, self.split.val), "blue": self._loss(blue, self.split.val)}
+        )
         return fusion_alpha(
             self.cfg.strategy.fusion,
             red_ratio=self.cfg.strategy.red_ratio,
-            red_holdout=self._loss(red, self.split.val),
-            blue_holdout=self._loss(blue, self.split.val),
+            red_holdout=losses["red"],
+            blue_holdout=losses["blue"],
         )
 
-    def _partitioned(self) -> bool:
-        return getattr(next(iter(self.replicas.values())), "zero_stage", 0) == 3
+    @staticmethod
+    def _agreed(metrics: dict[str, float]) -> dict[str, float]:
+        """The values averaged over all workers: the same on each, whatever rounding differs."""
+        return dict(zip(metrics, distributed.all_reduce_mean(list(metrics.values())), strict=True))
 
     def _report_finished(self, directory: Path) -> TrainOutcome:
         """Report the final checkpoint again (a restart after the run had ended)."""
@@ -297,7 +323,7 @@ class Trainer:
         directory = Path(tempfile.mkdtemp(prefix="redblue-ckpt-"))
         for name, replica in self.replicas.items():
             replica.save(directory, name)
-        write_state(directory, self.state, self.rank)
+        write_state(directory, self.state, self.rank, self.best.tensors if self.best else None)
         return directory
 
     def _report(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
@@ -322,3 +348,5 @@ class Trainer:
             return
         for name, replica in self.replicas.items():
             replica.load(directory, name)
+        best = read_best(directory, self.rank)
+        self.best = Snapshot(best) if best is not None else None

@@ -53,8 +53,18 @@ class MLP(nn.Module):
         self.register_buffer("target_std", torch.ones(1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Raw outputs: logits (classification) or the standardized target (regression)."""
-        return self.net((features - self.input_mean) / self.input_std)
+        """Raw outputs: logits (classification) or the standardized target (regression).
+
+        Features are standardized in fp32 (the buffers stay fp32 under DeepSpeed's mixed
+        precision, which casts parameters only) and only then cast to the weights' precision.
+        """
+        scaled = (features.float() - self.input_mean.float()) / self.input_std.float()
+        return self.net(scaled.to(self.weight_dtype))
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The precision of the weights (bf16 or fp16 under DeepSpeed's mixed precision)."""
+        return next(self.net.parameters()).dtype
 
     def set_normalization(self, features: np.ndarray, targets: np.ndarray | None) -> None:
         """Fit the standardization buffers on training data."""
@@ -93,8 +103,8 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions in the data's own terms: (labels, class probabilities) or (values, None)."""
     model.eval()
-    param = next(model.parameters())
-    outputs = model(torch.tensor(features, dtype=param.dtype, device=param.device)).float()
+    device = next(model.parameters()).device
+    outputs = model(torch.tensor(features, dtype=torch.float32, device=device)).float()
     if spec.task == "classification":
         probabilities = torch.softmax(outputs, dim=-1).cpu().numpy()
         return np.asarray(spec.classes)[probabilities.argmax(axis=1)], probabilities

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from trainers.config import OptimConfig, StrategyConfig
 
@@ -18,6 +19,7 @@ class LoopConfig:
     grad_accum_steps: int = 1
     seed: int = 0
     checkpoint_every: int = 5
+    select: str = "best"  # the model kept: best evaluation by val_loss, or the last
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,36 @@ class RoundPlan:
     num_rounds: int
     steps_per_replica: dict[str, int]  # optimizer steps each replica takes per round
 
+    def clock(self, name: str) -> RunClock:
+        """Replica ``name``'s optimizer steps on the run's clock."""
+        return RunClock(
+            round_steps=sum(self.steps_per_replica.values()),
+            replica_steps=self.steps_per_replica[name],
+            num_rounds=self.num_rounds,
+        )
+
+
+@dataclass(frozen=True)
+class RunClock:
+    """The clock learning-rate schedules run on: 2K steps a round, for either strategy.
+
+    A red-blue replica takes K_red (or K_blue) of its own steps a round where standard training
+    takes 2K; its step s sits at s * 2K / K_red on this clock. So ``optim.warmup_steps`` and
+    ``optim.step_every`` mean the same point of the run for both strategies, and red, blue and a
+    standard model have the same learning rate at the end of every round.
+    """
+
+    round_steps: int  # 2K
+    replica_steps: int  # this replica's optimizer steps per round
+    num_rounds: int
+
+    def position(self, step: int) -> Fraction:
+        """Where the replica's ``step`` (0-based) falls on the clock (exact, no rounding)."""
+        return Fraction(step * self.round_steps, self.replica_steps)
+
     @property
-    def total_steps(self) -> dict[str, int]:
-        return {name: self.num_rounds * steps for name, steps in self.steps_per_replica.items()}
+    def total(self) -> int:
+        return self.num_rounds * self.round_steps
 
 
 def plan_rounds(

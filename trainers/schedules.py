@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from functools import partial
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from trainers.config import OptimConfig
+from trainers.rounds import RunClock
 
 
 def lr_multiplier(
-    step: int,
+    step: int | Fraction,
     *,
     schedule: str,
     total_steps: int,
@@ -20,37 +22,39 @@ def lr_multiplier(
     step_every: int,
     step_gamma: float,
 ) -> float:
-    """Factor applied to the peak lr at optimizer ``step`` (0-based).
+    """Factor applied to the peak lr at ``step`` (0-based, on the run clock: may be a fraction).
 
     Linear warm-up from 1/(warmup+1) to 1 over ``warmup_steps``, then ``constant``, ``step``
     (times ``step_gamma`` every ``step_every`` steps) or ``cosine`` (to 0 at ``total_steps``).
     """
     if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
+        return float((step + 1) / (warmup_steps + 1))
     after = step - warmup_steps
     if schedule == "constant":
         return 1.0
     if schedule == "step":
-        return step_gamma ** (after // step_every)
+        return step_gamma ** int(after // step_every)
     if schedule == "cosine":
         span = max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(after, span) / span))
+        return 0.5 * (1.0 + math.cos(math.pi * float(min(after, span)) / span))
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
-def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) -> LambdaLR:
-    """A torch LambdaLR driving ``optimizer`` by :func:`lr_multiplier`."""
-    return LambdaLR(
-        optimizer,
-        partial(
-            lr_multiplier,
-            schedule=cfg.schedule,
-            total_steps=total_steps,
-            warmup_steps=cfg.warmup_steps,
-            step_every=cfg.step_every,
-            step_gamma=cfg.step_gamma,
-        ),
+def clock_multiplier(step: int, *, clock: RunClock, cfg: OptimConfig) -> float:
+    """:func:`lr_multiplier` of a replica's own optimizer ``step``, placed on the run clock."""
+    return lr_multiplier(
+        clock.position(step),
+        schedule=cfg.schedule,
+        total_steps=clock.total,
+        warmup_steps=cfg.warmup_steps,
+        step_every=cfg.step_every,
+        step_gamma=cfg.step_gamma,
     )
+
+
+def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, clock: RunClock) -> LambdaLR:
+    """A torch LambdaLR driving ``optimizer`` by :func:`clock_multiplier`."""
+    return LambdaLR(optimizer, partial(clock_multiplier, clock=clock, cfg=cfg))
 
 
 def apply_peak_values(scheduler: LambdaLR, lr: float, weight_decay: float) -> None:

@@ -22,3 +22,16 @@ def test_red_blue_on_gpus_with_bf16(train, zero_stage):
     )
     assert code == 0
     assert summary.metrics["test_accuracy"] >= 0.9
+
+
+def test_a_checkpoint_restores_the_cuda_generator(tmp_path):
+    """Dropout on a GPU draws from the CUDA generator: a resumed run must get it back."""
+    from trainers.checkpoint import LoopState, read_state, write_state
+
+    torch.cuda.init()
+    torch.cuda.manual_seed(1)
+    write_state(tmp_path, LoopState(), rank=0)
+    expected = torch.rand(8, device="cuda")
+    torch.cuda.manual_seed(2)
+    read_state(tmp_path, rank=0)
+    assert torch.equal(torch.rand(8, device="cuda"), expected)

@@ -49,7 +49,10 @@ def test_killed_worker_resumes_from_checkpoint(train, mlflow_client, workspace):
     )
     killer.start()
     code, summary = train(
-        "killed", optim={"epochs": 12}, run={"max_failures": 1}, deepspeed={"zero_stage": 1}
+        "killed",
+        optim={"epochs": 12},
+        run={"max_failures": 1},
+        deepspeed={"zero_stage": 1, "precision": "bf16"},  # bf16 resumes too
     )
     killer.join()
     assert killed, "no worker was killed"

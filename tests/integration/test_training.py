@@ -31,6 +31,70 @@ def test_red_blue_trains_digits_on_every_zero_stage(train, mlflow_client, zero_s
     assert len(mlflow_client.get_metric_history(summary.run_id, "val_loss")) >= 10
 
 
+def test_under_zero3_the_result_is_the_fused_model(train, mlflow_client):
+    """ZeRO-3 keeps small parameters gathered between steps: fusion must reach them."""
+    code, summary = train(
+        "zero3-fused",
+        optim={"epochs": 3},
+        deepspeed={"zero_stage": 3},
+        strategy={"fuse_every": 0},
+    )
+    assert code == 0
+    metrics = summary.metrics
+    assert metrics["test_loss"] != pytest.approx(metrics["red/test_loss"], abs=1e-6)
+    assert metrics["test_loss"] != pytest.approx(metrics["blue/test_loss"], abs=1e-6)
+    history = {
+        key: [m.value for m in mlflow_client.get_metric_history(summary.run_id, key)]
+        for key in ("val_loss", "red/holdout_loss")
+    }
+    rounds = len(history["red/holdout_loss"])
+    assert rounds >= 3
+    for fused, red in zip(history["val_loss"][:rounds], history["red/holdout_loss"], strict=True):
+        assert fused != pytest.approx(red, abs=1e-6)
+    # the logged model, loaded back, is the model that was tested
+    logged = logged_model_test_loss(summary.model_uri)
+    assert logged == pytest.approx(metrics["test_loss"], rel=1e-4)
+
+
+def test_bf16_trains_fuses_logs_and_serves(train):
+    code, summary = train("bf16", optim={"epochs": 6}, deepspeed={"precision": "bf16"})
+    assert code == 0
+    assert summary.metrics["test_accuracy"] >= 0.9
+    assert summary.metrics["test_loss"] != summary.metrics["red/test_loss"]
+    # Serving's loader (weights + config from MLflow) gives the model the run tested.
+    from orchestrator.model_source import parse_model_uri, resolve_bundle
+    from trainers.models import predict
+
+    model, spec = resolve_bundle(parse_model_uri(f"runs:/{summary.run_id}/model")).load()
+    features, labels = default_test_part()
+    predicted, _ = predict(model, spec, features)
+    accuracy = float(np.mean(predicted == labels))
+    assert accuracy == pytest.approx(summary.metrics["test_accuracy"], abs=0.02)
+
+
+def default_test_part() -> tuple[np.ndarray, np.ndarray]:
+    """The test part T of the tests' digits runs (default split, seed 0)."""
+    from orchestrator.config import RedblueConfig
+    from orchestrator.plan import plan_run
+
+    plan = plan_run(RedblueConfig())
+    return plan.dataset.features[plan.split.test], plan.dataset.labels[plan.split.test]
+
+
+def logged_model_test_loss(model_uri: str) -> float:
+    """Cross-entropy of a logged model on the default test part."""
+    import torch
+
+    from orchestrator.tracking import fetch_final_model
+    from trainers.models import load_model, loss_fn
+
+    model, spec = load_model(fetch_final_model(model_uri))
+    features, labels = default_test_part()
+    with torch.no_grad():
+        outputs = model(torch.as_tensor(features))
+    return float(loss_fn(spec.task, outputs, torch.as_tensor(labels)))
+
+
 def test_standard_strategy(train, mlflow_client):
     code, summary = train("standard", strategy={"kind": "standard"}, deepspeed={"zero_stage": 2})
     assert code == 0

@@ -5,12 +5,13 @@ from trainers.config import OptimConfig
 from trainers.engine import PlainReplica
 from trainers.fusion import divergence, fuse_into_both, fuse_tensors, fused_view, fusion_alpha
 from trainers.models import MLP, ModelSpec
+from trainers.rounds import RunClock
 
 
 def replica(seed: int) -> PlainReplica:
     torch.manual_seed(seed)
     spec = ModelSpec("mlp", 4, 3, [8], "relu", 0.0, "classification", classes=[0, 1, 2])
-    return PlainReplica(MLP(spec), optim=OptimConfig(), grad_accum_steps=1, total_steps=10)
+    return PlainReplica(MLP(spec), optim=OptimConfig(), grad_accum_steps=1, clock=RunClock(2, 2, 5))
 
 
 @pytest.mark.parametrize(
@@ -38,22 +39,22 @@ def test_fuse_tensors_is_the_weighted_average():
 
 def test_fuse_into_both_writes_theta_f_into_both_replicas():
     red, blue = replica(0), replica(1)
-    expected = fuse_tensors(0.3, red.local_params(), blue.local_params())
+    expected = fuse_tensors(0.3, red.masters().tensors, blue.masters().tensors)
     fuse_into_both(red, blue, 0.3)
-    for r, b, e in zip(red.local_params(), blue.local_params(), expected, strict=True):
+    for r, b, e in zip(red.masters().tensors, blue.masters().tensors, expected, strict=True):
         assert torch.equal(r, e) and torch.equal(b, e)
-    assert divergence(red, blue, 0.5, partitioned=False) == 0.0
+    assert divergence(red, blue, 0.5) == 0.0
 
 
 def test_fused_view_restores_red():
     red, blue = replica(0), replica(1)
-    before = [t.clone() for t in red.local_params()]
+    before = [t.clone() for t in red.masters().tensors]
     with fused_view(red, blue, 0.5) as fused:
-        assert not torch.equal(fused.local_params()[0], before[0])
-    assert all(torch.equal(a, b) for a, b in zip(red.local_params(), before, strict=True))
+        assert not torch.equal(fused.masters().tensors[0], before[0])
+    assert all(torch.equal(a, b) for a, b in zip(red.masters().tensors, before, strict=True))
 
 
 def test_divergence_is_relative_distance():
     red, blue = replica(0), replica(1)
-    value = divergence(red, blue, 0.5, partitioned=False)
+    value = divergence(red, blue, 0.5)
     assert 0.5 < value < 5.0

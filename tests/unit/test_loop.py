@@ -10,7 +10,7 @@ from orchestrator.plan import plan_run
 from trainers.checkpoint import FINAL_MODEL_DIR
 from trainers.engine import PlainReplica
 from trainers.loop import Trainer, TrainingDiverged, build_replicas
-from trainers.models import load_model
+from trainers.models import load_model, loss_fn
 from trainers.rounds import plan_rounds
 
 
@@ -18,8 +18,8 @@ def make_trainer(report, **sections):
     cfg = RedblueConfig.model_validate({"scaling": {"num_workers": 1}, **sections})
     plan = plan_run(cfg)
 
-    def make(model, name, total_steps):
-        return PlainReplica(model, optim=cfg.optim, grad_accum_steps=1, total_steps=total_steps)
+    def make(model, name, clock):
+        return PlainReplica(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
 
     replicas = build_replicas(plan.spec, plan.dataset, plan.split, plan.loop, make, plan.rounds)
     return Trainer(plan.loop, plan.dataset, plan.split, plan.spec, replicas, plan.rounds, report)
@@ -152,3 +152,60 @@ def test_early_stopping(tmp_path):
     ).run()
     assert outcome.stopped_early
     assert outcome.rounds_run < 40
+
+
+NOISY = {"lr": 0.05, "epochs": 6, "schedule": "constant"}  # val_loss rises in the last round
+
+
+def val_losses(recorder: Recorder) -> list[float]:
+    return [m["val_loss"] for m in recorder.metrics if "round" in m]
+
+
+def test_the_kept_model_is_the_best_evaluations(tmp_path):
+    recorder = Recorder(tmp_path)
+    trainer = make_trainer(recorder, optim=NOISY)
+    final = trainer.run().metrics
+    history = val_losses(recorder)
+    best = min(range(len(history)), key=history.__getitem__)
+    assert best < len(history) - 1, "the settings must make the last evaluation not the best"
+    assert final["best_round"] == best + 1
+    assert final["val_loss"] == pytest.approx(history[best], rel=1e-6)
+    # the saved model is the one tested
+    model, spec = load_model(recorder.checkpoints[-1] / FINAL_MODEL_DIR)
+    test = trainer.split.test
+    with torch.no_grad():
+        outputs = model(trainer.features[test])
+    assert float(loss_fn(spec.task, outputs, trainer.labels[test])) == pytest.approx(
+        final["test_loss"], rel=1e-5
+    )
+
+
+def test_select_last_keeps_the_final_rounds_model(tmp_path):
+    recorder = Recorder(tmp_path)
+    final = make_trainer(recorder, optim=NOISY, checkpoint={"select": "last"}).run().metrics
+    history = val_losses(recorder)
+    assert final["best_round"] == len(history)
+    assert final["val_loss"] == pytest.approx(history[-1], rel=1e-6)
+
+
+def test_early_stopping_restores_the_best_model(tmp_path):
+    recorder = Recorder(tmp_path)
+    outcome = make_trainer(recorder, optim={**NOISY, "epochs": 20, "patience": 1}).run()
+    history = val_losses(recorder)
+    assert outcome.stopped_early
+    assert outcome.metrics["best_round"] == len(history) - 1
+    assert outcome.metrics["val_loss"] == pytest.approx(min(history), rel=1e-6)
+
+
+def test_both_strategies_follow_the_same_schedule_on_the_round_clock(tmp_path):
+    optim = {"schedule": "step", "step_every": 20, "step_gamma": 0.5, "warmup_steps": 30}
+    lrs = {}
+    for kind in ("red_blue", "standard"):
+        recorder = Recorder(tmp_path / kind)
+        make_trainer(recorder, strategy={"kind": kind, "red_ratio": 0.3}, optim=optim).run()
+        rounds = [m for m in recorder.metrics if "round" in m]
+        lrs[kind] = [m["lr"] for m in rounds]
+        if kind == "red_blue":
+            assert [m["red/lr"] for m in rounds] == [m["blue/lr"] for m in rounds] == lrs[kind]
+    assert lrs["red_blue"] == pytest.approx(lrs["standard"], rel=1e-12)
+    assert len(set(lrs["standard"])) > 3  # warm-up and decays happened

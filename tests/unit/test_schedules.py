@@ -30,3 +30,17 @@ def test_cosine_goes_from_one_to_zero():
 def test_unknown_schedule():
     with pytest.raises(ValueError):
         m(0, "linear")
+
+
+def test_a_replicas_steps_sit_on_the_round_clock():
+    from trainers.config import OptimConfig
+    from trainers.rounds import RunClock
+    from trainers.schedules import clock_multiplier
+
+    red = RunClock(round_steps=20, replica_steps=7, num_rounds=5)  # K_red 7 of 2K = 20
+    assert red.position(7) == 20 and red.total == 100  # exact at the end of each round
+    cfg = OptimConfig(schedule="step", step_every=20, step_gamma=0.5, warmup_steps=0)
+    # the decay at step 20 of the clock comes after red's 7th step, whatever the rounding
+    assert clock_multiplier(6, clock=red, cfg=cfg) == 1.0
+    assert clock_multiplier(7, clock=red, cfg=cfg) == 0.5
+    assert clock_multiplier(14, clock=red, cfg=cfg) == 0.25

@@ -1,0 +1,112 @@
+"""Fusion on real DeepSpeed engines in two processes (gloo), for every ZeRO stage and precision.
+
+``run(rank, world_size, port, out_dir, settings)`` is the body of each process (started with
+torch.multiprocessing.spawn by tests/integration/test_fusion_engines.py); each process writes
+what it measured to ``out_dir/rank{N}.json`` and the test checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+ALPHA = 0.3
+
+
+def run(rank: int, world_size: int, port: int, out_dir: str, settings: list) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        DS_ACCELERATOR="cpu",
+    )
+    from trainers.prebuild import use_venv_build_cache
+
+    use_venv_build_cache()
+    import torch
+
+    from trainers.engine import import_deepspeed
+
+    import_deepspeed().init_distributed(dist_backend="gloo")
+    torch.set_num_threads(1)
+    results = {f"zero{stage}-{precision}": check(stage, precision) for stage, precision in settings}
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+
+
+def check(stage: int, precision: str) -> dict[str, float]:
+    """Train red and blue apart, fuse them, and measure how far each claim is from holding."""
+    import torch
+
+    from trainers.config import DeepSpeedConfig, OptimConfig
+    from trainers.engine import DeepSpeedReplica
+    from trainers.fusion import fuse_into_both
+    from trainers.models import MLP
+    from trainers.rounds import RunClock
+    from trainers.spec import ModelSpec
+
+    spec = ModelSpec("mlp", 8, 3, [16, 16], "relu", 0.0, "classification", classes=[0, 1, 2])
+    optim = OptimConfig(lr=0.01, batch_size=8)
+    ds = DeepSpeedConfig(zero_stage=stage, precision=precision)
+    world_size = torch.distributed.get_world_size()
+
+    def replica() -> DeepSpeedReplica:
+        torch.manual_seed(0)  # the same initialization for both, as in the loop
+        return DeepSpeedReplica(
+            MLP(spec), ds=ds, optim=optim, world_size=world_size, clock=RunClock(2, 1, 10)
+        )
+
+    def train(rep: DeepSpeedReplica, seed: int, steps: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            features = torch.randn(4, 8, generator=generator)
+            labels = torch.randint(0, 3, (4,), generator=generator)
+            loss = torch.nn.functional.cross_entropy(rep.forward(features).float(), labels)
+            rep.backward(loss)
+            rep.step()
+
+    def gathered(rep: DeepSpeedReplica) -> torch.Tensor:
+        state = rep.full_state_dict()
+        return torch.cat([state[k].flatten() for k in sorted(state) if k.startswith("net.")])
+
+    def masters(rep: DeepSpeedReplica) -> list[torch.Tensor]:
+        return [t.clone() for t in rep.masters().tensors]
+
+    red, blue = replica(), replica()
+    train(red, seed=1, steps=5)
+    train(blue, seed=2, steps=5)
+    red_before, blue_before = gathered(red), gathered(blue)
+    red_masters, blue_masters = masters(red), masters(blue)
+    probe = torch.randn(16, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        red_out_before = red.forward(probe).float()
+
+    fuse_into_both(red, blue, ALPHA)
+    expected = ALPHA * red_before + (1 - ALPHA) * blue_before
+    fused_red, fused_blue = gathered(red), gathered(blue)
+    pairs = zip(red_masters, blue_masters, strict=True)
+    expected_masters = [ALPHA * r + (1 - ALPHA) * b for r, b in pairs]
+    plain = MLP(spec)
+    plain.load_state_dict(red.full_state_dict())
+    with torch.no_grad():
+        red_out, blue_out = red.forward(probe).float(), blue.forward(probe).float()
+        plain_out = plain(probe)
+    fused_masters = zip(red.masters().tensors, expected_masters, strict=True)
+    master_error = max(float((m - e).abs().max()) for m, e in fused_masters)
+    train(red, seed=4, steps=1)
+    after_step = gathered(red)
+    scale = float(red_before.abs().max())
+    return {
+        "red_vs_blue": float((red_before - blue_before).abs().max()) / scale,
+        "gathered_error": float((fused_red - expected).abs().max()) / scale,
+        "blue_error": float((fused_blue - expected).abs().max()) / scale,
+        "master_error": master_error,
+        "forward_red_vs_blue": float((red_out - blue_out).abs().max()),
+        "forward_vs_plain": float((red_out - plain_out).abs().max()),
+        "forward_moved": float((red_out - red_out_before).abs().max()),
+        "step_from_fused": float((after_step - fused_red).norm()),
+        "step_from_red": float((after_step - red_before).norm()),
+        "weights_checksum": float(fused_red.double().sum()),
+    }
