@@ -140,7 +140,7 @@ class Trainer:
             if is_last:
                 break
             round_index += 1
-        final = self._finish(metrics)
+        final = self._finish()
         return TrainOutcome(
             metrics=final,
             rounds_run=self.state.next_round,
@@ -210,7 +210,8 @@ class Trainer:
         return metrics
 
     def _fuse_if_due(self, round_index: int, metrics: dict[str, float]) -> None:
-        """Periodic fusion (``strategy.fuse_every``), with the last evaluation's alpha."""
+        """Periodic fusion (``strategy.fuse_every``), with this round's alpha (from its
+        evaluation, or from the held-out losses now)."""
         every = self.cfg.strategy.fuse_every
         if every > 0 and (round_index + 1) % every == 0:
             alpha = metrics["fusion/alpha"] if "fusion/alpha" in metrics else self._alpha_now()
@@ -230,7 +231,7 @@ class Trainer:
         patience = self.cfg.optim.patience
         return patience > 0 and self.state.evals_since_best >= patience
 
-    def _finish(self, last_metrics: dict[str, float]) -> dict[str, float]:
+    def _finish(self) -> dict[str, float]:
         """Test the kept model (the fused one for red-blue) and save it as weights + config.
 
         The kept model is the best evaluation's (``checkpoint.select: best``): its replicas are
