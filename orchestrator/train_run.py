@@ -132,7 +132,10 @@ def train(
         checkpoint_path=checkpoint_path,
         tracking_uri=tracked.uri,
     )
-    rows = [(k, f"{v:.4f}") for k, v in sorted(summary.metrics.items())]
+    rows = [
+        (k, f"{v:.0f}" if k == "best_round" else f"{v:.4f}")
+        for k, v in sorted(summary.metrics.items())
+    ]
     rows += [
         ("MLflow run_id", summary.run_id),
         ("model URI", summary.model_uri),
