@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from orchestrator.config import RedblueConfig
 from trainers.data import Dataset, Split, load_dataset, make_split
+from trainers.drift import summarize
 from trainers.rounds import LoopConfig, RoundPlan, plan_rounds
 from trainers.spec import ModelSpec
 
@@ -41,6 +42,7 @@ def plan_run(cfg: RedblueConfig) -> RunPlan:
         task=dataset.task,
         feature_names=dataset.feature_names,
         classes=dataset.classes,
+        input_summary=summarize(dataset.features[split.train], dataset.feature_names),
     )
     loop = LoopConfig(
         strategy=cfg.strategy,

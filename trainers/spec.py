@@ -21,6 +21,8 @@ class ModelSpec:
     task: str
     feature_names: list[str] = field(default_factory=list)
     classes: list = field(default_factory=list)
+    # Per-feature bins of the training inputs (trainers.drift.summarize), for drift monitoring.
+    input_summary: dict = field(default_factory=dict)
 
     @classmethod
     def from_config(
@@ -32,6 +34,7 @@ class ModelSpec:
         task: str,
         feature_names: list[str],
         classes: list,
+        input_summary: dict | None = None,
     ) -> ModelSpec:
         return cls(
             kind=cfg.kind,
@@ -43,4 +46,5 @@ class ModelSpec:
             task=task,
             feature_names=list(feature_names),
             classes=list(classes),
+            input_summary=dict(input_summary or {}),
         )

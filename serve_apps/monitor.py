@@ -1,0 +1,108 @@
+"""Watching a served model: Ray metrics per deployment, and input drift against training.
+
+Metrics go through ``ray.serve.metrics``, which tags them with the application, deployment and
+replica, so they reach Ray's Prometheus endpoint and dashboards (names prefixed ``redblue_``):
+
+    redblue_requests_total{status}        requests answered, by HTTP status
+    redblue_request_latency_ms            histogram of the time to answer a request
+    redblue_rows_total                    rows predicted
+    redblue_batch_rows                    histogram of rows per forward pass
+    redblue_predictions_total{label}      predicted classes (classification)
+    redblue_prediction_value              histogram of predicted values (regression)
+
+Drift: each replica keeps the bins (``trainers.drift``) of the last ``serve.monitor_window`` rows
+it predicted and, on ``GET /v1/monitor``, compares their shares with the training inputs'.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from ray.serve import metrics
+
+from trainers.drift import bin_index, psi, shares
+
+LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+ROW_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+
+
+class ServeMetrics:
+    """The deployment's own metrics (created once per replica)."""
+
+    def __init__(self, value_boundaries: Sequence[float] | None = None) -> None:
+        self.requests = metrics.Counter(
+            "redblue_requests_total", "Requests answered, by HTTP status.", tag_keys=("status",)
+        )
+        self.latency = metrics.Histogram(
+            "redblue_request_latency_ms",
+            "Time to answer a request, in milliseconds.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+        )
+        self.rows = metrics.Counter("redblue_rows_total", "Rows predicted.")
+        self.batch_rows = metrics.Histogram(
+            "redblue_batch_rows", "Rows per forward pass.", boundaries=ROW_BOUNDARIES
+        )
+        self.predictions = metrics.Counter(
+            "redblue_predictions_total", "Predicted classes.", tag_keys=("label",)
+        )
+        self.values = metrics.Histogram(
+            "redblue_prediction_value",
+            "Predicted values (regression).",
+            boundaries=list(value_boundaries or [0.0]),
+        )
+
+    def request(self, status: int, latency_ms: float) -> None:
+        self.requests.inc(tags={"status": str(status)})
+        self.latency.observe(latency_ms)
+
+    def batch(self, rows: int) -> None:
+        self.batch_rows.observe(rows)
+
+    def predicted(self, predictions: np.ndarray, classification: bool) -> None:
+        self.rows.inc(len(predictions))
+        if classification:
+            labels, counts = np.unique(np.asarray(predictions).astype(str), return_counts=True)
+            for label, count in zip(labels, counts, strict=True):
+                self.predictions.inc(int(count), tags={"label": str(label)})
+        else:
+            for value in np.asarray(predictions, dtype=np.float64):
+                self.values.observe(float(value))
+
+
+class DriftWindow:
+    """The training bins of the last ``size`` rows seen, and their PSI against training."""
+
+    def __init__(self, summary: dict, feature_names: list[str], size: int) -> None:
+        self.names = [name for name in feature_names if name in summary]
+        self.edges = [summary[name]["edges"] for name in self.names]
+        self.trained = [summary[name]["shares"] for name in self.names]
+        self.columns = [feature_names.index(name) for name in self.names]
+        self.bins = np.zeros((size, len(self.names)), dtype=np.int16)
+        self.size, self.filled, self.next = size, 0, 0
+        self.lock = threading.Lock()  # rows arrive from request threads
+
+    def observe(self, rows: np.ndarray) -> None:
+        """Record the bins of ``rows`` (the newest ``size`` of them, if more)."""
+        if not self.names:
+            return
+        rows = rows[-self.size :]
+        binned = np.column_stack(
+            [bin_index(rows[:, c], e) for c, e in zip(self.columns, self.edges, strict=True)]
+        )
+        with self.lock:
+            slots = (self.next + np.arange(len(binned))) % self.size
+            self.bins[slots] = binned
+            self.next = int((self.next + len(binned)) % self.size)
+            self.filled = min(self.size, self.filled + len(binned))
+
+    def report(self, threshold: float) -> dict:
+        """``{"window": n, "threshold": t, "features": {name: {"psi": x, "drifted": bool}}}``."""
+        with self.lock:
+            seen = self.bins[: self.filled].copy()
+        features = {}
+        for i, name in enumerate(self.names):
+            value = psi(self.trained[i], shares(seen[:, i], len(self.edges[i]) + 1))
+            features[name] = {"psi": round(value, 6), "drifted": bool(value > threshold)}
+        return {"window": int(len(seen)), "threshold": threshold, "features": features}
