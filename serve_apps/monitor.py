@@ -24,8 +24,21 @@ from ray.serve import metrics
 
 from trainers.drift import bin_index, psi, shares
 
-LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
-ROW_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+LATENCY_BOUNDARIES_MS = [
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    50.0,
+    100.0,
+    200.0,
+    500.0,
+    1000.0,
+    2000.0,
+    5000.0,
+]
+ROW_BOUNDARIES = [float(2**i) for i in range(11)]
 
 
 class ServeMetrics:
