@@ -50,6 +50,12 @@ def sweep(
     resume: bool = typer.Option(
         False, "--resume", help="Continue this config's unfinished sweep (after a crash or kill)."
     ),
+    allow_schema_change: bool = typer.Option(
+        False,
+        "--allow-schema-change",
+        help="Let the best model become champion even if its inputs (feature names, width, task, "
+        "classes) differ from the current champion's.",
+    ),
     address: str | None = typer.Option(
         None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
     ),
@@ -57,7 +63,7 @@ def sweep(
     """Tune CONFIG's sweep.space with Ray Tune; each trial is a Ray Train DeepSpeed run.
 
     Every trial is a nested MLflow run under one sweep run; the best model is registered and
-    takes the alias 'champion' only if it beats the current one.
+    takes the alias 'champion' only if it beats the current one and takes the same inputs.
     """
     extra = [f"sweep.num_samples={num_samples}"] if num_samples else []
     cfg, plan = _validated(config, [*overrides, *extra], address, for_sweep=True)
@@ -66,7 +72,7 @@ def sweep(
         raise typer.Exit(EXIT_INVALID)
     from orchestrator.sweep_run import sweep as run_sweep
 
-    code, _ = run_sweep(cfg, plan, address, resume)
+    code, _ = run_sweep(cfg, plan, address, resume, allow_schema_change)
     raise typer.Exit(code)
 
 
@@ -95,30 +101,49 @@ def deploy(
     check: bool = typer.Option(
         False, "--check", help="Send a few requests, print the answers, then remove the deployment."
     ),
+    show_key: bool = typer.Option(
+        False,
+        "--show-key",
+        help="Print the key kept in ~/.redblue/api-key (generated when no key is provided); "
+        "without it, only the file's path is printed.",
+    ),
 ) -> None:
     """Serve MODEL on Ray Serve behind an authenticated HTTP API (POST /v1/predict).
 
     With a local Ray it serves in the foreground until Ctrl-C; with a cluster address it deploys
     and returns. Deploying again rolls the replicas to the new model without downtime.
+
+    Keys: $REDBLUE_API_KEY (several separated by commas) or $REDBLUE_API_KEY_FILE (one per
+    line), each of at least 32 hex digits or 22 base64url characters; else one is generated.
     """
     from orchestrator.environment import prepare_driver_env
 
     prepare_driver_env(address)
+    from orchestrator.api_keys import ApiKeyError, obtain_keys
     from orchestrator.config import ConfigError, load_config, validate
     from orchestrator.model_source import ModelSourceError, parse_model_uri, resolve_bundle
 
     try:
         cfg = load_config(config, overrides) if config else _defaults_with(overrides, validate)
         uri = parse_model_uri(model)
+        keys = obtain_keys(cfg.serve.api_key_env)
         bundle = resolve_bundle(uri)
-    except (ConfigError, ModelSourceError) as exc:
+    except (ConfigError, ModelSourceError, ApiKeyError) as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None
     from orchestrator import deploy_run
 
     raise typer.Exit(
         deploy_run.run(
-            cfg.serve, uri, bundle, address, emit_config=emit_config, reload=reload, check=check
+            cfg.serve,
+            uri,
+            bundle,
+            address,
+            keys=keys,
+            emit_config=emit_config,
+            reload=reload,
+            check=check,
+            show_key=show_key,
         )
     )
 
@@ -302,7 +327,8 @@ def cluster_status() -> None:
 
 @cluster_app.command("down")
 def cluster_down() -> None:
-    """Stop exactly the processes `redblue cluster up` started (by pid), nothing else."""
+    """Stop exactly the processes `redblue cluster up` started, nothing else (each verified by
+    pid, start time and command before it is signalled)."""
     from orchestrator import local_cluster
 
     state = local_cluster.load_state()

@@ -3,7 +3,7 @@
 With a local Ray the command serves in the foreground until Ctrl-C; with ``RAY_ADDRESS`` it deploys
 to the cluster and returns. Deploying again rolls the replicas to the new model while traffic flows
 (Serve starts the new replicas, then drains the old ones); ``--reload`` keeps watching the alias and
-rolls on every new version.
+rolls on every new version that takes the same inputs as the served one.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import socket
 import time
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ import numpy as np
 import yaml
 
 from orchestrator import console
-from orchestrator.api_keys import ApiKey, obtain_key
+from orchestrator.api_keys import ApiKeys, remove_from_environment
 from orchestrator.environment import interrupt_on_sigterm, prepare_serve_env, stop_haproxy
 from orchestrator.model_source import ModelURI, resolve_bundle
 from orchestrator.serve_app import DeployArgs, application, serve_config
+from orchestrator.tls import absolute, client_verify, is_self_signed, tls_problem
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
 
@@ -66,6 +68,12 @@ def write_config(args: DeployArgs, path: Path) -> None:
         "# (or paste it as a RayService's serveConfigV2). The model is fetched from MLflow on the\n"
         "# cluster; args.key_digests holds SHA-256 digests of the accepted keys, not the keys.\n"
     )
+    if args.serve.tls:
+        header += (
+            "# http_options.ssl_*: Serve's proxies serve HTTPS with these files, which every\n"
+            "# node must hold. Ray 2.60's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) takes no\n"
+            "# certificate: on such a cluster terminate TLS in front, with serve.allow_plaintext.\n"
+        )
     path.write_text(header + yaml.safe_dump(config, sort_keys=False))
 
 
@@ -78,13 +86,64 @@ def start(args: DeployArgs, bundle: ModelBundle, address: str | None) -> Deploym
     settings = args.serve
     replicas = settings.autoscaling.min_replicas if settings.autoscaling else settings.num_replicas
     connect_ray(address, replicas * settings.cpus_per_replica)
+    if settings.tls and not _local(address) and _cluster_runs_haproxy():
+        raise ClusterTlsError(
+            "serve.tls_cert/tls_key: this cluster runs Ray Serve's HAProxy ingress "
+            "(RAY_SERVE_ENABLE_HA_PROXY=1), which in Ray 2.60 takes no certificate; terminate "
+            "TLS in front of it and set serve.allow_plaintext=true, or run the cluster with "
+            "Serve's proxies"
+        )
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # our own lines say what happens
     serve.start(
-        http_options={"host": settings.host, "port": settings.port},
+        http_options=http_options(settings, local_haproxy=_local_haproxy(address)),
         logging_config={"log_level": "WARNING", "enable_access_log": False},
     )
     roll_out(args, bundle)
-    return Deployment(args, bundle, f"http://{settings.host}:{settings.port}")
+    return Deployment(args, bundle, base_url(settings))
+
+
+def http_options(settings: ServeSection, *, local_haproxy: bool = False) -> dict:
+    """Serve's HTTP options. With the HAProxy ingress of a local Ray, Serve listens on loopback
+    (the replicas' own HTTP servers and its fallback proxy bind Serve's host) and the launcher
+    moves HAProxy's frontend to serve.host, with TLS when set (:func:`prepare_serve_env`).
+    Otherwise Serve's proxies bind serve.host and terminate TLS themselves."""
+    if local_haproxy:
+        return {"host": "127.0.0.1", "port": settings.port}
+    options: dict = {"host": settings.host, "port": settings.port}
+    if settings.tls_cert and settings.tls_key:
+        options.update(ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
+    return options
+
+
+class ClusterTlsError(RuntimeError):
+    """TLS was asked of a cluster whose ingress cannot serve it."""
+
+
+def _local(address: str | None) -> bool:
+    return not (address or os.environ.get("RAY_ADDRESS"))
+
+
+def _local_haproxy(address: str | None) -> bool:
+    return _local(address) and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+
+
+def _cluster_runs_haproxy() -> bool:
+    """Whether the cluster's nodes run Serve's HAProxy ingress: read where Ray's workers run
+    (they inherit the environment of ``ray start``)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def ingress_setting() -> str | None:
+        return os.environ.get("RAY_SERVE_ENABLE_HA_PROXY")
+
+    return ray.get(ingress_setting.remote(), timeout=60) == "1"
+
+
+def base_url(settings: ServeSection) -> str:
+    """Where the API is: ``http(s)://host:port`` plus the route prefix (none for ``/``)."""
+    prefix = "" if settings.route_prefix == "/" else settings.route_prefix
+    scheme = "https" if settings.tls else "http"
+    return f"{scheme}://{settings.host}:{settings.port}{prefix}"
 
 
 def roll_out(args: DeployArgs, bundle: ModelBundle) -> None:
@@ -92,7 +151,12 @@ def roll_out(args: DeployArgs, bundle: ModelBundle) -> None:
     from ray import serve
 
     console.err.print(f"deploying {bundle.label} as Serve application '{args.name}' ...")
-    serve.run(application(args, bundle), name=args.name, route_prefix="/", blocking=False)
+    serve.run(
+        application(args, bundle),
+        name=args.name,
+        route_prefix=args.serve.route_prefix,
+        blocking=False,
+    )
 
 
 def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
@@ -101,6 +165,7 @@ def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
 
     settings = deployment.args.serve
     current = deployment.bundle
+    refused: set[str] = set()  # versions not rolled to (another input schema), told once
     watched = reload and uri.kind == "alias"
     if watched:
         console.err.print(f"watching {uri.text} every {settings.reload_interval_s:g} s")
@@ -110,14 +175,20 @@ def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
         while True:
             time.sleep(settings.reload_interval_s if watched else 3600)
             if watched:
-                current = _roll_if_moved(deployment.args, uri, current)
+                current = _roll_if_moved(deployment.args, uri, current, refused)
     except KeyboardInterrupt:
         console.err.print("stopping ...")
         serve.delete(deployment.args.name)
         return 0
 
 
-def _roll_if_moved(args: DeployArgs, uri: ModelURI, current: ModelBundle) -> ModelBundle:
+def _roll_if_moved(
+    args: DeployArgs, uri: ModelURI, current: ModelBundle, refused: set[str] | None = None
+) -> ModelBundle:
+    """Roll to the version ``uri`` points at now, unless it is the one served or its input
+    schema differs from the served one's (its clients would get 422 on every request): then
+    keep serving ``current`` and say why (once per version when ``refused`` is given)."""
+    from orchestrator.champion import FeatureSchema, schema_changes
     from orchestrator.model_source import ModelSourceError
 
     try:
@@ -127,13 +198,32 @@ def _roll_if_moved(args: DeployArgs, uri: ModelURI, current: ModelBundle) -> Mod
         return current
     if latest.version == current.version:
         return current
+    changes = schema_changes(
+        FeatureSchema.from_model_config(current.model_config),
+        FeatureSchema.from_model_config(latest.model_config),
+    )
+    if changes:
+        if refused is None or latest.version not in refused:
+            from rich.markup import escape
+
+            console.print_error(
+                f"{uri.text} moved to v{latest.version}, whose inputs differ from the served "
+                f"v{current.version}'s ({escape('; '.join(changes))}): not rolled, still serving "
+                f"{current.label}; deploy it on purpose with redblue deploy "
+                f"models:/{latest.name}/{latest.version}"
+            )
+        if refused is not None:
+            refused.add(str(latest.version))
+        return current
     console.err.print(f"{uri.text} moved from v{current.version} to v{latest.version}")
     roll_out(args, latest)
     console.out.print(f"now serving {latest.label}")
     return latest
 
 
-def summary_rows(deployment: Deployment, key: ApiKey) -> list[tuple[str, str]]:
+def summary_rows(
+    deployment: Deployment, keys: ApiKeys, show_key: bool = False
+) -> list[tuple[str, str]]:
     args, bundle = deployment.args, deployment.bundle
     replicas = (
         f"autoscaling {args.serve.autoscaling.min_replicas}-{args.serve.autoscaling.max_replicas}"
@@ -146,36 +236,47 @@ def summary_rows(deployment: Deployment, key: ApiKey) -> list[tuple[str, str]]:
         ("run_id", bundle.run_id or "-"),
         ("test metrics", metrics or "-"),
         ("endpoint", f"{deployment.url}/v1/predict"),
-        ("docs", f"{deployment.url}/docs"),
+        ("openapi", f"{deployment.url}/openapi.json (key required; /docs too)"),
+        ("health", f"{deployment.url}/healthz (the only route without a key)"),
         ("replicas", replicas),
-        ("api key", key.describe(args.serve.api_key_env)),
+        ("api key", keys.describe()),
         ("audit log", args.audit_log or "off"),
     ]
-    if key.source == "generated":
-        rows.append(("the key", key.value))
+    cert = args.serve.tls_cert
+    if cert:
+        trust = " (self-signed: clients trust this file)" if is_self_signed(cert) else ""
+        rows.append(("tls", f"HTTPS, certificate {cert}{trust}"))
+    if show_key and keys.source in ("generated", "file"):
+        rows.append(("the key", keys.first))
     return rows
 
 
-def curl_line(deployment: Deployment, key: ApiKey, rows: np.ndarray) -> str:
+def curl_line(deployment: Deployment, keys: ApiKeys, rows: np.ndarray) -> str:
     """A ready-to-paste curl command; the key is read from where it lives, never inlined."""
-    env = deployment.args.serve.api_key_env
-    secret = f"${env}" if key.source == "env" else f"$(cat {key.path})"
+    secret = keys.shell_reference()
     body = json.dumps({"inputs": [rows[0].round(4).tolist()]})
+    cert = deployment.args.serve.tls_cert
+    trust = f"--cacert {shlex.quote(cert)} " if cert and is_self_signed(cert) else ""
     return (
-        f"curl -s -H \"Authorization: Bearer {secret}\" -H 'Content-Type: application/json' "
+        f"curl -s {trust}-H \"Authorization: Bearer {secret}\" -H 'Content-Type: application/json' "
         f"-d '{body}' {deployment.url}/v1/predict"
     )
 
 
 def check_requests(
-    deployment: Deployment, key: ApiKey, rows: np.ndarray, truth: list | None
+    deployment: Deployment, keys: ApiKeys, rows: np.ndarray, truth: list | None
 ) -> bool:
-    """Send a few authenticated requests (single rows, then all at once) and print the answers."""
+    """Send a few authenticated requests (single rows, then all at once) and print the answers;
+    check that every key is accepted and that a request without one is refused."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {key.value}"}
+    headers = {"Authorization": f"Bearer {keys.first}"}
+    cert = deployment.args.serve.tls_cert
+    verify = client_verify(cert) if cert else True
     ok = True
-    with httpx.Client(base_url=deployment.url, headers=headers, timeout=30) as client:
+    with httpx.Client(
+        base_url=deployment.url, headers=headers, timeout=30, verify=verify
+    ) as client:
         for index, row in enumerate(rows):
             response = client.post("/v1/predict", json={"inputs": [row.tolist()]})
             ok &= response.status_code == 200
@@ -185,8 +286,13 @@ def check_requests(
         console.out.print(f"all {len(rows)} rows: HTTP {response.status_code}  {_answer(response)}")
         if truth is not None:
             console.out.print(f"true labels of these rows: {truth}")
-        info = client.get("/v1/model")
-        ok &= info.status_code == 200
+        for value, ident in zip(keys.values, keys.ids, strict=True):
+            info = client.get("/v1/model", headers={"Authorization": f"Bearer {value}"})
+            ok &= info.status_code == 200
+            console.out.print(f"key {ident}: HTTP {info.status_code} for /v1/model")
+        anonymous = httpx.get(f"{deployment.url}/v1/model", timeout=30, verify=verify)
+        ok &= anonymous.status_code == 401
+        console.out.print(f"no key: HTTP {anonymous.status_code} for /v1/model")
     return ok
 
 
@@ -221,11 +327,34 @@ def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[np.ndarra
     return np.repeat(model.input_mean.numpy()[None, :], count, axis=0), None
 
 
-def audit_path(configured: str) -> str:
-    """The audit log's absolute path (relative paths from the working directory)."""
+def audit_path(configured: str, local: bool) -> str | None:
+    """The audit log the replicas write: None when ``off``. A local deploy resolves a relative
+    path from the working directory and checks it can be written; a deploy to a cluster passes
+    it on, for each replica to resolve on its own node (``serve_apps.guard.audit_log_at``).
+
+    Raises AuditLogError when a local path cannot be written.
+    """
     from orchestrator.environment import state_root
 
-    return str((state_root() / os.path.expanduser(configured)).resolve())
+    if configured.lower() == "off":
+        return None
+    if not local:
+        return configured
+    path = (state_root() / os.path.expanduser(configured)).resolve()
+    if path.is_dir():
+        raise AuditLogError(f"serve.audit_log {configured}: {path} is a directory; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    except OSError as exc:
+        raise AuditLogError(
+            f"serve.audit_log {configured}: cannot write {path}: {exc.strerror}"
+        ) from None
+    return str(path)
+
+
+class AuditLogError(ValueError):
+    """serve.audit_log names a file this deploy cannot write."""
 
 
 def run(
@@ -234,33 +363,56 @@ def run(
     bundle: ModelBundle,
     address: str | None,
     *,
+    keys: ApiKeys,
     emit_config: Path | None = None,
     reload: bool = False,
     check: bool = False,
+    show_key: bool = False,
 ) -> int:
-    """The whole command; returns its exit code (2 when the port is taken before Ray starts)."""
-    from serve_apps.guard import key_digest
+    """The whole command; returns its exit code (2 when the port is taken before Ray starts).
 
-    key = obtain_key(settings.api_key_env)
+    ``keys`` were read already; they leave this process's environment here, before Ray starts.
+    """
+    remove_from_environment(settings.api_key_env)
+    local = not (address or os.environ.get("RAY_ADDRESS") or emit_config)
+    try:
+        audit_log = audit_path(settings.audit_log, local)
+    except AuditLogError as exc:
+        console.print_error(str(exc))
+        return EXIT_INVALID
+    if local and settings.tls_cert and settings.tls_key:
+        # A cluster's proxies read the paths on their own nodes; a local deploy checks them here.
+        cert, key = absolute(settings.tls_cert), absolute(settings.tls_key)
+        problem = tls_problem(cert, key)
+        if problem:
+            console.print_error(problem)
+            return EXIT_INVALID
+        settings = settings.model_copy(update={"tls_cert": cert, "tls_key": key})
     args = DeployArgs(
         model=bundle.uri,
         name=bundle.name,
         serve=settings,
-        key_digests=[key_digest(key.value)],
-        audit_log=audit_path(settings.audit_log),
+        key_digests=keys.digests,
+        audit_log=audit_log,
     )
     if emit_config:
         write_config(args, emit_config)
         console.out.print(f"wrote {emit_config}: {bundle.label} as Serve application '{args.name}'")
         return 0
-    local = not (address or os.environ.get("RAY_ADDRESS"))
     problem = port_problem(settings.host, settings.port) if local else None
     if problem:
         console.print_error(problem)
         return EXIT_INVALID
-    haproxy = prepare_serve_env(settings.ingress) if local else None
+    tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
+    haproxy = (
+        prepare_serve_env(settings.ingress, port=settings.port, host=settings.host, tls=tls)
+        if local
+        else None
+    )
     try:
-        return _serve(args, uri, bundle, key, address, local=local, reload=reload, check=check)
+        return _serve(
+            args, uri, bundle, keys, address, local=local, reload=reload, check=check, show=show_key
+        )
     finally:
         if local:
             _stop_local_serve()
@@ -278,15 +430,21 @@ def _stop_local_serve() -> None:
         ray.shutdown()
 
 
-def _serve(args, uri, bundle, key, address, *, local: bool, reload: bool, check: bool) -> int:
-    deployment = start(args, bundle, address)
+def _serve(
+    args, uri, bundle, keys, address, *, local: bool, reload: bool, check: bool, show: bool
+) -> int:
+    try:
+        deployment = start(args, bundle, address)
+    except ClusterTlsError as exc:
+        console.print_error(str(exc))
+        return EXIT_INVALID
     rows, truth = sample_rows(bundle)
-    console.print_summary(summary_rows(deployment, key), title=f"serving {bundle.label}")
-    console.out.print("try it:\n  " + curl_line(deployment, key, rows))
+    console.print_summary(summary_rows(deployment, keys, show), title=f"serving {bundle.label}")
+    console.out.print("try it:\n  " + curl_line(deployment, keys, rows))
     if check:
         from ray import serve
 
-        ok = check_requests(deployment, key, rows, truth)
+        ok = check_requests(deployment, keys, rows, truth)
         serve.delete(args.name)
         console.err.print("removed the deployment")
         return 0 if ok else 1

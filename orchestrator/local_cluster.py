@@ -6,12 +6,15 @@ token auth on, the dashboard and job API on 127.0.0.1. The tracking server is ``
 on SQLite with served artifacts, on 127.0.0.1; it starts first, and every node's environment
 holds its ``MLFLOW_TRACKING_URI`` (as the launch files set it), so a plain ``ray job submit``
 logs there. What ``up`` started is written to
-``.redblue/cluster.json`` (pids and command lines); ``down`` stops exactly those processes and
-their process groups, after checking each pid still runs the command it recorded.
+``.redblue/cluster.json`` (pids, start times and command lines; replaced atomically); ``down``
+stops exactly those processes and their process groups, after checking each pid is still the
+process it recorded (same start time, same command), and leaves any other alone. The Ray token
+file it creates is readable by its owner only (mode 600).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,6 +45,7 @@ class Process:
     pid: int
     command: list[str]
     log: str
+    started: float = 0.0  # psutil's create time; 0 in state files written before it was kept
 
 
 @dataclass
@@ -90,17 +94,26 @@ def load_state() -> ClusterState | None:
 
 
 def save_state(state: ClusterState) -> None:
+    """Write the state file atomically: a reader (or a crash) sees the old file or the new one."""
     path = state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(state), indent=2))
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("w") as handle:
+        handle.write(json.dumps(asdict(state), indent=2))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def running(process: Process) -> bool:
-    """Whether ``process.pid`` still runs the command ``up`` started (not a reused pid)."""
+    """Whether ``process.pid`` is still the process ``up`` started: the same start time (when
+    recorded) and the same command, so a reused pid is never taken for it."""
     import psutil
 
     try:
         found = psutil.Process(process.pid)
+        if process.started and abs(found.create_time() - process.started) >= 0.5:
+            return False
         cmdline = found.cmdline()
         # A script runs as `python /path/ray start ...`: compare the arguments after the program.
         return (
@@ -187,7 +200,16 @@ def _spawn(role: str, command: list[str], folder: Path, env: dict[str, str]) -> 
             env=env,
             start_new_session=True,  # Ctrl-C in the calling shell does not reach the cluster
         )
-    return Process(role, child.pid, command, str(log_path))
+    return Process(role, child.pid, command, str(log_path), _create_time(child.pid))
+
+
+def _create_time(pid: int) -> float:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:  # it exited at once; _check_alive reports it
+        return 0.0
 
 
 def _start_node(state: ClusterState, index: int, folder: Path, env: dict[str, str]) -> Process:
@@ -282,21 +304,41 @@ def _check_alive(state: ClusterState) -> None:
             raise ClusterError(f"{process.role} exited; the end of {process.log}:\n{tail}")
 
 
+def token_path() -> Path:
+    """The file Ray reads its token from: ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
+    configured = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return Path(configured).expanduser() if configured else Path.home() / ".ray" / "auth_token"
+
+
 def _auth_headers() -> dict[str, str]:
-    token_file = Path.home() / ".ray" / "auth_token"
+    token_file = token_path()
     token = os.environ.get("RAY_AUTH_TOKEN") or (
         token_file.read_text().strip() if token_file.is_file() else ""
     )
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def ensure_token() -> None:
-    """Ray's token auth needs a token before the first node starts; make one if none exists."""
-    token_file = Path.home() / ".ray" / "auth_token"
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        return
-    ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, "get-auth-token", "--generate"], check=True, capture_output=True)
+def ensure_token() -> Path | None:
+    """Ray's token auth needs a token before the first node starts: make one if none exists
+    (256 random bits, as ``ray get-auth-token --generate`` makes), created with mode 600; an
+    existing token file is made mode 600 too. Returns the file, or None when the token comes
+    from ``$RAY_AUTH_TOKEN``."""
+    import secrets
+
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    token_file = token_path()
+    if not token_file.is_file():
+        token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another `up` made it meanwhile
+            pass
+        else:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32))
+    token_file.chmod(0o600)
+    return token_file
 
 
 def node_rows(state: ClusterState) -> list[tuple[str, str, str, str]]:
@@ -318,29 +360,51 @@ def node_rows(state: ClusterState) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def down(state: ClusterState, log) -> list[str]:
+def down(state: ClusterState, log, grace_s: float = STOP_GRACE_S) -> list[str]:
     """Stop the recorded processes and their process groups (each was started as the leader of
-    its own group, which Ray's node processes join): SIGTERM, then SIGKILL after
-    ``STOP_GRACE_S`` (Ray's GCS and ``ray start --block`` linger for 30 s and more after
-    SIGTERM; the cluster keeps no state worth that wait)."""
-    stopped = []
+    its own group, which Ray's node processes join): SIGTERM, then SIGKILL after ``grace_s``
+    (Ray's GCS and ``ray start --block`` linger for 30 s and more after SIGTERM; the cluster
+    keeps no state worth that wait).
+
+    Only a process verified as the one ``up`` started (:func:`running`: pid, start time and
+    command) is signalled, with its group; a recorded pid that now belongs to another process is
+    left alone. Processes that exit meanwhile are fine."""
+    stopped, groups = [], set()
     for process in reversed(state.processes):
         if not running(process):
+            if _exists(process.pid):
+                log(f"pid {process.pid} is no longer the {process.role} `up` started; left alone")
             continue
         log(f"stopping {process.role} (pid {process.pid}) ...")
-        os.killpg(process.pid, signal.SIGTERM)
+        groups.add(process.pid)
         stopped.append(process.role)
-    deadline = time.time() + STOP_GRACE_S
-    while time.time() < deadline and _group_members(state):
+        with contextlib.suppress(ProcessLookupError):  # the group exited since the check
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.time() + grace_s
+    while time.time() < deadline and _group_members(groups):
         time.sleep(0.5)
-    for pid in _group_members(state):
-        os.kill(pid, signal.SIGKILL)
+    for member in _group_members(groups):
+        _signal(member, signal.SIGKILL)
     deadline = time.time() + 10
-    while time.time() < deadline and _group_members(state):
+    while time.time() < deadline and _group_members(groups):
         time.sleep(0.2)
     _forget_address(state)
     state_path().unlink(missing_ok=True)
     return stopped
+
+
+def _exists(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid)
+
+
+def _signal(process, signum: int) -> None:
+    """Signal a psutil process, which checks it is still the same one; gone is fine."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):  # gone, or reused (psutil checks)
+        process.send_signal(signum)
 
 
 def _forget_address(state: ClusterState) -> None:
@@ -353,16 +417,16 @@ def _forget_address(state: ClusterState) -> None:
         address_file.unlink(missing_ok=True)
 
 
-def _group_members(state: ClusterState) -> list[int]:
-    """Live processes in the process groups that ``up`` started (zombies excluded)."""
+def _group_members(groups: set[int]) -> list:
+    """Live processes (psutil) in ``groups``, the process groups verified as ``up``'s (zombies
+    excluded). A group's id stays taken while any member lives, so these are its processes."""
     import psutil
 
-    groups = {p.pid for p in state.processes}
     members = []
     for candidate in psutil.process_iter(["pid", "status"]):
         try:
             if os.getpgid(candidate.pid) in groups and candidate.info["status"] != "zombie":
-                members.append(candidate.pid)
+                members.append(candidate)
         except (ProcessLookupError, PermissionError):
             continue
     return members

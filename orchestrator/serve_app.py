@@ -32,7 +32,11 @@ class DeployArgs(BaseModel):
     key_digests: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
         min_length=1, description="SHA-256 hex digests of the accepted API keys."
     )
-    audit_log: str | None = Field(None, description="Absolute path of the audit log; none: off.")
+    audit_log: str | None = Field(
+        None,
+        description="The audit log's path (a relative one is taken from ~/.redblue on each "
+        "replica's node); none: off.",
+    )
 
 
 def application(args: DeployArgs, bundle: ModelBundle):
@@ -77,13 +81,16 @@ def serve_config(args: DeployArgs, env_vars: dict[str, str]) -> dict[str, Any]:
     """A Serve config (``serve deploy`` / RayService ``serveConfigV2``) for ``args``."""
     from ray.serve.schema import ServeDeploySchema
 
+    http_options: dict[str, Any] = {"host": args.serve.host, "port": args.serve.port}
+    if args.serve.tls_cert and args.serve.tls_key:  # paths on the cluster's nodes
+        http_options.update(ssl_certfile=args.serve.tls_cert, ssl_keyfile=args.serve.tls_key)
     config = {
         "proxy_location": "EveryNode",
-        "http_options": {"host": args.serve.host, "port": args.serve.port},
+        "http_options": http_options,
         "applications": [
             {
                 "name": args.name,
-                "route_prefix": "/",
+                "route_prefix": args.serve.route_prefix,
                 "import_path": IMPORT_PATH,
                 "args": args.model_dump(mode="json"),
                 "runtime_env": {"env_vars": env_vars} if env_vars else {},

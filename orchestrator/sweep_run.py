@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -26,6 +26,10 @@ from orchestrator import console, storage
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import state_root
 from orchestrator.plan import RunPlan
+
+if TYPE_CHECKING:
+    from orchestrator.champion import Promotion, Score
+    from trainers.data import Dataset, Split
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 # A trial's own process only launches its Train run. It reserves memory, not CPU: 0.01 CPU
@@ -127,9 +131,16 @@ def find_unfinished(client, cfg: RedblueConfig) -> Any:
 
 
 def sweep(
-    cfg: RedblueConfig, plan: RunPlan, address: str | None, resume: bool
+    cfg: RedblueConfig,
+    plan: RunPlan,
+    address: str | None,
+    resume: bool,
+    allow_schema_change: bool = False,
 ) -> tuple[int, SweepSummary | None]:
-    """Run (or resume) a sweep end to end; returns (exit code, summary when it succeeded)."""
+    """Run (or resume) a sweep end to end; returns (exit code, summary when it succeeded).
+
+    The exit code is 1 when no trial finished or when the new version could not be given an
+    alias safely (it stays registered; the message says why)."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.environment import connect_ray_while
@@ -161,7 +172,7 @@ def sweep(
         if ray_problem is not None:
             raise ray_problem
         trials = _run_tune(cfg, plan, where, parent.run_id, sweep_id, sweep_dir, resume)
-        summary = _conclude(cfg, plan, parent, sweep_id, sweep_dir, trials)
+        summary = _conclude(cfg, plan, parent, sweep_id, sweep_dir, trials, allow_schema_change)
     except KeyboardInterrupt:
         console.print_error(
             f"interrupted; continue with: redblue sweep ... --resume (sweep {sweep_id})"
@@ -173,7 +184,7 @@ def sweep(
         console.print_error(f"sweep failed: {message}")
         return EXIT_FAILED, None
     _print_summary(cfg, summary)
-    return (EXIT_OK if summary.best else EXIT_FAILED), summary
+    return (EXIT_OK if summary.best and summary.alias else EXIT_FAILED), summary
 
 
 def _start_parent(cfg: RedblueConfig, sweep_id: str, sweep_dir: str):
@@ -324,15 +335,10 @@ def _conclude(
     sweep_id: str,
     sweep_dir: str,
     trials: list[TrialOutcome],
+    allow_schema_change: bool = False,
 ) -> SweepSummary:
-    from orchestrator.champion import CHALLENGER, CHAMPION, decide, score_model
-    from orchestrator.tracking import (
-        TrackedRun,
-        alias_version,
-        download_final_model,
-        fetch_final_model,
-        register_version,
-    )
+    from orchestrator.champion import PromotionError
+    from orchestrator.tracking import TrackedRun, download_final_model, register_version
 
     ranked = rank(trials, cfg.sweep.metric, cfg.sweep.mode)
     best = ranked[0] if ranked and ranked[0].status == "FINISHED" else None
@@ -373,29 +379,77 @@ def _conclude(
             "redblue.sweep_run_id": parent.run_id,
         },
     )
-    challenger = score_model(model_dir, plan.dataset, plan.split)
-    champion_version = alias_version(parent.client, cfg.name, CHAMPION)
-    champion = None
-    if champion_version is not None:
-        try:
-            champion = score_model(
-                fetch_final_model(f"models:/{cfg.name}/{champion_version}"),
-                plan.dataset,
-                plan.split,
-            )
-        except ValueError as exc:
-            console.err.print(f"the current champion cannot be scored on this data: {exc}")
-    decision = decide(challenger, champion)
-    alias = CHAMPION if decision.promote else CHALLENGER
-    parent.client.set_registered_model_alias(cfg.name, alias, version)
-    parent.client.set_model_version_tag(cfg.name, version, "redblue.decision", decision.reason)
-    parent.log_metrics({f"champion_check.{challenger.metric}": challenger.value})
-    parent.set_tag("redblue.registered_version", f"{version} ({alias})")
-    summary.version, summary.alias, summary.reason = version, alias, decision.reason
+    try:
+        promotion, score = promote_version(
+            parent.client,
+            cfg.name,
+            version,
+            model_dir,
+            plan.dataset,
+            plan.split,
+            allow_schema_change=allow_schema_change,
+        )
+    except PromotionError as exc:
+        console.print_error(str(exc))
+        parent.client.set_model_version_tag(cfg.name, version, "redblue.decision", str(exc))
+        parent.set_tag("redblue.registered_version", f"{version} (no alias)")
+        summary.version, summary.reason = version, str(exc)
+    else:
+        alias, reason = promotion.alias, promotion.decision.reason
+        parent.log_metrics({f"champion_check.{score.metric}": score.value})
+        parent.client.set_model_version_tag(cfg.name, version, "redblue.decision", reason)
+        parent.set_tag("redblue.registered_version", f"{version} ({alias})")
+        summary.version, summary.alias, summary.reason = version, alias, reason
     if not cfg.sweep.keep_all_checkpoints:
         _delete_checkpoints(sweep_dir, keep=best.trial_id)
     parent.finish()
     return summary
+
+
+def promote_version(
+    client,
+    name: str,
+    version: str,
+    model_dir: Path,
+    dataset: Dataset,
+    split: Split,
+    *,
+    allow_schema_change: bool = False,
+) -> tuple[Promotion, Score]:
+    """Score the new ``version`` and the current champion on the test part of ``split``, compare
+    their input schemas, and set the alias the decision gives while the champion has not moved
+    (:func:`orchestrator.champion.promote`). Returns the promotion and the new version's score.
+    """
+    from orchestrator.champion import FeatureSchema, decide, promote, schema_changes, score_model
+    from orchestrator.tracking import fetch_final_model
+
+    challenger = score_model(model_dir, dataset, split)
+    schema = FeatureSchema.of_directory(model_dir)
+
+    def judge(champion_version: str | None):
+        if champion_version is None:
+            return decide(challenger, None)
+        directory = fetch_final_model(f"models:/{name}/{champion_version}")
+        changes = schema_changes(FeatureSchema.of_directory(directory), schema)
+        champion = None
+        if not changes:
+            try:
+                champion = score_model(directory, dataset, split)
+            except ValueError as exc:
+                console.err.print(f"the current champion cannot be scored on this data: {exc}")
+        return decide(
+            challenger,
+            champion,
+            changes=changes,
+            allow_schema_change=allow_schema_change,
+            has_champion=True,
+        )
+
+    promotion = promote(client, name, version, judge, log=console.err.print)
+    client.set_model_version_tag(
+        name, version, "redblue.champion_before", promotion.champion_before or "none"
+    )
+    return promotion, challenger
 
 
 def _params(values: dict[str, Any]) -> list:
@@ -495,7 +549,11 @@ def _print_summary(cfg: RedblueConfig, summary: SweepSummary) -> None:
         ("best trial", f"{summary.best.trial_id} ({format_params(summary.best.params)})"),
         ("best config", str(summary.best_config_path)),
         ("model URI", str(summary.model_uri)),
-        ("registered", f"{cfg.name} version {summary.version} as @{summary.alias}"),
+        (
+            "registered",
+            f"{cfg.name} version {summary.version} "
+            + (f"as @{summary.alias}" if summary.alias else "without an alias"),
+        ),
         ("why", summary.reason),
         ("sweep MLflow run", summary.parent_run_id),
         ("MLflow UI", ui_command(tracking_uri())),

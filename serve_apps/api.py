@@ -1,9 +1,12 @@
-"""The HTTP API: ``POST /v1/predict``, ``GET /v1/model``, ``GET /healthz`` (OpenAPI at ``/docs``).
+"""The HTTP API: ``POST /v1/predict``, ``GET /v1/model``, ``GET /v1/monitor``, ``GET /healthz``
+(OpenAPI at ``/openapi.json`` and ``/docs``).
 
 :func:`build_api` makes the FastAPI app around anything that can predict (a Serve replica, or a
 plain in-process model for a bare uvicorn server), so both serve exactly the same API. Every
-error is JSON ``{"error": code, "message": text}``: 401 without a valid key, 413 for an oversized
-body, 422 for input the model cannot take, never a 500 for bad input.
+error is JSON ``{"error": code, "message": text}``: 400 for a body that is not JSON, 401 without a
+valid key, 413 for a body over the limit, 422 for input the model cannot take (or a row whose
+prediction is not finite), never a 500 for bad input. The OpenAPI document states the deployed
+model's exact input: width, record fields, value range, row limit, and its classes.
 """
 
 from __future__ import annotations
@@ -13,29 +16,52 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from torch import nn
 
 from serve_apps.guard import AuditLog, Guard, KeyRing
 from serve_apps.model_bundle import ModelBundle
+from serve_apps.monitor import DriftWindow, ServeMetrics
 from serve_apps.schemas import (
+    F32_MAX,
+    BodyError,
+    DriftReport,
     ErrorBody,
     InputError,
+    InputShape,
     ModelInfo,
-    PredictRequest,
-    PredictResponse,
-    feature_rows,
+    parse_rows,
+    request_schema,
+    response_schema,
+    round_down,
 )
-from trainers.models import ModelSpec
+from trainers.models import MLP, ModelSpec
 
 logger = logging.getLogger(__name__)
-ERRORS: dict[int | str, dict] = {
-    401: {"model": ErrorBody},
-    413: {"model": ErrorBody},
-    422: {"model": ErrorBody},
+INLINE_PARSE_BYTES = 16 * 1024  # larger bodies are parsed in a worker thread, off the event loop
+
+
+def _error(description: str) -> dict:
+    return {"model": ErrorBody, "description": description}
+
+
+UNAUTHORIZED = _error("No valid API key ('Authorization: Bearer <key>').")
+TOO_LARGE = _error("The body is over the limit (max_body_bytes in GET /v1/model).")
+PREDICT_ERRORS: dict[int | str, dict] = {
+    400: _error("The body is not JSON (malformed, empty, or not UTF-8)."),
+    401: UNAUTHORIZED,
+    413: TOO_LARGE,
+    422: _error(
+        "JSON the model cannot take: not exactly one of inputs/records, a wrong row width, "
+        "unknown or missing record fields, a value that is not a number or out of range, no "
+        "rows or too many; or a row whose prediction is not finite. The message names them."
+    ),
 }
 
 
@@ -51,6 +77,7 @@ class Predictor(Protocol):
 
     bundle: ModelBundle
     spec: ModelSpec
+    model: MLP
 
     async def predict(self, rows: np.ndarray) -> Prediction:
         """Labels or values for ``rows``, and class probabilities for classification."""
@@ -64,30 +91,73 @@ def build_api(
     max_body_bytes: int,
     max_rows: int,
     audit: AuditLog | None,
+    monitor_window: int = 1000,
+    drift_threshold: float = 0.2,
 ) -> FastAPI:
-    """The FastAPI app serving ``predictor``, behind the key check, body limit and audit log."""
+    """The FastAPI app serving ``predictor``, behind the key check, body limit and audit log,
+    with the deployment's metrics and input-drift window (``serve_apps.monitor``).
+
+    The body limit is the smaller of ``max_body_bytes`` and what ``max_rows`` rows of this model
+    need (:attr:`InputShape.body_bytes`).
+    """
     bundle, spec = predictor.bundle, predictor.spec
+    regression = spec.task != "classification"
+    metrics = ServeMetrics(
+        (float(predictor.model.target_mean), float(predictor.model.target_std))
+        if regression
+        else None
+    )
+    drift = DriftWindow(spec.input_summary, spec.feature_names, monitor_window)
     model_ref = {"name": bundle.name, "version": bundle.version, "run_id": bundle.run_id}
+    names = spec.feature_names or [f"f{i}" for i in range(spec.in_features)]
+    shape = InputShape(tuple(names), max_rows, safe_input_bound(predictor.model, spec))
+    body_limit = min(max_body_bytes, shape.body_bytes)
+    classes = np.asarray(spec.classes).tolist()
     api = FastAPI(
         title="Redblue model API",
         version="1",
-        description=f"Predictions of {bundle.label} ({bundle.uri}). Send the API key as "
-        "'Authorization: Bearer <key>'.",
+        description=f"Predictions of {bundle.label} ({bundle.uri}): {spec.task}, "
+        f"{shape.width} features, up to {max_rows} rows a request, bodies up to {body_limit} "
+        "bytes. Send the API key as 'Authorization: Bearer <key>' (every route but /healthz).",
     )
 
-    @api.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
-    async def predict(request: Request, body: PredictRequest) -> JSONResponse:
+    @api.post(
+        "/v1/predict",
+        responses={
+            200: {
+                "description": "One prediction per row, and which model answered.",
+                "content": {
+                    "application/json": {"schema": response_schema(spec.task, classes, shape)}
+                },
+            },
+            **PREDICT_ERRORS,
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": request_schema(shape)}},
+            }
+        },
+    )
+    async def predict(request: Request) -> JSONResponse:
         """Predict a batch of rows (given as `inputs` or as `records`)."""
-        rows = feature_rows(body, spec, max_rows)
+        body = await request.body()
+        if len(body) > INLINE_PARSE_BYTES:
+            rows = await anyio.to_thread.run_sync(parse_rows, body, shape)
+        else:
+            rows = parse_rows(body, shape)
         request.state.rows = len(rows)
         prediction = await predictor.predict(rows)
         request.state.batch_rows = prediction.batch_rows
+        _check_finite(prediction)
+        metrics.predicted(prediction.labels, prediction.batch_rows)
+        drift.observe(rows)
         answer = {"predictions": prediction.labels.tolist(), "model": model_ref}
         if prediction.probabilities is not None:
             answer["probabilities"] = prediction.probabilities.tolist()
         return JSONResponse(answer)
 
-    @api.get("/v1/model", response_model=ModelInfo, responses=ERRORS)
+    @api.get("/v1/model", response_model=ModelInfo, responses={401: UNAUTHORIZED, 413: TOO_LARGE})
     async def model_info() -> ModelInfo:
         """Which model answers, what it takes and how it scored on its test split."""
         return ModelInfo(
@@ -96,21 +166,131 @@ def build_api(
             task=spec.task,
             feature_names=spec.feature_names,
             num_features=spec.in_features,
-            classes=spec.classes,
+            classes=classes,
             test_metrics=bundle.test_metrics,
+            max_rows=max_rows,
+            input_bound=shape.limit,
+            max_body_bytes=body_limit,
         )
 
-    @api.get("/healthz")
-    async def healthz() -> dict:
+    @api.get(
+        "/v1/monitor",
+        response_model=DriftReport,
+        responses={401: UNAUTHORIZED, 413: TOO_LARGE},
+    )
+    async def monitor() -> DriftReport:
+        """Input drift: each feature's population stability index, over the last rows this
+        replica predicted, against the training inputs (``drifted`` past the threshold)."""
+        return DriftReport(**drift.report(drift_threshold))
+
+    @api.get(
+        "/healthz",
+        responses={
+            200: {
+                "description": "The model is loaded.",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"status": {"const": "ok"}, "model": {"type": "object"}},
+                            "required": ["status", "model"],
+                        }
+                    }
+                },
+            },
+            413: TOO_LARGE,
+        },
+    )
+    async def healthz() -> JSONResponse:
         """200 once the model is loaded (no key needed)."""
-        return {"status": "ok", "model": model_ref}
+        return JSONResponse({"status": "ok", "model": model_ref})
 
     _add_error_handlers(api)
-    api.add_middleware(Guard, keys=keys, max_body_bytes=max_body_bytes, audit=audit)
+    _document_security(api)
+    api.add_middleware(
+        Guard,
+        keys=keys,
+        max_body_bytes=body_limit,
+        audit=audit,
+        model={"model": bundle.name, "version": bundle.version},
+        on_answer=metrics.request,
+    )
     return api
 
 
+def _check_finite(prediction: Prediction) -> None:
+    """InputError naming the rows whose prediction overflowed (never a NaN in an answer)."""
+    values = prediction.probabilities
+    if values is None:
+        values = prediction.labels.astype(np.float64).reshape(len(prediction.labels), -1)
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        shown = ", ".join(str(i) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise InputError(
+            f"the model's output is not finite for row(s) {shown}: the values are too far "
+            "outside what the model was trained on"
+        )
+
+
+def _document_security(api: FastAPI) -> None:
+    """The OpenAPI document, with the bearer key on every operation but /healthz."""
+
+    def openapi() -> dict:
+        if api.openapi_schema is None:
+            document = get_openapi(
+                title=api.title, version=api.version, description=api.description, routes=api.routes
+            )
+            schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["apiKey"] = {"type": "http", "scheme": "bearer"}
+            for path, operations in document["paths"].items():
+                if path != "/healthz":
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+            api.openapi_schema = document
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
+def safe_input_bound(model: MLP, spec: ModelSpec) -> float | None:
+    """A bound B such that any row with every value in [-B, B] gets a finite output in float32.
+
+    Interval arithmetic in float64 on the weights: the standardised input is at most
+    (B + |mean|) / std, a linear layer maps a bound z to |W| z + |b|, and every activation used
+    (relu, tanh, sigmoid, gelu) to at most |x| + 1, so the output is at most A*B + C; B keeps
+    that under a quarter of the float32 maximum. None when the weights are not finite or the
+    model has a layer this does not know (then only the output check guards).
+    """
+    try:
+        mean = model.input_mean.double().abs().cpu().numpy()
+        std = model.input_std.double().cpu().numpy()
+        slope, offset = 1.0 / std, mean / std
+        for layer in model.net:
+            if isinstance(layer, nn.Linear):
+                weight = layer.weight.detach().double().abs().cpu().numpy()
+                bias = layer.bias.detach().double().abs().cpu().numpy()
+                slope, offset = weight @ slope, weight @ offset + bias
+            elif isinstance(layer, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU)):
+                offset = offset + 1.0
+            elif not isinstance(layer, nn.Dropout):
+                return None
+        a, c = float(slope.max()), float(offset.max())
+        if spec.task != "classification":
+            scale = float(model.target_std.double().abs().item())
+            a, c = a * scale, c * scale + float(model.target_mean.double().abs().item())
+    except AttributeError:
+        return None
+    if not (np.isfinite(a) and np.isfinite(c)) or a <= 0 or c >= F32_MAX / 4:
+        return None
+    return round_down(min((F32_MAX / 4 - c) / a, F32_MAX / 4))
+
+
 def _add_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(BodyError)
+    async def body_error(_: Request, exc: BodyError) -> JSONResponse:
+        return error_response(400, "invalid_json", str(exc))
+
     @api.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
         return error_response(422, "invalid_input", str(exc))

@@ -42,4 +42,6 @@ def local_api(
         max_body_bytes=settings.max_body_bytes,
         max_rows=settings.max_rows,
         audit=AuditLog(audit_log) if audit_log else None,
+        monitor_window=settings.monitor_window,
+        drift_threshold=settings.drift_threshold,
     )

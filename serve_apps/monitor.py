@@ -8,7 +8,9 @@ replica, so they reach Ray's Prometheus endpoint and dashboards (names prefixed 
     redblue_rows_total                    rows predicted
     redblue_batch_rows                    histogram of rows per forward pass
     redblue_predictions_total{label}      predicted classes (classification)
-    redblue_prediction_value              histogram of predicted values (regression)
+    redblue_prediction_mean               mean prediction of the latest request (regression)
+    redblue_prediction_distance           histogram of |prediction - training mean| / training
+                                          std (regression)
 
 Drift: each replica keeps the bins (``trainers.drift``) of the last ``serve.monitor_window`` rows
 it predicted and, on ``GET /v1/monitor``, compares their shares with the training inputs'.
@@ -17,7 +19,6 @@ it predicted and, on ``GET /v1/monitor``, compares their shares with the trainin
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 
 import numpy as np
 from ray.serve import metrics
@@ -39,12 +40,18 @@ LATENCY_BOUNDARIES_MS = [
     5000.0,
 ]
 ROW_BOUNDARIES = [float(2**i) for i in range(11)]
+DISTANCE_BOUNDARIES = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]
 
 
 class ServeMetrics:
-    """The deployment's own metrics (created once per replica)."""
+    """The deployment's own metrics (created once per replica).
 
-    def __init__(self, value_boundaries: Sequence[float] | None = None) -> None:
+    ``target_scale`` (the training targets' mean and std, regression) scales the prediction
+    summary: the size of each prediction's distance from the training mean, in stds.
+    """
+
+    def __init__(self, target_scale: tuple[float, float] | None = None) -> None:
+        self.target_scale = target_scale
         self.requests = metrics.Counter(
             "redblue_requests_total", "Requests answered, by HTTP status.", tag_keys=("status",)
         )
@@ -55,33 +62,40 @@ class ServeMetrics:
         )
         self.rows = metrics.Counter("redblue_rows_total", "Rows predicted.")
         self.batch_rows = metrics.Histogram(
-            "redblue_batch_rows", "Rows per forward pass.", boundaries=ROW_BOUNDARIES
+            "redblue_batch_rows",
+            "Rows of the forward pass that answered a request (with other requests').",
+            boundaries=ROW_BOUNDARIES,
         )
         self.predictions = metrics.Counter(
             "redblue_predictions_total", "Predicted classes.", tag_keys=("label",)
         )
-        self.values = metrics.Histogram(
-            "redblue_prediction_value",
-            "Predicted values (regression).",
-            boundaries=list(value_boundaries or [0.0]),
+        self.prediction_mean = metrics.Gauge(
+            "redblue_prediction_mean", "Mean prediction of the latest request (regression)."
+        )
+        self.prediction_distance = metrics.Histogram(
+            "redblue_prediction_distance",
+            "|prediction - training mean| / training std of each prediction (regression).",
+            boundaries=DISTANCE_BOUNDARIES,
         )
 
     def request(self, status: int, latency_ms: float) -> None:
         self.requests.inc(tags={"status": str(status)})
         self.latency.observe(latency_ms)
 
-    def batch(self, rows: int) -> None:
-        self.batch_rows.observe(rows)
-
-    def predicted(self, predictions: np.ndarray, classification: bool) -> None:
+    def predicted(self, predictions: np.ndarray, batch_rows: int) -> None:
+        """Count a request's predictions (labels, or values for regression)."""
         self.rows.inc(len(predictions))
-        if classification:
+        self.batch_rows.observe(batch_rows)
+        if self.target_scale is None:
             labels, counts = np.unique(np.asarray(predictions).astype(str), return_counts=True)
             for label, count in zip(labels, counts, strict=True):
                 self.predictions.inc(int(count), tags={"label": str(label)})
-        else:
-            for value in np.asarray(predictions, dtype=np.float64):
-                self.values.observe(float(value))
+            return
+        values = np.asarray(predictions, dtype=np.float64)
+        mean, std = self.target_scale
+        self.prediction_mean.set(float(values.mean()))
+        for distance in np.abs(values - mean) / max(std, 1e-12):
+            self.prediction_distance.observe(float(distance))
 
 
 class DriftWindow:

@@ -9,7 +9,6 @@ and under load the requests that arrive during one forward pass form the next ba
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from ray import serve
 
 from serve_apps.api import Prediction, build_api
-from serve_apps.guard import AuditLog, KeyRing
+from serve_apps.guard import AuditLog, KeyRing, audit_log_at
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
 from trainers.models import predict
@@ -46,7 +45,15 @@ class ModelServer:
         self.settings = settings
         self.model, self.spec = bundle.load()
         self.keys = KeyRing(key_digests)
-        self.audit = AuditLog(Path(audit_log)) if audit_log else None
+        self.audit = (
+            AuditLog(
+                audit_log_at(audit_log),
+                max_bytes=settings.audit_log_max_bytes,
+                backups=settings.audit_log_backups,
+            )
+            if audit_log
+            else None
+        )
         batcher: Any = self._forward_batch  # serve.batch adds these setters
         batcher.set_max_batch_size(settings.max_batch_size)
         batcher.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
@@ -58,6 +65,8 @@ class ModelServer:
             max_body_bytes=self.settings.max_body_bytes,
             max_rows=self.settings.max_rows,
             audit=self.audit,
+            monitor_window=self.settings.monitor_window,
+            drift_threshold=self.settings.drift_threshold,
         )
 
     async def predict(self, rows: np.ndarray) -> Prediction:

@@ -1,60 +1,342 @@
-"""Request and response bodies of the prediction API, and turning a request into a feature matrix.
+"""Request and response bodies of the prediction API, and turning a request body into a matrix.
 
-Pydantic refuses malformed bodies and non-finite numbers; :func:`feature_rows` checks the rest
-against the model (feature count, record fields, row limit). Every refusal is an
-:class:`InputError` whose message names the problem; the API answers it with 422.
+:func:`parse_rows` takes the raw body and does bounded work on it: a byte count of the arrays,
+objects and commas refuses a body with more values than ``max_rows`` rows can hold before any
+Python object is made; then the standard JSON parser; then strict checks (numbers only, no
+booleans or strings, the model's width or record fields, within :attr:`InputShape.bound`) that
+stop after :data:`MAX_PROBLEMS` problems. A body that is not JSON is a :class:`BodyError` (400);
+JSON the model cannot take is an :class:`InputError` (422). Both messages name the problem.
+
+The same :class:`InputShape` writes the JSON schemas that the OpenAPI document publishes, so the
+document states exactly what the server accepts.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+import math
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
-from trainers.spec import ModelSpec
+F32_MAX = float(np.finfo(np.float32).max)
+MAX_PROBLEMS = 5  # validation stops after this many problems
+# The body limit per value: a number as Python or JavaScript print it, pretty-printed.
+BYTES_PER_VALUE = 48
+BYTES_PER_ROW = 32
+BASE_BYTES = 1024
+NUMBER_TYPES = frozenset({int, float})  # JSON numbers; bool is a type of its own
+KINDS = {bool: "a boolean", str: "a string", dict: "an object", list: "a list", type(None): "null"}
 
-FiniteNumber = Annotated[float, Field(allow_inf_nan=False, strict=False)]
+
+class BodyError(ValueError):
+    """The body is not JSON at all (400)."""
 
 
 class InputError(ValueError):
-    """The request cannot be predicted on; the message says why."""
+    """The request cannot be predicted on; the message says why (422)."""
 
 
-class PredictRequest(BaseModel):
-    """Rows to predict, as feature lists (in the model's feature order) or as named records."""
+@dataclass(frozen=True)
+class InputShape:
+    """What one request may hold: rows of the model's features, each within ``bound``."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"inputs": [[0.0, 1.5, 3.0]]}]},
-    )
+    feature_names: tuple[str, ...]
+    max_rows: int
+    bound: float | None  # every value within [-bound, bound]; None: anything finite in float32
 
-    inputs: list[list[FiniteNumber]] | None = Field(
-        None, description="Rows as lists of numbers, in the order of the model's feature names."
-    )
-    records: list[dict[str, FiniteNumber]] | None = Field(
-        None, description="Rows as {feature name: value} objects, every feature named once."
-    )
+    @property
+    def width(self) -> int:
+        return len(self.feature_names)
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PredictRequest:
-        if (self.inputs is None) == (self.records is None):
-            raise ValueError("give exactly one of 'inputs' or 'records'")
-        return self
+    @property
+    def limit(self) -> float:
+        return F32_MAX if self.bound is None else self.bound
+
+    @property
+    def body_bytes(self) -> int:
+        """The largest body a valid request needs: ``max_rows`` rows of records (which also
+        name each feature), every value given :data:`BYTES_PER_VALUE` bytes."""
+        names = sum(len(json.dumps(name)) + 2 for name in self.feature_names)
+        row = names + self.width * BYTES_PER_VALUE + BYTES_PER_ROW
+        return BASE_BYTES + self.max_rows * row
+
+    @property
+    def _name_chars(self) -> tuple[int, int]:
+        text = "".join(self.feature_names)
+        return text.count("[") + text.count("{"), text.count(",")
+
+    @property
+    def max_containers(self) -> int:
+        """Twice the ``[`` and ``{`` bytes a valid request can hold (feature names count)."""
+        brackets, _ = self._name_chars
+        return 2 * (2 + self.max_rows * (1 + brackets)) + 16
+
+    @property
+    def max_commas(self) -> int:
+        """Twice the commas a valid request can hold."""
+        _, commas = self._name_chars
+        return 2 * self.max_rows * (self.width + commas) + 16
+
+
+class _Problems:
+    """Collects problems up to :data:`MAX_PROBLEMS`, then stops validation."""
+
+    class Full(Exception):
+        pass
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.items.append(problem)
+        if len(self.items) >= MAX_PROBLEMS:
+            raise self.Full
+
+    def raise_any(self, stopped: bool = False) -> None:
+        if self.items:
+            suffix = f" (validation stopped after {MAX_PROBLEMS} problems)" if stopped else ""
+            raise InputError("; ".join(self.items) + suffix)
+
+
+def parse_rows(body: bytes, shape: InputShape) -> np.ndarray:
+    """The body as a float32 matrix of shape (rows, shape.width), or BodyError / InputError."""
+    if not body.strip():
+        raise BodyError("the body is empty: send a JSON object with 'inputs' or 'records'")
+    containers = body.count(b"[") + body.count(b"{")
+    if containers > shape.max_containers or body.count(b",") > shape.max_commas:
+        raise InputError(
+            f"the body holds more arrays, objects or values than {shape.max_rows} rows of "
+            f"{shape.width} numbers can (the limit per request is {shape.max_rows} rows)"
+        )
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise BodyError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
+        raise BodyError(f"malformed JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InputError("the body must be a JSON object with 'inputs' or 'records'")
+    unknown = sorted(set(document) - {"inputs", "records"})
+    if unknown:
+        raise InputError(f"unknown field {unknown[0]!r}; send 'inputs' or 'records'")
+    if len(document) != 1:
+        raise InputError("give exactly one of 'inputs' or 'records'")
+    ((field, rows),) = document.items()
+    if not isinstance(rows, list):
+        raise InputError(f"{field}: must be a list of rows, not {_kind(rows)}")
+    if not rows:
+        raise InputError("no rows: send at least one row")
+    if len(rows) > shape.max_rows:
+        raise InputError(f"{len(rows)} rows is more than the limit of {shape.max_rows} per request")
+    problems = _Problems()
+    try:
+        values = (
+            _inputs(rows, shape, problems) if field == "inputs" else _records(rows, shape, problems)
+        )
+        problems.raise_any()
+        return _matrix(values, field, shape, problems)
+    except _Problems.Full:
+        problems.raise_any(stopped=True)
+        raise AssertionError("unreachable") from None
+
+
+def _inputs(rows: list, shape: InputShape, problems: _Problems) -> list:
+    width = shape.width
+    for index, row in enumerate(rows):
+        if not isinstance(row, list):
+            problems.add(f"inputs[{index}]: must be a list of {width} numbers, not {_kind(row)}")
+        elif len(row) != width:
+            problems.add(f"inputs[{index}] has {len(row)} features; the model takes {width}")
+        elif not NUMBER_TYPES.issuperset(map(type, row)):
+            position = next(i for i, v in enumerate(row) if type(v) not in NUMBER_TYPES)
+            problems.add(
+                f"inputs[{index}][{position}]: expected a number, got {_kind(row[position])}"
+            )
+    return rows
+
+
+def _records(rows: list, shape: InputShape, problems: _Problems) -> list:
+    names = shape.feature_names
+    known = frozenset(names)
+    values = []
+    for index, record in enumerate(rows):
+        if not isinstance(record, dict):
+            problems.add(
+                f"records[{index}]: must be an object of feature values, not {_kind(record)}"
+            )
+            continue
+        if record.keys() != known:
+            unknown = [name for name in record if name not in known]
+            if unknown:
+                shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+                problems.add(f"records[{index}] has unknown fields: {shown}")
+                continue
+            missing = [name for name in names if name not in record]
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            problems.add(f"records[{index}] lacks {len(missing)} field(s): {shown}")
+            continue
+        row = [record[name] for name in names] if len(names) == 1 else itemgetter(*names)(record)
+        if not NUMBER_TYPES.issuperset(map(type, row)):
+            name = next(n for n, v in zip(names, row, strict=True) if type(v) not in NUMBER_TYPES)
+            problems.add(f"records[{index}].{name}: expected a number, got {_kind(record[name])}")
+            continue
+        values.append(row)
+    return values
+
+
+def _matrix(values: list, field: str, shape: InputShape, problems: _Problems) -> np.ndarray:
+    def where(row: int, column: int) -> str:
+        if field == "inputs":
+            return f"inputs[{row}][{column}]"
+        return f"records[{row}].{shape.feature_names[column]}"
+
+    try:
+        matrix = np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        for row_index, row in enumerate(values):
+            for column, value in enumerate(row):
+                if abs(value) > shape.limit:
+                    problems.add(f"{where(row_index, column)}: {_outside(value, shape)}")
+        problems.raise_any()
+        raise
+    finite = np.isfinite(matrix)
+    if not finite.all():  # NaN, Infinity, or a number beyond float64 such as 1e999
+        for row, column in np.argwhere(~finite)[:MAX_PROBLEMS]:
+            problems.add(f"{where(row, column)}: expected a finite number")
+    outside = finite & (np.abs(matrix) > shape.limit)
+    if outside.any():
+        for row, column in np.argwhere(outside)[:MAX_PROBLEMS]:
+            problems.add(f"{where(row, column)}: {_outside(matrix[row, column], shape)}")
+    problems.raise_any()
+    return matrix.astype(np.float32)
+
+
+def _outside(value: float, shape: InputShape) -> str:
+    text = f"{float(value):.6g}" if abs(value) < 1e300 else "a number"
+    if shape.bound is None:
+        return f"{text} is too large for float32"
+    return f"{text} is outside the model's input range [-{shape.bound:g}, {shape.bound:g}]"
+
+
+def _kind(value: Any) -> str:
+    return KINDS.get(type(value), type(value).__name__)
+
+
+def number_schema(shape: InputShape) -> dict:
+    schema: dict[str, Any] = {"type": "number"}
+    schema["minimum"], schema["maximum"] = -shape.limit, shape.limit
+    return schema
+
+
+def request_schema(shape: InputShape) -> dict:
+    """The JSON schema of a valid ``POST /v1/predict`` body for this model."""
+    number = number_schema(shape)
+    row = {
+        "type": "array",
+        "items": number,
+        "minItems": shape.width,
+        "maxItems": shape.width,
+        "description": "One row: the features in this order: " + ", ".join(shape.feature_names),
+    }
+    record = {
+        "type": "object",
+        "properties": {name: number for name in shape.feature_names},
+        "required": list(shape.feature_names),
+        "additionalProperties": False,
+        "description": "One row: every feature named once.",
+    }
+
+    def rows_of(item: dict, description: str) -> dict:
+        return {
+            "type": "array",
+            "items": item,
+            "minItems": 1,
+            "maxItems": shape.max_rows,
+            "description": description,
+        }
+
+    inputs = rows_of(row, "Rows as lists of numbers, in the order of the model's feature names.")
+    records = rows_of(record, "Rows as {feature name: number} objects.")
+    return {
+        "title": "PredictRequest",
+        "description": f"1 to {shape.max_rows} rows, as 'inputs' or as 'records'. Numbers only "
+        f"(no booleans, strings or null), each within [-{shape.limit:g}, {shape.limit:g}].",
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"inputs": inputs},
+                "required": ["inputs"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {"records": records},
+                "required": ["records"],
+                "additionalProperties": False,
+            },
+        ],
+        "example": {"inputs": [[0.0] * shape.width]},
+    }
+
+
+def response_schema(task: str, classes: list, shape: InputShape) -> dict:
+    """The JSON schema of a ``POST /v1/predict`` answer for this model."""
+    rows = {"minItems": 1, "maxItems": shape.max_rows}
+    properties: dict[str, Any] = {"model": ModelRef.model_json_schema()}
+    if task == "classification":
+        properties["predictions"] = {
+            "type": "array",
+            "items": {"enum": list(classes)},
+            "description": "One class per row.",
+            **rows,
+        }
+        probabilities = {
+            "type": "array",
+            "items": {"type": "number", "minimum": 0.0, "maximum": 1.0},
+            "minItems": len(classes),
+            "maxItems": len(classes),
+        }
+        properties["probabilities"] = {
+            "type": "array",
+            "items": probabilities,
+            "description": "Per row, the probability of each class, in the order of "
+            f"{json.dumps(list(classes))}.",
+            **rows,
+        }
+        required = ["predictions", "probabilities", "model"]
+    else:
+        properties["predictions"] = {
+            "type": "array",
+            "items": {"type": "number"},
+            "description": "One predicted value per row.",
+            **rows,
+        }
+        required = ["predictions", "model"]
+    return {
+        "title": "PredictResponse",
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def round_down(value: float) -> float:
+    """``value`` rounded down to two significant digits (a bound that reads well)."""
+    if value <= 0 or not math.isfinite(value):
+        return value
+    exponent = math.floor(math.log10(value)) - 1
+    return float(f"{math.floor(value / 10.0**exponent)}e{exponent}")
 
 
 class ModelRef(BaseModel):
     name: str
     version: str | None = Field(None, description="Registry version; null for a runs:/ model.")
     run_id: str | None = None
-
-
-class PredictResponse(BaseModel):
-    predictions: list[Any] = Field(description="One label (classification) or value per row.")
-    probabilities: list[list[float]] | None = Field(
-        None, description="Per row, the probability of each class (classification only)."
-    )
-    model: ModelRef
 
 
 class ModelInfo(BaseModel):
@@ -65,6 +347,12 @@ class ModelInfo(BaseModel):
     num_features: int
     classes: list[Any]
     test_metrics: dict[str, float]
+    max_rows: int = Field(description="Most rows one request may carry.")
+    input_bound: float = Field(
+        description="Every input value must lie within [-input_bound, input_bound]: the range "
+        "in which the model's float32 arithmetic is certain to give a finite output."
+    )
+    max_body_bytes: int = Field(description="Largest request body accepted; larger gets 413.")
 
 
 class ErrorBody(BaseModel):
@@ -72,39 +360,16 @@ class ErrorBody(BaseModel):
     message: str = Field(description="What was wrong, naming the field or limit.")
 
 
-def feature_rows(request: PredictRequest, spec: ModelSpec, max_rows: int) -> np.ndarray:
-    """The request as a float32 matrix of shape (rows, spec.in_features), or InputError."""
-    rows = request.inputs if request.inputs is not None else request.records
-    assert rows is not None  # the validator guarantees one of the two
-    if not rows:
-        raise InputError("no rows: send at least one row")
-    if len(rows) > max_rows:
-        raise InputError(f"{len(rows)} rows is more than the limit of {max_rows} per request")
-    if request.inputs is not None:
-        for index, row in enumerate(request.inputs):
-            if len(row) != spec.in_features:
-                raise InputError(
-                    f"inputs[{index}] has {len(row)} features; the model takes {spec.in_features}"
-                )
-        values: list = request.inputs
-    else:
-        values = _records_values(request.records or [], spec.feature_names)
-    with np.errstate(over="ignore"):
-        matrix = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(matrix).all():  # finite in JSON, but beyond float32
-        bad = int(np.argwhere(~np.isfinite(matrix))[0][0])
-        raise InputError(f"row {bad} holds a number too large for float32")
-    return matrix
+class FeatureDrift(BaseModel):
+    psi: float = Field(description="Population stability index against the training inputs.")
+    drifted: bool = Field(description="Whether psi passed the deployment's drift threshold.")
 
 
-def _records_values(records: list[dict[str, float]], names: list[str]) -> list[list[float]]:
-    known = set(names)
-    for index, record in enumerate(records):
-        unknown = sorted(set(record) - known)
-        if unknown:
-            raise InputError(f"records[{index}] has unknown fields: {', '.join(unknown)}")
-        missing = [name for name in names if name not in record]
-        if missing:
-            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise InputError(f"records[{index}] lacks {len(missing)} field(s): {shown}")
-    return [[record[name] for name in names] for record in records]
+class DriftReport(BaseModel):
+    """GET /v1/monitor: input drift over the last rows this replica predicted."""
+
+    window: int = Field(description="Rows compared (up to serve.monitor_window).")
+    threshold: float = Field(description="serve.drift_threshold.")
+    features: dict[str, FeatureDrift] = Field(
+        description="Per feature; empty for a model logged without a training summary."
+    )

@@ -7,9 +7,10 @@ like every other key.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from trainers.config import Section
 
@@ -39,6 +40,13 @@ class ServeSection(Section):
         "it to the network (keep the API key secret).",
     )
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    route_prefix: str = Field(
+        "/",
+        pattern=r"^/$|^(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+$",
+        description="Path under which the API is served (the Serve application's route prefix), "
+        "e.g. /digits serves /digits/v1/predict; give each model on one cluster its own. '/' or "
+        "'/'-separated segments of letters, digits and . _ ~ - (no trailing '/').",
+    )
     ingress: Literal["haproxy", "proxy"] = Field(
         "haproxy",
         description="How requests reach the replicas when redblue deploy starts the local Ray. "
@@ -79,13 +87,92 @@ class ServeSection(Section):
     api_key_env: str = Field(
         "REDBLUE_API_KEY",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="Environment variable holding the API key clients send as a Bearer token.",
+        description="Environment variable holding the API key(s) clients send as a Bearer token: "
+        "one key, or several separated by commas (rotation); or NAME_FILE (REDBLUE_API_KEY_FILE) "
+        "naming a file with one key per line. Each key needs at least 128 bits: 32+ hex digits, "
+        "or 22+ characters of base64/base64url.",
     )
     audit_log: str = Field(
         "logs/serve-audit.jsonl",
-        description="JSON-lines audit log, one line per request (time, key id, rows, status, "
-        "latency; never the payload). Relative paths are taken from the working directory.",
+        description="JSON-lines audit log, one line per request (time, request id, key id, "
+        "model version, client address, rows, status, latency; never the payload), or off. "
+        "Relative paths are taken from the working directory of a local deploy, and from "
+        "~/.redblue on the node of each replica when deploying to a cluster (--address).",
+    )
+
+    audit_log_max_bytes: int = Field(
+        50 * MIB,
+        ge=1024,
+        description="The audit log is rotated when it grows past this size (FILE -> FILE.1 ...).",
+    )
+    audit_log_backups: int = Field(
+        5, ge=1, le=100, description="Rotated audit logs kept (FILE.1 is the newest)."
+    )
+    monitor_window: int = Field(
+        1000,
+        ge=10,
+        le=1_000_000,
+        description="GET /v1/monitor compares the inputs of the last N rows a replica predicted "
+        "with the training inputs.",
+    )
+    drift_threshold: float = Field(
+        0.2,
+        gt=0.0,
+        description="A feature whose population stability index over the window passes this "
+        "counts as drifted (PSI below 0.1: no change; 0.1-0.25: some; above 0.25: a lot).",
     )
     reload_interval_s: float = Field(
         10.0, gt=0.0, description="With --reload: how often the model alias is checked."
     )
+    tls_cert: str | None = Field(
+        None,
+        description="PEM certificate file (the server's certificate first, then any "
+        "intermediates): with tls_key, the endpoint serves HTTPS only. Relative paths are taken "
+        "from the working directory.",
+    )
+    tls_key: str | None = Field(
+        None, description="PEM private key file of tls_cert (not encrypted; keep it mode 600)."
+    )
+    allow_plaintext: bool = Field(
+        False,
+        description="Serve plain HTTP on a serve.host that is not loopback (e.g. behind a load "
+        "balancer that terminates TLS). Without it, such a host needs tls_cert and tls_key.",
+    )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the endpoint serves HTTPS."""
+        return bool(self.tls_cert and self.tls_key)
+
+    @model_validator(mode="after")
+    def _tls_or_loopback(self) -> ServeSection:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            given, missing = ("tls_cert", "tls_key") if self.tls_cert else ("tls_key", "tls_cert")
+            raise ValueError(
+                f"serve.{given} is set but serve.{missing} is not: give both (HTTPS) or neither"
+            )
+        if not self.tls and not self.allow_plaintext and not is_loopback(self.host):
+            raise ValueError(
+                f"serve.host {self.host} is not a loopback address, and without TLS the API key "
+                "would cross the network in clear: set serve.tls_cert and serve.tls_key (HTTPS), "
+                "or serve.allow_plaintext=true if something in front terminates TLS"
+            )
+        return self
+
+    @field_validator("audit_log")
+    @classmethod
+    def _audit_log_is_a_file(cls, value: str) -> str:
+        value = value.strip()
+        if not value or value.endswith("/") or value in (".", ".."):
+            raise ValueError("give the audit log's file path, or off")
+        return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine: ``localhost`` or a loopback address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

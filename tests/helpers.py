@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainers.drift import summarize
 from trainers.models import MLP, ModelSpec, save_model
 
 
@@ -24,8 +25,9 @@ def saved_model(directory: Path, *, seed: int, features: int = 8, hidden: int = 
         feature_names=[f"f{i}" for i in range(features)],
         classes=["a", "b", "c"],
     )
+    data = np.random.default_rng(seed).normal(2.0, 3.0, size=(256, features)).astype(np.float32)
+    spec.input_summary = summarize(data, spec.feature_names)  # what training stores, for drift
     model = MLP(spec)
-    data = np.random.default_rng(seed).normal(2.0, 3.0, size=(64, features)).astype(np.float32)
     model.set_normalization(data, None)
     return save_model(directory, model, spec)
 

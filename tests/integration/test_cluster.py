@@ -105,6 +105,17 @@ def test_up_exports_loopback_addresses_and_status_lists_three_nodes(cluster):
     assert again.returncode == 2 and "already runs" in again.stderr
 
 
+def test_the_token_file_is_private_and_each_process_recorded_with_its_start_time(cluster):
+    import stat
+
+    from orchestrator.local_cluster import token_path
+
+    folder, _, _ = cluster
+    assert stat.S_IMODE(token_path().stat().st_mode) == 0o600
+    state = json.loads((folder / ".redblue" / "cluster.json").read_text())
+    assert all(p["started"] > 0 for p in state["processes"]), state["processes"]
+
+
 def test_dashboard_job_api_and_mlflow_listen_on_loopback_and_jobs_need_the_token(cluster):
     import httpx
     import psutil

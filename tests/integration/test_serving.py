@@ -21,8 +21,10 @@ from tests.helpers import sample_rows
 
 pytestmark = pytest.mark.integration
 
-KEY = "integration-test-key"
+KEY = "itest-Zq8Lw3Nv5Rb7Tx2Ky4Hm"  # 26 base64url characters: a key redblue deploy accepts
 AUTH = {"Authorization": f"Bearer {KEY}"}
+PREFIX = "/team/prefixed"
+OLD_KEY, NEW_KEY = "old-8fQ2xLp9Rw4Tz6Vb1Nc3", "new-5hK7mJ2qXs9Dg4Wy8Pe1"
 
 
 @pytest.fixture(scope="module")
@@ -72,20 +74,23 @@ def replica_pids(app: str) -> dict[str, int]:
 
 
 class Load:
-    """Clients sending single-row requests in a loop; counts outcomes and versions seen."""
+    """Clients sending single-row requests in a loop; counts outcomes and versions seen.
 
-    def __init__(self, served, clients: int = 3) -> None:
-        self.target = url(served, "/v1/predict")
+    ``auth`` is the headers every client sends; changing it moves all clients to another key."""
+
+    def __init__(self, served, clients: int = 3, *, target: str = "", auth: dict | None = None):
+        self.target = target or url(served, "/v1/predict")
+        self.auth = AUTH if auth is None else auth
         self.outcomes: list[tuple[float, int | str, str | None]] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
 
     def _client(self) -> None:
         row = sample_rows(1).tolist()
-        with httpx.Client(headers=AUTH, timeout=30) as client:
+        with httpx.Client(timeout=30) as client:
             while not self.stop.is_set():
                 try:
-                    response = client.post(self.target, json={"inputs": row})
+                    response = client.post(self.target, json={"inputs": row}, headers=self.auth)
                 except httpx.HTTPError as exc:
                     self.outcomes.append((time.monotonic(), type(exc).__name__, None))
                     continue
@@ -154,7 +159,11 @@ def test_single_rows_from_many_clients_match_one_batch(served):
 BAD_REQUESTS = [
     ({}, {"inputs": [[1.0] * 8]}, 401, "Authorization: Bearer"),
     ({"Authorization": "Bearer nope"}, {"inputs": [[1.0] * 8]}, 401, "not valid"),
-    (AUTH, '{"inputs": [[1.0, 2', 422, "malformed JSON"),
+    (AUTH, '{"inputs": [[1.0, 2', 400, "malformed JSON"),
+    (AUTH, {"inputs": [[True] * 8]}, 422, "inputs[0][0]: expected a number, got a boolean"),
+    (AUTH, {"inputs": [["1.5"] * 8]}, 422, "inputs[0][0]: expected a number, got a string"),
+    (AUTH, {"inputs": [[3e38] * 8]}, 422, "inputs[0][0]: 3e+38 is outside the model's input"),
+    (AUTH, {"inputs": [[{}] * 5000]}, 422, "more arrays, objects or values than 50 rows"),
     (AUTH, {"inputs": [[1.0] * 5]}, 422, "inputs[0] has 5 features; the model takes 8"),
     (AUTH, {"records": [{"f0": 1.0, "bogus": 2.0}]}, 422, "unknown fields: bogus"),
     (AUTH, '{"inputs": [[NaN, 1, 1, 1, 1, 1, 1, 1]]}', 422, "finite number"),
@@ -182,6 +191,123 @@ def test_every_bad_request_gets_a_json_4xx_and_no_replica_dies(served):
     assert replica_pids("servetest") == before
 
 
+FLOOD_SECONDS = 10
+FLOOD_CLIENTS = 8
+FLOOD_BOUND_S = 1.0  # the slowest /healthz or valid prediction during the flood
+
+
+def test_a_flood_of_junk_bodies_leaves_health_and_predictions_answered(served):
+    """Clients send junk bodies as fast as they can: the issue's 8 MB body of empty objects,
+    bodies of the largest size accepted made of objects, brackets or booleans, and bad numbers.
+    Meanwhile every /healthz and valid one-row prediction is answered 200 within FLOOD_BOUND_S,
+    every junk request gets a 4xx, and no replica restarts."""
+    with httpx.Client(headers=AUTH, timeout=30) as client:
+        limit = client.get(url(served, "/v1/model")).json()["max_body_bytes"]
+    assert limit < 64 * 1024  # 50 rows of 8 features
+    objects = '{"inputs": [[' + "{}, " * (8 * 1024 * 1024 // 4) + "{}]]}"
+    junk = [
+        objects.encode(),  # 413 before its body is read
+        (objects[: limit - 8] + "{}]]}").encode(),  # past the size check: 422, bounded work
+        b"[" * limit,
+        json.dumps({"inputs": [[True] * 8] * 50}).encode(),
+        json.dumps({"inputs": [[3e38] * 8] * 50}).encode(),
+    ]
+    before = replica_pids("servetest")
+    stop = threading.Event()
+    junk_statuses: Counter = Counter()
+    probes: list[tuple[str, int | str, float]] = []
+
+    def flood(offset: int) -> None:
+        with httpx.Client(headers=AUTH, timeout=60) as client:
+            count = offset
+            while not stop.is_set():
+                try:
+                    response = client.post(url(served, "/v1/predict"), content=junk[count % 5])
+                    junk_statuses[response.status_code] += 1
+                except httpx.HTTPError as exc:  # the 8 MB upload may be cut off after its 413
+                    junk_statuses[type(exc).__name__] += 1
+                count += 1
+
+    def probe() -> None:
+        row = {"inputs": sample_rows(1).tolist()}
+        with httpx.Client(headers=AUTH, timeout=60) as client:
+            while not stop.is_set():
+                for kind in ("healthz", "predict"):
+                    started = time.perf_counter()
+                    try:
+                        if kind == "healthz":
+                            status: int | str = client.get(url(served, "/healthz")).status_code
+                        else:
+                            response = client.post(url(served, "/v1/predict"), json=row)
+                            status = response.status_code
+                    except httpx.HTTPError as exc:
+                        status = type(exc).__name__
+                    probes.append((kind, status, time.perf_counter() - started))
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=flood, args=(i,)) for i in range(FLOOD_CLIENTS)]
+    threads.append(threading.Thread(target=probe))
+    for thread in threads:
+        thread.start()
+    time.sleep(FLOOD_SECONDS)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=120)
+    latencies = sorted(p[2] for p in probes)
+    figures = {
+        "junk": dict(junk_statuses),
+        "probes": len(probes),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        "max_ms": round(latencies[-1] * 1000, 1),
+    }
+    print(f"flood of junk bodies, {FLOOD_CLIENTS} clients for {FLOOD_SECONDS} s: {figures}")
+    assert {p[1] for p in probes} == {200}, [p for p in probes if p[1] != 200][:5]
+    assert latencies[-1] < FLOOD_BOUND_S, figures
+    answered = {status for status in junk_statuses if isinstance(status, int)}
+    assert answered <= {413, 422} and sum(junk_statuses.values()) > 100, figures
+    assert replica_pids("servetest") == before
+
+
+ABUSE_REQUESTS = 10_000
+
+
+def test_ten_thousand_mixed_bad_requests_get_4xx_and_leave_replicas_as_they_were(served):
+    """Every bad request of BAD_REQUESTS but the 9 MB one, over and over from 8 clients: only
+    4xx answers, no replica restarts, and the replicas' memory stays within 64 MiB of before."""
+    import psutil
+
+    kinds = [r for r in BAD_REQUESTS if r[2] != 413]
+    before = replica_pids("servetest")
+    memory_before = {pid: psutil.Process(pid).memory_info().rss for pid in before.values()}
+    statuses: Counter = Counter()
+    count = iter(range(ABUSE_REQUESTS))
+
+    def client_loop() -> None:
+        with httpx.Client(timeout=30) as client:
+            for n in count:
+                headers, body, status, _ = kinds[n % len(kinds)]
+                content = body if isinstance(body, str) else json.dumps(body)
+                response = client.post(
+                    url(served, "/v1/predict"),
+                    content=content,
+                    headers={**headers, "content-type": "application/json"},
+                )
+                statuses[(status, response.status_code)] += 1
+
+    threads = [threading.Thread(target=client_loop) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert sum(statuses.values()) == ABUSE_REQUESTS
+    assert all(expected == got for expected, got in statuses), statuses
+    assert replica_pids("servetest") == before
+    for pid, rss in memory_before.items():
+        grown = psutil.Process(pid).memory_info().rss - rss
+        assert grown < 64 * 1024 * 1024, (pid, grown)
+
+
 def test_audit_log_records_requests_without_payload_or_key(served, workspace):
     from serve_apps.guard import key_id
 
@@ -201,11 +327,63 @@ def test_audit_log_records_requests_without_payload_or_key(served, workspace):
             break
         time.sleep(0.2)
     assert mine and mine[-1]["key_id"] == key_id(KEY) and mine[-1]["path"] == "/v1/predict"
-    fields = {"time", "method", "path", "key_id", "rows", "batch_rows", "status", "latency_ms"}
+    fields = {
+        "time",
+        "request_id",
+        "method",
+        "path",
+        "client",
+        "model",
+        "version",
+        "key_id",
+        "rows",
+        "batch_rows",
+        "status",
+        "latency_ms",
+    }
     assert set(mine[-1]) == fields and mine[-1]["batch_rows"] >= 7
+    assert mine[-1]["request_id"] == seven.headers["x-request-id"]
+    assert (mine[-1]["model"], mine[-1]["version"]) == ("servetest", served["versions"][0])
+    assert mine[-1]["client"] == "127.0.0.1"
     assert denied and denied[-1]["path"] == "/v1/model"
     # Only those fields on every line (no payload); the key appears nowhere.
     assert all(set(e) == fields for e in entries) and KEY not in log.read_text()
+
+
+def test_monitor_reports_drift_and_metrics_reach_rays_prometheus_endpoint(served):
+    import ray
+
+    shifted = (sample_rows(50, seed=11) + 30.0).tolist()  # far above every training bin
+    with httpx.Client(timeout=30) as client:
+        for _ in range(40):
+            assert client.post(url(served, "/v1/predict"), json={"inputs": shifted}, headers=AUTH)
+        assert client.get(url(served, "/v1/monitor")).status_code == 401
+        reports = [client.get(url(served, "/v1/monitor"), headers=AUTH) for _ in range(4)]
+    for report in reports:
+        assert report.status_code == 200, report.text
+        body = report.json()
+        assert body["window"] > 0 and set(body["features"]) == {f"f{i}" for i in range(8)}
+        assert all(f["drifted"] and f["psi"] > 1.0 for f in body["features"].values()), body
+
+    node = next(n for n in ray.nodes() if n["Alive"])
+    endpoint = f"http://127.0.0.1:{node['MetricsExportPort']}/metrics"
+    wanted = (  # the names cluster/grafana/redblue-serving.json queries
+        "ray_redblue_requests_total{",
+        "ray_redblue_request_latency_ms_bucket{",
+        "ray_redblue_rows_total{",
+        "ray_redblue_batch_rows_bucket{",
+        "ray_redblue_predictions_total{",
+    )
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:  # Ray exports metrics every few seconds
+        text = httpx.get(endpoint, timeout=10).text
+        if all(name in text for name in wanted):
+            break
+        time.sleep(2)
+    assert all(name in text for name in wanted), [
+        line for line in text.splitlines() if "redblue" in line
+    ][:20]
+    assert "ray_redblue_predictions_total{" in text or "ray_redblue_predictions" in text
 
 
 def test_new_champion_rolls_out_with_no_failed_request(served):
@@ -255,6 +433,149 @@ def test_killed_replica_under_load_is_replaced_and_requests_keep_succeeding(serv
             break
         time.sleep(1)
     assert len(now) == 2 and set(now.values()) != set(pids.values()), (pids, now)
+
+
+CHAOS_SECONDS = 60
+CHAOS_EVERY_S = 3.0  # a kill is due this often; it waits until both replicas are up again
+
+
+def test_replicas_killed_every_few_seconds_under_load_lose_under_half_a_percent(served):
+    """For a minute, SIGKILL a replica every CHAOS_EVERY_S seconds, or as soon as Serve has
+    replaced the last one killed (about 10-15 s here: never the last replica), under 3 clients'
+    load: at least 99.5% of requests succeed."""
+    from ray import serve
+
+    kills = 0
+    with Load(served) as load:
+        started = time.monotonic()
+        while time.monotonic() - started < CHAOS_SECONDS:
+            time.sleep(CHAOS_EVERY_S)
+            pids = replica_pids("servetest")
+            if len(pids) == 2:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(sorted(pids.values())[kills % 2], signal.SIGKILL)
+                    kills += 1
+    succeeded = sum(1 for o in load.outcomes if o[1] == 200)
+    failed = [o for o in load.outcomes if o[1] != 200]
+    print(
+        f"chaos: {kills} replicas killed in {CHAOS_SECONDS} s, {len(load.outcomes)} requests, "
+        f"{len(failed)} failed"
+    )
+    assert kills >= 4
+    assert succeeded / len(load.outcomes) >= 0.995, failed[:5]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = serve.status().applications["servetest"].status
+        if len(replica_pids("servetest")) == 2 and status == "RUNNING":
+            break
+        time.sleep(1)
+    assert len(replica_pids("servetest")) == 2
+
+
+@pytest.fixture(scope="module")
+def prefixed(ray_session, serve_port, register_model):
+    """Model ``prefixed`` under route prefix /team/prefixed on the session's Serve (HAProxy
+    ingress), beside ``servetest`` at /: one replica, accepting OLD_KEY."""
+    from orchestrator.deploy_run import start
+    from orchestrator.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serve_app import DeployArgs
+    from serve_apps.guard import key_digest
+    from serve_apps.settings import ServeSection
+
+    version = register_model("prefixed", 4)
+    settings = ServeSection(
+        port=serve_port, route_prefix=PREFIX, num_replicas=1, cpus_per_replica=0.25
+    )
+    args = DeployArgs(
+        model=f"models:/prefixed/{version}",
+        name="prefixed",
+        serve=settings,
+        key_digests=[key_digest(OLD_KEY)],
+    )
+    deployment = start(args, resolve_bundle(parse_model_uri(args.model)), None)
+    assert deployment.url == f"http://127.0.0.1:{serve_port}{PREFIX}"
+    yield deployment
+    from ray import serve
+
+    serve.delete("prefixed")
+
+
+def test_under_a_route_prefix_every_route_but_healthz_needs_the_key(prefixed, served):
+    """Through HAProxy, at a non-root prefix: the API, the OpenAPI document and the docs are 401
+    without a key and answer with one; /healthz needs none; the app at / is unaffected."""
+    old = {"Authorization": f"Bearer {OLD_KEY}"}
+    with httpx.Client(base_url=prefixed.url, timeout=30) as client:
+        for method, path in [
+            ("POST", "/v1/predict"),
+            ("GET", "/v1/model"),
+            ("GET", "/openapi.json"),
+            ("GET", "/docs"),
+            ("GET", "/v1/nothing"),
+        ]:
+            body = {"inputs": [[1.0] * 8]} if method == "POST" else None
+            refused = client.request(method, path, json=body)
+            assert refused.status_code == 401, (path, refused.text)
+            assert refused.json()["error"] == "unauthorized"
+            wrong_app = client.request(method, path, json=body, headers=AUTH)  # servetest's key
+            assert wrong_app.status_code == 401, path
+            allowed = client.request(method, path, json=body, headers=old)
+            assert allowed.status_code == (404 if path == "/v1/nothing" else 200), path
+        assert (
+            client.post("/v1/predict", json={"inputs": [[1.0] * 8]}, headers=old).json()["model"][
+                "name"
+            ]
+            == "prefixed"
+        )
+        assert client.get("/healthz").status_code == 200
+    # Ray Serve's ingress answers its own /-/healthz and /-/routes before any app (no key).
+    port = prefixed.args.serve.port
+    routes = httpx.get(f"http://127.0.0.1:{port}/-/routes", timeout=30)
+    assert routes.status_code == 200 and PREFIX in routes.text, routes.text
+    with httpx.Client(timeout=30) as client:
+        root = client.get(url(served, "/v1/model"), headers=AUTH)
+        assert root.status_code == 200 and root.json()["model"]["name"] == "servetest"
+        assert client.get(url(served, "/openapi.json")).status_code == 401
+
+
+def test_keys_rotate_with_no_failed_request(prefixed):
+    """Deploy with old+new, move the clients to the new key, deploy with the new key only: clients
+    keep sending throughout and no request fails; the old key is refused at the end."""
+    from orchestrator.deploy_run import roll_out
+    from serve_apps.guard import key_digest
+
+    app = "prefixed"
+    target = prefixed.url + "/v1/predict"
+
+    def roll(*keys: str) -> None:
+        before = set(replica_pids(app))
+        args = prefixed.args.model_copy(update={"key_digests": [key_digest(k) for k in keys]})
+        roll_out(args, prefixed.bundle)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # until no replica of the earlier keys is left
+            now = set(replica_pids(app))
+            if now and not now & before:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"replicas {before} were not replaced")
+
+    with Load(None, target=target, auth={"Authorization": f"Bearer {OLD_KEY}"}) as load:
+        time.sleep(1)
+        roll(OLD_KEY, NEW_KEY)
+        load.auth = {"Authorization": f"Bearer {NEW_KEY}"}
+        moved_at = time.monotonic()
+        time.sleep(2)
+        roll(NEW_KEY)
+        time.sleep(2)
+    assert load.failures() == [], load.failures()[:5]
+    assert sum(1 for o in load.outcomes if o[0] > moved_at) > 20
+    with httpx.Client(timeout=30) as client:
+        old = client.post(
+            target, json={"inputs": [[1.0] * 8]}, headers={"Authorization": f"Bearer {OLD_KEY}"}
+        )
+        new = client.post(
+            target, json={"inputs": [[1.0] * 8]}, headers={"Authorization": f"Bearer {NEW_KEY}"}
+        )
+    assert (old.status_code, new.status_code) == (401, 200)
 
 
 def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serve_port, tmp_path):
@@ -324,35 +645,56 @@ def test_haproxy_listens_on_loopback_only(served):
 
 @pytest.mark.slow
 def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
-    """`redblue deploy --check` end to end in its own local Ray, through Serve's Python proxy;
-    nothing it started (HAProxy included) outlives it."""
+    """`redblue deploy --check` end to end in its own local Ray, through Serve's Python proxy,
+    under a route prefix, with two keys: both answer, no key is 401, and no process it started
+    (Serve controller, proxy, replicas, Ray's own) has a key in its environment (the command
+    removes them before Ray starts). Nothing it started (HAProxy included) outlives it."""
     import psutil
 
     from orchestrator.environment import free_port
+    from serve_apps.guard import key_id
 
     version = register_model("viaproxy", 3)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE")}
-    env["REDBLUE_API_KEY"] = KEY
+    env["REDBLUE_API_KEY"] = f"{OLD_KEY},{NEW_KEY}"
     env.pop("RAY_ADDRESS", None)
     command = [str(Path(sys.executable).with_name("redblue")), "deploy"]
     command += [f"models:/viaproxy/{version}", "--check"]
     command += ["--set", "serve.ingress=proxy", "--set", f"serve.port={port}"]
+    command += ["--set", "serve.route_prefix=/models/viaproxy"]
     run = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     started: dict[int, psutil.Process] = {}
     names: set[str] = set()
+    titles: dict[int, str] = {}
+    environs: dict[int, bytes] = {}
     while run.poll() is None:
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(run.pid).children(recursive=True):
                 started[child.pid] = child
-                with contextlib.suppress(psutil.Error):
+                with contextlib.suppress(psutil.Error, OSError):
                     names.add(child.name())
+                    titles[child.pid] = " ".join(child.cmdline())
+                    environs[child.pid] = Path(f"/proc/{child.pid}/environ").read_bytes()
         time.sleep(0.5)
     output = run.stdout.read() if run.stdout else ""
     assert run.returncode == 0, output[-3000:]
     assert "all 3 rows: HTTP 200" in output and f"model viaproxy v{version}" in output
+    assert f"key {key_id(OLD_KEY)}: HTTP 200" in output
+    assert f"key {key_id(NEW_KEY)}: HTTP 200" in output and "no key: HTTP 401" in output
+    assert f"127.0.0.1:{port}/models/viaproxy/v1/predict" in output
+    assert OLD_KEY not in output and NEW_KEY not in output
+    replicas = [pid for pid, title in titles.items() if "ServeReplica:viaproxy" in title]
+    controllers = [pid for pid, title in titles.items() if "ServeController" in title]
+    assert replicas and controllers and all(p in environs for p in replicas + controllers)
+    leaked = [
+        titles.get(pid, pid)
+        for pid, block in environs.items()
+        if any(s.encode() in block for s in (OLD_KEY, NEW_KEY, "REDBLUE_API_KEY"))
+    ]
+    assert not leaked, leaked
     assert "haproxy" not in names and started
     time.sleep(5)  # the local Ray's processes exit after their driver
     alive = []

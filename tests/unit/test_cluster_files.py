@@ -149,3 +149,17 @@ def test_local_cluster_nodes_carry_its_tracking_uri_like_the_launch_files(monkey
     assert "MLFLOW_TRACKING_URI" not in started[0][1]
     for _, env in started[1:]:
         assert env["MLFLOW_TRACKING_URI"] == state.tracking_uri
+
+
+def test_the_grafana_dashboard_queries_the_metrics_replicas_export():
+    """Ray exports a metric NAME as ray_NAME (histograms as ray_NAME_bucket/_sum/_count)."""
+    import re
+
+    from serve_apps.monitor import ServeMetrics
+
+    metrics = ServeMetrics()
+    names = {f"ray_{m._name}" for m in vars(metrics).values() if hasattr(m, "_name")}
+    dashboard = (CLUSTER / "grafana" / "redblue-serving.json").read_text()
+    queried = set(re.findall(r"ray_redblue_[a-z_]+", dashboard))
+    exported = names | {f"{n}_{part}" for n in names for part in ("bucket", "sum", "count")}
+    assert queried and queried <= exported, queried - exported

@@ -1,0 +1,91 @@
+"""A `redblue deploy` killed with SIGKILL (no cleanup runs) leaves no HAProxy behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).children(recursive=True)
+    return []
+
+
+def haproxies_of(folders: set[Path]) -> list[psutil.Process]:
+    """Every HAProxy running from one of ``folders`` (a reload starts a new one)."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        text = " ".join(process.info["cmdline"] or [])
+        if process.info["name"] == "haproxy" and any(str(f) in text for f in folders):
+            found.append(process)
+    return [p for p in found if alive(p)]
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def test_a_sigkilled_deploy_leaves_no_haproxy(register_model, tmp_path):
+    from orchestrator.environment import free_port, reap_stale_haproxy
+
+    version = register_model("killeddeploy", 4)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE")}
+    env.pop("RAY_ADDRESS", None)
+    env["REDBLUE_API_KEY"] = secrets.token_urlsafe(32)
+    command = [str(Path(sys.executable).with_name("redblue")), "deploy"]
+    command += [f"models:/killeddeploy/{version}", "--set", f"serve.port={port}"]
+    log = (tmp_path / "deploy.log").open("w")
+    deploy = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    haproxies: list[psutil.Process] = []
+    folders: set[Path] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and deploy.poll() is None:
+            haproxies = [p for p in descendants(deploy.pid) if p.name() == "haproxy"]
+            with contextlib.suppress(httpx.HTTPError):
+                if haproxies and httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            time.sleep(1)
+        else:
+            pytest.fail(
+                f"the deploy did not serve: {(tmp_path / 'deploy.log').read_text()[-3000:]}"
+            )
+        configs = [Path(p.cmdline()[p.cmdline().index("-f") + 1]) for p in haproxies]
+        folders = {f for c in configs for f in c.parents if f.name.startswith("redblue-haproxy-")}
+        assert folders, configs
+        deploy.send_signal(signal.SIGKILL)
+        deploy.wait()
+        killed_at = time.monotonic()
+        while time.monotonic() < killed_at + 60 and haproxies_of(folders):
+            time.sleep(0.5)
+        assert not haproxies_of(folders), "HAProxy outlived its deploy"
+        print(f"HAProxy gone {time.monotonic() - killed_at:.1f} s after the SIGKILL")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        # The next deploy finds nothing to reap, and removes the dead deploy's folder.
+        assert reap_stale_haproxy() == []
+        assert not any(folder.exists() for folder in folders), folders
+    finally:
+        log.close()
+        if deploy.poll() is None:
+            deploy.kill()
+        for process in haproxies + haproxies_of(folders):
+            with contextlib.suppress(psutil.Error):
+                process.kill()

@@ -1,0 +1,120 @@
+"""`redblue deploy` over HTTPS: a self-signed certificate, both ingresses, real TLS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import sample_rows
+from tests.tls_certs import make_certificate
+
+pytestmark = pytest.mark.integration
+
+KEY = "tls-Wq7Rz2Kd9Lm4Xv8Nb3Hs6T"  # 24 base64url characters
+AUTH = {"Authorization": f"Bearer {KEY}"}
+START_TIMEOUT_S = 150
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+def wait_for_https(deploy: subprocess.Popen, url: str, cert: Path, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if deploy.poll() is not None:
+            pytest.fail(f"the deploy exited with {deploy.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, verify=str(cert), timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"no HTTPS answer from {url}: {log.read_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_deploy_serves_https_only_with_the_given_certificate(
+    ingress, register_model, certificate, tmp_path
+):
+    """`redblue deploy` with serve.tls_cert/tls_key: the API answers over HTTPS with that
+    certificate (verified against the file, as a client of a self-signed endpoint does), the key
+    is still required, plain HTTP on the port gets no answer, and the printed URL and curl line
+    say https with --cacert."""
+    from orchestrator.api_keys import ApiKeys
+    from orchestrator.deploy_run import Deployment, base_url, check_requests
+    from orchestrator.environment import free_port
+    from orchestrator.serve_app import DeployArgs
+    from serve_apps.guard import key_digest
+    from serve_apps.settings import ServeSection
+
+    cert, key = certificate
+    version = register_model(f"tls{ingress}", 6)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE")}
+    env.pop("RAY_ADDRESS", None)
+    env["REDBLUE_API_KEY"] = KEY
+    command = [str(Path(sys.executable).with_name("redblue")), "deploy"]
+    command += [f"models:/tls{ingress}/{version}", "--set", f"serve.ingress={ingress}"]
+    command += ["--set", f"serve.port={port}", "--set", "serve.num_replicas=1"]
+    command += ["--set", f"serve.tls_cert={cert}", "--set", f"serve.tls_key={key}"]
+    log = tmp_path / "deploy.log"
+    with log.open("w") as sink:
+        deploy = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=sink, stderr=sink)
+    base = f"https://127.0.0.1:{port}"
+    started = time.monotonic()
+    try:
+        wait_for_https(deploy, f"{base}/healthz", cert, log)
+        print(f"{ingress}: HTTPS answered {time.monotonic() - started:.1f} s after the start")
+        with httpx.Client(base_url=base, verify=str(cert), timeout=30) as client:
+            answer = client.post(
+                "/v1/predict", json={"inputs": sample_rows(2).tolist()}, headers=AUTH
+            )
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["predictions"]) == 2
+            assert client.get("/v1/model").status_code == 401
+            assert client.get("/v1/model", headers=AUTH).json()["model"]["version"] == version
+        # What `redblue deploy --check` sends, through its HTTPS client, against this endpoint.
+        settings = ServeSection(port=port, tls_cert=str(cert), tls_key=str(key))
+        args = DeployArgs(model="m", name="n", serve=settings, key_digests=[key_digest(KEY)])
+        keys = ApiKeys((KEY,), "env", "REDBLUE_API_KEY")
+        deployment = Deployment(args, None, base_url(settings))  # type: ignore[arg-type]
+        assert check_requests(deployment, keys, sample_rows(3), None)
+        served = ssl.get_server_certificate(("127.0.0.1", port))
+        assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(cert.read_text())
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{base}/healthz", timeout=10)  # the system's CAs do not know it
+        with pytest.raises(httpx.RemoteProtocolError):  # no TLS handshake: no answer at all
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        deadline = time.monotonic() + 60  # the summary comes after the endpoint answers
+        while "serving; Ctrl-C" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        deploy.send_signal(signal.SIGINT)
+        try:
+            deploy.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            deploy.kill()
+            deploy.wait()
+    output = log.read_text()
+    assert deploy.returncode in (0, 130), output[-3000:]  # 130: stopped by Ctrl-C
+    assert f"{base}/v1/predict" in output and f"--cacert {cert} " in output
+    assert KEY not in output
+
+
+def test_the_ingress_of_a_joined_cluster_is_read_from_its_workers(ray_session):
+    """Deploying with TLS to a cluster first asks its workers (they inherit `ray start`'s
+    environment) whether it runs the HAProxy ingress, which takes no certificate: the session's
+    Ray was started with it."""
+    from orchestrator.deploy_run import _cluster_runs_haproxy
+
+    assert _cluster_runs_haproxy() is True
