@@ -10,8 +10,7 @@ from pathlib import Path
 import typer
 
 from orchestrator import console
-
-EXIT_INVALID = 2
+from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID
 
 app = typer.Typer(
     add_completion=False,
@@ -297,7 +296,7 @@ def cluster_up(
         state = local_cluster.up(nodes, cpus_per_node, console.err.print)
     except local_cluster.ClusterError as exc:
         console.print_error(str(exc))
-        raise typer.Exit(EXIT_INVALID if "already runs" in str(exc) else 1) from None
+        raise typer.Exit(EXIT_INVALID if "already runs" in str(exc) else EXIT_FAILED) from None
     console.err.print(
         f"ready: {nodes} Ray nodes ({state.dashboard_url}), MLflow {state.tracking_uri}; "
         "`redblue cluster down` stops them"
@@ -313,7 +312,7 @@ def cluster_status() -> None:
     state = local_cluster.load_state()
     if state is None:
         console.print_error("no local cluster is recorded here; start one: redblue cluster up")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     from rich.table import Table
 
     table = Table(title=f"local cluster: {state.ray_address}", title_justify="left")

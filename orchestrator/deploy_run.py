@@ -23,6 +23,7 @@ import yaml
 from orchestrator import console
 from orchestrator.api_keys import ApiKeys, remove_from_environment
 from orchestrator.environment import interrupt_on_sigterm, prepare_serve_env, stop_haproxy
+from orchestrator.exit_codes import EXIT_INVALID
 from orchestrator.model_source import ModelURI, resolve_bundle
 from orchestrator.serve_app import DeployArgs, application, serve_config
 from orchestrator.tls import absolute, client_verify, is_self_signed, tls_problem
@@ -30,7 +31,6 @@ from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
 
 CHECK_ROWS = 3
-EXIT_INVALID = 2
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,9 @@ def prepare_worker_env(use_gpu: bool) -> None:
     use_venv_build_cache()
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     # Ray Train v2 logs every report at INFO under a logger named after its file path.
-    from ray.train.v2._internal.execution import context as train_context
+    from orchestrator.ray_internals import TRAIN_REPORT_LOGGER
 
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    logging.getLogger(TRAIN_REPORT_LOGGER).setLevel(logging.WARNING)
     # Ray Train copies print() into root-logger records too; see DeepSpeedReplica for this one.
     logging.getLogger().addFilter(
         lambda record: not record.getMessage().endswith("shm_comm_op built successfully")

@@ -27,11 +27,6 @@ from ray.train import (
     ScalingConfig,
 )
 from ray.train.torch import TorchConfig, TorchTrainer
-from ray.train.v2._internal.constants import (
-    HEALTH_CHECK_INTERVAL_S_ENV_VAR,
-    WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
-)
-from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 from ray.train.v2.api.exceptions import ControllerError
 from ray.util.queue import Empty, Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -40,6 +35,11 @@ from orchestrator import storage
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import prepare_worker_env
 from orchestrator.plan import RunPlan
+from orchestrator.ray_internals import (
+    HEALTH_CHECK_INTERVAL_S_ENV_VAR,
+    WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
+    WorkerGroupStartupTimeoutError,
+)
 
 EVENT_POLL_S = 0.2
 # How often Ray Train's controller collects the workers' reports (its default: 2 s). A worker

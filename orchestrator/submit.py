@@ -14,6 +14,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
 ALWAYS_EXCLUDED = [
     ".git",
     ".venv",
@@ -26,7 +28,7 @@ ALWAYS_EXCLUDED = [
     "__pycache__",
     ".pytest_cache",
 ]
-EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
+EXIT_CODES = {"SUCCEEDED": EXIT_OK, "FAILED": EXIT_FAILED, "STOPPED": EXIT_INTERRUPTED}
 
 
 class SubmitError(ValueError):
@@ -81,7 +83,7 @@ def check_size(found: Package, limit: int) -> None:
 
 def ray_package_limit() -> int:
     """The most bytes Ray accepts for a job's working directory (its gRPC message limit)."""
-    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+    from orchestrator.ray_internals import GCS_STORAGE_MAX_SIZE
 
     return int(GCS_STORAGE_MAX_SIZE)
 
@@ -118,7 +120,7 @@ def submit(address: str, entrypoint: list[str], root: Path, follow: bool, log) -
         client.stop_job(job_id)
     status = _final_status(client, job_id)
     log(f"job {job_id}: {status}")
-    return EXIT_CODES.get(status, 1)
+    return EXIT_CODES.get(status, EXIT_FAILED)
 
 
 def _final_status(client, job_id: str, wait_s: float = 60.0) -> str:

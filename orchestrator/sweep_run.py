@@ -25,13 +25,13 @@ import yaml
 from orchestrator import console, storage
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import state_root
+from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from orchestrator.plan import RunPlan
 
 if TYPE_CHECKING:
     from orchestrator.champion import Promotion, Score
     from trainers.data import Dataset, Split
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 # A trial's own process only launches its Train run. It reserves memory, not CPU: 0.01 CPU
 # taken from each node would leave no node of whole CPUs able to hold a 1-CPU worker.
 TRIAL_RESOURCES: dict[str, float] = {"CPU": 0.0, "memory": 256.0 * 2**20}

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
+from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from orchestrator.plan import RunPlan
-
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 @dataclass
