@@ -1,7 +1,8 @@
 """Which model to serve: parse a model URI and fetch its weights and config from MLflow.
 
-Accepted: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` and ``runs:/RUN_ID/PATH``. An alias is
-resolved to the version it points at now, so every replica serves the same weights.
+Accepted: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH`` and the logged
+model's own ``models:/m-ID`` (what ``redblue train`` prints). An alias is resolved to the version
+it points at now, so every replica serves the same weights.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from trainers.models import WEIGHTS_FILE
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 PATTERNS = {
+    "logged": re.compile(r"^models:/(?P<model_id>m-[0-9a-f]{32})$"),
     "alias": re.compile(rf"^models:/(?P<name>{NAME})@(?P<alias>[A-Za-z0-9_-]+)$"),
     "version": re.compile(rf"^models:/(?P<name>{NAME})/(?P<version>[0-9]+)$"),
     "run": re.compile(r"^runs:/(?P<run_id>[0-9a-f]{32})/(?P<path>[A-Za-z0-9_./-]+)$"),
@@ -29,7 +31,7 @@ class ModelSourceError(ValueError):
 @dataclass(frozen=True)
 class ModelURI:
     text: str
-    kind: str  # alias, version or run
+    kind: str  # logged, alias, version or run
     parts: dict[str, str]
 
 
@@ -41,7 +43,7 @@ def parse_model_uri(text: str) -> ModelURI:
             return ModelURI(text.strip(), kind, match.groupdict())
     raise ModelSourceError(
         f"model {text!r} is not a model URI; use models:/NAME@ALIAS (e.g. models:/digits@champion)"
-        ", models:/NAME/VERSION or runs:/RUN_ID/model"
+        ", models:/NAME/VERSION, runs:/RUN_ID/model or models:/m-ID"
     )
 
 
@@ -81,6 +83,12 @@ def resolve_bundle(uri: ModelURI) -> ModelBundle:
 def _identify(client, uri: ModelURI) -> tuple[str, str | None, str, str]:
     """(registered name, version, run id, a URI that pins exactly this model)."""
     parts = uri.parts
+    if uri.kind == "logged":
+        logged = client.get_logged_model(parts["model_id"])
+        if not logged.source_run_id:
+            raise ModelSourceError(f"{uri.text}: the logged model is not linked to a run")
+        experiment = client.get_experiment(logged.experiment_id)
+        return experiment.name, None, logged.source_run_id, uri.text
     if uri.kind == "run":
         run = client.get_run(parts["run_id"])
         experiment = client.get_experiment(run.info.experiment_id)

@@ -65,7 +65,8 @@ def test_bf16_trains_fuses_logs_and_serves(train):
     from orchestrator.model_source import parse_model_uri, resolve_bundle
     from trainers.models import predict
 
-    model, spec = resolve_bundle(parse_model_uri(f"runs:/{summary.run_id}/model")).load()
+    assert summary.model_uri.startswith("models:/m-")  # as `redblue train` prints it
+    model, spec = resolve_bundle(parse_model_uri(summary.model_uri)).load()
     features, labels = default_test_part()
     predicted, _ = predict(model, spec, features)
     accuracy = float(np.mean(predicted == labels))

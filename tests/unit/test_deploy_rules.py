@@ -36,6 +36,7 @@ from serve_apps.settings import ServeSection
         ("models:/digits@champion", "alias", {"name": "digits", "alias": "champion"}),
         ("models:/my-model.v2/12", "version", {"name": "my-model.v2", "version": "12"}),
         ("runs:/" + "a" * 32 + "/model", "run", {"run_id": "a" * 32, "path": "model"}),
+        ("models:/m-" + "b" * 32, "logged", {"model_id": "m-" + "b" * 32}),
     ],
 )
 def test_model_uris_are_parsed(text, kind, parts):
