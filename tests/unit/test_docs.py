@@ -1,0 +1,79 @@
+"""The README stays short and the docs stay true: the configuration reference is generated from
+the schema, and every relative link in README.md and docs/ points at a file that exists."""
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from orchestrator.config_reference import COMMAND, render
+
+ROOT = Path(__file__).parents[2]
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_configuration_page_is_generated_from_the_schema():
+    page = (DOCS / "configuration.md").read_text()
+    assert page == render(), f"docs/configuration.md is stale; regenerate it: {COMMAND}"
+
+
+def test_every_relative_link_resolves():
+    missing = []
+    for page in PAGES:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL, or an anchor in the same page
+            path = target.split("#", 1)[0]
+            if not (page.parent / path).exists():
+                missing.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not missing, missing
+
+
+def test_readme_links_into_docs_and_every_page_is_linked():
+    readme = (ROOT / "README.md").read_text()
+    linked = {target.split("#", 1)[0] for target in LINK.findall(readme)}
+    pages = {f"docs/{page.name}" for page in DOCS.glob("*.md")}
+    assert pages and pages <= linked, pages - linked
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, len(lines)
+    head = "\n".join(lines[:30])
+    assert "make demo" in head and "make test" in head
+
+
+def test_docs_hold_no_history():
+    pattern = re.compile(
+        r"\b(this|earlier|later|previous|next|last|first|second|third) sessions?\b", re.IGNORECASE
+    )
+    for page in PAGES:
+        assert not pattern.search(page.read_text()), page
+
+
+class _Mlp(BaseModel):
+    kind: Literal["mlp"] = Field("mlp", description="Model family.")
+    hidden: list[int] = Field(default_factory=lambda: [8], description="Widths.")
+
+
+class _Linear(BaseModel):
+    kind: Literal["linear"] = Field("linear", description="Model family.")
+    l2: float = Field(0.0, ge=0.0, description="L2 penalty.")
+
+
+class _Config(BaseModel):
+    name: str = Field("x", description="A name.")
+    model: _Mlp | _Linear = Field(
+        default_factory=_Mlp, discriminator="kind", description="The model."
+    )
+
+
+def test_a_union_of_sections_renders_one_table_per_kind():
+    page = render(_Config)
+    assert "## `model` with `kind: mlp`" in page
+    assert "## `model` with `kind: linear`" in page
+    assert "| `model.l2` | number, >= 0.0 | `0.0` | L2 penalty. |" in page
+    assert "| `name` | string | `x` | A name. |" in page
