@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +38,34 @@ def saved_model(directory: Path, *, seed: int, features: int = 8, hidden: int = 
 
 def sample_rows(count: int, features: int = 8, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).normal(2.0, 3.0, size=(count, features)).astype(np.float32)
+
+
+DEPLOY_SCRIPT = """
+import json, sys
+from typer.testing import CliRunner
+from orchestrator.cli import app
+results = {}
+for name, (env, args) in json.loads(sys.argv[1]).items():
+    r = CliRunner().invoke(app, ["deploy", "models:/x/1", *args], env=env)
+    results[name] = [r.exit_code, r.output]
+results["ray imported"] = "ray" in sys.modules
+results["mlflow imported"] = "mlflow.tracking" in sys.modules
+print(json.dumps(results))
+"""
+
+
+def deploy_in_a_new_process(cases: dict[str, tuple[dict, list[str]]], home: Path) -> dict:
+    """Run ``redblue deploy models:/x/1 ARGS`` with extra ENV for each ``{name: (ENV, ARGS)}`` in
+    one new Python process (its imports are its own; HOME is ``home``, MLflow unreachable).
+
+    Returns ``{name: [exit code, output], "ray imported": bool, "mlflow imported": bool}``.
+    """
+    env = {**os.environ, "HOME": str(home), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    out = subprocess.run(
+        [sys.executable, "-c", DEPLOY_SCRIPT, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        cwd=home,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])

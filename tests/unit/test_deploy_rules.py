@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import secrets
 import stat
-import subprocess
-import sys
-import textwrap
 from types import SimpleNamespace
 
 import numpy as np
@@ -28,6 +24,7 @@ from orchestrator.model_source import ModelSourceError, parse_model_uri
 from orchestrator.serve_app import IMPORT_PATH, DeployArgs, serve_config
 from serve_apps.guard import key_digest, key_id
 from serve_apps.settings import ServeSection
+from tests.helpers import deploy_in_a_new_process
 
 
 @pytest.mark.parametrize(
@@ -165,33 +162,11 @@ def test_key_is_generated_once_private_and_reused(monkeypatch, tmp_path):
 
 
 def test_a_weak_key_exits_2_before_ray_or_mlflow_and_is_not_printed(tmp_path):
-    script = textwrap.dedent(
-        """
-        import json, sys
-        from typer.testing import CliRunner
-        from orchestrator.cli import app
-        results = {}
-        for name, (env, args) in json.loads(sys.argv[1]).items():
-            r = CliRunner().invoke(app, ["deploy", "models:/x/1", *args], env=env)
-            results[name] = [r.exit_code, r.output]
-        results["ray imported"] = "ray" in sys.modules
-        results["mlflow imported"] = "mlflow.tracking" in sys.modules
-        print(json.dumps(results))
-        """
-    )
     cases = {
         "key": ({"REDBLUE_API_KEY": "hunter2"}, []),
         "prefix": ({"REDBLUE_API_KEY": STRONG}, ["--set", "serve.route_prefix=digits"]),
     }
-    env = {**os.environ, "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
-    out = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    )
-    results = json.loads(out.stdout.strip().splitlines()[-1])
+    results = deploy_in_a_new_process(cases, tmp_path)
     code, output = results["key"]
     assert code == 2 and "hunter2" not in output, output
     assert "$REDBLUE_API_KEY: the key is not accepted: it is 7 characters long" in output

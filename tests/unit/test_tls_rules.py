@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
-import textwrap
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +16,7 @@ from orchestrator.serve_app import DeployArgs, serve_config
 from orchestrator.tls import client_verify, is_self_signed, tls_problem
 from serve_apps.guard import key_digest
 from serve_apps.settings import ServeSection
+from tests.helpers import deploy_in_a_new_process
 from tests.tls_certs import make_certificate
 
 STRONG = "Zk3v_Q9x-Lr2mT8wYb4NcJ"
@@ -55,34 +53,12 @@ def test_loopback_tls_or_an_explicit_plaintext_is_accepted(serve):
 
 
 def test_a_plaintext_public_host_exits_2_before_ray_or_mlflow(tmp_path):
-    script = textwrap.dedent(
-        """
-        import json, sys
-        from typer.testing import CliRunner
-        from orchestrator.cli import app
-        results = {}
-        for name, args in json.loads(sys.argv[1]).items():
-            r = CliRunner().invoke(app, ["deploy", "models:/x/1", *args])
-            results[name] = [r.exit_code, r.output]
-        results["ray imported"] = "ray" in sys.modules
-        results["mlflow imported"] = "mlflow.tracking" in sys.modules
-        print(json.dumps(results))
-        """
-    )
+    key = {"REDBLUE_API_KEY": STRONG}
     cases = {
-        "public": ["--set", "serve.host=0.0.0.0"],
-        "half": ["--set", "serve.tls_key=server.key"],
+        "public": (key, ["--set", "serve.host=0.0.0.0"]),
+        "half": (key, ["--set", "serve.tls_key=server.key"]),
     }
-    env = {**os.environ, "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
-    env["REDBLUE_API_KEY"] = STRONG
-    out = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    )
-    results = json.loads(out.stdout.strip().splitlines()[-1])
+    results = deploy_in_a_new_process(cases, tmp_path)
     code, output = results["public"]
     assert code == 2, output
     assert "serve.host 0.0.0.0 is not a loopback address" in " ".join(output.split())
