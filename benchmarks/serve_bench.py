@@ -42,34 +42,33 @@ CLIENTS = (1, 8, 32)
 
 
 def mlp_spec(hidden: list[int]):
-    from trainers.models import ModelSpec
+    from trainers.spec import ModelSpec
 
     names = [f"x{i}" for i in range(FEATURES)]
     classes = list(range(CLASSES))
-    return ModelSpec(
-        "mlp", FEATURES, CLASSES, hidden, "relu", 0.0, "classification", names, classes
-    )
+    options = {"kind": "mlp", "hidden": hidden}
+    return ModelSpec("mlp", "classification", FEATURES, CLASSES, options, names, classes)
 
 
 def save_mlp(directory: Path, hidden: list[int]) -> Path:
     import torch
 
-    from trainers.models import MLP, save_model
+    from trainers.models import build_model, save_model
 
     torch.manual_seed(0)
     spec = mlp_spec(hidden)
-    return save_model(directory, MLP(spec), spec)
+    return save_model(directory, build_model(spec), spec)
 
 
 def one_row_ms(hidden: list[int]) -> float:
     """Median time of a one-row forward pass (1 torch thread, as in a replica)."""
     import torch
 
-    from trainers.models import MLP, predict
+    from trainers.models import build_model, predict
 
     torch.set_num_threads(1)
     spec = mlp_spec(hidden)
-    model, row = MLP(spec), np.ones((1, FEATURES), np.float32)
+    model, row = build_model(spec), np.ones((1, FEATURES), np.float32)
     for _ in range(20):
         predict(model, spec, row)
     times = []
@@ -129,18 +128,14 @@ def serve_ray(
     autoscale: bool = False,
     replicas: int = 2,
 ):
-    from orchestrator.environment import (
-        connect_ray,
-        prepare_driver_env,
-        prepare_serve_env,
-        stop_haproxy,
-    )
+    from orchestrator.environment import connect_ray, prepare_driver_env
+    from orchestrator.serving.ingress import prepare_serve_env, stop_haproxy
 
     prepare_driver_env(None)
     haproxy = prepare_serve_env(ingress)
     from ray import serve
 
-    from orchestrator.serve_app import DeployArgs, application
+    from orchestrator.serving.application import DeployArgs, application
     from serve_apps.guard import key_digest
     from serve_apps.settings import AutoscalingSection, ServeSection
 

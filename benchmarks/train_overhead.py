@@ -83,7 +83,7 @@ def plain_steps(size: str) -> int:
     """The optimizer steps redblue takes for this size (its rounds rounded up)."""
     sys.path.insert(0, str(REPO))
     from orchestrator.config import load_config
-    from orchestrator.plan import plan_run
+    from trainers.plan import plan_run
 
     plan = plan_run(load_config(REPO / "configs/digits.yaml", overrides(size)))
     return plan.rounds.num_rounds * plan.rounds.steps_per_replica["standard"]
@@ -97,8 +97,8 @@ def plain_worker(
 
     torch.set_num_threads(1)
     from orchestrator.config import load_config
-    from orchestrator.plan import plan_run
     from trainers.models import build_model
+    from trainers.plan import plan_run
 
     plan = plan_run(load_config(REPO / "configs/digits.yaml", overrides(size)))
     batch = SIZES[size][1] // world

@@ -1,9 +1,10 @@
-"""The ``redblue`` command. Thin: parse, validate (exit 2 before Ray starts), delegate."""
+"""The ``redblue`` command. Thin: parse the arguments, hand them to a typed function of the
+command's package (training, sweeps, serving, cluster), turn invalid input into exit 2 before Ray
+starts, and exit with the function's code."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def train(
 ) -> None:
     """Train CONFIG with DeepSpeed workers on Ray Train; record the run in MLflow."""
     cfg, plan = _validated(config, overrides, address, for_sweep=False)
-    from orchestrator.train_run import train as run_train
+    from orchestrator.training.run import train as run_train
 
     code, _ = run_train(cfg, plan, address)
     raise typer.Exit(code)
@@ -69,7 +70,7 @@ def sweep(
     if not cfg.sweep.space:
         console.print_error(f"{config}: sweep.space is empty; add the keys to sweep")
         raise typer.Exit(EXIT_INVALID)
-    from orchestrator.sweep_run import sweep as run_sweep
+    from orchestrator.sweeps.run import sweep as run_sweep
 
     code, _ = run_sweep(cfg, plan, address, resume, allow_schema_change)
     raise typer.Exit(code)
@@ -118,22 +119,22 @@ def deploy(
     from orchestrator.environment import prepare_driver_env
 
     prepare_driver_env(address)
-    from orchestrator.api_keys import ApiKeyError, obtain_keys
-    from orchestrator.config import ConfigError, load_config, validate
-    from orchestrator.model_source import ModelSourceError, parse_model_uri, resolve_bundle
+    from orchestrator.config import ConfigError, defaults_with, load_config
+    from orchestrator.serving.api_keys import ApiKeyError, obtain_keys
+    from orchestrator.serving.model_source import ModelSourceError, parse_model_uri, resolve_bundle
 
     try:
-        cfg = load_config(config, overrides) if config else _defaults_with(overrides, validate)
+        cfg = load_config(config, overrides) if config else defaults_with(overrides)
         uri = parse_model_uri(model)
         keys = obtain_keys(cfg.serve.api_key_env)
         bundle = resolve_bundle(uri)
     except (ConfigError, ModelSourceError, ApiKeyError) as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None
-    from orchestrator import deploy_run
+    from orchestrator.serving.deploy import run as run_deploy
 
     raise typer.Exit(
-        deploy_run.run(
+        run_deploy(
             cfg.serve,
             uri,
             bundle,
@@ -147,47 +148,25 @@ def deploy(
     )
 
 
-def _defaults_with(overrides: list[str], validate):
-    from orchestrator.config import apply_override
-
-    tree: dict = {}
-    for assignment in overrides:
-        apply_override(tree, assignment)
-    return validate(tree, origin="--set overrides")
-
-
 def _validated(config: Path, overrides: list[str], address: str | None, for_sweep: bool):
-    """The config and its plan, or exit 2 with one message (before Ray is imported).
-
-    Training checks what it uses and warns about a sweep section a sweep would refuse.
-    """
-    from orchestrator.environment import RAY_JOB_ENV_VAR, prepare_driver_env, state_root
+    """The config (its paths made absolute) and its plan, or exit 2 with one message (before Ray
+    is imported). Training checks what it uses and warns about a sweep section a sweep would
+    refuse."""
+    from orchestrator.environment import prepare_driver_env
 
     prepare_driver_env(address)
-    from orchestrator import storage
-    from orchestrator.config import ConfigError, load_config
-    from orchestrator.plan import plan_run
-    from trainers.data import BUNDLED, DataError
+    from orchestrator.config import ConfigError, load_config, resolve_paths
+    from orchestrator.storage import StorageError
+    from trainers.data import DataError
+    from trainers.plan import plan_run
 
     try:
         cfg = load_config(config, overrides, for_sweep, warn=console.print_warning)
         plan = plan_run(cfg)
-    except (ConfigError, DataError) as exc:
+        resolve_paths(cfg)
+    except (ConfigError, DataError, StorageError) as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None
-    cfg.run.storage_path = storage.absolute(cfg.run.storage_path, state_root())
-    try:
-        storage.check_reachable(cfg.run.storage_path)
-    except storage.StorageError as exc:
-        console.print_error(str(exc))
-        raise typer.Exit(EXIT_INVALID) from None
-    if cfg.data.source not in BUNDLED:  # trials and workers may run in other folders
-        cfg.data.source = str(Path(cfg.data.source).expanduser().resolve())
-    if os.environ.get(RAY_JOB_ENV_VAR):
-        # Inside a Ray job the working directory is Ray's unpacked copy, which Ray 2.60 may
-        # delete while the job still runs (after the Train workers that shared it exit); every
-        # path is absolute by now, so work from the job's state folder instead.
-        os.chdir(state_root())
     return cfg, plan
 
 
@@ -200,26 +179,10 @@ def ui(
     from orchestrator.environment import prepare_driver_env
 
     prepare_driver_env(None)
-    from orchestrator.tracking import tracking_uri
+    from orchestrator.tracking import serve_ui
 
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        tracking_uri(),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
     console.err.print(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)")
-    raise typer.Exit(
-        subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    )
+    raise typer.Exit(serve_ui(host, port))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -239,30 +202,15 @@ def submit(
     from orchestrator.environment import prepare_driver_env
 
     prepare_driver_env(address)
-    from orchestrator.config import ConfigError, load_config
-    from orchestrator.submit import SubmitError
+    from orchestrator.cluster.submit import SubmitError, submission_problem
 
     target = address or os.environ.get("RAY_ADDRESS")
-    problem = None
-    if not target:
-        problem = "no cluster: pass --address or set RAY_ADDRESS (e.g. from redblue cluster up)"
-    elif len(command) < 2 or command[0] not in ("train", "sweep"):
-        problem = "submit runs `train CONFIG ...` or `sweep CONFIG ...` (after --)"
-    else:
-        pairs = zip(command[2:], command[3:], strict=False)
-        sets = [arg for flag, arg in pairs if flag in ("--set", "-s")]
-        try:
-            for_sweep = command[0] == "sweep"
-            load_config(Path(command[1]), sets, for_sweep, warn=console.print_warning)
-            if not Path(command[1]).resolve().is_relative_to(Path.cwd()):
-                problem = f"{command[1]} must be inside this folder (uploaded as the job's)"
-        except ConfigError as exc:
-            problem = str(exc)
+    problem = submission_problem(target, command, console.print_warning)
     if problem:
         console.print_error(problem)
         raise typer.Exit(EXIT_INVALID)
+    from orchestrator.cluster.submit import submit as submit_job
     from orchestrator.environment import interrupt_on_sigterm
-    from orchestrator.submit import submit as submit_job
 
     interrupt_on_sigterm()  # Ctrl-C or SIGTERM stops the job
 
@@ -289,12 +237,14 @@ def cluster_up(
 
     Prints the environment to use them on stdout: eval "$(redblue cluster up --nodes 3)".
     """
-    from orchestrator import local_cluster
+    from orchestrator.cluster.auth import ensure_token
+    from orchestrator.cluster.local import up
+    from orchestrator.cluster.state import ClusterError
 
     try:
-        local_cluster.ensure_token()
-        state = local_cluster.up(nodes, cpus_per_node, console.err.print)
-    except local_cluster.ClusterError as exc:
+        ensure_token()
+        state = up(nodes, cpus_per_node, console.err.print)
+    except ClusterError as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID if "already runs" in str(exc) else EXIT_FAILED) from None
     console.err.print(
@@ -307,9 +257,10 @@ def cluster_up(
 @cluster_app.command("status")
 def cluster_status() -> None:
     """Show the local cluster's processes, Ray nodes and addresses."""
-    from orchestrator import local_cluster
+    from orchestrator.cluster.local import node_rows
+    from orchestrator.cluster.state import load_state
 
-    state = local_cluster.load_state()
+    state = load_state()
     if state is None:
         console.print_error("no local cluster is recorded here; start one: redblue cluster up")
         raise typer.Exit(EXIT_FAILED)
@@ -318,7 +269,7 @@ def cluster_status() -> None:
     table = Table(title=f"local cluster: {state.ray_address}", title_justify="left")
     for column in ("what", "id", "state", "detail"):
         table.add_column(column, overflow="fold")
-    for row in local_cluster.node_rows(state):
+    for row in node_rows(state):
         table.add_row(*row)
     console.out.print(table)
     console.out.print(f"dashboard {state.dashboard_url}   MLflow {state.tracking_uri}")
@@ -328,13 +279,14 @@ def cluster_status() -> None:
 def cluster_down() -> None:
     """Stop exactly the processes `redblue cluster up` started, nothing else (each verified by
     pid, start time and command before it is signalled)."""
-    from orchestrator import local_cluster
+    from orchestrator.cluster.state import load_state
+    from orchestrator.cluster.stop import down
 
-    state = local_cluster.load_state()
+    state = load_state()
     if state is None:
         console.err.print("no local cluster is recorded here; nothing to stop")
         return
-    stopped = local_cluster.down(state, console.err.print)
+    stopped = down(state, console.err.print)
     console.err.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 

@@ -1,8 +1,9 @@
 """The one run config: a pydantic v2 schema loaded from YAML with ``--set dotted.key=value``.
 
-The compute sections (data, model, optim, strategy, deepspeed) are owned by ``trainers.config``;
-this module adds the control-plane sections and the loader. Every user mistake becomes a single
-``ConfigError`` whose message names the key.
+The compute sections (data, model, optim, strategy, deepspeed) are owned by ``trainers.config``,
+the sweep section by ``orchestrator.sweeps.config``, the serve section by ``serve_apps.settings``;
+this module adds the other control-plane sections, the loader and the resolution of the config's
+paths. Every user mistake becomes a single ``ConfigError`` whose message names the key.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from orchestrator import storage
+from orchestrator.sweeps.config import SweepSection
 from serve_apps.settings import ServeSection
 from trainers.config import (
     DataConfig,
     DeepSpeedConfig,
-    ModelConfig,
     OptimConfig,
     Section,
     StrategyConfig,
 )
+from trainers.families import DEFAULT_KIND, FAMILIES, ModelConfig
+from trainers.families.mlp import MLPConfig
 
 
 class ConfigError(ValueError):
@@ -85,112 +88,6 @@ class RunSection(Section):
         return value
 
 
-SPACE_KINDS = ("loguniform", "uniform", "randint", "choice", "grid")
-# Keys population-based training may change while a trial runs: a restored checkpoint takes them
-# from the config. Every other swept key is sampled once and inherited with a cloned checkpoint
-# (batch size or red ratio would change the data split the checkpoint was made on).
-PBT_MUTABLE_KEYS = ("optim.lr", "optim.weight_decay", "optim.grad_clip", "model.dropout")
-
-
-class SpaceSpec(Section):
-    """One swept key: exactly one of the distributions below."""
-
-    loguniform: tuple[float, float] | None = Field(
-        None, description="[low, high], sampled uniformly in log space; low > 0."
-    )
-    uniform: tuple[float, float] | None = Field(None, description="[low, high], uniform.")
-    randint: tuple[int, int] | None = Field(
-        None, description="[low, high): an integer, high excluded (as in Ray Tune)."
-    )
-    choice: list[Any] | None = Field(None, description="Values sampled uniformly.")
-    grid: list[Any] | None = Field(
-        None, description="Every value is tried (each sample covers the whole grid)."
-    )
-
-    @model_validator(mode="after")
-    def _one_distribution(self) -> SpaceSpec:
-        given = [kind for kind in SPACE_KINDS if getattr(self, kind) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of {', '.join(SPACE_KINDS)} (got {given or 'none'})"
-            )
-        kind = given[0]
-        if kind in ("loguniform", "uniform", "randint"):
-            low, high = getattr(self, kind)
-            if not low < high:
-                raise ValueError(f"{kind} needs low < high (got [{low}, {high}])")
-            if kind == "loguniform" and low <= 0:
-                raise ValueError(f"loguniform needs low > 0 (got {low})")
-        elif not getattr(self, kind):
-            raise ValueError(f"{kind} needs at least one value")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(kind for kind in SPACE_KINDS if getattr(self, kind) is not None)
-
-    def candidates(self) -> list[Any]:
-        """Values to check against the schema: the bounds of a range, every listed value."""
-        values = getattr(self, self.kind)
-        if self.kind == "randint":
-            return [values[0], values[1] - 1]
-        return list(values)
-
-    def describe(self) -> str:
-        return f"{self.kind}({', '.join(map(str, getattr(self, self.kind)))})"
-
-
-class SweepSection(Section):
-    space: dict[str, SpaceSpec] = Field(
-        default_factory=dict,
-        description="Search space keyed by dotted config keys, e.g. "
-        "optim.lr: {loguniform: [1.0e-4, 1.0e-2]}.",
-    )
-    num_samples: int = Field(8, ge=1, description="Trials to sample (times the grid size).")
-    max_concurrent: int | None = Field(
-        None,
-        ge=1,
-        description="Trials at once; default: as many as the cluster's free CPUs/GPUs hold.",
-    )
-    metric: str = Field(
-        "val_loss",
-        description="Metric that ranks trials; a validation metric (the test part is never used).",
-    )
-    mode: Literal["min", "max"] = Field("min", description="Whether the metric is minimised.")
-    scheduler: Literal["asha", "fifo", "pbt"] = Field(
-        "asha",
-        description="Trial scheduler: ASHA early stopping, FIFO, or population-based training "
-        "(pbt: every checkpoint.every_rounds rounds the worst quarter of the running trials "
-        "continue from the best ones' checkpoints with perturbed optim.lr, optim.weight_decay, "
-        "optim.grad_clip or model.dropout).",
-    )
-    search: Literal["random", "optuna"] = Field(
-        "random", description="Search algorithm: random (and grid) sampling, or Optuna's TPE."
-    )
-    grace_rounds: int = Field(3, ge=1, description="ASHA: rounds every trial runs before a cut.")
-    reduction_factor: int = Field(3, ge=2, description="ASHA: keep 1/N of the trials at each rung.")
-    keep_all_checkpoints: bool = Field(
-        False, description="Keep every trial's checkpoints; by default only the best trial's stay."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SweepSection:
-        if self.scheduler == "pbt" and self.space and not set(self.space) & set(PBT_MUTABLE_KEYS):
-            raise ValueError(
-                "sweep.scheduler pbt needs at least one of "
-                f"{', '.join(PBT_MUTABLE_KEYS)} in sweep.space: those are the values it perturbs"
-            )
-        if self.scheduler == "pbt" and self.search != "random":
-            raise ValueError(
-                "sweep.scheduler pbt chooses the trials' values itself; use sweep.search random"
-            )
-        if self.metric.startswith("test"):
-            raise ValueError(f"sweep.metric {self.metric!r}: the test part is never used to select")
-        if self.search == "optuna" and any(s.kind == "grid" for s in self.space.values()):
-            raise ValueError("sweep.search optuna cannot take grid entries; use choice instead")
-        return self
-
-
 class RedblueConfig(Section):
     """Everything one training run needs."""
 
@@ -202,7 +99,10 @@ class RedblueConfig(Section):
     )
     seed: int = Field(0, ge=0, description="Seed for splits, initialization and batch order.")
     data: DataConfig = Field(default_factory=DataConfig, description="The data set.")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="The model.")
+    model: ModelConfig = Field(
+        default_factory=MLPConfig,
+        description="The model: a family's section, chosen by model.kind (mlp, linear).",
+    )
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and budget.")
     strategy: StrategyConfig = Field(
         default_factory=StrategyConfig, description="Training strategy (red-blue or standard)."
@@ -247,10 +147,10 @@ class RedblueConfig(Section):
         tree = self.model_dump()
         for key, value in values.items():
             node = tree
-            *sections, leaf = key.split(".")
-            for part in sections:
+            parts = key.split(".")
+            for part in parts[:-1]:
                 node = node[part]
-            node[leaf] = value
+            _assign(node, parts, value)
         return RedblueConfig.model_validate(tree)
 
 
@@ -279,15 +179,32 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
             raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+    _assign(node, parts, value)
 
 
-def _section_model(path: tuple) -> type[BaseModel] | None:
-    """The schema section at ``path`` (a tuple of keys), or None where there is no section."""
+def _assign(section: dict[str, Any], parts: list[str], value: Any) -> None:
+    """``section[leaf] = value``, ``section`` being the dict at ``parts[:-1]``. Setting
+    ``model.kind`` to another family starts that family's section from its defaults (the other
+    family's keys do not apply to it)."""
+    if parts == ["model", "kind"] and section.get("kind", DEFAULT_KIND) != value:
+        section.clear()
+    section[parts[-1]] = value
+
+
+def _section_model(path: tuple, kind: str = "mlp") -> type[BaseModel] | None:
+    """The schema section at ``path`` (a tuple of keys), or None where there is no section;
+    ``model`` is the section of the family ``kind``."""
     model: type[BaseModel] = RedblueConfig
     for part in path:
+        if model is RedblueConfig and part == "model":
+            family = FAMILIES.get(kind)
+            if family is None:
+                return None
+            model = family.config
+            continue
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
@@ -297,10 +214,15 @@ def _section_model(path: tuple) -> type[BaseModel] | None:
 
 
 def _describe(error: Mapping[str, Any]) -> str:
-    location = tuple(error["loc"])
+    location, kind = tuple(error["loc"]), "mlp"
+    if location[:1] == ("model",) and len(location) > 1 and location[1] in FAMILIES:
+        kind, location = str(location[1]), location[:1] + location[2:]  # pydantic's union tag
     dotted = ".".join(str(part) for part in location)
+    if error["type"] == "union_tag_invalid":
+        tag = (error.get("ctx") or {}).get("tag")
+        return f"{dotted}.kind: {tag!r} is not a model family; known: {', '.join(FAMILIES)}"
     if error["type"] == "extra_forbidden":
-        section = _section_model(location[:-1])
+        section = _section_model(location[:-1], kind)
         known = list(section.model_fields) if section else []
         hint = difflib.get_close_matches(str(location[-1]), known, n=1)
         suggestion = (
@@ -344,10 +266,11 @@ def validate(
     return cfg
 
 
-def _leaf_annotation(dotted: str) -> Any:
-    """The schema's type at a dotted key, or None when the key is not a setting."""
+def _leaf_annotation(dotted: str, kind: str) -> Any:
+    """The schema's type at a dotted key (``model.*``: of family ``kind``), or None when the key
+    is not a setting."""
     *sections, leaf = dotted.split(".")
-    section = _section_model(tuple(sections))
+    section = _section_model(tuple(sections), kind)
     field = section.model_fields.get(leaf) if section else None
     return field.annotation if field else None
 
@@ -363,7 +286,7 @@ def space_problems(cfg: RedblueConfig) -> list[str]:
             suggestion = f" (did you mean {hint[0]}?)" if hint else ""
             problems.append(f"{where}: not a config key{suggestion}")
             continue
-        if spec.kind in ("uniform", "loguniform") and _leaf_annotation(key) is int:
+        if spec.kind in ("uniform", "loguniform") and _leaf_annotation(key, cfg.model.kind) is int:
             problems.append(f"{where}: {key} takes integers; use randint or choice")
             continue
         for value in spec.candidates():
@@ -400,3 +323,25 @@ def load_config(
     for assignment in overrides:
         apply_override(tree, assignment)
     return validate(tree, origin=f"config {path}", for_sweep=for_sweep, warn=warn)
+
+
+def defaults_with(overrides: list[str] | tuple[str, ...]) -> RedblueConfig:
+    """The default config with ``--set`` overrides applied (a command run without a file)."""
+    tree: dict[str, Any] = {}
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    return validate(tree, origin="--set overrides")
+
+
+def resolve_paths(cfg: RedblueConfig) -> None:
+    """Make the config's paths absolute, since trials and workers run in other folders: a local
+    ``run.storage_path`` from the state root (the working directory; ``~/.redblue`` inside a Ray
+    job), a data file from the working directory. Raises ``storage.StorageError`` when the
+    storage cannot be reached."""
+    from orchestrator.environment import state_root
+    from trainers.data import BUNDLED
+
+    cfg.run.storage_path = storage.absolute(cfg.run.storage_path, state_root())
+    storage.check_reachable(cfg.run.storage_path)
+    if cfg.data.source not in BUNDLED:
+        cfg.data.source = str(Path(cfg.data.source).expanduser().resolve())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel
@@ -60,8 +60,12 @@ def _is_section(annotation: Any) -> bool:
 
 
 def _union_args(annotation: Any) -> tuple[Any, ...]:
+    """The arms of a union (each without its ``Annotated`` tag, as a discriminated union has)."""
     if get_origin(annotation) in (Union, types.UnionType):
-        return get_args(annotation)
+        return tuple(
+            get_args(arg)[0] if get_origin(arg) is Annotated else arg
+            for arg in get_args(annotation)
+        )
     return ()
 
 
@@ -91,7 +95,7 @@ def type_name(annotation: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(f"`{value}`" for value in args)
     if origin in (Union, types.UnionType):
-        return " or ".join(type_name(arg) for arg in args)
+        return " or ".join(type_name(arg) for arg in _union_args(annotation))
     if origin is list:
         return f"list of {type_name(args[0])}"
     if origin is tuple:
@@ -176,7 +180,8 @@ def _render_section(
         if variant is not None:
             heading += f" with `kind: {variant}`"
         lines += ["", f"{'#' * level} {heading}", ""]
-        text = description or (section.__doc__ or "").strip()
+        own = (section.__doc__ or "").strip()
+        text = own if variant is not None and own else description or own
         if text:
             lines += [_cell(text), ""]
         lines += _table(section, dotted)

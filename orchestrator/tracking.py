@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -28,6 +30,7 @@ import trainers
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import state_root
 from trainers.checkpoint import FINAL_MODEL_DIR
+from trainers.families import family_of
 from trainers.models import load_model, predict
 
 DEFAULT_DB = "mlflow.db"
@@ -50,6 +53,27 @@ def ui_command(uri: str) -> str:
         f"open {uri} in a browser"
         if uri.startswith("http")
         else f"mlflow ui --backend-store-uri {uri}"
+    )
+
+
+def serve_ui(host: str, port: int) -> int:
+    """Run the MLflow UI on the tracking store in force until Ctrl-C; returns its exit code."""
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    return subprocess.call(
+        command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     )
 
 
@@ -163,7 +187,8 @@ class TrackedRun:
         """Log the fused model as a pyfunc (weights + config as artifacts); returns its URI."""
         model, spec = load_model(final_model_dir)
         labels, _ = predict(model, spec, sample)
-        signature = model_signature(spec.feature_names, sample, labels)
+        names = list(family_of(spec.kind).input_schema(spec).feature_names)
+        signature = model_signature(names, sample, labels)
         before = self.client.get_run(self.run_id).info
         with warnings.catch_warnings():  # MLflow nudges towards type hints and input examples
             warnings.simplefilter("ignore", UserWarning)
@@ -251,18 +276,3 @@ def fetch_final_model(model_uri: str, into: Path | None = None) -> Path:
     target = Path(into or tempfile.mkdtemp(prefix="redblue-model-"))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target)))
     return local / "artifacts" / FINAL_MODEL_DIR
-
-
-def register_version(model_uri: str, name: str, tags: dict[str, str]) -> str:
-    """Register ``model_uri`` as a new version of registered model ``name``; returns the version."""
-    mlflow.set_tracking_uri(tracking_uri())
-    version = mlflow.register_model(model_uri, name, tags=tags)
-    return str(version.version)
-
-
-def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    """The version holding ``alias`` in registered model ``name``, or None."""
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None

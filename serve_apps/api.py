@@ -41,7 +41,8 @@ from serve_apps.schemas import (
     response_schema,
     round_down,
 )
-from trainers.models import MLP, ModelSpec
+from trainers.families import family_of
+from trainers.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 INLINE_PARSE_BYTES = 16 * 1024  # larger bodies are parsed in a worker thread, off the event loop
@@ -77,7 +78,7 @@ class Predictor(Protocol):
 
     bundle: ModelBundle
     spec: ModelSpec
-    model: MLP
+    model: nn.Module
 
     async def predict(self, rows: np.ndarray) -> Prediction:
         """Labels or values for ``rows``, and class probabilities for classification."""
@@ -103,14 +104,17 @@ def build_api(
     bundle, spec = predictor.bundle, predictor.spec
     regression = spec.task != "classification"
     metrics = ServeMetrics(
-        (float(predictor.model.target_mean), float(predictor.model.target_std))
+        (
+            float(predictor.model.get_buffer("target_mean")),
+            float(predictor.model.get_buffer("target_std")),
+        )
         if regression
         else None
     )
     drift = DriftWindow(spec.input_summary, spec.feature_names, monitor_window)
     model_ref = {"name": bundle.name, "version": bundle.version, "run_id": bundle.run_id}
-    names = spec.feature_names or [f"f{i}" for i in range(spec.in_features)]
-    shape = InputShape(tuple(names), max_rows, safe_input_bound(predictor.model, spec))
+    names = family_of(spec.kind).input_schema(spec).feature_names
+    shape = InputShape(names, max_rows, safe_input_bound(predictor.model, spec))
     body_limit = min(max_body_bytes, shape.body_bytes)
     classes = np.asarray(spec.classes).tolist()
     api = FastAPI(
@@ -253,7 +257,7 @@ def _document_security(api: FastAPI) -> None:
     api.openapi = openapi  # type: ignore[method-assign]
 
 
-def safe_input_bound(model: MLP, spec: ModelSpec) -> float | None:
+def safe_input_bound(model: nn.Module, spec: ModelSpec) -> float | None:
     """A bound B such that any row with every value in [-B, B] gets a finite output in float32.
 
     Interval arithmetic in float64 on the weights: the standardised input is at most
@@ -263,10 +267,10 @@ def safe_input_bound(model: MLP, spec: ModelSpec) -> float | None:
     model has a layer this does not know (then only the output check guards).
     """
     try:
-        mean = model.input_mean.double().abs().cpu().numpy()
-        std = model.input_std.double().cpu().numpy()
+        mean = model.get_buffer("input_mean").double().abs().cpu().numpy()
+        std = model.get_buffer("input_std").double().cpu().numpy()
         slope, offset = 1.0 / std, mean / std
-        for layer in model.net:
+        for layer in model.get_submodule("net").children():
             if isinstance(layer, nn.Linear):
                 weight = layer.weight.detach().double().abs().cpu().numpy()
                 bias = layer.bias.detach().double().abs().cpu().numpy()
@@ -277,8 +281,11 @@ def safe_input_bound(model: MLP, spec: ModelSpec) -> float | None:
                 return None
         a, c = float(slope.max()), float(offset.max())
         if spec.task != "classification":
-            scale = float(model.target_std.double().abs().item())
-            a, c = a * scale, c * scale + float(model.target_mean.double().abs().item())
+            scale = float(model.get_buffer("target_std").double().abs().item())
+            a, c = (
+                a * scale,
+                c * scale + float(model.get_buffer("target_mean").double().abs().item()),
+            )
     except AttributeError:
         return None
     if not (np.isfinite(a) and np.isfinite(c)) or a <= 0 or c >= F32_MAX / 4:

@@ -11,7 +11,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainers.models import CONFIG_FILE, MLP, WEIGHTS_FILE, ModelSpec, load_model_bytes
+from torch import nn
+
+from trainers.models import CONFIG_FILE, WEIGHTS_FILE, load_model_bytes
+from trainers.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class ModelBundle:
             test_metrics=dict(test_metrics or {}),
         )
 
-    def load(self) -> tuple[MLP, ModelSpec]:
+    def load(self) -> tuple[nn.Module, ModelSpec]:
         """Build the model and load its weights (eval mode)."""
         return load_model_bytes(self.weights, self.model_config)
 

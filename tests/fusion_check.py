@@ -43,11 +43,11 @@ def check(stage: int, precision: str) -> dict[str, float]:
     from trainers.config import DeepSpeedConfig, OptimConfig
     from trainers.engine import DeepSpeedReplica
     from trainers.fusion import fuse_into_both
-    from trainers.models import MLP
+    from trainers.models import build_model
     from trainers.rounds import RunClock
     from trainers.spec import ModelSpec
 
-    spec = ModelSpec("mlp", 8, 3, [16, 16], "relu", 0.0, "classification", classes=[0, 1, 2])
+    spec = ModelSpec("mlp", "classification", 8, 3, {"hidden": [16, 16]}, classes=[0, 1, 2])
     optim = OptimConfig(lr=0.01, batch_size=8)
     ds = DeepSpeedConfig(zero_stage=stage, precision=precision)
     world_size = torch.distributed.get_world_size()
@@ -55,7 +55,7 @@ def check(stage: int, precision: str) -> dict[str, float]:
     def replica() -> DeepSpeedReplica:
         torch.manual_seed(0)  # the same initialization for both, as in the loop
         return DeepSpeedReplica(
-            MLP(spec), ds=ds, optim=optim, world_size=world_size, clock=RunClock(2, 1, 10)
+            build_model(spec), ds=ds, optim=optim, world_size=world_size, clock=RunClock(2, 1, 10)
         )
 
     def train(rep: DeepSpeedReplica, seed: int, steps: int) -> None:
@@ -83,12 +83,12 @@ def check(stage: int, precision: str) -> dict[str, float]:
     with torch.no_grad():
         red_out_before = red.forward(probe).float()
 
-    fuse_into_both(red, blue, ALPHA)
+    fuse_into_both({"model": red}, {"model": blue}, ALPHA)
     expected = ALPHA * red_before + (1 - ALPHA) * blue_before
     fused_red, fused_blue = gathered(red), gathered(blue)
     pairs = zip(red_masters, blue_masters, strict=True)
     expected_masters = [ALPHA * r + (1 - ALPHA) * b for r, b in pairs]
-    plain = MLP(spec)
+    plain = build_model(spec)
     plain.load_state_dict(red.full_state_dict())
     with torch.no_grad():
         red_out, blue_out = red.forward(probe).float(), blue.forward(probe).float()

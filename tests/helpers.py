@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from trainers.drift import summarize
-from trainers.models import MLP, ModelSpec, save_model
+from trainers.families import family_of
+from trainers.models import build_model, save_model
+from trainers.spec import ModelSpec
 
 
-def saved_model(directory: Path, *, seed: int, features: int = 8, hidden: int = 16) -> Path:
-    """A 3-class MLP with random weights (by ``seed``) and fitted input scaling, saved to disk."""
+def saved_model(
+    directory: Path, *, seed: int, features: int = 8, hidden: int = 16, kind: str = "mlp"
+) -> Path:
+    """A 3-class model of family ``kind`` (an MLP of one ``hidden`` layer by default) with random
+    weights (by ``seed``) and fitted input scaling, saved to disk."""
     torch.manual_seed(seed)
     spec = ModelSpec(
-        "mlp",
+        kind,
+        "classification",
         features,
         3,
-        [hidden],
-        "relu",
-        0.0,
-        "classification",
+        {"kind": kind, "hidden": [hidden]} if kind == "mlp" else {"kind": kind},
         feature_names=[f"f{i}" for i in range(features)],
         classes=["a", "b", "c"],
     )
     data = np.random.default_rng(seed).normal(2.0, 3.0, size=(256, features)).astype(np.float32)
     spec.input_summary = summarize(data, spec.feature_names)  # what training stores, for drift
-    model = MLP(spec)
-    model.set_normalization(data, None)
+    model = build_model(spec)
+    family_of(kind).fit(model, data, None)
     return save_model(directory, model, spec)
 
 
@@ -69,3 +75,39 @@ def deploy_in_a_new_process(cases: dict[str, tuple[dict, list[str]]], home: Path
         env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class Recorder:
+    """A training loop's ``report`` callable that keeps every metrics dict and a copy of every
+    checkpoint."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.metrics: list[dict[str, float]] = []
+        self.checkpoints: list[Path] = []
+
+    def __call__(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        self.metrics.append(metrics)
+        if checkpoint is not None:
+            copy = self.tmp_path / f"ckpt{len(self.checkpoints)}"
+            shutil.copytree(checkpoint, copy)
+            self.checkpoints.append(copy)
+
+
+def plain_trainer(report, spec_changes: dict[str, Any] | None = None, **sections):
+    """The real loop on plain PyTorch engines, one process, for the config ``sections`` (one
+    worker); ``spec_changes`` edit the planned model spec (a family registered by a test)."""
+    from orchestrator.config import RedblueConfig
+    from trainers.engine import PlainReplica
+    from trainers.loop import Trainer, build_replicas
+    from trainers.plan import plan_run
+
+    cfg = RedblueConfig.model_validate({"scaling": {"num_workers": 1}, **sections})
+    plan = plan_run(cfg)
+    if spec_changes:
+        plan = dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, **spec_changes))
+
+    def make(model, name, clock):
+        return PlainReplica(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
+
+    return Trainer(plan, build_replicas(plan, make), report)

@@ -38,25 +38,6 @@ class DataConfig(Section):
     )
 
 
-class ModelConfig(Section):
-    kind: Literal["mlp"] = Field("mlp", description="Model family.")
-    hidden: list[int] = Field(
-        default_factory=lambda: [128, 64],
-        min_length=1,
-        description="Width of each hidden layer of the MLP.",
-    )
-    activation: Literal["relu", "tanh", "sigmoid", "gelu"] = Field(
-        "relu", description="Activation after each hidden layer."
-    )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
-
-    @model_validator(mode="after")
-    def _positive_widths(self) -> ModelConfig:
-        if any(width < 1 for width in self.hidden):
-            raise ValueError(f"every hidden width must be >= 1, got {self.hidden}")
-        return self
-
-
 class OptimConfig(Section):
     name: Literal["sgd", "adam", "adamw"] = Field(
         "adamw", description="Optimizer: sgd (with momentum), adam or adamw (torch optimizers)."

@@ -24,7 +24,7 @@ from trainers.schedules import apply_peak_values, build_scheduler
 
 
 class Replica(Protocol):
-    """What the training loop needs from one trainable model."""
+    """What the training loop needs from one trainable network: its engine and optimizer."""
 
     module: nn.Module
 
@@ -37,6 +37,11 @@ class Replica(Protocol):
     def full_state_dict(self) -> dict[str, torch.Tensor]: ...
     def save(self, directory: Path, tag: str) -> None: ...
     def load(self, directory: Path, tag: str) -> None: ...
+
+
+# One replica of a model (red, blue or standard): an engine per network of its family, by the
+# network's name (``trainers.families.base.Family.networks``).
+Member = dict[str, Replica]
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -1,11 +1,12 @@
 """Fusion of the red and blue replicas: theta_f = alpha * theta_red + (1 - alpha) * theta_blue.
 
-Fusion works on each optimizer's fp32 master weights (``Replica.masters``: a worker's partition
-under ZeRO-1/2/3, the whole model otherwise), so it needs no communication of its own and keeps
-the masters' precision; the engine then copies the fused masters down into the model's
-(half-precision, gathered) weights, so the next forward pass and optimizer step use theta_f.
-Both engines hold identical layouts. Floating-point buffers are fused the same way; integer
-buffers come from red.
+A replica is a ``Member``: one engine per network of its family; each network is fused with its
+counterpart. Fusion works on each optimizer's fp32 master weights (``Replica.masters``: a
+worker's partition under ZeRO-1/2/3, the whole network otherwise), so it needs no communication
+of its own and keeps the masters' precision; the engine then copies the fused masters down into
+the network's (half-precision, gathered) weights, so the next forward pass and optimizer step use
+theta_f. Both engines hold identical layouts. Floating-point buffers are fused the same way;
+integer buffers come from red.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from trainers import distributed
-from trainers.engine import Replica
+from trainers.engine import Member, Replica
 
 LOSS_ALPHA_BOUNDS = (0.25, 0.75)
 
@@ -50,16 +51,30 @@ def fuse_tensors(
     ]
 
 
-def divergence(red: Replica, blue: Replica, alpha: float) -> float:
-    """||theta_red - theta_blue|| / ||theta_f|| over the master weights (summed over every
-    worker's partition where they are partitioned; the same value on every worker)."""
-    red_masters, blue_masters = red.masters(), blue.masters()
-    reds, blues = red_masters.tensors, blue_masters.tensors
-    diff = sum(float((r - b).double().pow(2).sum()) for r, b in zip(reds, blues, strict=True))
-    fused = sum(float(f.double().pow(2).sum()) for f in fuse_tensors(alpha, reds, blues))
-    if red_masters.partitioned:
+def divergence(red: Member, blue: Member, alpha: float) -> float:
+    """||theta_red - theta_blue|| / ||theta_f|| over the master weights of every network (summed
+    over every worker's partition where they are partitioned; the same value on every worker)."""
+    diff = fused = 0.0
+    partitioned = False
+    for network in red:
+        red_masters, blue_masters = red[network].masters(), blue[network].masters()
+        reds, blues = red_masters.tensors, blue_masters.tensors
+        diff += sum(float((r - b).double().pow(2).sum()) for r, b in zip(reds, blues, strict=True))
+        fused += sum(float(f.double().pow(2).sum()) for f in fuse_tensors(alpha, reds, blues))
+        partitioned = partitioned or red_masters.partitioned
+    if partitioned:
         diff, fused = distributed.all_reduce_sum([diff, fused])
     return (diff**0.5) / max(fused**0.5, 1e-12)
+
+
+def engines(members: dict[str, Member]) -> dict[str, Replica]:
+    """Every engine of some members, by a tag: the member's name (``red``) for a family with one
+    network, ``red-<network>`` for more (checkpoint tags and snapshot keys)."""
+    return {
+        name if len(member) == 1 else f"{name}-{network}": replica
+        for name, member in members.items()
+        for network, replica in member.items()
+    }
 
 
 def _fusable(replica: Replica) -> list[torch.Tensor]:
@@ -69,18 +84,19 @@ def _fusable(replica: Replica) -> list[torch.Tensor]:
 
 @dataclass
 class Snapshot:
-    """Copies of the fusable tensors (masters and float buffers) of some replicas, by name."""
+    """Copies of the fusable tensors (masters and float buffers) of some members' engines."""
 
     tensors: dict[str, list[torch.Tensor]]
 
     @classmethod
-    def take(cls, replicas: dict[str, Replica]) -> Snapshot:
-        return cls({name: [t.clone() for t in _fusable(r)] for name, r in replicas.items()})
+    def take(cls, members: dict[str, Member]) -> Snapshot:
+        tagged = engines(members)
+        return cls({tag: [t.clone() for t in _fusable(r)] for tag, r in tagged.items()})
 
-    def restore(self, replicas: dict[str, Replica]) -> None:
+    def restore(self, members: dict[str, Member]) -> None:
         """Write the copies back (a collective call where masters are partitioned)."""
-        for name, replica in replicas.items():
-            _write(replica, self.tensors[name])
+        for tag, replica in engines(members).items():
+            _write(replica, self.tensors[tag])
 
 
 def _write(replica: Replica, values: Sequence[torch.Tensor]) -> None:
@@ -89,21 +105,25 @@ def _write(replica: Replica, values: Sequence[torch.Tensor]) -> None:
     replica.masters_changed()
 
 
-def fuse_into_both(red: Replica, blue: Replica, alpha: float) -> None:
-    """Write theta_f into both replicas; each keeps its own optimizer state (as in local SGD)."""
-    fused = fuse_tensors(alpha, _fusable(red), _fusable(blue))
-    for replica in (red, blue):
-        _write(replica, fused)
-    for red_buffer, blue_buffer in zip(red.module.buffers(), blue.module.buffers(), strict=True):
-        if not red_buffer.is_floating_point():
-            blue_buffer.copy_(red_buffer)
+def fuse_into_both(red: Member, blue: Member, alpha: float) -> None:
+    """Write theta_f into both replicas, network by network; each engine keeps its own optimizer
+    state (as in local SGD)."""
+    for network in red:
+        fused = fuse_tensors(alpha, _fusable(red[network]), _fusable(blue[network]))
+        for replica in (red[network], blue[network]):
+            _write(replica, fused)
+        pairs = zip(red[network].module.buffers(), blue[network].module.buffers(), strict=True)
+        for red_buffer, blue_buffer in pairs:
+            if not red_buffer.is_floating_point():
+                blue_buffer.copy_(red_buffer)
 
 
 @contextmanager
-def fused_view(red: Replica, blue: Replica, alpha: float) -> Iterator[Replica]:
+def fused_view(red: Member, blue: Member, alpha: float) -> Iterator[Member]:
     """Temporarily load theta_f into ``red`` (to evaluate it), then restore red's own weights."""
     own = Snapshot.take({"red": red})
-    _write(red, fuse_tensors(alpha, own.tensors["red"], _fusable(blue)))
+    for (tag, replica), network in zip(engines({"red": red}).items(), red, strict=True):
+        _write(replica, fuse_tensors(alpha, own.tensors[tag], _fusable(blue[network])))
     try:
         yield red
     finally:

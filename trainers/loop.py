@@ -28,11 +28,12 @@ from trainers.checkpoint import (
     read_state,
     write_state,
 )
-from trainers.data import Dataset, Split, batch_indices, shard
-from trainers.engine import Replica
-from trainers.fusion import Snapshot, divergence, fuse_into_both, fused_view, fusion_alpha
-from trainers.models import ModelSpec, build_model, loss_fn, save_model
-from trainers.rounds import LoopConfig, RoundPlan, RunClock
+from trainers.data import batch_indices, shard
+from trainers.engine import Member, Replica
+from trainers.fusion import Snapshot, divergence, engines, fuse_into_both, fused_view, fusion_alpha
+from trainers.models import save_model
+from trainers.plan import RunPlan
+from trainers.rounds import RunClock
 
 Report = Callable[[dict[str, float], "Path | None"], None]
 EVAL_BATCH = 4096
@@ -59,40 +60,33 @@ class TrainOutcome:
 
 
 def build_replicas(
-    spec: ModelSpec,
-    dataset: Dataset,
-    split: Split,
-    cfg: LoopConfig,
-    make_replica: Callable[[torch.nn.Module, str, RunClock], Replica],
-    plan: RoundPlan,
-) -> dict[str, Replica]:
-    """Replicas from one initialization (same seed), normalized on the training pool P'."""
-    train = split.train
-    targets = dataset.labels[train] if spec.task == "regression" else None
-    replicas = {}
-    for name in plan.steps_per_replica:
-        torch.manual_seed(cfg.seed)
-        model = build_model(spec)
-        model.set_normalization(dataset.features[train], targets)
-        replicas[name] = make_replica(model, name, plan.clock(name))
-    return replicas
+    plan: RunPlan, make_replica: Callable[[torch.nn.Module, str, RunClock], Replica]
+) -> dict[str, Member]:
+    """The replicas (red and blue, or standard) from one initialization (same seed), fitted on
+    the training pool P' by their family: an engine per network of the family."""
+    family, dataset, train = plan.family, plan.dataset, plan.split.train
+    targets = dataset.labels[train] if plan.spec.task == "regression" else None
+    members = {}
+    for name in plan.rounds.steps_per_replica:
+        torch.manual_seed(plan.loop.seed)
+        model = family.build(plan.spec)
+        family.fit(model, dataset.features[train], targets)
+        clock = plan.rounds.clock(name)
+        members[name] = {
+            network: make_replica(module, name, clock)
+            for network, module in family.networks(model).items()
+        }
+    return members
 
 
 class Trainer:
     """Runs the rounds for one worker. ``run()`` is the whole algorithm; helpers do one thing."""
 
-    def __init__(
-        self,
-        cfg: LoopConfig,
-        dataset: Dataset,
-        split: Split,
-        spec: ModelSpec,
-        replicas: dict[str, Replica],
-        plan: RoundPlan,
-        report: Report,
-    ) -> None:
-        self.cfg, self.spec, self.split, self.plan, self.report = cfg, spec, split, plan, report
+    def __init__(self, plan: RunPlan, replicas: dict[str, Member], report: Report) -> None:
+        self.cfg, self.spec, self.split, self.plan = plan.loop, plan.spec, plan.split, plan.rounds
+        self.family, self.report = plan.family, report
         self.replicas = replicas
+        cfg, split, dataset = plan.loop, plan.split, plan.dataset
         self.red_blue = cfg.strategy.kind == "red_blue"
         self.rank, self.world_size = distributed.world()
         self.features = torch.as_tensor(dataset.features)
@@ -102,8 +96,8 @@ class Trainer:
         self.local_parts = {
             name: shard(parts[name], self.rank, self.world_size) for name in replicas
         }
-        buffers = dict(next(iter(replicas.values())).module.named_buffers())
-        self.target_scale = (float(buffers["target_mean"]), float(buffers["target_std"]))
+        first = next(iter(replicas.values()))
+        self.objective = self.family.objective(self.spec, self._whole_model(first))
         self.first_step_at: float | None = None
         self.finished_at: Path | None = None  # a restored final checkpoint
         self.best: Snapshot | None = None  # the best evaluation's replicas (select: best)
@@ -156,14 +150,15 @@ class Trainer:
                 raise TrainingDiverged(round_index + 1, name)
             metrics["train_loss" if name == "standard" else f"{name}/train_loss"] = loss
             if self.red_blue:
-                metrics[f"{name}/lr"] = replica.lr()
+                metrics[f"{name}/lr"] = self._lr(replica)
         # Schedules run on the round clock: at the end of a round every replica has this lr.
-        metrics["lr"] = next(iter(self.replicas.values())).lr()
+        metrics["lr"] = self._lr(next(iter(self.replicas.values())))
         return metrics
 
-    def _train_phase(self, name: str, replica: Replica, steps: int) -> float:
+    def _train_phase(self, name: str, replica: Member, steps: int) -> float:
         """``steps`` optimizer steps of one replica on its part; returns the mean loss."""
-        replica.module.train()
+        for engine in replica.values():
+            engine.module.train()
         stream = (self.cfg.seed, COLOR_STREAM[name], self.rank)
         first_batch = self.state.steps[name] * self.cfg.grad_accum_steps
         total = torch.zeros((), dtype=torch.float64)
@@ -172,11 +167,7 @@ class Trainer:
             index = batch_indices(
                 self.local_parts[name], self.micro_batch, first_batch + offset, stream
             )
-            outputs = replica.forward(self.features[index])
-            targets = self.labels[index].to(outputs.device)
-            loss = loss_fn(self.spec.task, outputs, targets, *self.target_scale)
-            replica.backward(loss)
-            replica.step()
+            loss = self.objective.train_step(replica, self.features[index], self.labels[index])
             if self.first_step_at is None:
                 self.first_step_at = time.time()  # start-up cost, reported once per attempt
             total += loss.detach().double().cpu()
@@ -250,11 +241,12 @@ class Trainer:
         result = next(iter(self.replicas.values()))  # red holds theta_f after the fusion
         final.update(self._test_metrics(result))
         final.update(self._agreed({"val_loss": self._loss(result, self.split.val)}))
-        weights = result.full_state_dict()
+        weights = {name: engine.full_state_dict() for name, engine in result.items()}  # collective
         directory = Path(tempfile.mkdtemp(prefix="redblue-final-"))
         if self.rank == 0:
-            model = build_model(self.spec)
-            model.load_state_dict(weights)
+            model = self.family.build(self.spec)
+            for network, module in self.family.networks(model).items():
+                module.load_state_dict(weights[network])
             save_model(directory / FINAL_MODEL_DIR, model, self.spec)
         self.state.final_metrics = final
         write_state(directory, self.state, self.rank)
@@ -263,32 +255,32 @@ class Trainer:
 
     # -- helpers -------------------------------------------------------------------------------
     @torch.no_grad()
-    def _predict_all(
-        self, replica: Replica, index: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        replica.module.eval()
+    def _predict_all(self, replica: Member, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        for engine in replica.values():
+            engine.module.eval()
         outputs = [
-            replica.forward(self.features[index[i : i + EVAL_BATCH]]).float().cpu()
+            self.objective.outputs(replica, self.features[index[i : i + EVAL_BATCH]]).float().cpu()
             for i in range(0, len(index), EVAL_BATCH)
         ]
         return torch.cat(outputs), self.labels[index]
 
-    def _loss(self, replica: Replica, index: np.ndarray) -> float:
+    def _loss(self, replica: Member, index: np.ndarray) -> float:
         outputs, targets = self._predict_all(replica, index)
-        return float(loss_fn(self.spec.task, outputs, targets, *self.target_scale))
+        return float(self.objective.loss(outputs, targets))
 
-    def _test_metrics(self, replica: Replica) -> dict[str, float]:
+    def _test_metrics(self, replica: Member) -> dict[str, float]:
         outputs, targets = self._predict_all(replica, self.split.test)
-        metrics = {
-            "test_loss": float(loss_fn(self.spec.task, outputs, targets, *self.target_scale))
-        }
-        if self.spec.task == "classification":
-            metrics["test_accuracy"] = float((outputs.argmax(dim=1) == targets).double().mean())
-        else:
-            mean, std = self.target_scale
-            values = outputs.squeeze(-1) * std + mean
-            metrics["test_mse"] = float((values - targets).pow(2).mean())
-        return self._agreed(metrics)
+        return self._agreed(self.objective.metrics(outputs, targets))
+
+    def _whole_model(self, member: Member) -> torch.nn.Module:
+        """The family's model holding ``member``'s networks (for its objective to read)."""
+        if len(member) == 1:
+            return next(iter(member.values())).module
+        return torch.nn.ModuleDict({name: engine.module for name, engine in member.items()})
+
+    @staticmethod
+    def _lr(member: Member) -> float:
+        return next(iter(member.values())).lr()
 
     def _alpha_now(self) -> float:
         """alpha from the held-out losses of now (a fusion in a round without evaluation)."""
@@ -322,8 +314,8 @@ class Trainer:
 
     def _write_checkpoint(self) -> Path:
         directory = Path(tempfile.mkdtemp(prefix="redblue-ckpt-"))
-        for name, replica in self.replicas.items():
-            replica.save(directory, name)
+        for tag, engine in engines(self.replicas).items():
+            engine.save(directory, tag)
         write_state(directory, self.state, self.rank, self.best.tensors if self.best else None)
         return directory
 
@@ -347,7 +339,7 @@ class Trainer:
             self.finished_at = Path(tempfile.mkdtemp(prefix="redblue-final-")) / "checkpoint"
             shutil.copytree(directory, self.finished_at)  # ``directory`` may be temporary
             return
-        for name, replica in self.replicas.items():
-            replica.load(directory, name)
+        for tag, engine in engines(self.replicas).items():
+            engine.load(directory, tag)
         best = read_best(directory, self.rank)
         self.best = Snapshot(best) if best is not None else None

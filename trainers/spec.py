@@ -3,48 +3,61 @@ API's schemas can describe a model without importing it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-from trainers.config import ModelConfig
+import numpy as np
 
 
 @dataclass
 class ModelSpec:
-    """Everything needed to rebuild a trained model besides its weights."""
+    """Everything needed to rebuild a trained model besides its weights.
+
+    ``options`` is the family's ``model:`` config section as trained (for the MLP: kind, hidden,
+    activation, dropout); the rest describes the data the model was trained on.
+    """
 
     kind: str
+    task: str
     in_features: int
     out_features: int
-    hidden: list[int]
-    activation: str
-    dropout: float
-    task: str
+    options: dict[str, Any] = field(default_factory=dict)
     feature_names: list[str] = field(default_factory=list)
     classes: list = field(default_factory=list)
     # Per-feature bins of the training inputs (trainers.drift.summarize), for drift monitoring.
     input_summary: dict = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     @classmethod
-    def from_config(
-        cls,
-        cfg: ModelConfig,
-        *,
-        in_features: int,
-        out_features: int,
-        task: str,
-        feature_names: list[str],
-        classes: list,
-        input_summary: dict | None = None,
-    ) -> ModelSpec:
-        return cls(
-            kind=cfg.kind,
-            in_features=in_features,
-            out_features=out_features,
-            hidden=list(cfg.hidden),
-            activation=cfg.activation,
-            dropout=cfg.dropout,
-            task=task,
-            feature_names=list(feature_names),
-            classes=list(classes),
-            input_summary=dict(input_summary or {}),
-        )
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Read a ``model_config.json``; files written before families had options held the
+        MLP's fields (hidden, activation, dropout) at the top level, and are read the same."""
+        known = {f.name for f in fields(cls)} - {"options"}
+        options = dict(data.get("options") or {})
+        options.update({k: v for k, v in data.items() if k not in known and k != "options"})
+        options.setdefault("kind", data["kind"])
+        return cls(**{k: v for k, v in data.items() if k in known}, options=options)
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """The test metric a model is ranked by (the champion rule) and which way is better."""
+
+    metric: str
+    higher_is_better: bool
+
+    @classmethod
+    def for_task(cls, task: str) -> ScoreRule:
+        """Accuracy for classification (higher wins), mean squared error for regression."""
+        if task == "classification":
+            return cls("test_accuracy", higher_is_better=True)
+        return cls("test_mse", higher_is_better=False)
+
+    def score(self, predictions: np.ndarray, truth: np.ndarray) -> float:
+        """The metric of predictions (in the data's own terms) against the true values."""
+        if self.metric == "test_accuracy":
+            return float(np.mean(np.asarray(predictions) == np.asarray(truth)))
+        difference = np.asarray(predictions, np.float64) - np.asarray(truth, np.float64)
+        return float(np.mean(difference**2))

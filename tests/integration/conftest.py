@@ -44,7 +44,8 @@ def ray_session(workspace):
     prepare_driver_env(None)
     import ray
 
-    from orchestrator.environment import connect_ray, prepare_serve_env
+    from orchestrator.environment import connect_ray
+    from orchestrator.serving.ingress import prepare_serve_env
 
     prepare_serve_env("haproxy")  # as `redblue deploy` sets it before its local Ray starts
     connect_ray(None, 3)  # 2 cores; 3 logical CPUs let two small sweep trials run at once
@@ -55,9 +56,11 @@ def ray_session(workspace):
 def planned(workspace: Path, name: str, sections: dict):
     """(config, plan) of ``BASE`` merged with ``sections``, storing under the workspace."""
     from orchestrator.config import validate
-    from orchestrator.plan import plan_run
+    from trainers.plan import plan_run
 
     tree = deep_merge(BASE, sections)
+    if sections.get("model", {}).get("kind", "mlp") != "mlp":  # another family: its own section
+        tree["model"] = dict(sections["model"])
     tree["name"] = name
     tree.setdefault("run", {})["storage_path"] = str(workspace / "ray_results")
     cfg = validate(tree)
@@ -67,7 +70,7 @@ def planned(workspace: Path, name: str, sections: dict):
 @pytest.fixture(scope="session")
 def train(ray_session, workspace):
     """Train in-process on the shared Ray: ``train(name, **sections) -> (exit code, summary)``."""
-    from orchestrator.train_run import train as run_train
+    from orchestrator.training.run import train as run_train
 
     return lambda name, **sections: run_train(*planned(workspace, name, sections), None)
 
@@ -75,7 +78,7 @@ def train(ray_session, workspace):
 @pytest.fixture(scope="session")
 def sweep(ray_session, workspace):
     """Sweep in-process on the shared Ray: ``sweep(name, **sections) -> (exit code, summary)``."""
-    from orchestrator.sweep_run import sweep as run_sweep
+    from orchestrator.sweeps.run import sweep as run_sweep
 
     return lambda name, **sections: run_sweep(
         *planned(workspace, name, sections), None, resume=False
@@ -94,7 +97,8 @@ def register_model(ray_session, workspace):
     """``register_model(name, seed) -> version``: a small real model logged and registered in
     MLflow the way a sweep registers one (pyfunc with weights + config), with test metrics."""
     from orchestrator.config import validate
-    from orchestrator.tracking import TrackedRun, register_version
+    from orchestrator.registry import register_version
+    from orchestrator.tracking import TrackedRun
     from tests.helpers import sample_rows, saved_model
     from trainers.checkpoint import FINAL_MODEL_DIR
 

@@ -95,7 +95,7 @@ def cluster(tmp_path_factory, s3_env):
 
 def test_up_exports_loopback_addresses_and_status_lists_three_nodes(cluster):
     folder, env, _ = cluster
-    assert env["RAY_ADDRESS"].startswith("127.0.0.2:")  # loopback; see local_cluster.NODE_IP
+    assert env["RAY_ADDRESS"].startswith("127.0.0.2:")  # loopback: cluster.state.NODE_IP
     assert env["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
     assert env["RAY_AUTH_MODE"] == "token"
     status = redblue("cluster", "status", cwd=folder, env=env)
@@ -108,7 +108,7 @@ def test_up_exports_loopback_addresses_and_status_lists_three_nodes(cluster):
 def test_the_token_file_is_private_and_each_process_recorded_with_its_start_time(cluster):
     import stat
 
-    from orchestrator.local_cluster import token_path
+    from orchestrator.cluster.auth import token_path
 
     folder, _, _ = cluster
     assert stat.S_IMODE(token_path().stat().st_mode) == 0o600

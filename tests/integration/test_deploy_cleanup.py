@@ -42,7 +42,8 @@ def alive(process: psutil.Process) -> bool:
 
 
 def test_a_sigkilled_deploy_leaves_no_haproxy(register_model, tmp_path):
-    from orchestrator.environment import free_port, reap_stale_haproxy
+    from orchestrator.environment import free_port
+    from orchestrator.serving.ingress import reap_stale_haproxy
 
     version = register_model("killeddeploy", 4)
     port = free_port()

@@ -11,15 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.champion import (
-    CHAMPION,
-    LOCK_TAG,
-    Decision,
-    Lock,
-    PromotionError,
-    format_lock,
-    promote,
-)
+from orchestrator.registry import CHAMPION, Decision, PromotionError, promote
+from orchestrator.registry_lock import LOCK_TAG, Lock, format_lock
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +23,8 @@ FAST = {"settle_s": 0.3}
 def register(ray_session, workspace):
     """``register(name, seed, features=8) -> (version, final_model dir)``."""
     from orchestrator.config import validate
-    from orchestrator.tracking import TrackedRun, register_version
+    from orchestrator.registry import register_version
+    from orchestrator.tracking import TrackedRun
     from tests.helpers import sample_rows, saved_model
     from trainers.checkpoint import FINAL_MODEL_DIR
 
@@ -143,7 +137,7 @@ def dataset_of(features: int):
 
 
 def test_a_champion_with_other_inputs_is_kept_unless_allowed(register, client):
-    from orchestrator.sweep_run import promote_version
+    from orchestrator.registry import promote_version
 
     (first, _), (narrow, narrow_dir) = register("schema", 1), register("schema", 2, features=5)
     client.set_registered_model_alias("schema", CHAMPION, first)
@@ -161,9 +155,9 @@ def test_a_champion_with_other_inputs_is_kept_unless_allowed(register, client):
 
 
 def test_reload_does_not_roll_to_a_model_with_other_inputs(register, client, capsys):
-    from orchestrator.deploy_run import _roll_if_moved
-    from orchestrator.model_source import parse_model_uri, resolve_bundle
-    from orchestrator.serve_app import DeployArgs
+    from orchestrator.serving.application import DeployArgs
+    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serving.rollout import _roll_if_moved
     from serve_apps.settings import ServeSection
 
     (served, _), (narrow, _) = register("reloadschema", 1), register("reloadschema", 2, 5)

@@ -32,9 +32,9 @@ def served(ray_session, serve_port, register_model, workspace):
     """Model ``servetest`` v1 (@champion) and v2, v1 served by 2 replicas."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.deploy_run import start
-    from orchestrator.model_source import parse_model_uri, resolve_bundle
-    from orchestrator.serve_app import DeployArgs
+    from orchestrator.serving.application import DeployArgs
+    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serving.rollout import start
     from serve_apps.guard import key_digest
     from serve_apps.settings import ServeSection
 
@@ -388,7 +388,7 @@ def test_monitor_reports_drift_and_metrics_reach_rays_prometheus_endpoint(served
 
 def test_new_champion_rolls_out_with_no_failed_request(served):
     """Traffic flows while the alias moves and the replicas roll; every request succeeds."""
-    from orchestrator.deploy_run import _roll_if_moved
+    from orchestrator.serving.rollout import _roll_if_moved
 
     first, second = served["versions"]
     deployment = served["deployment"]
@@ -444,7 +444,7 @@ def scale_to(served, replicas: int) -> None:
     """Change the deployment's replica count in place, and wait until that many run."""
     from ray import serve
 
-    from orchestrator.deploy_run import roll_out
+    from orchestrator.serving.rollout import roll_out
 
     deployment = served["deployment"]
     settings = deployment.args.serve.model_copy(update={"num_replicas": replicas})
@@ -490,9 +490,9 @@ def test_replicas_killed_every_few_seconds_under_load_lose_under_half_a_percent(
 def prefixed(ray_session, serve_port, register_model):
     """Model ``prefixed`` under route prefix /team/prefixed on the session's Serve (HAProxy
     ingress), beside ``servetest`` at /: one replica, accepting OLD_KEY."""
-    from orchestrator.deploy_run import start
-    from orchestrator.model_source import parse_model_uri, resolve_bundle
-    from orchestrator.serve_app import DeployArgs
+    from orchestrator.serving.application import DeployArgs
+    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serving.rollout import start
     from serve_apps.guard import key_digest
     from serve_apps.settings import ServeSection
 
@@ -554,7 +554,7 @@ def test_under_a_route_prefix_every_route_but_healthz_needs_the_key(prefixed, se
 def test_keys_rotate_with_no_failed_request(prefixed):
     """Deploy with old+new, move the clients to the new key, deploy with the new key only: clients
     keep sending throughout and no request fails; the old key is refused at the end."""
-    from orchestrator.deploy_run import roll_out
+    from orchestrator.serving.rollout import roll_out
     from serve_apps.guard import key_digest
 
     app = "prefixed"
@@ -598,8 +598,8 @@ def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serv
     import yaml
     from ray import serve
 
-    from orchestrator.deploy_run import write_config
-    from orchestrator.serve_app import DeployArgs
+    from orchestrator.serving.application import DeployArgs
+    from orchestrator.serving.deploy import write_config
     from serve_apps.guard import key_digest
 
     serve.delete("servetest")  # both apps would take the route prefix /
@@ -613,7 +613,7 @@ def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serv
     path = tmp_path / "serve.yaml"
     write_config(args, path)
     config = yaml.safe_load(path.read_text())
-    assert config["applications"][0]["import_path"] == "orchestrator.serve_app:app"
+    assert config["applications"][0]["import_path"] == "orchestrator.serving.application:app"
     assert KEY not in path.read_text()
     # A RayService takes this same document as its serveConfigV2.
     dashboard = "http://" + ray._private.worker.get_dashboard_url()

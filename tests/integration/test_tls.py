@@ -50,10 +50,11 @@ def test_deploy_serves_https_only_with_the_given_certificate(
     certificate (verified against the file, as a client of a self-signed endpoint does), the key
     is still required, plain HTTP on the port gets no answer, and the printed URL and curl line
     say https with --cacert."""
-    from orchestrator.api_keys import ApiKeys
-    from orchestrator.deploy_run import Deployment, base_url, check_requests
     from orchestrator.environment import free_port
-    from orchestrator.serve_app import DeployArgs
+    from orchestrator.serving.api_keys import ApiKeys
+    from orchestrator.serving.application import DeployArgs
+    from orchestrator.serving.check import check_requests
+    from orchestrator.serving.rollout import Deployment, base_url
     from serve_apps.guard import key_digest
     from serve_apps.settings import ServeSection
 
@@ -115,6 +116,6 @@ def test_the_ingress_of_a_joined_cluster_is_read_from_its_workers(ray_session):
     """Deploying with TLS to a cluster first asks its workers (they inherit `ray start`'s
     environment) whether it runs the HAProxy ingress, which takes no certificate: the session's
     Ray was started with it."""
-    from orchestrator.deploy_run import _cluster_runs_haproxy
+    from orchestrator.serving.rollout import _cluster_runs_haproxy
 
     assert _cluster_runs_haproxy() is True

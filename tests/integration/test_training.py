@@ -62,7 +62,7 @@ def test_bf16_trains_fuses_logs_and_serves(train):
     assert summary.metrics["test_accuracy"] >= 0.9
     assert summary.metrics["test_loss"] != summary.metrics["red/test_loss"]
     # Serving's loader (weights + config from MLflow) gives the model the run tested.
-    from orchestrator.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
     from trainers.models import predict
 
     assert summary.model_uri.startswith("models:/m-")  # as `redblue train` prints it
@@ -76,7 +76,7 @@ def test_bf16_trains_fuses_logs_and_serves(train):
 def default_test_part() -> tuple[np.ndarray, np.ndarray]:
     """The test part T of the tests' digits runs (default split, seed 0)."""
     from orchestrator.config import RedblueConfig
-    from orchestrator.plan import plan_run
+    from trainers.plan import plan_run
 
     plan = plan_run(RedblueConfig())
     return plan.dataset.features[plan.split.test], plan.dataset.labels[plan.split.test]
@@ -87,13 +87,15 @@ def logged_model_test_loss(model_uri: str) -> float:
     import torch
 
     from orchestrator.tracking import fetch_final_model
-    from trainers.models import load_model, loss_fn
+    from trainers.families import family_of
+    from trainers.models import load_model
 
     model, spec = load_model(fetch_final_model(model_uri))
     features, labels = default_test_part()
     with torch.no_grad():
         outputs = model(torch.as_tensor(features))
-    return float(loss_fn(spec.task, outputs, torch.as_tensor(labels)))
+    objective = family_of(spec.kind).objective(spec, model)
+    return float(objective.loss(outputs, torch.as_tensor(labels)))
 
 
 def test_standard_strategy(train, mlflow_client):
@@ -110,9 +112,9 @@ def test_logged_model_predicts_like_the_fused_model(train, mlflow_client, tmp_pa
     import pandas as pd
 
     from orchestrator.config import RedblueConfig
-    from orchestrator.plan import plan_run
     from trainers.checkpoint import FINAL_MODEL_DIR
     from trainers.models import load_model, predict
+    from trainers.plan import plan_run
 
     code, summary = train("model-check", optim={"epochs": 4})
     assert code == 0

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from orchestrator.deploy_run import AuditLogError, audit_path
+from orchestrator.serving.deploy import AuditLogError, audit_path
 from serve_apps.guard import AuditLog, audit_log_at
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import app as cli_app
-from orchestrator.serve_app import IMPORT_PATH, DeployArgs
+from orchestrator.serving.application import IMPORT_PATH, DeployArgs
 from serve_apps.guard import key_digest
 from serve_apps.settings import ServeSection
 
@@ -131,13 +131,14 @@ def test_ray_up_file_keeps_dashboard_and_mlflow_on_loopback():
 def test_local_cluster_nodes_carry_its_tracking_uri_like_the_launch_files(monkeypatch, tmp_path):
     """`redblue cluster up` starts the MLflow server first and gives every Ray node (whose
     environment a job's driver inherits) the server's MLFLOW_TRACKING_URI."""
-    from orchestrator import local_cluster
+    from orchestrator.cluster import local as local_cluster
+    from orchestrator.cluster.state import Process
 
     started: list[tuple[str, dict]] = []
 
     def spawn(role, command, folder, env):
         started.append((role, env))
-        return local_cluster.Process(role, 0, command, "")
+        return Process(role, 0, command, "")
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")  # a stale export

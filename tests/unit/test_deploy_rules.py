@@ -11,17 +11,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from orchestrator.api_keys import (
+from orchestrator.config import ConfigError, validate
+from orchestrator.serving.api_keys import (
     ApiKeyError,
     ApiKeys,
     key_problem,
     obtain_keys,
     remove_from_environment,
 )
-from orchestrator.config import ConfigError, validate
-from orchestrator.deploy_run import Deployment, base_url, curl_line, summary_rows
-from orchestrator.model_source import ModelSourceError, parse_model_uri
-from orchestrator.serve_app import IMPORT_PATH, DeployArgs, serve_config
+from orchestrator.serving.application import IMPORT_PATH, DeployArgs, serve_config
+from orchestrator.serving.check import curl_line, summary_rows
+from orchestrator.serving.model_source import ModelSourceError, parse_model_uri
+from orchestrator.serving.rollout import Deployment, base_url
 from serve_apps.guard import key_digest, key_id
 from serve_apps.settings import ServeSection
 from tests.helpers import deploy_in_a_new_process

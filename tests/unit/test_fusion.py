@@ -4,14 +4,23 @@ import torch
 from trainers.config import OptimConfig
 from trainers.engine import PlainReplica
 from trainers.fusion import divergence, fuse_into_both, fuse_tensors, fused_view, fusion_alpha
-from trainers.models import MLP, ModelSpec
+from trainers.models import build_model
 from trainers.rounds import RunClock
+from trainers.spec import ModelSpec
 
 
-def replica(seed: int) -> PlainReplica:
+def replica(seed: int) -> dict[str, PlainReplica]:
+    """One replica (a member with the MLP family's one network)."""
     torch.manual_seed(seed)
-    spec = ModelSpec("mlp", 4, 3, [8], "relu", 0.0, "classification", classes=[0, 1, 2])
-    return PlainReplica(MLP(spec), optim=OptimConfig(), grad_accum_steps=1, clock=RunClock(2, 2, 5))
+    spec = ModelSpec("mlp", "classification", 4, 3, {"hidden": [8]}, classes=[0, 1, 2])
+    engine = PlainReplica(
+        build_model(spec), optim=OptimConfig(), grad_accum_steps=1, clock=RunClock(2, 2, 5)
+    )
+    return {"model": engine}
+
+
+def masters(member: dict[str, PlainReplica]) -> list[torch.Tensor]:
+    return member["model"].masters().tensors
 
 
 @pytest.mark.parametrize(
@@ -39,19 +48,19 @@ def test_fuse_tensors_is_the_weighted_average():
 
 def test_fuse_into_both_writes_theta_f_into_both_replicas():
     red, blue = replica(0), replica(1)
-    expected = fuse_tensors(0.3, red.masters().tensors, blue.masters().tensors)
+    expected = fuse_tensors(0.3, masters(red), masters(blue))
     fuse_into_both(red, blue, 0.3)
-    for r, b, e in zip(red.masters().tensors, blue.masters().tensors, expected, strict=True):
+    for r, b, e in zip(masters(red), masters(blue), expected, strict=True):
         assert torch.equal(r, e) and torch.equal(b, e)
     assert divergence(red, blue, 0.5) == 0.0
 
 
 def test_fused_view_restores_red():
     red, blue = replica(0), replica(1)
-    before = [t.clone() for t in red.masters().tensors]
+    before = [t.clone() for t in masters(red)]
     with fused_view(red, blue, 0.5) as fused:
-        assert not torch.equal(fused.masters().tensors[0], before[0])
-    assert all(torch.equal(a, b) for a, b in zip(red.masters().tensors, before, strict=True))
+        assert not torch.equal(masters(fused)[0], before[0])
+    assert all(torch.equal(a, b) for a, b in zip(masters(red), before, strict=True))
 
 
 def test_divergence_is_relative_distance():

@@ -1,42 +1,15 @@
 """The training loop on plain PyTorch engines, single process (no Ray, no DeepSpeed)."""
 
-import shutil
-
 import pytest
 import torch
 
-from orchestrator.config import RedblueConfig
-from orchestrator.plan import plan_run
+from tests.helpers import Recorder, plain_trainer
 from trainers.checkpoint import FINAL_MODEL_DIR
-from trainers.engine import PlainReplica
-from trainers.loop import Trainer, TrainingDiverged, build_replicas
-from trainers.models import load_model, loss_fn
+from trainers.loop import TrainingDiverged
+from trainers.models import load_model
 from trainers.rounds import plan_rounds
 
-
-def make_trainer(report, **sections):
-    cfg = RedblueConfig.model_validate({"scaling": {"num_workers": 1}, **sections})
-    plan = plan_run(cfg)
-
-    def make(model, name, clock):
-        return PlainReplica(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
-
-    replicas = build_replicas(plan.spec, plan.dataset, plan.split, plan.loop, make, plan.rounds)
-    return Trainer(plan.loop, plan.dataset, plan.split, plan.spec, replicas, plan.rounds, report)
-
-
-class Recorder:
-    """A report callable that keeps every metrics dict and a copy of every checkpoint."""
-
-    def __init__(self, tmp_path):
-        self.tmp_path, self.metrics, self.checkpoints = tmp_path, [], []
-
-    def __call__(self, metrics, checkpoint):
-        self.metrics.append(metrics)
-        if checkpoint is not None:
-            copy = self.tmp_path / f"ckpt{len(self.checkpoints)}"
-            shutil.copytree(checkpoint, copy)
-            self.checkpoints.append(copy)
+make_trainer = plain_trainer  # the real loop on plain PyTorch engines
 
 
 def test_both_strategies_get_the_same_budget():
@@ -114,7 +87,7 @@ def test_resume_takes_lr_and_weight_decay_from_the_config(tmp_path):
     resumed = Recorder(tmp_path / "resumed")
     trainer = make_trainer(resumed, optim=perturbed)
     trainer.restore(first.checkpoints[0])
-    replica = trainer.replicas["red"]
+    replica = trainer.replicas["red"]["model"]
     # same point of the cosine schedule, scaled to the new peak
     assert replica.lr() == pytest.approx(first.metrics[1]["lr"] * 0.4, rel=1e-6)
     assert {g["weight_decay"] for g in replica.optimizer.param_groups} == {0.05}
@@ -175,7 +148,7 @@ def test_the_kept_model_is_the_best_evaluations(tmp_path):
     test = trainer.split.test
     with torch.no_grad():
         outputs = model(trainer.features[test])
-    assert float(loss_fn(spec.task, outputs, trainer.labels[test])) == pytest.approx(
+    assert float(trainer.objective.loss(outputs, trainer.labels[test])) == pytest.approx(
         final["test_loss"], rel=1e-5
     )
 

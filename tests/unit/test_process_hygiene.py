@@ -18,12 +18,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import haproxy_launcher, local_cluster
-from orchestrator.environment import (
+from orchestrator.cluster import auth, stop
+from orchestrator.cluster import local as local_cluster
+from orchestrator.cluster.state import ClusterState, Process, load_state, save_state, state_path
+from orchestrator.environment import RAY_JOB_ENV_VAR, free_port
+from orchestrator.serving import haproxy_launcher
+from orchestrator.serving.ingress import (
     HAPROXY_FOLDER_PREFIX,
     OWNER_FILE,
-    RAY_JOB_ENV_VAR,
-    free_port,
     loopback_haproxy,
     reap_stale_haproxy,
     record_owner,
@@ -168,8 +170,8 @@ def here(monkeypatch, tmp_path) -> Path:
     return tmp_path
 
 
-def cluster_state(folder: Path) -> local_cluster.ClusterState:
-    return local_cluster.ClusterState(
+def cluster_state(folder: Path) -> ClusterState:
+    return ClusterState(
         gcs_port=1, dashboard_port=1, mlflow_port=1, nodes=1, cpus_per_node=1, folder=str(folder)
     )
 
@@ -185,18 +187,18 @@ def test_down_stops_what_it_verifies_and_leaves_a_reused_pid_alone(here):
     impostor = spawn("worker-2", ["sleep", "120"], here, env)
     impostor.started -= 60
     state.processes = [exited, stubborn, parent, impostor]
-    local_cluster.save_state(state)
+    save_state(state)
     time.sleep(0.5)
     group_child = [p.pid for p in psutil.Process(parent.pid).children()]
     assert group_child and gone(exited.pid)
     lines: list[str] = []
     try:
-        stopped = local_cluster.down(local_cluster.load_state(), lines.append, grace_s=1.0)
+        stopped = stop.down(load_state(), lines.append, grace_s=1.0)
         assert set(stopped) == {"head", "worker-1"}
         assert all(gone(pid, within_s=5) for pid in (stubborn.pid, parent.pid, *group_child))
         assert not gone(impostor.pid, within_s=0.5)
         assert any("no longer the worker-2" in line for line in lines), lines
-        assert not local_cluster.state_path().exists()
+        assert not state_path().exists()
     finally:
         os.killpg(impostor.pid, signal.SIGKILL)
 
@@ -205,22 +207,22 @@ def test_signalling_a_process_that_already_exited_is_fine():
     short = subprocess.Popen(["sleep", "0.2"])
     handle = psutil.Process(short.pid)
     short.wait()
-    local_cluster._signal(handle, signal.SIGKILL)  # no exception
+    stop._signal(handle, signal.SIGKILL)  # no exception
 
 
 def test_the_state_file_is_replaced_atomically(here):
     state = cluster_state(here)
     state.processes = [
-        local_cluster.Process(f"worker-{i}", 10_000 + i, ["ray", "start"] + ["--x"] * 400, "log")
+        Process(f"worker-{i}", 10_000 + i, ["ray", "start"] + ["--x"] * 400, "log")
         for i in range(20)
     ]
-    local_cluster.save_state(state)
+    save_state(state)
     torn: list[str] = []
     done = threading.Event()
 
     def read() -> None:
         while not done.is_set():
-            text = local_cluster.state_path().read_text()
+            text = state_path().read_text()
             try:
                 json.loads(text)
             except ValueError:
@@ -231,23 +233,23 @@ def test_the_state_file_is_replaced_atomically(here):
     try:
         for index in range(200):
             state.nodes = index
-            local_cluster.save_state(state)
+            save_state(state)
     finally:
         done.set()
         reader.join()
     assert not torn, torn[:3]
-    assert local_cluster.load_state().nodes == 199
-    assert sorted(p.name for p in local_cluster.state_path().parent.iterdir()) == ["cluster.json"]
+    assert load_state().nodes == 199
+    assert sorted(p.name for p in state_path().parent.iterdir()) == ["cluster.json"]
 
 
 def test_the_token_file_is_created_private_and_an_existing_one_made_private(monkeypatch, tmp_path):
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     token = tmp_path / "ray" / "auth_token"
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
-    assert local_cluster.ensure_token() == token
+    assert auth.ensure_token() == token
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     value = token.read_text()
     assert len(value) == 64 and int(value, 16) >= 0
     token.chmod(0o644)
-    local_cluster.ensure_token()
+    auth.ensure_token()
     assert stat.S_IMODE(token.stat().st_mode) == 0o600 and token.read_text() == value

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.champion import (
-    FeatureSchema,
-    Lock,
-    Score,
-    decide,
-    format_lock,
-    lock_state,
-    parse_lock,
-    schema_changes,
-)
+from orchestrator.registry import FeatureSchema, Score, decide, schema_changes
+from orchestrator.registry_lock import Lock, format_lock, lock_state, parse_lock
 
 CONFIG = {
     "kind": "mlp",
@@ -51,7 +43,7 @@ def test_every_kind_of_input_change_is_named():
 
 
 def test_a_better_model_with_other_inputs_is_not_promoted_unless_allowed():
-    better, champion = Score("test_accuracy", 0.99), Score("test_accuracy", 0.5)
+    better, champion = Score("test_accuracy", 0.99, True), Score("test_accuracy", 0.5, True)
     changes = schema_changes(schema(), schema(in_features=5, feature_names=list("abcde")))
     kept = decide(better, None, changes=changes, has_champion=True)
     assert not kept.promote
@@ -64,7 +56,7 @@ def test_a_better_model_with_other_inputs_is_not_promoted_unless_allowed():
 
 
 def test_no_champion_means_promotion_and_an_unscorable_one_is_told_apart():
-    score = Score("test_mse", 1.0)
+    score = Score("test_mse", 1.0, False)
     assert decide(score, None).reason == "there was no champion yet"
     unscored = decide(score, None, has_champion=True)
     assert unscored.promote and "cannot be scored" in unscored.reason

@@ -14,14 +14,16 @@ from mlflow.exceptions import MlflowException
 
 from orchestrator.pyfunc_model import features_from
 from tests.helpers import sample_rows, saved_model
+from trainers.spec import ModelSpec
 
 NAMES = ["a", "b", "c"]
+SPEC = ModelSpec("mlp", "classification", 3, 2, feature_names=NAMES, classes=[0, 1])
 ROWS = np.array([[1.5, 2.0, -3.0], [4.0, 5.25, 6.0]])
 
 
 def test_a_frame_is_read_by_column_name_and_extra_columns_are_ignored():
     frame = pd.DataFrame({"c": ROWS[:, 2], "label": ["x", "y"], "a": ROWS[:, 0], "b": ROWS[:, 1]})
-    got = features_from(frame, NAMES)
+    got = features_from(frame, SPEC)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, ROWS.astype(np.float32))
 
@@ -29,7 +31,7 @@ def test_a_frame_is_read_by_column_name_and_extra_columns_are_ignored():
 @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "float32", "float64"])
 def test_any_numeric_column_dtype_is_accepted(dtype):
     frame = pd.DataFrame(np.array([[1, 2, 3], [4, 5, 6]]), columns=NAMES).astype(dtype)
-    np.testing.assert_array_equal(features_from(frame, NAMES), [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(features_from(frame, SPEC), [[1, 2, 3], [4, 5, 6]])
 
 
 @pytest.mark.parametrize(
@@ -43,12 +45,12 @@ def test_any_numeric_column_dtype_is_accepted(dtype):
     ids=["array", "list-of-rows", "records", "columns"],
 )
 def test_arrays_lists_and_mappings_are_accepted(data):
-    np.testing.assert_array_equal(features_from(data, NAMES), ROWS.astype(np.float32))
+    np.testing.assert_array_equal(features_from(data, SPEC), ROWS.astype(np.float32))
 
 
 def test_one_flat_row_and_one_record_are_one_row():
-    np.testing.assert_array_equal(features_from([1, 2, 3], NAMES), [[1, 2, 3]])
-    np.testing.assert_array_equal(features_from({"b": 2, "a": 1, "c": 3}, NAMES), [[1, 2, 3]])
+    np.testing.assert_array_equal(features_from([1, 2, 3], SPEC), [[1, 2, 3]])
+    np.testing.assert_array_equal(features_from({"b": 2, "a": 1, "c": 3}, SPEC), [[1, 2, 3]])
 
 
 @pytest.mark.parametrize(
@@ -67,11 +69,14 @@ def test_one_flat_row_and_one_record_are_one_row():
 )
 def test_bad_input_is_refused_with_a_message_that_names_the_problem(data, message):
     with pytest.raises(MlflowException, match=message) as caught:
-        features_from(data, NAMES)
+        features_from(data, SPEC)
     assert caught.value.get_http_status_code() == 400
 
 
-def test_the_saved_model_takes_frames_of_any_numeric_dtype_arrays_and_lists(tmp_path: Path):
+@pytest.mark.parametrize("kind", ["mlp", "linear"])
+def test_the_saved_model_takes_frames_of_any_numeric_dtype_arrays_and_lists(
+    tmp_path: Path, kind: str
+):
     import mlflow
 
     import trainers
@@ -79,7 +84,7 @@ def test_the_saved_model_takes_frames_of_any_numeric_dtype_arrays_and_lists(tmp_
     from trainers.checkpoint import FINAL_MODEL_DIR
     from trainers.models import load_model, predict
 
-    directory = saved_model(tmp_path / FINAL_MODEL_DIR, seed=3)
+    directory = saved_model(tmp_path / FINAL_MODEL_DIR, seed=3, kind=kind)
     model, spec = load_model(directory)
     rows = np.round(sample_rows(6, seed=5)).astype(np.float32)  # whole numbers: int64 is exact
     expected, _ = predict(model, spec, rows)

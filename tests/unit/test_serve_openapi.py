@@ -20,7 +20,9 @@ from serve_apps.local_server import local_api
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
 from tests.helpers import saved_model
-from trainers.models import MLP, ModelSpec, save_model
+from trainers.families import family_of
+from trainers.models import build_model, save_model
+from trainers.spec import ModelSpec
 
 KEY = "openapi-test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -32,10 +34,11 @@ def regression_model(directory: Path) -> Path:
     """A regression MLP with random weights and fitted input and target scaling."""
     torch.manual_seed(2)
     names = ["age", "weight[kg]", "height, cm", "score"]
-    spec = ModelSpec("mlp", 4, 1, [8], "tanh", 0.0, "regression", feature_names=names)
-    model = MLP(spec)
+    options = {"hidden": [8], "activation": "tanh"}
+    spec = ModelSpec("mlp", "regression", 4, 1, options, feature_names=names)
+    model = build_model(spec)
     data = np.random.default_rng(2).normal(50.0, 20.0, size=(64, 4)).astype(np.float32)
-    model.set_normalization(data, data.sum(axis=1) * 1000)
+    family_of("mlp").fit(model, data, data.sum(axis=1) * 1000)
     return save_model(directory, model, spec)
 
 

@@ -9,7 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.submit import ALWAYS_EXCLUDED, SubmitError, check_size, package, runtime_env
+from orchestrator.cluster.submit import (
+    ALWAYS_EXCLUDED,
+    SubmitError,
+    check_size,
+    package,
+    runtime_env,
+)
 
 
 @pytest.fixture()

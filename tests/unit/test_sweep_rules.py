@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.champion import Score, decide
 from orchestrator.config import ConfigError, validate
-from orchestrator.sweep_run import TrialOutcome, max_concurrent, max_rounds, rank
+from orchestrator.registry import Score, decide
+from orchestrator.sweeps.results import TrialOutcome, rank
+from orchestrator.sweeps.run import max_concurrent, max_rounds
 
 
 def space_error(space: dict, **sweep) -> str:
@@ -88,8 +89,8 @@ def test_ranking_puts_finished_trials_first_best_first():
 
 
 def test_champion_rule():
-    accuracy = lambda v: Score("test_accuracy", v)  # noqa: E731
-    mse = lambda v: Score("test_mse", v)  # noqa: E731
+    accuracy = lambda v: Score("test_accuracy", v, True)  # noqa: E731
+    mse = lambda v: Score("test_mse", v, False)  # noqa: E731
     assert decide(accuracy(0.9), None).promote
     assert decide(accuracy(0.95), accuracy(0.9)).promote
     kept = decide(accuracy(0.9), accuracy(0.9))  # a tie does not beat the champion
@@ -100,7 +101,7 @@ def test_champion_rule():
 
 
 def test_pbt_perturbs_only_what_a_checkpoint_can_take_and_stays_in_range():
-    from orchestrator.sweep_space import population_based_training
+    from orchestrator.sweeps.space import population_based_training
 
     cfg = validate(
         {

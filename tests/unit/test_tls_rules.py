@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from orchestrator.api_keys import ApiKeys
 from orchestrator.config import ConfigError, validate
-from orchestrator.deploy_run import Deployment, base_url, curl_line, http_options, summary_rows
-from orchestrator.serve_app import DeployArgs, serve_config
-from orchestrator.tls import client_verify, is_self_signed, tls_problem
+from orchestrator.serving.api_keys import ApiKeys
+from orchestrator.serving.application import DeployArgs, serve_config
+from orchestrator.serving.check import curl_line, summary_rows
+from orchestrator.serving.rollout import Deployment, base_url, http_options
+from orchestrator.serving.tls import client_verify, is_self_signed, tls_problem
 from serve_apps.guard import key_digest
 from serve_apps.settings import ServeSection
 from tests.helpers import deploy_in_a_new_process
@@ -85,7 +86,7 @@ def test_certificate_files_are_checked(tmp_path):
 
 
 def test_a_missing_certificate_stops_a_local_deploy_with_exit_2(tmp_path, monkeypatch):
-    from orchestrator.deploy_run import run
+    from orchestrator.serving.deploy import run
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -169,15 +170,14 @@ def test_haproxy_launcher_puts_the_frontend_on_serve_host_with_the_certificate(
     """The launcher rewrites the frontend line of the config Ray writes to serve.host with
     `ssl crt`, and the bundled HAProxy accepts the result (`haproxy -c`: loads the PEM)."""
     from orchestrator import environment
+    from orchestrator.serving import ingress
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # prepare_serve_env sets variables
     for name in [n for n in os.environ if n.startswith("RAY_SERVE")]:
         del os.environ[name]
     cert, key = make_certificate(tmp_path)
     port = environment.free_port()
-    folder = environment.prepare_serve_env(
-        "haproxy", port=port, host=host, tls=(str(cert), str(key))
-    )
+    folder = ingress.prepare_serve_env("haproxy", port=port, host=host, tls=(str(cert), str(key)))
     assert folder is not None
     try:
         pem = folder / "tls.pem"
@@ -205,4 +205,4 @@ def test_haproxy_launcher_puts_the_frontend_on_serve_host_with_the_certificate(
         assert f"    bind {bind}:{port} ssl crt {pem}\n" in text
         assert f"  bind 127.0.0.1:{os.environ['RAY_SERVE_HAPROXY_STATS_PORT']}\n" in text
     finally:
-        environment.stop_haproxy(folder)
+        ingress.stop_haproxy(folder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,29 @@ def runtime_env(found: Package) -> dict:
         env_vars["MLFLOW_TRACKING_URI"] = tracking
     # Ray also leaves out what .gitignore lists, as package() does.
     return {"working_dir": str(found.root), "excludes": ALWAYS_EXCLUDED, "env_vars": env_vars}
+
+
+def submission_problem(
+    target: str | None, command: list[str], warn: Callable[[str], None]
+) -> str | None:
+    """Why ``redblue submit`` refuses ``command`` before anything is uploaded, or None: no
+    cluster, not ``train|sweep CONFIG ...``, a config that does not load, or a config outside
+    the uploaded folder (the working directory)."""
+    from orchestrator.config import ConfigError, load_config
+
+    if not target:
+        return "no cluster: pass --address or set RAY_ADDRESS (e.g. from redblue cluster up)"
+    if len(command) < 2 or command[0] not in ("train", "sweep"):
+        return "submit runs `train CONFIG ...` or `sweep CONFIG ...` (after --)"
+    pairs = zip(command[2:], command[3:], strict=False)
+    sets = [arg for flag, arg in pairs if flag in ("--set", "-s")]
+    try:
+        load_config(Path(command[1]), sets, command[0] == "sweep", warn=warn)
+    except ConfigError as exc:
+        return str(exc)
+    if not Path(command[1]).resolve().is_relative_to(Path.cwd()):
+        return f"{command[1]} must be inside this folder (uploaded as the job's)"
+    return None
 
 
 def submit(address: str, entrypoint: list[str], root: Path, follow: bool, log) -> int:

@@ -27,8 +27,8 @@ from ray.util.queue import Queue
 
 from orchestrator import storage
 from orchestrator.config import RedblueConfig
-from orchestrator.launch import build_trainer
-from orchestrator.plan import plan_run
+from orchestrator.training.launch import build_trainer
+from trainers.plan import plan_run
 
 TRIALS_DIR = "trials"
 

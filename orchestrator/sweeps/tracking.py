@@ -16,9 +16,9 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
-from orchestrator.launch import NODE_IDS_KEY
-from orchestrator.sweep_trial import in_tune_trial_folder
+from orchestrator.sweeps.trial import in_tune_trial_folder
 from orchestrator.tracking import TrackedRun, node_tags, tracking_uri
+from orchestrator.training.launch import NODE_IDS_KEY
 
 FINAL_MARKER = "test_loss"  # only the last report of a trial that ran to the end holds it
 PROGRESS_EVERY_ROUNDS = 5  # without a terminal, the table is printed this often

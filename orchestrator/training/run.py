@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from orchestrator import console
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from orchestrator.plan import RunPlan
+from trainers.plan import RunPlan
 
 
 @dataclass
@@ -42,13 +42,17 @@ def run_tags(cfg: RedblueConfig) -> dict[str, str]:
 def train(
     cfg: RedblueConfig, plan: RunPlan, address: str | None
 ) -> tuple[int, TrainSummary | None]:
-    """Run one training end to end; returns (exit code, summary when it succeeded)."""
-    from orchestrator.environment import connect_ray_while
+    """Run one training end to end; returns (exit code, summary when it succeeded).
+
+    ``cfg``'s paths are absolute (:func:`orchestrator.config.resolve_paths`)."""
+    from orchestrator.environment import connect_ray_while, leave_ray_job_folder
+
+    leave_ray_job_folder()
 
     def open_run():
         # torch, Ray Train and MLflow load here, while Ray starts (about 1.5 s sooner).
-        from orchestrator import launch  # noqa: F401
         from orchestrator.tracking import TrackedRun
+        from orchestrator.training import launch  # noqa: F401
 
         return TrackedRun.start(cfg, run_tags(cfg))
 
@@ -56,8 +60,8 @@ def train(
     tracked, where, ray_problem = connect_ray_while(
         open_run, address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     )
-    from orchestrator.launch import run_training
     from orchestrator.tracking import download_final_model, node_tags, ui_command
+    from orchestrator.training.launch import run_training
 
     console.err.print(
         f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True

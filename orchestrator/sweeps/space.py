@@ -7,7 +7,8 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
-from orchestrator.config import PBT_MUTABLE_KEYS, RedblueConfig, SpaceSpec, SweepSection
+from orchestrator.config import RedblueConfig
+from orchestrator.sweeps.config import PBT_MUTABLE_KEYS, SpaceSpec, SweepSection
 
 # Tune counts one result per round plus the final one; schedulers measure time in these.
 TIME_ATTR = "training_iteration"

@@ -1,4 +1,4 @@
-"""The registry's champion: register the best trial's model, and promote it only if it wins.
+"""The model registry: register a version, and make it champion only if it wins.
 
 A new version takes the alias ``champion`` only if it beats the current champion on the same test
 split (both are scored here, by the same code, on the split of this sweep) and takes the same
@@ -6,58 +6,45 @@ inputs (feature names, width, task and classes, from each model's ``model_config
 different schema is promoted only with ``--allow-schema-change``); otherwise it becomes
 ``challenger``. :func:`decide` is the whole rule, kept pure for unit tests.
 
-MLflow's registry has no compare-and-set, so :func:`promote` builds the nearest honest thing: an
-advisory lock held in a tag of the registered model (``redblue.promotion_lock``: owner and expiry),
-taken by writing the tag, waiting :data:`LOCK_SETTLE_S` and reading it back; under it, the alias
-is read again right before it is set (if it moved since the decision read it, the decision is made
+MLflow's registry has no compare-and-set, so :func:`promote` builds the nearest honest thing: it
+decides outside the promotion lock (:mod:`orchestrator.registry_lock`), and under it reads the
+alias again right before it is set (if it moved since the decision read it, the decision is made
 again against the new champion) and once more after. What remains: a writer that does not take the
 lock (the MLflow UI, another tool) can still move the alias between that last read and the set;
-the read after the set reports it but cannot undo it. Two redblue promoters can both believe they
-hold the lock only if one stalls for longer than :data:`LOCK_SETTLE_S` between reading the tag and
-writing it, or holds it past :data:`LOCK_TTL_S` (expiry uses each machine's clock).
+the read after the set reports it but cannot undo it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from orchestrator import console
+from orchestrator.registry_lock import PromotionError, registry_lock
 from trainers.data import Dataset, Split
+from trainers.families import family_of
 from trainers.models import CONFIG_FILE, load_model, predict
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
 CHAMPION, CHALLENGER = "champion", "challenger"
-LOCK_TAG = "redblue.promotion_lock"
-LOCK_TTL_S = 120.0  # a crashed promoter's lock is taken over after this
-LOCK_SETTLE_S = 1.0  # between writing the lock tag and reading it back
-LOCK_WAIT_S = 300.0  # how long to wait for another promotion to finish
-LOCK_POLL_S = 0.5
 MAX_ATTEMPTS = 3  # decisions made again when the champion moves meanwhile
-
-
-class PromotionError(RuntimeError):
-    """The alias could not be set safely; the message says why (the version keeps no alias)."""
 
 
 @dataclass(frozen=True)
 class Score:
-    """A model's score on a test split: accuracy (higher wins) or mean squared error (lower)."""
+    """A model's score on a test split, by its family's rule (``Family.score``): for the
+    tabular families accuracy (higher wins) or mean squared error (lower)."""
 
     metric: str
     value: float
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric == "test_accuracy"
+    higher_is_better: bool
 
 
 @dataclass(frozen=True)
@@ -168,101 +155,10 @@ def score_model(final_model_dir: Path, dataset: Dataset, split: Split) -> Score:
             f"the model takes {spec.in_features} features, the data has {dataset.features.shape[1]}"
         )
     predictions, _ = predict(model, spec, dataset.features[split.test])
-    if dataset.task == "classification":
-        truth = np.asarray(dataset.classes)[dataset.labels[split.test]]
-        return Score("test_accuracy", float(np.mean(predictions == truth)))
-    truth = dataset.labels[split.test].astype(np.float64)
-    return Score("test_mse", float(np.mean((predictions - truth) ** 2)))
-
-
-# -- the lock ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Lock:
-    owner: str
-    expires: float
-
-
-def format_lock(lock: Lock) -> str:
-    return json.dumps({"owner": lock.owner, "expires": round(lock.expires, 3)})
-
-
-def parse_lock(value: str | None) -> Lock | None:
-    """The lock a tag value holds; None when empty or unreadable (treated as free)."""
-    if not value:
-        return None
-    try:
-        raw = json.loads(value)
-        return Lock(str(raw["owner"]), float(raw["expires"]))
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def lock_state(value: str | None, owner: str, now: float) -> str:
-    """``free`` (no lock, an unreadable one, or an expired one), ``mine`` or ``held``."""
-    lock = parse_lock(value)
-    if lock is None or lock.expires <= now:
-        return "free"
-    return "mine" if lock.owner == owner else "held"
-
-
-def new_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-
-
-def _lock_tag(client, name: str) -> str | None:
-    return client.get_registered_model(name).tags.get(LOCK_TAG)
-
-
-@contextmanager
-def registry_lock(
-    client,
-    name: str,
-    *,
-    owner: str | None = None,
-    wait_s: float = LOCK_WAIT_S,
-    ttl_s: float = LOCK_TTL_S,
-    settle_s: float = LOCK_SETTLE_S,
-    log: Callable[[str], Any] = lambda _: None,
-) -> Iterator[str]:
-    """Hold the promotion lock of registered model ``name`` (see the module's docstring)."""
-    from mlflow.exceptions import MlflowException
-
-    owner = owner or new_owner()
-    deadline = time.time() + wait_s
-    told = False
-    while True:
-        value = _lock_tag(client, name)
-        state = lock_state(value, owner, time.time())
-        if state == "free":
-            lock = Lock(owner, time.time() + ttl_s)
-            try:
-                client.set_registered_model_tag(name, LOCK_TAG, format_lock(lock))
-            except MlflowException:  # two writers at once (SQLite: UNIQUE constraint): retry
-                pass
-            else:
-                time.sleep(settle_s)
-                if lock_state(_lock_tag(client, name), owner, time.time()) == "mine":
-                    break
-        elif state == "held" and not told:
-            holder = parse_lock(value)
-            log(f"waiting for another promotion of {name} ({holder.owner if holder else '?'})")
-            told = True
-        if time.time() > deadline:
-            raise PromotionError(
-                f"another promotion of {name} held its lock (tag {LOCK_TAG}: {value}) for "
-                f"{wait_s:.0f} s"
-            )
-        time.sleep(LOCK_POLL_S)
-    try:
-        yield owner
-    finally:
-        if lock_state(_lock_tag(client, name), owner, time.time()) == "mine":
-            client.delete_registered_model_tag(name, LOCK_TAG)
-
-
-# -- promotion --------------------------------------------------------------------------------
+    labels = dataset.labels[split.test]
+    truth = np.asarray(dataset.classes)[labels] if dataset.task == "classification" else labels
+    rule = family_of(spec.kind).score(spec)
+    return Score(rule.metric, rule.score(predictions, truth), rule.higher_is_better)
 
 
 @dataclass(frozen=True)
@@ -289,8 +185,6 @@ def promote(
     times). The alias is read back after it is set. Raises :class:`PromotionError` when it
     cannot be set safely.
     """
-    from orchestrator.tracking import alias_version
-
     seen = alias_version(client, name, CHAMPION)
     for _ in range(MAX_ATTEMPTS):
         decision = judge(seen)
@@ -322,3 +216,69 @@ def promote(
 
 def _v(version: str | None) -> str:
     return f"v{version}" if version else "none"
+
+
+def register_version(model_uri: str, name: str, tags: dict[str, str]) -> str:
+    """Register ``model_uri`` as a new version of registered model ``name``; returns the version."""
+    import mlflow
+
+    from orchestrator.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    return str(version.version)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version holding ``alias`` in registered model ``name``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote_version(
+    client,
+    name: str,
+    version: str,
+    model_dir: Path,
+    dataset: Dataset,
+    split: Split,
+    *,
+    allow_schema_change: bool = False,
+) -> tuple[Promotion, Score]:
+    """Score the new ``version`` and the current champion on the test part of ``split``, compare
+    their input schemas, and set the alias the decision gives while the champion has not moved
+    (:func:`promote`). Returns the promotion and the new version's score.
+    """
+    from orchestrator.tracking import fetch_final_model
+
+    challenger = score_model(model_dir, dataset, split)
+    schema = FeatureSchema.of_directory(model_dir)
+
+    def judge(champion_version: str | None):
+        if champion_version is None:
+            return decide(challenger, None)
+        directory = fetch_final_model(f"models:/{name}/{champion_version}")
+        changes = schema_changes(FeatureSchema.of_directory(directory), schema)
+        champion = None
+        if not changes:
+            try:
+                champion = score_model(directory, dataset, split)
+            except ValueError as exc:
+                console.err.print(f"the current champion cannot be scored on this data: {exc}")
+        return decide(
+            challenger,
+            champion,
+            changes=changes,
+            allow_schema_change=allow_schema_change,
+            has_champion=True,
+        )
+
+    promotion = promote(client, name, version, judge, log=console.err.print)
+    client.set_model_version_tag(
+        name, version, "redblue.champion_before", promotion.champion_before or "none"
+    )
+    return promotion, challenger

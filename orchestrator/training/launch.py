@@ -34,12 +34,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from orchestrator import storage
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import prepare_worker_env
-from orchestrator.plan import RunPlan
 from orchestrator.ray_internals import (
     HEALTH_CHECK_INTERVAL_S_ENV_VAR,
     WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
     WorkerGroupStartupTimeoutError,
 )
+from trainers.plan import RunPlan
 
 EVENT_POLL_S = 0.2
 # How often Ray Train's controller collects the workers' reports (its default: 2 s). A worker
@@ -107,10 +107,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         elif report_every_round:  # a Tune trial: each round is a result for the scheduler
             ray.train.report(reported)
 
-    replicas = build_replicas(
-        plan.spec, plan.dataset, plan.split, plan.loop, make_replica, plan.rounds
-    )
-    trainer = Trainer(plan.loop, plan.dataset, plan.split, plan.spec, replicas, plan.rounds, report)
+    trainer = Trainer(plan, build_replicas(plan, make_replica), report)
     # The run's own latest checkpoint (after a restart) comes first, then the one it started from.
     checkpoint = ray.train.get_checkpoint() or loop_config.get("start_from")
     if checkpoint is not None:

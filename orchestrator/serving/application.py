@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
 
-IMPORT_PATH = "orchestrator.serve_app:app"
+IMPORT_PATH = "orchestrator.serving.application:app"
 
 
 class DeployArgs(BaseModel):
@@ -71,7 +71,7 @@ def application(args: DeployArgs, bundle: ModelBundle):
 
 def app(args: dict[str, Any]):
     """Serve application builder for config files: fetches ``args["model"]`` from MLflow."""
-    from orchestrator.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
 
     parsed = DeployArgs.model_validate(args)
     return application(parsed, resolve_bundle(parse_model_uri(parsed.model)))

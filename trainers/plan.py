@@ -1,30 +1,72 @@
 """From a validated config to everything a run is made of: data, split, model spec, rounds.
 
-Pure and Ray-free: the driver calls it before Ray starts (so bad data fails with exit code 2)
-and ships the result to the workers through Ray's object store.
+Pure, torch-free and Ray-free: the driver calls it before Ray starts (so bad data fails with
+exit code 2) and ships the plan to the workers, where ``trainers.loop`` runs it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from orchestrator.config import RedblueConfig
+from trainers.config import DataConfig, DeepSpeedConfig, OptimConfig, Section, StrategyConfig
 from trainers.data import Dataset, Split, load_dataset, make_split
 from trainers.drift import summarize
+from trainers.families import family_of
+from trainers.families.base import Family
 from trainers.rounds import LoopConfig, RoundPlan, plan_rounds
 from trainers.spec import ModelSpec
 
 
+class _Scaling(Protocol):
+    @property
+    def num_workers(self) -> int: ...
+
+
+class _Checkpoint(Protocol):
+    @property
+    def every_rounds(self) -> int: ...
+    @property
+    def select(self) -> str: ...
+
+
+class RunSettings(Protocol):
+    """The config sections a plan reads (``orchestrator.config.RedblueConfig`` has them)."""
+
+    @property
+    def seed(self) -> int: ...
+    @property
+    def data(self) -> DataConfig: ...
+    @property
+    def model(self) -> Section: ...
+    @property
+    def optim(self) -> OptimConfig: ...
+    @property
+    def strategy(self) -> StrategyConfig: ...
+    @property
+    def deepspeed(self) -> DeepSpeedConfig: ...
+    @property
+    def scaling(self) -> _Scaling: ...
+    @property
+    def checkpoint(self) -> _Checkpoint: ...
+
+
 @dataclass(frozen=True)
 class RunPlan:
+    """One run: what every worker needs to train, passed as one object."""
+
     dataset: Dataset
     split: Split
     spec: ModelSpec
     loop: LoopConfig
     rounds: RoundPlan
 
+    @property
+    def family(self) -> Family:
+        return family_of(self.spec.kind)
 
-def plan_run(cfg: RedblueConfig) -> RunPlan:
+
+def plan_run(cfg: RunSettings) -> RunPlan:
     """Load and split the data and size the rounds; raises DataError on unusable data."""
     dataset = load_dataset(cfg.data)
     split = make_split(
@@ -35,13 +77,15 @@ def plan_run(cfg: RedblueConfig) -> RunPlan:
         seed=cfg.seed,
         num_workers=cfg.scaling.num_workers,
     )
-    spec = ModelSpec.from_config(
-        cfg.model,
+    options = cfg.model.model_dump()  # the family's section, ``kind`` included
+    spec = ModelSpec(
+        kind=str(options["kind"]),
+        task=dataset.task,
         in_features=dataset.features.shape[1],
         out_features=dataset.num_outputs,
-        task=dataset.task,
-        feature_names=dataset.feature_names,
-        classes=dataset.classes,
+        options=options,
+        feature_names=list(dataset.feature_names),
+        classes=list(dataset.classes),
         input_summary=summarize(dataset.features[split.train], dataset.feature_names),
     )
     loop = LoopConfig(

@@ -1,0 +1,1 @@
+"""``redblue submit`` and ``redblue cluster``: Ray Jobs submission, a local multi-node cluster."""

@@ -1,0 +1,1 @@
+"""``redblue deploy``: a registered model on Ray Serve (keys, TLS, ingress, roll-outs)."""

@@ -1,0 +1,125 @@
+"""What a deploy prints and tries: the summary table, a ready-to-paste curl line, and the
+requests ``--check`` sends (a few rows, every key, no key)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import numpy as np
+
+from orchestrator import console
+from orchestrator.serving.api_keys import ApiKeys
+from orchestrator.serving.rollout import Deployment
+from orchestrator.serving.tls import client_verify, is_self_signed
+from serve_apps.model_bundle import ModelBundle
+
+CHECK_ROWS = 3
+
+
+def summary_rows(
+    deployment: Deployment, keys: ApiKeys, show_key: bool = False
+) -> list[tuple[str, str]]:
+    args, bundle = deployment.args, deployment.bundle
+    replicas = (
+        f"autoscaling {args.serve.autoscaling.min_replicas}-{args.serve.autoscaling.max_replicas}"
+        if args.serve.autoscaling
+        else str(args.serve.num_replicas)
+    )
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(bundle.test_metrics.items()))
+    rows = [
+        ("model", f"{bundle.label}  ({bundle.uri})"),
+        ("run_id", bundle.run_id or "-"),
+        ("test metrics", metrics or "-"),
+        ("endpoint", f"{deployment.url}/v1/predict"),
+        ("openapi", f"{deployment.url}/openapi.json (key required; /docs too)"),
+        ("health", f"{deployment.url}/healthz (the only route without a key)"),
+        ("replicas", replicas),
+        ("api key", keys.describe()),
+        ("audit log", args.audit_log or "off"),
+    ]
+    cert = args.serve.tls_cert
+    if cert:
+        trust = " (self-signed: clients trust this file)" if is_self_signed(cert) else ""
+        rows.append(("tls", f"HTTPS, certificate {cert}{trust}"))
+    if show_key and keys.source in ("generated", "file"):
+        rows.append(("the key", keys.first))
+    return rows
+
+
+def curl_line(deployment: Deployment, keys: ApiKeys, rows: np.ndarray) -> str:
+    """A ready-to-paste curl command; the key is read from where it lives, never inlined."""
+    secret = keys.shell_reference()
+    body = json.dumps({"inputs": [rows[0].round(4).tolist()]})
+    cert = deployment.args.serve.tls_cert
+    trust = f"--cacert {shlex.quote(cert)} " if cert and is_self_signed(cert) else ""
+    return (
+        f"curl -s {trust}-H \"Authorization: Bearer {secret}\" -H 'Content-Type: application/json' "
+        f"-d '{body}' {deployment.url}/v1/predict"
+    )
+
+
+def check_requests(
+    deployment: Deployment, keys: ApiKeys, rows: np.ndarray, truth: list | None
+) -> bool:
+    """Send a few authenticated requests (single rows, then all at once) and print the answers;
+    check that every key is accepted and that a request without one is refused."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {keys.first}"}
+    cert = deployment.args.serve.tls_cert
+    verify = client_verify(cert) if cert else True
+    ok = True
+    with httpx.Client(
+        base_url=deployment.url, headers=headers, timeout=30, verify=verify
+    ) as client:
+        for index, row in enumerate(rows):
+            response = client.post("/v1/predict", json={"inputs": [row.tolist()]})
+            ok &= response.status_code == 200
+            console.out.print(f"row {index}: HTTP {response.status_code}  {_answer(response)}")
+        response = client.post("/v1/predict", json={"inputs": rows.tolist()})
+        ok &= response.status_code == 200
+        console.out.print(f"all {len(rows)} rows: HTTP {response.status_code}  {_answer(response)}")
+        if truth is not None:
+            console.out.print(f"true labels of these rows: {truth}")
+        for value, ident in zip(keys.values, keys.ids, strict=True):
+            info = client.get("/v1/model", headers={"Authorization": f"Bearer {value}"})
+            ok &= info.status_code == 200
+            console.out.print(f"key {ident}: HTTP {info.status_code} for /v1/model")
+        anonymous = httpx.get(f"{deployment.url}/v1/model", timeout=30, verify=verify)
+        ok &= anonymous.status_code == 401
+        console.out.print(f"no key: HTTP {anonymous.status_code} for /v1/model")
+    return ok
+
+
+def _answer(response) -> str:
+    body = response.json()
+    if "predictions" not in body:
+        return str(body)
+    model = body["model"]
+    return f"predictions {body['predictions']}  (model {model['name']} v{model['version']})"
+
+
+def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[np.ndarray, list | None]:
+    """Rows to try the model on and their true labels: from its bundled data set when it has
+    one, else the model family's example input (no labels)."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import tracking_uri
+    from trainers.config import DataConfig
+    from trainers.data import BUNDLED, load_dataset
+    from trainers.families import family_of
+    from trainers.spec import ModelSpec
+
+    spec = ModelSpec.from_dict(bundle.model_config)
+    params = (
+        MlflowClient(tracking_uri()).get_run(bundle.run_id).data.params if bundle.run_id else {}
+    )
+    source = params.get("data.source")
+    if source in BUNDLED:
+        dataset = load_dataset(DataConfig(source=source))
+        if dataset.features.shape[1] == spec.in_features:
+            labels = dataset.labels[:count]
+            truth = np.asarray(dataset.classes)[labels] if dataset.classes else labels
+            return dataset.features[:count].astype(np.float32), truth.tolist()
+    return family_of(spec.kind).example_input(spec, count), None

@@ -1,0 +1,189 @@
+"""``redblue deploy``: run a registered model on Ray Serve, roll it to new versions, or describe it.
+
+With a local Ray the command serves in the foreground until Ctrl-C; with ``RAY_ADDRESS`` it deploys
+to the cluster and returns. Serve's side (start, roll out, follow an alias) is in
+:mod:`orchestrator.serving.rollout`; the summary and ``--check`` in
+:mod:`orchestrator.serving.check`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import yaml
+
+from orchestrator import console
+from orchestrator.exit_codes import EXIT_INVALID
+from orchestrator.serving.api_keys import ApiKeys, remove_from_environment
+from orchestrator.serving.application import DeployArgs, serve_config
+from orchestrator.serving.check import check_requests, curl_line, sample_rows, summary_rows
+from orchestrator.serving.ingress import prepare_serve_env, stop_haproxy
+from orchestrator.serving.model_source import ModelURI
+from orchestrator.serving.rollout import ClusterTlsError, follow, start
+from orchestrator.serving.tls import absolute, tls_problem
+from serve_apps.model_bundle import ModelBundle
+from serve_apps.settings import ServeSection
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the local endpoint cannot bind (host, port), or None when it can."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return (
+                f"cannot serve on {host}:{port}: {exc.strerror}; another server (a running "
+                f"'redblue deploy'?) holds it. Pick another with --set serve.port=..."
+            )
+    return None
+
+
+def write_config(args: DeployArgs, path: Path) -> None:
+    """Write a Serve config file for ``serve deploy`` or a KubeRay RayService."""
+    from orchestrator.tracking import tracking_uri
+
+    uri = tracking_uri()
+    env_vars = {} if "@" in uri else {"MLFLOW_TRACKING_URI": uri}  # never write credentials
+    config = serve_config(args, env_vars)
+    header = (
+        "# Ray Serve config written by `redblue deploy --emit-config`.\n"
+        "# Deploy: RAY_AUTH_MODE=token serve deploy THIS_FILE --address http://127.0.0.1:8265\n"
+        "# (or paste it as a RayService's serveConfigV2). The model is fetched from MLflow on the\n"
+        "# cluster; args.key_digests holds SHA-256 digests of the accepted keys, not the keys.\n"
+    )
+    if args.serve.tls:
+        header += (
+            "# http_options.ssl_*: Serve's proxies serve HTTPS with these files, which every\n"
+            "# node must hold. Ray 2.60's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) takes no\n"
+            "# certificate: on such a cluster terminate TLS in front, with serve.allow_plaintext.\n"
+        )
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+
+
+def audit_path(configured: str, local: bool) -> str | None:
+    """The audit log the replicas write: None when ``off``. A local deploy resolves a relative
+    path from the working directory and checks it can be written; a deploy to a cluster passes
+    it on, for each replica to resolve on its own node (``serve_apps.guard.audit_log_at``).
+
+    Raises AuditLogError when a local path cannot be written.
+    """
+    from orchestrator.environment import state_root
+
+    if configured.lower() == "off":
+        return None
+    if not local:
+        return configured
+    path = (state_root() / os.path.expanduser(configured)).resolve()
+    if path.is_dir():
+        raise AuditLogError(f"serve.audit_log {configured}: {path} is a directory; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    except OSError as exc:
+        raise AuditLogError(
+            f"serve.audit_log {configured}: cannot write {path}: {exc.strerror}"
+        ) from None
+    return str(path)
+
+
+class AuditLogError(ValueError):
+    """serve.audit_log names a file this deploy cannot write."""
+
+
+def run(
+    settings: ServeSection,
+    uri: ModelURI,
+    bundle: ModelBundle,
+    address: str | None,
+    *,
+    keys: ApiKeys,
+    emit_config: Path | None = None,
+    reload: bool = False,
+    check: bool = False,
+    show_key: bool = False,
+) -> int:
+    """The whole command; returns its exit code (2 when the port is taken before Ray starts).
+
+    ``keys`` were read already; they leave this process's environment here, before Ray starts.
+    """
+    remove_from_environment(settings.api_key_env)
+    local = not (address or os.environ.get("RAY_ADDRESS") or emit_config)
+    try:
+        audit_log = audit_path(settings.audit_log, local)
+    except AuditLogError as exc:
+        console.print_error(str(exc))
+        return EXIT_INVALID
+    if local and settings.tls_cert and settings.tls_key:
+        # A cluster's proxies read the paths on their own nodes; a local deploy checks them here.
+        cert, key = absolute(settings.tls_cert), absolute(settings.tls_key)
+        problem = tls_problem(cert, key)
+        if problem:
+            console.print_error(problem)
+            return EXIT_INVALID
+        settings = settings.model_copy(update={"tls_cert": cert, "tls_key": key})
+    args = DeployArgs(
+        model=bundle.uri,
+        name=bundle.name,
+        serve=settings,
+        key_digests=keys.digests,
+        audit_log=audit_log,
+    )
+    if emit_config:
+        write_config(args, emit_config)
+        console.out.print(f"wrote {emit_config}: {bundle.label} as Serve application '{args.name}'")
+        return 0
+    problem = port_problem(settings.host, settings.port) if local else None
+    if problem:
+        console.print_error(problem)
+        return EXIT_INVALID
+    tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
+    haproxy = (
+        prepare_serve_env(settings.ingress, port=settings.port, host=settings.host, tls=tls)
+        if local
+        else None
+    )
+    try:
+        return _serve(
+            args, uri, bundle, keys, address, local=local, reload=reload, check=check, show=show_key
+        )
+    finally:
+        if local:
+            _stop_local_serve()
+        stop_haproxy(haproxy)
+
+
+def _stop_local_serve() -> None:
+    """Shut Serve down (its HAProxy manager stops HAProxy) before the local Ray goes away."""
+    import ray
+
+    if ray.is_initialized():
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _serve(
+    args, uri, bundle, keys, address, *, local: bool, reload: bool, check: bool, show: bool
+) -> int:
+    try:
+        deployment = start(args, bundle, address)
+    except ClusterTlsError as exc:
+        console.print_error(str(exc))
+        return EXIT_INVALID
+    rows, truth = sample_rows(bundle)
+    console.print_summary(summary_rows(deployment, keys, show), title=f"serving {bundle.label}")
+    console.out.print("try it:\n  " + curl_line(deployment, keys, rows))
+    if check:
+        from ray import serve
+
+        ok = check_requests(deployment, keys, rows, truth)
+        serve.delete(args.name)
+        console.err.print("removed the deployment")
+        return 0 if ok else 1
+    if not local and not reload:
+        console.err.print("deployed to the cluster; `serve status` shows it")
+        return 0
+    return follow(deployment, uri, reload)

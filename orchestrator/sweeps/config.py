@@ -1,0 +1,124 @@
+"""The ``sweep`` section of the run config: the search space (dotted config keys), the scheduler,
+the search algorithm. ``orchestrator.config.RedblueConfig`` composes it with the other sections;
+``orchestrator.config.space_problems`` checks the space against the whole schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from trainers.config import Section
+from trainers.families import FAMILIES
+
+SPACE_KINDS = ("loguniform", "uniform", "randint", "choice", "grid")
+# Keys population-based training may change while a trial runs: a restored checkpoint takes them
+# from the config. Every other swept key is sampled once and inherited with a cloned checkpoint
+# (batch size or red ratio would change the data split the checkpoint was made on).
+# The ``model.*`` ones are each family's own (``Family.pbt_mutable``: the MLP's dropout).
+PBT_MUTABLE_KEYS = (
+    "optim.lr",
+    "optim.weight_decay",
+    "optim.grad_clip",
+    *sorted({key for family in FAMILIES.values() for key in family.pbt_mutable}),
+)
+
+
+class SpaceSpec(Section):
+    """One swept key: exactly one of the distributions below."""
+
+    loguniform: tuple[float, float] | None = Field(
+        None, description="[low, high], sampled uniformly in log space; low > 0."
+    )
+    uniform: tuple[float, float] | None = Field(None, description="[low, high], uniform.")
+    randint: tuple[int, int] | None = Field(
+        None, description="[low, high): an integer, high excluded (as in Ray Tune)."
+    )
+    choice: list[Any] | None = Field(None, description="Values sampled uniformly.")
+    grid: list[Any] | None = Field(
+        None, description="Every value is tried (each sample covers the whole grid)."
+    )
+
+    @model_validator(mode="after")
+    def _one_distribution(self) -> SpaceSpec:
+        given = [kind for kind in SPACE_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of {', '.join(SPACE_KINDS)} (got {given or 'none'})"
+            )
+        kind = given[0]
+        if kind in ("loguniform", "uniform", "randint"):
+            low, high = getattr(self, kind)
+            if not low < high:
+                raise ValueError(f"{kind} needs low < high (got [{low}, {high}])")
+            if kind == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform needs low > 0 (got {low})")
+        elif not getattr(self, kind):
+            raise ValueError(f"{kind} needs at least one value")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in SPACE_KINDS if getattr(self, kind) is not None)
+
+    def candidates(self) -> list[Any]:
+        """Values to check against the schema: the bounds of a range, every listed value."""
+        values = getattr(self, self.kind)
+        if self.kind == "randint":
+            return [values[0], values[1] - 1]
+        return list(values)
+
+    def describe(self) -> str:
+        return f"{self.kind}({', '.join(map(str, getattr(self, self.kind)))})"
+
+
+class SweepSection(Section):
+    space: dict[str, SpaceSpec] = Field(
+        default_factory=dict,
+        description="Search space keyed by dotted config keys, e.g. "
+        "optim.lr: {loguniform: [1.0e-4, 1.0e-2]}.",
+    )
+    num_samples: int = Field(8, ge=1, description="Trials to sample (times the grid size).")
+    max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        description="Trials at once; default: as many as the cluster's free CPUs/GPUs hold.",
+    )
+    metric: str = Field(
+        "val_loss",
+        description="Metric that ranks trials; a validation metric (the test part is never used).",
+    )
+    mode: Literal["min", "max"] = Field("min", description="Whether the metric is minimised.")
+    scheduler: Literal["asha", "fifo", "pbt"] = Field(
+        "asha",
+        description="Trial scheduler: ASHA early stopping, FIFO, or population-based training "
+        "(pbt: every checkpoint.every_rounds rounds the worst quarter of the running trials "
+        "continue from the best ones' checkpoints with perturbed optim.lr, optim.weight_decay, "
+        "optim.grad_clip or model.dropout).",
+    )
+    search: Literal["random", "optuna"] = Field(
+        "random", description="Search algorithm: random (and grid) sampling, or Optuna's TPE."
+    )
+    grace_rounds: int = Field(3, ge=1, description="ASHA: rounds every trial runs before a cut.")
+    reduction_factor: int = Field(3, ge=2, description="ASHA: keep 1/N of the trials at each rung.")
+    keep_all_checkpoints: bool = Field(
+        False, description="Keep every trial's checkpoints; by default only the best trial's stay."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSection:
+        if self.scheduler == "pbt" and self.space and not set(self.space) & set(PBT_MUTABLE_KEYS):
+            raise ValueError(
+                "sweep.scheduler pbt needs at least one of "
+                f"{', '.join(PBT_MUTABLE_KEYS)} in sweep.space: those are the values it perturbs"
+            )
+        if self.scheduler == "pbt" and self.search != "random":
+            raise ValueError(
+                "sweep.scheduler pbt chooses the trials' values itself; use sweep.search random"
+            )
+        if self.metric.startswith("test"):
+            raise ValueError(f"sweep.metric {self.metric!r}: the test part is never used to select")
+        if self.search == "optuna" and any(s.kind == "grid" for s in self.space.values()):
+            raise ValueError("sweep.search optuna cannot take grid entries; use choice instead")
+        return self

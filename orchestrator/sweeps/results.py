@@ -1,0 +1,128 @@
+"""A sweep's trials: their outcome, their ranking, the results table and plot, the summary."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator import console
+from orchestrator.config import RedblueConfig
+
+
+@dataclass
+class TrialOutcome:
+    trial_id: str
+    run_id: str
+    status: str  # FINISHED, KILLED (stopped early), FAILED, RUNNING
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    checkpoint_path: str | None
+
+
+@dataclass
+class SweepSummary:
+    parent_run_id: str
+    sweep_id: str
+    trials: list[TrialOutcome]
+    best: TrialOutcome | None
+    model_uri: str | None
+    version: str | None
+    alias: str | None
+    reason: str
+    best_config_path: Path | None
+
+
+def rank(trials: list[TrialOutcome], metric: str, mode: str) -> list[TrialOutcome]:
+    """Finished trials first, best ``metric`` first; then the others by their last value."""
+
+    def key(trial: TrialOutcome) -> tuple[int, float]:
+        value = trial.metrics.get(metric, math.nan)
+        signed = value if mode == "min" else -value
+        return (
+            0 if trial.status == "FINISHED" else 1,
+            signed if math.isfinite(value) else math.inf,
+        )
+
+    return sorted(trials, key=key)
+
+
+def log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None:
+    """The results table (CSV) and a plot of the metric against each swept parameter."""
+    import pandas as pd
+
+    rows = [
+        {"trial_id": t.trial_id, "status": t.status, "run_id": t.run_id, **t.params, **t.metrics}
+        for t in ranked
+    ]
+    frame = pd.DataFrame(rows)
+    parent.client.log_text(parent.run_id, frame.to_csv(index=False), "results.csv")
+    metric = cfg.sweep.metric
+    if metric not in frame or not cfg.sweep.space:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(cfg.sweep.space)
+    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+    for axis, key in zip(axes[0], keys, strict=True):
+        for status, marker in (("FINISHED", "o"), ("KILLED", "x"), ("FAILED", "s")):
+            part = frame[frame["status"] == status]
+            if key in part and len(part):
+                axis.scatter(
+                    part[key].astype(str) if part[key].dtype == object else part[key],
+                    part[metric],
+                    marker=marker,
+                    label=status.lower(),
+                )
+        if cfg.sweep.space[key].kind == "loguniform":
+            axis.set_xscale("log")
+        axis.set(xlabel=key, ylabel=metric)
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle(f"{cfg.name}: {metric} per trial")
+    figure.tight_layout()
+    parent.client.log_figure(parent.run_id, figure, "metric_vs_params.png")
+    plt.close(figure)
+
+
+def print_summary(cfg: RedblueConfig, summary: SweepSummary) -> None:
+    from orchestrator.sweeps.tracking import format_params
+    from orchestrator.tracking import tracking_uri, ui_command
+
+    metric = cfg.sweep.metric
+    rows = [
+        (
+            t.trial_id,
+            t.status.lower().replace("killed", "stopped early"),
+            format_params(t.params),
+            str(int(t.metrics.get("round", 0))) if "test_loss" not in t.metrics else "all",
+            f"{t.metrics.get(metric, math.nan):.4f}",
+        )
+        for t in summary.trials
+    ]
+    console.out.print(console.trials_table(rows, metric, title=f"{cfg.name}: trials, best first"))
+    if summary.best is None:
+        console.print_error(f"no trial finished; see MLflow run {summary.parent_run_id}")
+        return
+    rows2 = [
+        (k, f"{v:.4f}")
+        for k, v in sorted(summary.best.metrics.items())
+        if k.startswith("test_") or k == metric
+    ]
+    rows2 += [
+        ("best trial", f"{summary.best.trial_id} ({format_params(summary.best.params)})"),
+        ("best config", str(summary.best_config_path)),
+        ("model URI", str(summary.model_uri)),
+        (
+            "registered",
+            f"{cfg.name} version {summary.version} "
+            + (f"as @{summary.alias}" if summary.alias else "without an alias"),
+        ),
+        ("why", summary.reason),
+        ("sweep MLflow run", summary.parent_run_id),
+        ("MLflow UI", ui_command(tracking_uri())),
+    ]
+    console.print_summary(rows2, title=f"{cfg.name}: sweep {summary.sweep_id} finished")

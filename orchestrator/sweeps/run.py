@@ -1,0 +1,259 @@
+"""One sweep from a validated config: Ray Tune trials, a nested MLflow record, the champion.
+
+The sweep's parent MLflow run is also its resume record (:mod:`orchestrator.sweeps.resume`):
+``redblue sweep CONFIG --resume`` restores Tune (trials, searcher and scheduler state) and
+continues the same parent run. The end (best config, registration, champion rule, pruning) is in
+:mod:`orchestrator.sweeps.conclude`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator import console, storage
+from orchestrator.config import RedblueConfig
+from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from orchestrator.sweeps.conclude import conclude
+from orchestrator.sweeps.results import SweepSummary, TrialOutcome, print_summary
+from orchestrator.sweeps.resume import NothingToResume, config_hash, find_unfinished
+from trainers.plan import RunPlan
+
+# A trial's own process only launches its Train run. It reserves memory, not CPU: 0.01 CPU
+# taken from each node would leave no node of whole CPUs able to hold a 1-CPU worker.
+TRIAL_RESOURCES: dict[str, float] = {"CPU": 0.0, "memory": 256.0 * 2**20}
+TUNE_STATE_EVERY_S = 2
+
+
+def trial_cpus(cfg: RedblueConfig) -> float:
+    return cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+
+
+def max_concurrent(cfg: RedblueConfig, available: dict[str, float]) -> int:
+    """``sweep.max_concurrent``, or as many trials as the free CPUs (and GPUs) hold."""
+    if cfg.sweep.max_concurrent:
+        return cfg.sweep.max_concurrent
+    fits = math.floor(available.get("CPU", 0.0) / trial_cpus(cfg) + 1e-9)
+    if cfg.scaling.use_gpu:
+        fits = min(fits, math.floor(available.get("GPU", 0.0) / cfg.scaling.num_workers))
+    return max(1, fits)
+
+
+def max_rounds(cfg: RedblueConfig, train_size: int) -> int:
+    """The most rounds any trial can run (batch size and epochs change the round count)."""
+    from pydantic import ValidationError
+
+    from trainers.rounds import plan_rounds
+
+    swept = {key: spec.candidates() for key, spec in cfg.sweep.space.items()}
+    most = 1
+    for values in itertools.product(*swept.values()):
+        try:
+            trial = cfg.with_values(dict(zip(swept, values, strict=True)))
+        except ValidationError:
+            continue
+        rounds = plan_rounds(
+            train_size=train_size,
+            batch_size=trial.optim.batch_size,
+            epochs=trial.optim.epochs,
+            phase_steps=trial.strategy.phase_steps,
+            red_ratio=trial.strategy.red_ratio,
+            kind=trial.strategy.kind,
+        )
+        most = max(most, rounds.num_rounds)
+    return most
+
+
+def sweep(
+    cfg: RedblueConfig,
+    plan: RunPlan,
+    address: str | None,
+    resume: bool,
+    allow_schema_change: bool = False,
+) -> tuple[int, SweepSummary | None]:
+    """Run (or resume) a sweep end to end; returns (exit code, summary when it succeeded).
+
+    The exit code is 1 when no trial finished or when the new version could not be given an
+    alias safely (it stays registered; the message says why). ``cfg``'s paths are absolute
+    (:func:`orchestrator.config.resolve_paths`)."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.environment import connect_ray_while, leave_ray_job_folder
+
+    leave_ray_job_folder()
+    from orchestrator.tracking import TrackedRun, tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    if resume:
+        try:
+            found = find_unfinished(client, cfg)
+        except NothingToResume as exc:
+            console.print_error(str(exc))
+            return EXIT_INVALID, None
+        sweep_id = found.data.tags["redblue.sweep_id"]
+        sweep_dir = found.data.tags["redblue.sweep_path"]
+        console.err.print(f"resuming sweep {sweep_id} (MLflow run {found.info.run_id})")
+
+        def open_parent() -> TrackedRun:
+            return TrackedRun(found.info.run_id, cfg.name)
+    else:
+        sweep_id = f"{cfg.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        sweep_dir = storage.join(cfg.run.storage_path, sweep_id)
+
+        def open_parent() -> TrackedRun:
+            return _start_parent(cfg, sweep_id, sweep_dir)
+
+    wanted = trial_cpus(cfg) * (cfg.sweep.max_concurrent or 1)
+    parent, where, ray_problem = connect_ray_while(open_parent, address, wanted)
+    try:
+        if ray_problem is not None:
+            raise ray_problem
+        trials = _run_tune(cfg, plan, where, parent.run_id, sweep_id, sweep_dir, resume)
+        summary = conclude(cfg, plan, parent, sweep_id, sweep_dir, trials, allow_schema_change)
+    except KeyboardInterrupt:
+        console.print_error(
+            f"interrupted; continue with: redblue sweep ... --resume (sweep {sweep_id})"
+        )
+        return EXIT_INTERRUPTED, None
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        parent.fail(message)
+        console.print_error(f"sweep failed: {message}")
+        return EXIT_FAILED, None
+    print_summary(cfg, summary)
+    return (EXIT_OK if summary.best and summary.alias else EXIT_FAILED), summary
+
+
+def _start_parent(cfg: RedblueConfig, sweep_id: str, sweep_dir: str):
+    """The sweep's parent MLflow run, with its space, settings and config."""
+    from orchestrator.tracking import TrackedRun
+
+    parent = TrackedRun.start(
+        cfg,
+        {
+            "redblue.kind": "sweep",
+            "redblue.sweep_id": sweep_id,
+            "redblue.sweep_path": sweep_dir,
+            "redblue.config_hash": config_hash(cfg),
+            "redblue.scheduler": cfg.sweep.scheduler,
+            "redblue.search": cfg.sweep.search,
+        },
+        run_name=sweep_id,
+    )
+    parent.client.log_batch(parent.run_id, params=_space_params(cfg))
+    parent.client.log_text(
+        parent.run_id, yaml.safe_dump(cfg.model_dump(), sort_keys=False), "sweep_config.yaml"
+    )
+    console.err.print(f"sweep {sweep_id}: MLflow run {parent.run_id} ({parent.uri})")
+    return parent
+
+
+def _space_params(cfg: RedblueConfig) -> list:
+    from mlflow.entities import Param
+
+    params = {f"space.{key}": spec.describe() for key, spec in cfg.sweep.space.items()}
+    params.update(
+        {
+            f"sweep.{key}": str(value)
+            for key, value in cfg.sweep.model_dump(exclude={"space"}).items()
+        }
+    )
+    return [Param(k, v) for k, v in params.items()]
+
+
+def _run_tune(
+    cfg: RedblueConfig,
+    plan: RunPlan,
+    where: str,
+    parent_run_id: str,
+    sweep_id: str,
+    sweep_dir: str,
+    resume: bool,
+) -> list[TrialOutcome]:
+    import ray
+    from ray import tune
+
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    # Trials are function trainables, which cannot reuse actors; PBT's advice does not apply.
+    warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
+    # Save Tune's experiment state often, so that a killed driver loses little on --resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(TUNE_STATE_EVERY_S))
+
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.sweeps.space import param_space, scheduler, searcher
+    from orchestrator.sweeps.tracking import SweepTracker
+    from orchestrator.sweeps.trial import run_trial
+    from orchestrator.tracking import tracking_uri
+
+    most_rounds = max_rounds(cfg, len(plan.split.train))
+    concurrency = max_concurrent(cfg, ray.available_resources())
+    console.err.print(
+        f"sweeping on {where}: {cfg.sweep.num_samples} samples, {concurrency} at once, "
+        f"{cfg.sweep.scheduler} scheduler, {cfg.sweep.search} search, "
+        f"up to {most_rounds} rounds per trial"
+    )
+    if cfg.sweep.scheduler == "pbt" and concurrency < 2:
+        console.err.print(
+            "warning: population-based training compares trials running at the same time; with "
+            "1 at once it cannot exploit any and runs like fifo. Let 2 or more run at once "
+            "(sweep.max_concurrent, fewer scaling.cpus_per_worker, or more CPUs)."
+        )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base_config=cfg.model_dump(), sweep_dir=sweep_dir),
+        TRIAL_RESOURCES,
+    )
+    space = param_space(cfg.sweep)
+    if resume:
+        tuner = tune.Tuner.restore(
+            sweep_dir,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=space,
+        )
+    else:
+        tracker = SweepTracker(cfg, parent_run_id, sweep_id)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=cfg.sweep.metric,
+                mode=cfg.sweep.mode,
+                scheduler=scheduler(cfg, most_rounds),
+                search_alg=searcher(cfg, concurrency),
+                num_samples=cfg.sweep.num_samples,
+            ),
+            run_config=tune.RunConfig(
+                name=sweep_id,
+                storage_path=storage.parent(sweep_dir),
+                callbacks=[tracker],
+                verbose=0,
+            ),
+        )
+    grid = tuner.fit()
+    client = MlflowClient(tracking_uri())
+    return [_outcome(client, cfg, sweep_id, grid[i]) for i in range(len(grid))]
+
+
+def _outcome(client, cfg: RedblueConfig, sweep_id: str, result: Any) -> TrialOutcome:
+    from orchestrator.sweeps.tracking import find_trial_run, trial_metrics
+
+    trial_id = str(result.metrics.get("trial_id") or Path(result.path).name)
+    run = find_trial_run(client, cfg.name, sweep_id, trial_id)
+    return TrialOutcome(
+        trial_id=trial_id,
+        run_id=run.info.run_id if run else "",
+        status=run.info.status if run else ("FAILED" if result.error else "RUNNING"),
+        params=dict(result.config or {}),
+        metrics=trial_metrics(result.metrics or {}),
+        checkpoint_path=(result.metrics or {}).get("checkpoint_path"),
+    )

@@ -1,0 +1,71 @@
+"""What a model family declares, in one place: the contract between a family module and the
+generic red-blue loop, engines, fusion, checkpoints, MLflow and serving.
+
+No torch at import: the driver validates a config (whose ``model:`` section is the family's) and
+plans a run before torch loads. A family module imports torch inside the functions it declares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from trainers.config import Section
+from trainers.inputs import TabularInput
+from trainers.spec import ModelSpec, ScoreRule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from trainers.engine import Member
+
+
+class Objective(Protocol):
+    """How a family trains and is measured. A ``Member`` maps each network's name to its engine
+    (one per network: a family with two networks, such as a GAN, has two engines and two
+    optimizers per replica, and ``train_step`` decides how they step)."""
+
+    def train_step(
+        self, member: Member, features: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """One micro-step of training on a batch; returns the detached training loss."""
+        ...
+
+    def outputs(self, member: Member, features: torch.Tensor) -> torch.Tensor:
+        """The outputs evaluation scores (the loss and metrics read these)."""
+        ...
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss that val_loss, the held-out losses and the fusion rule compare."""
+        ...
+
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Test metrics on T: ``test_loss`` and the family's own (the score's metric among them)."""
+        ...
+
+
+def one_network(model: nn.Module) -> dict[str, nn.Module]:
+    """The networks of a family with one: the model itself, under the name ``model``."""
+    return {"model": model}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family (torchtitan's ``TrainSpec`` is the pattern): registered by ``kind`` in
+    ``trainers.families``; everything outside its module asks it instead of knowing it."""
+
+    kind: str
+    config: type[Section]  # the ``model:`` section, with ``kind: Literal[<kind>]``
+    build: Callable[[ModelSpec], nn.Module]  # the model, all its networks, untrained
+    fit: Callable[[nn.Module, np.ndarray, np.ndarray | None], None]  # state fitted on P'
+    objective: Callable[[ModelSpec, nn.Module], Objective]
+    predict: Callable[[nn.Module, ModelSpec, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+    input_schema: Callable[[ModelSpec], TabularInput]  # what pyfunc and serving check
+    example_input: Callable[[ModelSpec, int], np.ndarray]  # rows to try a model on
+    networks: Callable[[nn.Module], dict[str, nn.Module]] = one_network  # engine + fusion each
+    score: Callable[[ModelSpec], ScoreRule] = lambda spec: ScoreRule.for_task(spec.task)
+    pbt_mutable: tuple[str, ...] = ()  # ``model.*`` keys PBT may change while a trial runs

@@ -1,0 +1,146 @@
+"""The torch side shared by the supervised tabular families (``mlp``, ``linear``): a network
+behind input standardization, its fitting on the training pool, prediction, and the supervised
+objective. Each family builds its own ``net``; everything else here is common to them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainers.engine import Member
+from trainers.spec import ModelSpec
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+NETWORK = "model"  # the one network (and engine) of a tabular family
+
+
+class Standardized(nn.Module):
+    """``net`` behind input standardization (and, for regression, a standardized target).
+
+    The statistics are buffers, so they travel with the weights and a served model takes raw
+    features. ``l1`` / ``l2`` penalize the weights of every linear layer of ``net``; the penalty
+    is computed in the forward pass (where ZeRO-3 has gathered the weights) and kept in
+    ``penalty`` for the objective to add to the training loss.
+    """
+
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+
+    def __init__(self, net: nn.Sequential, in_features: int, l1: float = 0.0, l2: float = 0.0):
+        super().__init__()
+        self.net = net
+        self.l1, self.l2 = l1, l2
+        self.penalty: torch.Tensor | None = None
+        self.register_buffer("input_mean", torch.zeros(in_features))
+        self.register_buffer("input_std", torch.ones(in_features))
+        self.register_buffer("target_mean", torch.zeros(1))
+        self.register_buffer("target_std", torch.ones(1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Raw outputs: logits (classification) or the standardized target (regression).
+
+        Features are standardized in fp32 (the buffers stay fp32 under DeepSpeed's mixed
+        precision, which casts parameters only) and only then cast to the weights' precision.
+        """
+        scaled = (features.float() - self.input_mean.float()) / self.input_std.float()
+        if self.training and (self.l1 > 0 or self.l2 > 0):
+            weights = [m.weight.float() for m in self.net if isinstance(m, nn.Linear)]
+            if any(w.numel() == 0 for w in weights):  # partitioned away by ZeRO-3
+                raise RuntimeError(
+                    "model.l1 / model.l2 need the whole weights in the forward pass: under ZeRO-3 "
+                    "use a smaller model or another zero_stage"
+                )
+            self.penalty = sum(
+                (self.l1 * w.abs().sum() + self.l2 * w.pow(2).sum() for w in weights),
+                torch.zeros((), device=scaled.device),
+            )
+        return self.net(scaled.to(self.weight_dtype))
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The precision of the weights (bf16 or fp16 under DeepSpeed's mixed precision)."""
+        return next(self.net.parameters()).dtype
+
+    def set_normalization(self, features: np.ndarray, targets: np.ndarray | None) -> None:
+        """Fit the standardization buffers on training data."""
+        std = features.std(axis=0)
+        self.input_mean.copy_(torch.as_tensor(features.mean(axis=0)))
+        self.input_std.copy_(torch.as_tensor(np.where(std > 1e-8, std, 1.0)))
+        if targets is not None:
+            self.target_mean.fill_(float(targets.mean()))
+            self.target_std.fill_(float(max(targets.std(), 1e-8)))
+
+
+def fit(model: nn.Module, features: np.ndarray, targets: np.ndarray | None) -> None:
+    """Standardization fitted on the training pool P' (targets: regression only)."""
+    assert isinstance(model, Standardized)
+    model.set_normalization(features, targets)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, spec: ModelSpec, features: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions in the data's own terms: (labels, class probabilities) or (values, None)."""
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = model(torch.tensor(features, dtype=torch.float32, device=device)).float()
+    if spec.task == "classification":
+        probabilities = torch.softmax(outputs, dim=-1).cpu().numpy()
+        return np.asarray(spec.classes)[probabilities.argmax(axis=1)], probabilities
+    target_std, target_mean = model.get_buffer("target_std"), model.get_buffer("target_mean")
+    values = (outputs.squeeze(-1) * target_std.float() + target_mean.float()).cpu()
+    return values.numpy(), None
+
+
+class Supervised:
+    """Cross-entropy for classification; MSE on the standardized target for regression.
+
+    One network, one optimizer step per batch; the training loss adds the network's ``penalty``.
+    Test metrics: ``test_accuracy`` or ``test_mse`` (in the target's own units).
+    """
+
+    def __init__(self, task: str, target_mean: float = 0.0, target_std: float = 1.0) -> None:
+        self.task, self.target_mean, self.target_std = task, target_mean, target_std
+
+    @classmethod
+    def for_model(cls, spec: ModelSpec, model: nn.Module) -> Supervised:
+        mean, std = model.get_buffer("target_mean"), model.get_buffer("target_std")
+        return cls(spec.task, float(mean), float(std))
+
+    def train_step(
+        self, member: Member, features: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """One forward, backward and (micro-)step; returns the detached training loss."""
+        engine = member[NETWORK]
+        outputs = engine.forward(features)
+        loss = self.loss(outputs, targets.to(outputs.device))
+        penalty = getattr(engine.module, "penalty", None)
+        if penalty is not None:
+            loss = loss + penalty
+        engine.backward(loss)
+        engine.step()
+        return loss.detach()
+
+    def outputs(self, member: Member, features: torch.Tensor) -> torch.Tensor:
+        return member[NETWORK].forward(features)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return nn.functional.cross_entropy(outputs.float(), targets)
+        scaled = (targets.float() - self.target_mean) / self.target_std
+        return nn.functional.mse_loss(outputs.float().squeeze(-1), scaled)
+
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Test metrics on T: the loss, and accuracy or MSE."""
+        metrics = {"test_loss": float(self.loss(outputs, targets))}
+        if self.task == "classification":
+            metrics["test_accuracy"] = float((outputs.argmax(dim=1) == targets).double().mean())
+        else:
+            values = outputs.float().squeeze(-1) * self.target_std + self.target_mean
+            metrics["test_mse"] = float((values - targets).pow(2).mean())
+        return metrics
