@@ -77,6 +77,36 @@ def sweep(
 
 
 @app.command()
+def compare(
+    config: Path = typer.Argument(..., help="YAML run config, e.g. configs/digits.yaml."),
+    seeds: int = typer.Option(
+        5, "--seeds", "-n", min=1, help="Seeds 0..N-1; each trains both strategies."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config key: --set data.label_noise=0.2 (repeatable)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue this config's unfinished comparison (same --seeds)."
+    ),
+    address: str | None = typer.Option(
+        None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
+    ),
+) -> None:
+    """Compare red-blue with standard training on CONFIG, paired by seed.
+
+    Each seed trains both strategies on the same split, initialisation and step budget, as
+    nested MLflow runs under one parent; the parent gets each strategy's mean and std, the paired
+    difference with its p-value, the overfitting gaps and the compute ratio, with comparison.csv
+    and comparison.png. The console ends with the table and a verdict.
+    """
+    cfg, plan = _validated(config, overrides, address, for_sweep=False)
+    from orchestrator.compare.run import compare as run_compare
+
+    code, _ = run_compare(cfg, plan, address, seeds, resume)
+    raise typer.Exit(code)
+
+
+@app.command()
 def deploy(
     model: str = typer.Argument(
         ...,
@@ -188,14 +218,15 @@ def ui(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def submit(
     command: list[str] = typer.Argument(
-        ..., help="After --: train|sweep CONFIG [--set k=v]... (CONFIG inside this folder)."
+        ..., help="After --: train|sweep|compare CONFIG [--set k=v]... (CONFIG inside this folder)."
     ),
     address: str | None = typer.Option(
         None, help="Ray cluster (dashboard URL or GCS address); default: $RAY_ADDRESS."
     ),
     follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream the job's logs."),
 ) -> None:
-    """Submit `redblue train|sweep CONFIG ...` to a cluster as a Ray job (this folder uploaded).
+    """Submit `redblue train|sweep|compare CONFIG ...` to a cluster as a Ray job (this folder
+    uploaded).
 
     Exits with the job's outcome: 0 succeeded, 1 failed, 130 stopped.
     """

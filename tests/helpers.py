@@ -111,3 +111,41 @@ def plain_trainer(report, spec_changes: dict[str, Any] | None = None, **sections
         return PlainReplica(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
 
     return Trainer(plan, build_replicas(plan, make), report)
+
+
+TIMING = ("train_seconds",)
+
+
+def without_timing(metrics: dict[str, float]) -> dict[str, float]:
+    """Final metrics but the wall times, which differ between two runs of the same work."""
+    return {key: value for key, value in metrics.items() if key not in TIMING}
+
+
+def start_until_a_trial_finished(
+    command: list[str], folder: Path, mlflow_client, experiment_name: str
+) -> tuple[subprocess.Popen, dict[str, int]]:
+    """Start ``command`` (a sweep or a comparison, on its own local Ray) in ``folder`` and wait
+    until one of its trials finished and Tune saved that: (the running driver, {run id: end time}
+    of the finished trials). Fails with the log's tail when none finished in time."""
+    import time
+
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    log_path = folder / "first.log"
+    with log_path.open("w") as log:
+        driver = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=log)
+    deadline = time.time() + 400
+    while time.time() < deadline and driver.poll() is None:
+        time.sleep(2)
+        experiment = mlflow_client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            continue
+        done = mlflow_client.search_runs(
+            [experiment.experiment_id],
+            filter_string="tags.`redblue.kind` = 'trial' and attributes.status = 'FINISHED'",
+        )
+        if done:
+            time.sleep(4)  # let Tune save its experiment state
+            return driver, {r.info.run_id: r.info.end_time for r in done}
+    driver.kill()
+    raise AssertionError(log_path.read_text()[-3000:])

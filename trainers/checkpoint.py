@@ -35,6 +35,7 @@ class LoopState:
     best_round: int = 0  # 1-based round of the best evaluation
     best_alpha: float = 0.5  # its fusion weight
     last_alpha: float = 0.5  # the latest evaluation's fusion weight
+    train_seconds: float = 0.0  # wall time of the rounds so far (training, evaluation, fusion)
     split_fingerprint: str = ""
     final_metrics: dict[str, float] | None = None  # set in the final checkpoint only
 

@@ -36,6 +36,21 @@ class DataConfig(Section):
     test_fraction: float = Field(
         0.2, gt=0.0, lt=0.9, description="Fraction of the data held out as the test part T."
     )
+    label_noise: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of the training pool P' whose labels are replaced at random, "
+        "seeded by seed (classification: by another class; regression: by another training "
+        "row's value). T and V keep their labels. For studying robustness to noisy labels.",
+    )
+    train_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Train on only this fraction of P' (of red and of blue, stratified for "
+        "classification), seeded by seed; T and V stay whole. For studying small data.",
+    )
 
 
 class OptimConfig(Section):

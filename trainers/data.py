@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -208,13 +208,53 @@ def make_split(
     train, val = _split_off(pool, dataset.labels, val_fraction, seed + 1, stratify, "validation")
     blue, red = _split_off(train, dataset.labels, red_ratio, seed + 2, stratify, "the red part")
     split = Split(test=test, val=val, red=red, blue=blue)
-    for name, part in (("test", test), ("validation", val), ("red", red), ("blue", blue)):
+    check_parts(split, num_workers, len(all_indices))
+    return split
+
+
+def check_parts(split: Split, num_workers: int, size: int) -> None:
+    """Each part must hold one sample per worker."""
+    parts = (("test", split.test), ("validation", split.val), ("red", split.red))
+    for name, part in (*parts, ("blue", split.blue)):
         if len(part) < num_workers:
             raise DataError(
                 f"data set too small for the split: the {name} part has {len(part)} sample(s) "
-                f"but there are {num_workers} workers (data has {len(all_indices)} samples)"
+                f"but there are {num_workers} workers (data has {size} samples)"
             )
-    return split
+
+
+def subsample_training(
+    split: Split, labels: np.ndarray, fraction: float, seed: int, stratify: bool
+) -> Split:
+    """Keep ``fraction`` of red and of blue (``data.train_fraction``); T and V are untouched."""
+    if fraction >= 1.0:
+        return split
+    kept = {}
+    for name, part in (("red", split.red), ("blue", split.blue)):
+        what = f"{fraction:g} of the {name} part"
+        _, kept[name] = _split_off(part, labels, fraction, seed + 3, stratify, what)
+    return Split(test=split.test, val=split.val, red=kept["red"], blue=kept["blue"])
+
+
+def with_label_noise(dataset: Dataset, indices: np.ndarray, fraction: float, seed: int) -> Dataset:
+    """``dataset`` with ``fraction`` of the labels at ``indices`` replaced (``data.label_noise``):
+    classification labels by another class, drawn uniformly; regression labels by the value of
+    another of ``indices``. Every other label is untouched."""
+    count = round(fraction * len(indices))
+    if count == 0:
+        return dataset
+    rng = np.random.default_rng([seed, 4])
+    chosen = rng.choice(indices, size=count, replace=False)
+    labels = dataset.labels.copy()
+    if dataset.task == "classification":
+        num_classes = len(dataset.classes)
+        if num_classes < 2:
+            raise DataError("data.label_noise needs at least two classes")
+        shift = rng.integers(1, num_classes, size=count)
+        labels[chosen] = (labels[chosen] + shift) % num_classes
+    else:
+        labels[chosen] = dataset.labels[rng.choice(indices, size=count)]
+    return replace(dataset, labels=labels)
 
 
 def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:

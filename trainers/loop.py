@@ -129,6 +129,7 @@ class Trainer:
             if self.red_blue and not is_last:  # the end's fusion is the kept model's (_finish)
                 self._fuse_if_due(round_index, metrics)
             self.state.next_round = round_index + 1
+            self.state.train_seconds += time.perf_counter() - started
             due = not is_last and checkpoint_due(round_index, self.cfg.checkpoint_every)
             self._report(metrics, self._write_checkpoint() if due else None)
             if is_last:
@@ -240,7 +241,15 @@ class Trainer:
             fuse_into_both(red, blue, alpha)
         result = next(iter(self.replicas.values()))  # red holds theta_f after the fusion
         final.update(self._test_metrics(result))
-        final.update(self._agreed({"val_loss": self._loss(result, self.split.val)}))
+        final.update(
+            self._agreed(
+                {
+                    "val_loss": self._loss(result, self.split.val),
+                    "final_train_loss": self._loss(result, self.split.train),
+                }
+            )
+        )
+        final["train_seconds"] = self.state.train_seconds
         weights = {name: engine.full_state_dict() for name, engine in result.items()}  # collective
         directory = Path(tempfile.mkdtemp(prefix="redblue-final-"))
         if self.rank == 0:

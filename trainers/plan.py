@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from trainers.config import DataConfig, DeepSpeedConfig, OptimConfig, Section, StrategyConfig
-from trainers.data import Dataset, Split, load_dataset, make_split
+from trainers.data import (
+    Dataset,
+    Split,
+    check_parts,
+    load_dataset,
+    make_split,
+    subsample_training,
+    with_label_noise,
+)
 from trainers.drift import summarize
 from trainers.families import family_of
 from trainers.families.base import Family
@@ -77,6 +85,11 @@ def plan_run(cfg: RunSettings) -> RunPlan:
         seed=cfg.seed,
         num_workers=cfg.scaling.num_workers,
     )
+    stratify = dataset.task == "classification"
+    split = subsample_training(split, dataset.labels, cfg.data.train_fraction, cfg.seed, stratify)
+    check_parts(split, cfg.scaling.num_workers, len(dataset.labels))
+    if cfg.data.label_noise > 0:
+        dataset = with_label_noise(dataset, split.train, cfg.data.label_noise, cfg.seed)
     options = cfg.model.model_dump()  # the family's section, ``kind`` included
     spec = ModelSpec(
         kind=str(options["kind"]),

@@ -1,4 +1,4 @@
-"""``redblue submit -- train|sweep CONFIG ...``: run a command on a cluster through Ray Jobs.
+"""``redblue submit -- train|sweep|compare CONFIG ...``: a command on a cluster, as a Ray job.
 
 The working directory is uploaded without what a job never needs (``.git``, ``.venv``, MLflow and
 Ray output, and everything ``.gitignore`` excludes); a package Ray would refuse is refused here,
@@ -102,14 +102,16 @@ def submission_problem(
     target: str | None, command: list[str], warn: Callable[[str], None]
 ) -> str | None:
     """Why ``redblue submit`` refuses ``command`` before anything is uploaded, or None: no
-    cluster, not ``train|sweep CONFIG ...``, a config that does not load, or a config outside
-    the uploaded folder (the working directory)."""
+    cluster, not ``train|sweep|compare CONFIG ...``, a config that does not load, or a config
+    outside the uploaded folder (the working directory)."""
     from orchestrator.config import ConfigError, load_config
 
     if not target:
         return "no cluster: pass --address or set RAY_ADDRESS (e.g. from redblue cluster up)"
-    if len(command) < 2 or command[0] not in ("train", "sweep"):
-        return "submit runs `train CONFIG ...` or `sweep CONFIG ...` (after --)"
+    if len(command) < 2 or command[0] not in ("train", "sweep", "compare"):
+        return (
+            "submit runs `train CONFIG ...`, `sweep CONFIG ...` or `compare CONFIG ...` (after --)"
+        )
     pairs = zip(command[2:], command[3:], strict=False)
     sets = [arg for flag, arg in pairs if flag in ("--set", "-s")]
     try:

@@ -102,16 +102,16 @@ def _params(values: dict[str, Any]) -> list:
     return [Param(k, str(v)) for k, v in values.items()]
 
 
-def delete_checkpoints(sweep_dir: str, keep: str) -> None:
-    """Delete the checkpoints of every trial but ``keep``: its Ray Train runs' and the copies
-    Tune holds in the trial's own folder (population-based training)."""
+def delete_checkpoints(sweep_dir: str, keep: str | None) -> None:
+    """Delete the checkpoints of every trial but ``keep`` (of every trial: None): its Ray Train
+    runs' and the copies Tune holds in the trial's own folder (population-based training)."""
     from orchestrator.sweeps.trial import TRIALS_DIR, in_tune_trial_folder, is_trial_run
 
     runs = storage.subfolders(storage.join(sweep_dir, TRIALS_DIR), "trial-")
     trial_dirs = [d for d in storage.subfolders(sweep_dir) if storage.base_name(d) != TRIALS_DIR]
     for folder in runs + trial_dirs:
         name = storage.base_name(folder)
-        if is_trial_run(name, keep) or in_tune_trial_folder(name, keep):
+        if keep and (is_trial_run(name, keep) or in_tune_trial_folder(name, keep)):
             continue
         for checkpoint in storage.subfolders(folder, "checkpoint_"):
             storage.delete_folder(checkpoint)

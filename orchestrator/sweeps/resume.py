@@ -24,21 +24,22 @@ def config_hash(cfg: RedblueConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def find_unfinished(client, cfg: RedblueConfig) -> Any:
-    """The latest sweep parent run of this experiment that did not end."""
+def find_unfinished(client, cfg: RedblueConfig, kind: str = "sweep") -> Any:
+    """The latest parent run of this experiment (a ``sweep`` or a ``compare``) that did not
+    end."""
     experiment = client.get_experiment_by_name(cfg.name)
     runs = client.search_runs(
         [experiment.experiment_id] if experiment else [],
-        filter_string="tags.`redblue.kind` = 'sweep' and attributes.status = 'RUNNING'",
+        filter_string=f"tags.`redblue.kind` = '{kind}' and attributes.status = 'RUNNING'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if not runs:
-        raise NothingToResume(f"no unfinished sweep in experiment '{cfg.name}' to resume")
+        raise NothingToResume(f"no unfinished {kind} in experiment '{cfg.name}' to resume")
     run = runs[0]
     if run.data.tags.get("redblue.config_hash") != config_hash(cfg):
         raise NothingToResume(
-            f"the unfinished sweep {run.data.tags.get('redblue.sweep_id')} was started with a "
+            f"the unfinished {kind} {run.data.tags.get('redblue.sweep_id')} was started with a "
             "different config; resume it with the same file and --set options"
         )
     return run

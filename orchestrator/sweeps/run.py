@@ -14,8 +14,9 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -31,6 +32,7 @@ from trainers.plan import RunPlan
 # taken from each node would leave no node of whole CPUs able to hold a 1-CPU worker.
 TRIAL_RESOURCES: dict[str, float] = {"CPU": 0.0, "memory": 256.0 * 2**20}
 TUNE_STATE_EVERY_S = 2
+T = TypeVar("T")
 
 
 def trial_cpus(cfg: RedblueConfig) -> float:
@@ -84,6 +86,33 @@ def sweep(
     The exit code is 1 when no trial finished or when the new version could not be given an
     alias safely (it stays registered; the message says why). ``cfg``'s paths are absolute
     (:func:`orchestrator.config.resolve_paths`)."""
+
+    def finish(parent, sweep_id: str, sweep_dir: str, trials: list[TrialOutcome]):
+        return conclude(cfg, plan, parent, sweep_id, sweep_dir, trials, allow_schema_change)
+
+    code, summary = run_trials(cfg, plan, address, resume, "sweep", finish)
+    if summary is None:
+        return code, None
+    print_summary(cfg, summary)
+    return (EXIT_OK if summary.best and summary.alias else EXIT_FAILED), summary
+
+
+Finish = Callable[[Any, str, str, list[TrialOutcome]], T]
+
+
+def run_trials(
+    cfg: RedblueConfig,
+    plan: RunPlan,
+    address: str | None,
+    resume: bool,
+    kind: str,
+    finish: Finish[T],
+) -> tuple[int, T | None]:
+    """Run (or resume) ``cfg.sweep``'s trials as Tune trials under one parent MLflow run (tag
+    ``redblue.kind=<kind>``: ``sweep`` or ``compare``), then ``finish(parent, sweep_id,
+    sweep_dir, trials)``. Returns (exit code, what ``finish`` returned); the code is 0 when it
+    returned, 2 when there is nothing to resume, 130 when interrupted (the parent stays open for
+    ``--resume``), 1 when anything failed (the parent is marked FAILED)."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.environment import connect_ray_while, leave_ray_job_folder
@@ -94,52 +123,51 @@ def sweep(
     client = MlflowClient(tracking_uri())
     if resume:
         try:
-            found = find_unfinished(client, cfg)
+            found = find_unfinished(client, cfg, kind)
         except NothingToResume as exc:
             console.print_error(str(exc))
             return EXIT_INVALID, None
         sweep_id = found.data.tags["redblue.sweep_id"]
         sweep_dir = found.data.tags["redblue.sweep_path"]
-        console.err.print(f"resuming sweep {sweep_id} (MLflow run {found.info.run_id})")
+        console.err.print(f"resuming {kind} {sweep_id} (MLflow run {found.info.run_id})")
 
         def open_parent() -> TrackedRun:
             return TrackedRun(found.info.run_id, cfg.name)
     else:
-        sweep_id = f"{cfg.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        sweep_id = f"{cfg.name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
         sweep_dir = storage.join(cfg.run.storage_path, sweep_id)
 
         def open_parent() -> TrackedRun:
-            return _start_parent(cfg, sweep_id, sweep_dir)
+            return _start_parent(cfg, sweep_id, sweep_dir, kind)
 
     wanted = trial_cpus(cfg) * (cfg.sweep.max_concurrent or 1)
     parent, where, ray_problem = connect_ray_while(open_parent, address, wanted)
     try:
         if ray_problem is not None:
             raise ray_problem
-        trials = _run_tune(cfg, plan, where, parent.run_id, sweep_id, sweep_dir, resume)
-        summary = conclude(cfg, plan, parent, sweep_id, sweep_dir, trials, allow_schema_change)
+        trials = _run_tune(cfg, plan, where, parent.run_id, sweep_id, sweep_dir, resume, kind)
+        result = finish(parent, sweep_id, sweep_dir, trials)
     except KeyboardInterrupt:
         console.print_error(
-            f"interrupted; continue with: redblue sweep ... --resume (sweep {sweep_id})"
+            f"interrupted; continue with: redblue {kind} ... --resume ({kind} {sweep_id})"
         )
         return EXIT_INTERRUPTED, None
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         parent.fail(message)
-        console.print_error(f"sweep failed: {message}")
+        console.print_error(f"{kind} failed: {message}")
         return EXIT_FAILED, None
-    print_summary(cfg, summary)
-    return (EXIT_OK if summary.best and summary.alias else EXIT_FAILED), summary
+    return EXIT_OK, result
 
 
-def _start_parent(cfg: RedblueConfig, sweep_id: str, sweep_dir: str):
-    """The sweep's parent MLflow run, with its space, settings and config."""
+def _start_parent(cfg: RedblueConfig, sweep_id: str, sweep_dir: str, kind: str):
+    """The parent MLflow run of a sweep (or comparison), with its space, settings and config."""
     from orchestrator.tracking import TrackedRun
 
     parent = TrackedRun.start(
         cfg,
         {
-            "redblue.kind": "sweep",
+            "redblue.kind": kind,
             "redblue.sweep_id": sweep_id,
             "redblue.sweep_path": sweep_dir,
             "redblue.config_hash": config_hash(cfg),
@@ -150,9 +178,9 @@ def _start_parent(cfg: RedblueConfig, sweep_id: str, sweep_dir: str):
     )
     parent.client.log_batch(parent.run_id, params=_space_params(cfg))
     parent.client.log_text(
-        parent.run_id, yaml.safe_dump(cfg.model_dump(), sort_keys=False), "sweep_config.yaml"
+        parent.run_id, yaml.safe_dump(cfg.model_dump(), sort_keys=False), f"{kind}_config.yaml"
     )
-    console.err.print(f"sweep {sweep_id}: MLflow run {parent.run_id} ({parent.uri})")
+    console.err.print(f"{kind} {sweep_id}: MLflow run {parent.run_id} ({parent.uri})")
     return parent
 
 
@@ -177,6 +205,7 @@ def _run_tune(
     sweep_id: str,
     sweep_dir: str,
     resume: bool,
+    kind: str,
 ) -> list[TrialOutcome]:
     import ray
     from ray import tune
@@ -196,11 +225,18 @@ def _run_tune(
 
     most_rounds = max_rounds(cfg, len(plan.split.train))
     concurrency = max_concurrent(cfg, ray.available_resources())
-    console.err.print(
-        f"sweeping on {where}: {cfg.sweep.num_samples} samples, {concurrency} at once, "
-        f"{cfg.sweep.scheduler} scheduler, {cfg.sweep.search} search, "
-        f"up to {most_rounds} rounds per trial"
-    )
+    if kind == "compare":
+        seeds = len(cfg.sweep.space["seed"].grid or [])
+        console.err.print(
+            f"comparing on {where}: red-blue and standard training on {seeds} seed(s), "
+            f"{concurrency} at once, up to {most_rounds} rounds each"
+        )
+    else:
+        console.err.print(
+            f"sweeping on {where}: {cfg.sweep.num_samples} samples, {concurrency} at once, "
+            f"{cfg.sweep.scheduler} scheduler, {cfg.sweep.search} search, "
+            f"up to {most_rounds} rounds per trial"
+        )
     if cfg.sweep.scheduler == "pbt" and concurrency < 2:
         console.err.print(
             "warning: population-based training compares trials running at the same time; with "

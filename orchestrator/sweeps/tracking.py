@@ -109,15 +109,17 @@ class SweepTracker(Callback):
                 )
             client.update_run(run.run_id, status="RUNNING")
         else:
+            trial_cfg = self.cfg.with_values(params)
             tags = {
                 "redblue.kind": "trial",
                 "redblue.sweep_id": self.sweep_id,
                 "redblue.trial_id": trial_id,
-                "redblue.strategy": self.cfg.strategy.kind,
+                "redblue.strategy": trial_cfg.strategy.kind,
+                "redblue.seed": str(trial_cfg.seed),
                 "redblue.world_size": str(self.cfg.scaling.num_workers),
             }
             run = TrackedRun.start(
-                self.cfg.with_values(params),
+                trial_cfg,
                 tags,
                 parent_run_id=self.parent_run_id,
                 run_name=f"trial-{trial_id}",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import start_until_a_trial_finished
+
 pytestmark = pytest.mark.integration
 
 SPACE = {
@@ -123,26 +125,11 @@ def test_resume_after_the_driver_is_killed(tmp_path, mlflow_client):
         "  scheduler: fifo\n"
     )
     command = [sys.executable, "-m", "orchestrator.cli", "sweep", str(config)]
+    driver, finished_before = start_until_a_trial_finished(
+        command, tmp_path, mlflow_client, "sweep-resume"
+    )
     env = {**os.environ}
     env.pop("RAY_ADDRESS", None)
-    log = (tmp_path / "first.log").open("w")
-    driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log)
-    finished_before = None
-    deadline = time.time() + 400
-    while time.time() < deadline and driver.poll() is None:
-        time.sleep(2)
-        experiment = mlflow_client.get_experiment_by_name("sweep-resume")
-        if experiment is None:
-            continue
-        done = mlflow_client.search_runs(
-            [experiment.experiment_id],
-            filter_string="tags.`redblue.kind` = 'trial' and attributes.status = 'FINISHED'",
-        )
-        if done:
-            time.sleep(4)  # let Tune save its experiment state
-            finished_before = {r.info.run_id: r.info.end_time for r in done}
-            break
-    assert finished_before, (tmp_path / "first.log").read_text()[-3000:]
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     time.sleep(5)  # the killed driver's local Ray shuts itself down

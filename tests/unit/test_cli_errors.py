@@ -57,6 +57,22 @@ SWEEP_CASES = {
     ),
 }
 
+COMPARE_CASES = {
+    "compare label noise out of range": (
+        ["--set", "data.label_noise=1.5"],
+        "data.label_noise: Input should be less than 1",
+    ),
+    "compare train fraction out of range": (
+        ["--set", "data.train_fraction=0"],
+        "data.train_fraction: Input should be greater than 0",
+    ),
+    "compare no seeds": (["--seeds", "0"], "Invalid value for '--seeds'"),
+    "compare nothing to resume": (
+        ["--resume"],
+        "no unfinished compare in experiment 'clitest' to resume",
+    ),
+}
+
 DEPLOY_CASES = {
     "deploy not a uri": (["digits"], "'digits' is not a model URI; use models:/NAME@ALIAS"),
     "deploy unknown model": (["models:/nope@champion"], "models:/nope@champion: "),
@@ -93,6 +109,7 @@ def outcomes(tmp_path_factory):
         for name, (args, _) in CASES.items()
     }
     cases.update({name: ["sweep", str(config), *args] for name, (args, _) in SWEEP_CASES.items()})
+    cases.update({name: ["compare", str(config), *a] for name, (a, _) in COMPARE_CASES.items()})
     cases.update({name: ["deploy", *args] for name, (args, _) in DEPLOY_CASES.items()})
     cases["missing config"] = ["train", str(tmp / "absent.yaml")]
     script = textwrap.dedent(
@@ -115,11 +132,11 @@ def outcomes(tmp_path_factory):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", [*CASES, *SWEEP_CASES, *DEPLOY_CASES])
+@pytest.mark.parametrize("name", [*CASES, *SWEEP_CASES, *COMPARE_CASES, *DEPLOY_CASES])
 def test_bad_input_exits_2_with_a_clear_message(outcomes, name):
     code, output = outcomes[name]
     assert code == 2, output
-    expected = {**CASES, **SWEEP_CASES, **DEPLOY_CASES}[name][1]
+    expected = {**CASES, **SWEEP_CASES, **COMPARE_CASES, **DEPLOY_CASES}[name][1]
     assert expected in " ".join(output.split()), output
     assert "Traceback" not in output
 

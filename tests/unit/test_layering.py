@@ -99,10 +99,11 @@ def test_no_orchestrator_module_is_over_350_lines():
     assert not long, long
 
 
-COMMANDS = ("training", "sweeps", "serving", "cluster")
+COMMANDS = ("training", "sweeps", "compare", "serving", "cluster")
 # The arrows allowed into a command package from outside it (cli.py maps onto all of them): a
-# sweep's trials are training runs, and the config composes the sweep section from its owner.
-CROSSING = {("sweeps", "training"), ("config.py", "sweeps")}
+# sweep's trials are training runs, a comparison is a grid of trials run by the sweep machinery,
+# and the config composes the sweep section from its owner.
+CROSSING = {("sweeps", "training"), ("compare", "sweeps"), ("config.py", "sweeps")}
 
 
 def orchestrator_targets(path: Path) -> set[str]:

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from tests.helpers import Recorder, plain_trainer
-from trainers.checkpoint import FINAL_MODEL_DIR
+from tests.helpers import Recorder, plain_trainer, without_timing
+from trainers.checkpoint import FINAL_MODEL_DIR, read_state
 from trainers.loop import TrainingDiverged
 from trainers.models import load_model
 from trainers.rounds import plan_rounds
@@ -57,6 +57,8 @@ def test_trains_digits_and_reports_the_metric_names(tmp_path, kind):
         assert {"red/test_accuracy", "blue/test_accuracy"} <= set(outcome.metrics)
     else:
         assert {"train_loss", "val_loss", "lr"} <= set(first_round)
+    assert {"final_train_loss", "train_seconds"} <= set(outcome.metrics)
+    assert outcome.metrics["final_train_loss"] < outcome.metrics["test_loss"]  # fitted P' better
     final_dir = recorder.checkpoints[-1] / FINAL_MODEL_DIR
     model, spec = load_model(final_dir)
     assert spec.classes == list(range(10))
@@ -74,7 +76,10 @@ def test_resume_continues_exactly(tmp_path):
     torch.manual_seed(12345)  # a restarted process has other RNG state; the checkpoint restores it
     trainer.restore(first.checkpoints[0])
     assert trainer.state.next_round == 2
-    assert trainer.run().metrics == expected
+    got = trainer.run().metrics
+    assert without_timing(got) == without_timing(expected)
+    saved = read_state(first.checkpoints[0], 0).train_seconds  # the first two rounds' time
+    assert 0 < saved < got["train_seconds"]
     assert resumed.metrics[0]["round"] == 3
 
 

@@ -1,0 +1,1 @@
+"""`redblue compare`: red-blue against standard training, paired by seed."""

@@ -1,0 +1,104 @@
+"""`redblue compare` end to end: a real Tune grid of Ray Train DeepSpeed runs, paired by seed,
+recorded in MLflow; SIGTERM part way, then --resume finishes it without training again what
+had finished."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from tests.helpers import start_until_a_trial_finished
+
+pytestmark = pytest.mark.integration
+
+CONFIG = (
+    "name: compare-test\n"
+    "optim: {epochs: 2, lr: 0.005}\n"
+    "scaling: {num_workers: 2, cpus_per_worker: 0.5}\n"
+    "checkpoint: {every_rounds: 1, keep: 1}\n"
+    "sweep: {max_concurrent: 1}\n"
+)
+
+
+def test_compare_two_seeds_interrupted_by_sigterm_then_resumed(tmp_path, mlflow_client):
+    config = tmp_path / "compare.yaml"
+    config.write_text(CONFIG)
+    command = [sys.executable, "-m", "orchestrator.cli", "compare", str(config), "--seeds", "2"]
+    driver, finished_before = start_until_a_trial_finished(
+        command, tmp_path, mlflow_client, "compare-test"
+    )
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()[-3000:]
+    experiment = mlflow_client.get_experiment_by_name("compare-test")
+    parents = mlflow_client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`redblue.kind` = 'compare'"
+    )
+    assert len(parents) == 1 and parents[0].info.status == "RUNNING"  # kept for --resume
+    time.sleep(5)  # the stopped driver's local Ray shuts itself down
+
+    resumed = subprocess.run(
+        [*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming compare" in resumed.stderr
+    parent = mlflow_client.get_run(parents[0].info.run_id)
+    assert parent.info.status == "FINISHED"
+    runs = mlflow_client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    assert sorted((r.data.tags["redblue.strategy"], r.data.tags["redblue.seed"]) for r in runs) == [
+        ("red_blue", "0"),
+        ("red_blue", "1"),
+        ("standard", "0"),
+        ("standard", "1"),
+    ]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:  # children that had finished were not trained again
+        if run.info.run_id in finished_before:
+            assert run.info.end_time == finished_before[run.info.run_id]
+        assert run.data.params["strategy.kind"] == run.data.tags["redblue.strategy"]
+        assert run.data.params["seed"] == run.data.tags["redblue.seed"]
+
+    metrics = parent.data.metrics
+    for key in (
+        "red_blue/test_accuracy_mean",
+        "red_blue/test_accuracy_std",
+        "standard/test_accuracy_mean",
+        "standard/test_accuracy_std",
+        "delta/test_accuracy_mean",
+        "delta/test_accuracy_p_value",
+        "red_blue/test_loss_mean",
+        "delta/test_loss_mean",
+        "delta/test_loss_p_value",
+        "red_blue/gap_mean",
+        "standard/gap_mean",
+        "compute_ratio",
+    ):
+        assert key in metrics, key
+    by_child = {
+        (r.data.tags["redblue.strategy"], r.data.tags["redblue.seed"]): r.data.metrics for r in runs
+    }
+    red = [by_child[("red_blue", s)]["test_accuracy"] for s in "01"]
+    standard = [by_child[("standard", s)]["test_accuracy"] for s in "01"]
+    assert metrics["delta/test_accuracy_mean"] == pytest.approx(
+        (red[0] - standard[0] + red[1] - standard[1]) / 2
+    )
+    assert 0.2 < metrics["compute_ratio"] < 5
+    artifacts = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.csv", "comparison.png"} <= artifacts
+    csv = mlflow_client.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
+    frame = pd.read_csv(csv)
+    assert len(frame) == 4 and {"strategy", "seed", "train_seconds", "test_accuracy"} <= set(
+        frame.columns
+    )
+    assert "verdict:" in resumed.stdout and "paired t-test" in resumed.stdout
+    assert parent.data.tags["redblue.verdict"] in " ".join(resumed.stdout.split())
