@@ -5,7 +5,8 @@ settings of the method, written as one Markdown table.
 Every row is one ``redblue compare CONFIG --seeds N`` (default 5) with the config's own budget,
 on one worker per training (``scaling.num_workers=1``) so that two trainings run at once on a
 2-core machine. Run: ``python benchmarks/redblue_study.py [--seeds 5] [--output study.md]
-[--only digits]``; it prints the table and its wall time, and writes the table to ``--output``.
+[--only digits] [--regime "label noise"]``; it prints the table and its wall time, and writes
+the table to ``--output``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ROWS = [
     ("diabetes", "all data", []),
     ("digits", "label noise 0.2", ["data.label_noise=0.2"]),
     ("digits", "10% of the data", ["data.train_fraction=0.1"]),
+    ("digits", "10% of the data, 5x the epochs", ["data.train_fraction=0.1", "optim.epochs=100"]),
     ("breast_cancer", "label noise 0.2", ["data.label_noise=0.2"]),
     ("breast_cancer", "10% of the data", ["data.train_fraction=0.1"]),
     ("digits", "red_ratio 0.3", ["strategy.red_ratio=0.3"]),
@@ -108,12 +110,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--output", type=Path, default=Path("redblue_study.md"))
     parser.add_argument("--only", help="only the rows of this data set")
+    parser.add_argument("--regime", help="only the rows whose regime contains this text")
     args = parser.parse_args()
     started = time.time()
     results = []
     with tempfile.TemporaryDirectory(prefix="redblue-study-") as folder:
         for data, regime, overrides in ROWS:
-            if args.only and data != args.only:
+            if (args.only and data != args.only) or (args.regime and args.regime not in regime):
                 continue
             results.append(
                 (data, regime, compare(data, regime, overrides, args.seeds, Path(folder)))

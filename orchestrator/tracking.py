@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -189,17 +191,23 @@ class TrackedRun:
         labels, _ = predict(model, spec, sample)
         names = list(family_of(spec.kind).input_schema(spec).feature_names)
         signature = model_signature(names, sample, labels)
+        with self.active():
+            info = self._log_pyfunc(signature, final_model_dir)
+        return info.model_uri
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """This run as MLflow's active run (for APIs that log into it), quietly, keeping the
+        status and end time it had (leaving ``start_run`` would end it now)."""
         before = self.client.get_run(self.run_id).info
         with warnings.catch_warnings():  # MLflow nudges towards type hints and input examples
             warnings.simplefilter("ignore", UserWarning)
             with mlflow.start_run(run_id=self.run_id):
-                info = self._log_pyfunc(signature, final_model_dir)
-        # Leaving start_run() ends the run now; keep the status and end time it had.
+                yield
         if before.end_time:
             self.client.set_terminated(self.run_id, before.status, end_time=before.end_time)
         else:
             self.client.update_run(self.run_id, status=before.status)
-        return info.model_uri
 
     def _log_pyfunc(self, signature: ModelSignature, final_model_dir: Path):
         return mlflow.pyfunc.log_model(

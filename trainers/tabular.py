@@ -136,11 +136,42 @@ class Supervised:
         return nn.functional.mse_loss(outputs.float().squeeze(-1), scaled)
 
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Test metrics on T: the loss, and accuracy or MSE."""
-        metrics = {"test_loss": float(self.loss(outputs, targets))}
+        """Test metrics on T: the loss; for classification accuracy, macro F1, ROC-AUC (binary,
+        or one-vs-rest macro; left out when T lacks a class) and the expected calibration error;
+        for regression MSE, MAE and R² (in the target's own units)."""
+        from sklearn import metrics as sk
+
+        result = {"test_loss": float(self.loss(outputs, targets))}
+        truth = targets.cpu().numpy()
         if self.task == "classification":
-            metrics["test_accuracy"] = float((outputs.argmax(dim=1) == targets).double().mean())
-        else:
-            values = outputs.float().squeeze(-1) * self.target_std + self.target_mean
-            metrics["test_mse"] = float((values - targets).pow(2).mean())
-        return metrics
+            probabilities = torch.softmax(outputs.float(), dim=-1).cpu().numpy()
+            predicted = probabilities.argmax(axis=1)
+            result["test_accuracy"] = float(np.mean(predicted == truth))
+            result["test_macro_f1"] = float(
+                sk.f1_score(truth, predicted, average="macro", zero_division=0)
+            )
+            result["test_ece"] = expected_calibration_error(probabilities, truth)
+            if len(np.unique(truth)) == probabilities.shape[1]:  # every class in T
+                scores = probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities
+                result["test_roc_auc"] = float(sk.roc_auc_score(truth, scores, multi_class="ovr"))
+            return result
+        values = (outputs.float().squeeze(-1) * self.target_std + self.target_mean).cpu().numpy()
+        result["test_mse"] = float(np.mean((values - truth) ** 2))
+        result["test_mae"] = float(np.mean(np.abs(values - truth)))
+        result["test_r2"] = float(sk.r2_score(truth, values))
+        return result
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, truth: np.ndarray, bins: int = 15
+) -> float:
+    """Top-label ECE: over ``bins`` equal-width bins of confidence (the top probability), the
+    share-weighted gap between each bin's accuracy and its mean confidence."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == truth
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in np.unique(which):
+        members = which == b
+        error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)

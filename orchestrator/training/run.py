@@ -60,6 +60,7 @@ def train(
     tracked, where, ray_problem = connect_ray_while(
         open_run, address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     )
+    from orchestrator.evaluation import log_evaluation
     from orchestrator.tracking import download_final_model, node_tags, ui_command
     from orchestrator.training.launch import run_training
 
@@ -117,6 +118,7 @@ def train(
         tracked.log_metrics(result.final_metrics, step=num_rounds)
         model_dir = download_final_model(result.checkpoint)
         model_uri = tracked.log_model(model_dir, plan.dataset.features[plan.split.test[:5]])
+        log_evaluation(tracked, model_dir, plan)
         tracked.finish()
     except KeyboardInterrupt:
         tracked.fail("interrupted (Ctrl-C, or the job was stopped)", status="KILLED")

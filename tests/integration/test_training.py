@@ -135,6 +135,35 @@ def test_logged_model_predicts_like_the_fused_model(train, mlflow_client, tmp_pa
     params = mlflow_client.get_run(summary.run_id).data.params
     assert params["strategy.red_ratio"] == "0.5" and params["deepspeed.zero_stage"] == "0"
 
+    # the evaluation report of the kept model on T
+    report = {"confusion_matrix.json", "test_confusion_matrix.png", "per_class_metrics.csv"}
+    assert report <= artifacts
+    confusion = mlflow.artifacts.load_dict(f"runs:/{summary.run_id}/confusion_matrix.json")
+    matrix = np.asarray(confusion["matrix"])
+    assert confusion["labels"] == list(range(10)) and matrix.sum() == len(features)
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(summary.metrics["test_accuracy"])
+    metrics = mlflow_client.get_run(summary.run_id).data.metrics
+    assert metrics["test_accuracy_score"] == pytest.approx(summary.metrics["test_accuracy"])
+    for key in ("test_macro_f1", "test_roc_auc", "test_ece", "test_f1_score"):
+        assert 0 <= metrics[key] <= 1, key
+    assert metrics["test_roc_auc"] > 0.9
+
+
+def test_a_regression_run_reports_mae_r2_and_residuals(train, mlflow_client):
+    code, summary = train(
+        "diabetes-report",
+        data={"source": "diabetes"},
+        model={"kind": "linear"},
+        strategy={"kind": "standard"},
+        optim={"epochs": 20, "lr": 0.02, "batch_size": 32},
+    )
+    assert code == 0
+    metrics = mlflow_client.get_run(summary.run_id).data.metrics
+    assert 0.2 < metrics["test_r2"] < 1 and metrics["test_mae"] > 0
+    assert metrics["test_mae"] ** 2 <= metrics["test_mse"]  # mean |e| squared <= mean e^2
+    artifacts = {a.path for a in mlflow_client.list_artifacts(summary.run_id)}
+    assert "residuals.png" in artifacts
+
 
 def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(train, mlflow_client):
     code, summary = train(

@@ -1,0 +1,88 @@
+"""The evaluation report of a training's kept model on the test part T, logged to its run.
+
+The test metrics of every run (``test_macro_f1``, ``test_roc_auc``, ``test_ece``; ``test_mae``,
+``test_r2``) come from the family's objective in the workers, so sweep and comparison children
+carry them too. This adds, on a ``redblue train`` run, what needs the driver: for classification
+MLflow's evaluation of the predictions (``mlflow.models.evaluate``: the confusion matrix plot, the
+per-class precision / recall / F1 table, and weighted scores logged as ``test_*_score``) and the
+confusion matrix as JSON; for regression a residual plot.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.tracking import TrackedRun
+from trainers.models import load_model, predict
+from trainers.plan import RunPlan
+
+CONFUSION_FILE = "confusion_matrix.json"
+RESIDUALS_FILE = "residuals.png"
+
+
+def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> None:
+    """Predict T with the saved model and log the report to ``run``."""
+    model, spec = load_model(final_model_dir)
+    test = plan.split.test
+    predicted, _ = predict(model, spec, plan.dataset.features[test])
+    labels = plan.dataset.labels[test]
+    if spec.task == "classification":
+        truth = np.asarray(spec.classes)[labels]
+        _classification_report(run, truth, predicted, list(spec.classes))
+    else:
+        _residual_plot(run, labels.astype(np.float64), np.asarray(predicted, np.float64))
+
+
+def _classification_report(run: TrackedRun, truth, predicted, classes: list) -> None:
+    import mlflow
+    from sklearn.metrics import confusion_matrix
+
+    frame = pd.DataFrame({"target": truth, "prediction": predicted})
+    logging.getLogger("mlflow.models.evaluation").setLevel(logging.ERROR)
+    with run.active():
+        mlflow.models.evaluate(
+            data=frame,
+            predictions="prediction",
+            targets="target",
+            model_type="classifier",
+            evaluators=["default"],
+            evaluator_config={
+                "default": {
+                    "label_list": classes,
+                    "metric_prefix": "test_",
+                    "log_model_explainability": False,
+                }
+            },
+        )
+    matrix = confusion_matrix(truth, predicted, labels=classes)
+    run.client.log_dict(
+        run.run_id,
+        {
+            "labels": [c.item() if hasattr(c, "item") else c for c in classes],
+            "rows": "true class",
+            "columns": "predicted class",
+            "matrix": matrix.tolist(),
+        },
+        CONFUSION_FILE,
+    )
+
+
+def _residual_plot(run: TrackedRun, truth: np.ndarray, predicted: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 4))
+    axis.scatter(predicted, truth - predicted, s=10, alpha=0.6)
+    axis.axhline(0.0, color="C3", linewidth=1)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true - predicted")
+    axis.set_title("residuals on the test part T")
+    figure.tight_layout()
+    run.client.log_figure(run.run_id, figure, RESIDUALS_FILE)
+    plt.close(figure)
