@@ -83,7 +83,7 @@ class Trainer:
     """Runs the rounds for one worker. ``run()`` is the whole algorithm; helpers do one thing."""
 
     def __init__(self, plan: RunPlan, replicas: dict[str, Member], report: Report) -> None:
-        self.cfg, self.spec, self.split, self.plan = plan.loop, plan.spec, plan.split, plan.rounds
+        self.cfg, self.spec, self.split, self.rounds = plan.loop, plan.spec, plan.split, plan.rounds
         self.family, self.report = plan.family, report
         self.replicas = replicas
         cfg, split, dataset = plan.loop, plan.split, plan.dataset
@@ -112,7 +112,7 @@ class Trainer:
             return self._report_finished(self.finished_at)
         metrics: dict[str, float] = {}
         stopped_early = False
-        last_round = self.plan.num_rounds - 1
+        last_round = self.rounds.num_rounds - 1
         round_index = first_round = self.state.next_round
         while round_index <= last_round:
             started = time.perf_counter()
@@ -146,7 +146,7 @@ class Trainer:
     def _train_round(self, round_index: int) -> dict[str, float]:
         metrics: dict[str, float] = {"round": float(round_index + 1)}
         for name, replica in self.replicas.items():
-            loss = self._train_phase(name, replica, self.plan.steps_per_replica[name])
+            loss = self._train_phase(name, replica, self.rounds.steps_per_replica[name])
             if not math.isfinite(loss):
                 raise TrainingDiverged(round_index + 1, name)
             metrics["train_loss" if name == "standard" else f"{name}/train_loss"] = loss
@@ -316,7 +316,7 @@ class Trainer:
         return TrainOutcome(metrics=final, rounds_run=self.state.next_round, stopped_early=False)
 
     def _samples_per_round(self) -> int:
-        return sum(self.plan.steps_per_replica.values()) * self.cfg.optim.batch_size
+        return sum(self.rounds.steps_per_replica.values()) * self.cfg.optim.batch_size
 
     def _epochs_done(self, rounds: int) -> float:
         return rounds * self._samples_per_round() / max(1, len(self.split.train))
