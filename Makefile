@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/serve_bench.py --ingress proxy haproxy
+	$(BIN)/python benchmarks/predict_throughput.py
 
 clean:
 	rm -rf $(VENV) ray_results mlruns mlartifacts mlflow.db logs .pytest_cache

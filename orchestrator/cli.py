@@ -178,6 +178,25 @@ def deploy(
     )
 
 
+@app.command()
+def predict(
+    model: str = typer.Argument(..., metavar="MODEL", help="A model URI or a saved model folder."),
+    source: str = typer.Argument(..., metavar="INPUT", help="A .csv/.parquet file or folder."),
+    output: str = typer.Option(..., "--output", "-o", help="Folder to write (.csv/.parquet)."),
+    proba: bool = typer.Option(False, "--proba", help="Add proba_<class> columns (classifiers)."),
+    concurrency: int = typer.Option(1, min=1, help="Model actors predicting in parallel."),
+    batch_size: int = typer.Option(4096, min=1, help="Rows per batch handed to an actor."),
+    cpus_per_actor: float = typer.Option(1.0, min=0.01, help="Ray CPUs (torch threads) per actor."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    address: str | None = typer.Option(None, help="Ray cluster; else $RAY_ADDRESS, else local."),
+) -> None:
+    """Predict MODEL on each row of INPUT with Ray Data: INPUT's rows plus `prediction`."""
+    from orchestrator.predicting.run import PredictArgs, command
+
+    options = (proba, overwrite, concurrency, batch_size, cpus_per_actor)
+    raise typer.Exit(command(PredictArgs(model, source, output, *options), address))
+
+
 def _validated(config: Path, overrides: list[str], address: str | None, for_sweep: bool):
     """The config (its paths made absolute) and its plan, or exit 2 with one message (before Ray
     is imported). Training checks what it uses and warns about a sweep section a sweep would
@@ -194,6 +213,7 @@ def _validated(config: Path, overrides: list[str], address: str | None, for_swee
         cfg = load_config(config, overrides, for_sweep, warn=console.print_warning)
         plan = plan_run(cfg)
         resolve_paths(cfg)
+        console.print_features(plan.dataset, len(plan.split.train))
     except (ConfigError, DataError, StorageError) as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None

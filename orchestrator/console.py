@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from trainers.data import Dataset
+from trainers.preprocessing import summary_lines
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -50,6 +53,22 @@ def print_summary(rows: list[tuple[str, str]], title: str) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+def print_features(dataset: Dataset, train_rows: int) -> None:
+    """How the feature columns are read, before training (``trainers.preprocessing``)."""
+    if dataset.preprocessing is None:
+        return
+    columns = len(dataset.preprocessing.columns)
+    err.print(f"features: {columns} columns, fitted on the training pool ({train_rows} rows)")
+    for how, names in summary_lines(dataset.preprocessing):
+        err.print(f"  {how:<28} {escape(names)}", soft_wrap=True)
+    if dataset.dropped_labels:
+        err.print(f"  left out {dataset.dropped_labels} row(s) without a label")
+    if dataset.dropped_rows:
+        err.print(
+            f"  left out {dataset.dropped_rows} row(s) with a gap in a 'missing: drop' column"
+        )
 
 
 def trials_table(rows: Sequence[Sequence[str]], metric: str, title: str = "trials") -> Table:

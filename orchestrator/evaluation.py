@@ -2,7 +2,8 @@
 
 The test metrics of every run (``test_macro_f1``, ``test_roc_auc``, ``test_ece``; ``test_mae``,
 ``test_r2``) come from the family's objective in the workers, so sweep and comparison children
-carry them too. This adds, on a ``redblue train`` run, what needs the driver: for classification
+carry them too. This adds, on a ``redblue train`` run and on each finished sweep trial's run,
+what needs the driver: for classification
 MLflow's evaluation of the predictions (``mlflow.models.evaluate``: the confusion matrix plot, the
 per-class precision / recall / F1 table, and weighted scores logged as ``test_*_score``) and the
 confusion matrix as JSON; for regression a residual plot.
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.tracking import TrackedRun
+from trainers.families import family_of
 from trainers.models import load_model, predict
 from trainers.plan import RunPlan
 
@@ -28,7 +30,8 @@ def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> Non
     """Predict T with the saved model and log the report to ``run``."""
     model, spec = load_model(final_model_dir)
     test = plan.split.test
-    predicted, _ = predict(model, spec, plan.dataset.features[test])
+    features = family_of(spec.kind).input_schema(spec).rows(plan.dataset.raw_rows(test))
+    predicted, _ = predict(model, spec, features)  # the model's own preprocessing of T
     labels = plan.dataset.labels[test]
     if spec.task == "classification":
         truth = np.asarray(spec.classes)[labels]

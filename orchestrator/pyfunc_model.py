@@ -3,13 +3,14 @@
 ``mlflow.pyfunc.load_model(uri).predict(data)`` returns the predicted labels (classification)
 or values (regression). ``data`` is what a user has at hand, as the model family's input schema
 takes it (``trainers.inputs.TabularInput`` for the tabular families: a DataFrame read from the
-training file as is, an array or list of rows, or records).
+training file as is, strings and gaps included, records, or for models of number columns an
+array or list of rows); the model's stored preprocessing encodes it.
 
-The signature declares one ``double`` column per feature (``tracking.model_signature``). MLflow's
-own check of such a signature refuses int64 columns and any array or list of rows, so the model
-is logged with MLflow's flag for models that check their own input, and the family's schema does
-the check: a missing column, a wrong width, a non-numeric column or a NaN raises an
-``MlflowException`` (HTTP 400 under ``mlflow models serve``) that names it.
+The signature declares one column per feature, typed as in training (``tracking.model_signature``).
+MLflow's own check of a signature refuses int64 columns, gaps and any array or list of rows, so the
+model is logged with MLflow's flag for models that check their own input, and the family's schema
+does the check: a missing column, a wrong width, a value of the wrong type or a refused gap raises
+an ``MlflowException`` (HTTP 400 under ``mlflow models serve``) that names it.
 
 The weights and model config sit in the model's artifacts as ``final_model/weights.safetensors``
 and ``final_model/model_config.json``. Only ``trainers/`` is shipped with the model as code, so

@@ -28,6 +28,7 @@ from orchestrator import console
 from orchestrator.registry_lock import PromotionError, registry_lock
 from trainers.data import Dataset, Split
 from trainers.families import family_of
+from trainers.inputs import InputError
 from trainers.models import CONFIG_FILE, load_model, predict
 
 if TYPE_CHECKING:
@@ -52,17 +53,22 @@ class FeatureSchema:
     """What a model takes and gives: clients built for one schema fail against another."""
 
     task: str
-    width: int
+    width: int  # raw input columns (not the encoded width, which follows P''s categories)
     feature_names: tuple[str, ...]
     classes: tuple[Any, ...]
+    types: tuple[str, ...] = ()  # each column's type (number, category, boolean)
 
     @classmethod
     def from_model_config(cls, config: dict[str, Any]) -> FeatureSchema:
+        names = tuple(str(n) for n in config.get("feature_names") or ())
+        columns = (config.get("preprocessing") or {}).get("columns") or []
+        types = {c["name"]: c["type"] for c in columns}
         return cls(
             task=str(config.get("task", "")),
-            width=int(config.get("in_features", 0)),
-            feature_names=tuple(str(n) for n in config.get("feature_names") or ()),
+            width=len(names) or int(config.get("in_features", 0)),
+            feature_names=names,
             classes=tuple(config.get("classes") or ()),
+            types=tuple(types.get(name, "number") for name in names),
         )
 
     @classmethod
@@ -88,6 +94,12 @@ def schema_changes(old: FeatureSchema, new: FeatureSchema) -> list[str]:
                 f"feature {first} is named {new.feature_names[first]!r}, "
                 f"was {old.feature_names[first]!r}"
             )
+    if old.feature_names == new.feature_names and old.types and new.types:
+        changes += [
+            f"column {name!r} is a {now}, was a {was}"
+            for name, was, now in zip(new.feature_names, old.types, new.types, strict=True)
+            if was != now
+        ]
     if old.classes != new.classes:
         changes.append(f"classes {list(old.classes)} -> {list(new.classes)}")
     return changes
@@ -150,14 +162,15 @@ def decide(
 def score_model(final_model_dir: Path, dataset: Dataset, split: Split) -> Score:
     """Score saved weights on the test part T of ``split``."""
     model, spec = load_model(final_model_dir)
-    if spec.in_features != dataset.features.shape[1]:
-        raise ValueError(
-            f"the model takes {spec.in_features} features, the data has {dataset.features.shape[1]}"
-        )
-    predictions, _ = predict(model, spec, dataset.features[split.test])
+    family = family_of(spec.kind)
+    try:  # the model's own preprocessing, on the raw rows
+        features = family.input_schema(spec).rows(dataset.raw_rows(split.test))
+    except InputError as exc:
+        raise ValueError(f"the model cannot take this data: {exc}") from None
+    predictions, _ = predict(model, spec, features)
     labels = dataset.labels[split.test]
     truth = np.asarray(dataset.classes)[labels] if dataset.task == "classification" else labels
-    rule = family_of(spec.kind).score(spec)
+    rule = family.score(spec)
     return Score(rule.metric, rule.score(predictions, truth), rule.higher_is_better)
 
 

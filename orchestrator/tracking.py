@@ -32,8 +32,10 @@ import trainers
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import state_root
 from trainers.checkpoint import FINAL_MODEL_DIR
+from trainers.data import Dataset
 from trainers.families import family_of
 from trainers.models import load_model, predict
+from trainers.preprocessing import FILLING
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -185,15 +187,41 @@ class TrackedRun:
         self.client.log_figure(self.run_id, figure, "learning_curve.png")
         plt.close(figure)
 
-    def log_model(self, final_model_dir: Path, sample: np.ndarray) -> str:
-        """Log the fused model as a pyfunc (weights + config as artifacts); returns its URI."""
+    def log_model(self, final_model_dir: Path, sample: pd.DataFrame | np.ndarray) -> str:
+        """Log the fused model as a pyfunc (weights + config as artifacts); returns its URI.
+        ``sample``: a few raw input rows, for the signature."""
         model, spec = load_model(final_model_dir)
-        labels, _ = predict(model, spec, sample)
-        names = list(family_of(spec.kind).input_schema(spec).feature_names)
-        signature = model_signature(names, sample, labels)
+        schema = family_of(spec.kind).input_schema(spec)
+        labels, _ = predict(model, spec, schema.rows(sample))
+        signature = model_signature(list(schema.feature_names), sample, labels)
         with self.active():
             info = self._log_pyfunc(signature, final_model_dir)
         return info.model_uri
+
+    def log_data(self, dataset: Dataset) -> None:
+        """How the features were read: ``preprocessing.json`` (the fitted transformation, as
+        the model stores it) and params for the columns by type and the rows left out."""
+        if dataset.preprocessing is None:
+            return
+        fitted = dataset.preprocessing
+        self.client.log_dict(self.run_id, fitted.to_dict(), "preprocessing.json")
+        by_type = {
+            kind: ",".join(c.name for c in fitted.columns if c.type == kind)
+            for kind in ("category", "boolean")
+        }
+        imputed = ",".join(f"{c.name}:{c.missing}" for c in fitted.columns if c.missing in FILLING)
+        params = {
+            "preprocessing.numbers": str(sum(c.type == "number" for c in fitted.columns)),
+            "preprocessing.categories": by_type["category"] or "-",
+            "preprocessing.booleans": by_type["boolean"] or "-",
+            "preprocessing.imputed": imputed[:6000] or "-",
+            "preprocessing.width": str(fitted.width),
+            "data.dropped_labels": str(dataset.dropped_labels),
+            "data.dropped_rows": str(dataset.dropped_rows),
+        }
+        self.client.log_batch(
+            self.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()]
+        )
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -243,10 +271,11 @@ class TrackedRun:
 
 
 def model_signature(
-    feature_names: list[str], sample: np.ndarray, labels: np.ndarray
+    feature_names: list[str], sample: pd.DataFrame | np.ndarray, labels: np.ndarray
 ) -> ModelSignature:
-    """The logged model's signature: one required ``double`` column per feature, named as in
-    training; the outputs as inferred from ``labels`` (the predictions for ``sample``).
+    """The logged model's signature: one column per feature, named as in training and typed as
+    in ``sample`` (``double`` for numbers, ``string`` for categories); the outputs as inferred
+    from ``labels`` (the predictions for ``sample``).
 
     MLflow checks a column signature before the model sees the data, and its rules refuse what
     users have: int64 columns (only ints of up to 32 bits widen to double) and any numpy array or
@@ -256,7 +285,11 @@ def model_signature(
     ``pyfunc_model.features_from`` checks it. Under ``mlflow models serve`` a JSON request then
     carries its data under ``inputs`` (a list of rows, records, or columns); CSV is unchanged.
     """
-    frame = pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
+    if isinstance(sample, pd.DataFrame):  # integers as doubles: a gap would make them floats
+        frame = sample[feature_names]
+        frame = frame.astype({c: "float64" for c in frame.select_dtypes("integer").columns})
+    else:
+        frame = pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
     signature = infer_signature(frame, labels)
     signature._is_signature_from_type_hint = True
     return signature

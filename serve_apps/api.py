@@ -111,10 +111,13 @@ def build_api(
         if regression
         else None
     )
-    drift = DriftWindow(spec.input_summary, spec.feature_names, monitor_window)
+    schema = family_of(spec.kind).input_schema(spec)
+    fitted = schema.preprocessing
+    # Drift is watched on the dense block of the encoded rows (numbers and one-hot columns).
+    drift = DriftWindow(spec.input_summary, fitted.dense_names, monitor_window)
     model_ref = {"name": bundle.name, "version": bundle.version, "run_id": bundle.run_id}
-    names = family_of(spec.kind).input_schema(spec).feature_names
-    shape = InputShape(names, max_rows, safe_input_bound(predictor.model, spec))
+    bound = safe_input_bound(predictor.model, spec)
+    shape = InputShape(schema.feature_names, max_rows, bound, fitted)
     body_limit = min(max_body_bytes, shape.body_bytes)
     classes = np.asarray(spec.classes).tolist()
     api = FastAPI(
@@ -169,7 +172,7 @@ def build_api(
             uri=bundle.uri,
             task=spec.task,
             feature_names=spec.feature_names,
-            num_features=spec.in_features,
+            num_features=shape.width,
             classes=classes,
             test_metrics=bundle.test_metrics,
             max_rows=max_rows,
@@ -270,6 +273,10 @@ def safe_input_bound(model: nn.Module, spec: ModelSpec) -> float | None:
         mean = model.get_buffer("input_mean").double().abs().cpu().numpy()
         std = model.get_buffer("input_std").double().cpu().numpy()
         slope, offset = 1.0 / std, mean / std
+        for table in model.get_submodule("embeddings").children():  # bounded, no slope
+            assert isinstance(table, nn.Embedding)
+            largest = table.weight.detach().double().abs().amax(dim=0).cpu().numpy()
+            slope, offset = np.append(slope, np.zeros_like(largest)), np.append(offset, largest)
         for layer in model.get_submodule("net").children():
             if isinstance(layer, nn.Linear):
                 weight = layer.weight.detach().double().abs().cpu().numpy()

@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from trainers.inputs import InputError as PreprocessingError
+from trainers.preprocessing import Column, Preprocessing
+
 F32_MAX = float(np.finfo(np.float32).max)
 MAX_PROBLEMS = 5  # validation stops after this many problems
 # The body limit per value: a number as Python or JavaScript print it, pretty-printed.
@@ -42,11 +45,30 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class InputShape:
-    """What one request may hold: rows of the model's features, each within ``bound``."""
+    """What one request may hold: rows of the model's features, each number within ``bound``.
+
+    With ``preprocessing`` (``trainers.preprocessing``), a record holds each column's raw value:
+    a number, a boolean, or a category (a string or any scalar); ``null`` where the column allows
+    a missing value. ``inputs`` (rows of numbers) is for models of number columns only.
+    """
 
     feature_names: tuple[str, ...]
     max_rows: int
     bound: float | None  # every value within [-bound, bound]; None: anything finite in float32
+    preprocessing: Preprocessing | None = None
+
+    @property
+    def typed(self) -> bool:
+        """Whether records go through the model's preprocessing (types other than numbers, or
+        columns that take a missing value)."""
+        fitted = self.preprocessing
+        return fitted is not None and any(
+            c.type != "number" or c.allows_missing for c in fitted.columns
+        )
+
+    @property
+    def takes_inputs(self) -> bool:
+        return self.preprocessing is None or self.preprocessing.all_numeric
 
     @property
     def width(self) -> int:
@@ -126,6 +148,11 @@ def parse_rows(body: bytes, shape: InputShape) -> np.ndarray:
     if len(document) != 1:
         raise InputError("give exactly one of 'inputs' or 'records'")
     ((field, rows),) = document.items()
+    if field == "inputs" and not shape.takes_inputs:
+        raise InputError(
+            "this model has category or boolean columns: send 'records', one object per row "
+            "naming each column"
+        )
     if not isinstance(rows, list):
         raise InputError(f"{field}: must be a list of rows, not {_kind(rows)}")
     if not rows:
@@ -138,6 +165,8 @@ def parse_rows(body: bytes, shape: InputShape) -> np.ndarray:
             _inputs(rows, shape, problems) if field == "inputs" else _records(rows, shape, problems)
         )
         problems.raise_any()
+        if field == "records" and shape.typed:
+            return _encoded(values, shape, problems)
         return _matrix(values, field, shape, problems)
     except _Problems.Full:
         problems.raise_any(stopped=True)
@@ -180,6 +209,9 @@ def _records(rows: list, shape: InputShape, problems: _Problems) -> list:
             problems.add(f"records[{index}] lacks {len(missing)} field(s): {shown}")
             continue
         row = [record[name] for name in names] if len(names) == 1 else itemgetter(*names)(record)
+        if shape.typed:
+            values.append(row)
+            continue
         if not NUMBER_TYPES.issuperset(map(type, row)):
             name = next(n for n, v in zip(names, row, strict=True) if type(v) not in NUMBER_TYPES)
             problems.add(f"records[{index}].{name}: expected a number, got {_kind(record[name])}")
@@ -215,6 +247,47 @@ def _matrix(values: list, field: str, shape: InputShape, problems: _Problems) ->
     return matrix.astype(np.float32)
 
 
+def _encoded(values: list, shape: InputShape, problems: _Problems) -> np.ndarray:
+    """Typed records checked value by value, then encoded by the model's preprocessing."""
+    import pandas as pd
+
+    fitted = shape.preprocessing
+    assert fitted is not None
+    for index, row in enumerate(values):
+        for column, value in zip(fitted.columns, row, strict=True):
+            problem = _value_problem(column, value, shape)
+            if problem:
+                problems.add(f"records[{index}].{column.name}: {problem}")
+    problems.raise_any()
+    frame = pd.DataFrame(values, columns=list(shape.feature_names), dtype=object)
+    try:
+        return fitted.transform(frame)
+    except PreprocessingError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _value_problem(column: Column, value: Any, shape: InputShape) -> str | None:
+    if value is None:
+        if column.allows_missing:
+            return None
+        return "null is not allowed: the model was trained without gaps in this column"
+    if column.type == "category":
+        if type(value) in (dict, list):
+            return f"expected a category (a string or a number), got {_kind(value)}"
+        if type(value) is float and not math.isfinite(value):
+            return "expected a finite number"
+        return None
+    if column.type == "boolean":
+        return None if type(value) is bool else f"expected a boolean, got {_kind(value)}"
+    if type(value) not in NUMBER_TYPES:
+        return f"expected a number, got {_kind(value)}"
+    if not math.isfinite(value):
+        return "expected a finite number"
+    if abs(value) > shape.limit:
+        return _outside(value, shape)
+    return None
+
+
 def _outside(value: float, shape: InputShape) -> str:
     text = f"{float(value):.6g}" if abs(value) < 1e300 else "a number"
     if shape.bound is None:
@@ -232,8 +305,30 @@ def number_schema(shape: InputShape) -> dict:
     return schema
 
 
+def field_schema(column: Column, shape: InputShape) -> dict:
+    """The JSON schema of one record field: its type, its categories, whether null is taken."""
+    if column.type == "category":
+        schema: dict[str, Any] = {
+            "type": ["string", "number", "boolean", "null"],
+            "examples": column.categories[:20],
+            "x-categories": column.categories,
+            "description": f"A category: one of {json.dumps(column.categories)}; null is the "
+            "'missing' category, and any other value is answered as an unknown category.",
+        }
+        return schema
+    schema = {"type": "boolean"} if column.type == "boolean" else number_schema(shape)
+    if column.allows_missing:
+        schema = {**schema, "type": [schema["type"], "null"]}
+        schema["description"] = (
+            f"null is filled with the training {column.missing} ({column.fill:g})."
+        )
+    return schema
+
+
 def request_schema(shape: InputShape) -> dict:
     """The JSON schema of a valid ``POST /v1/predict`` body for this model."""
+    if shape.typed:
+        return _typed_request_schema(shape)
     number = number_schema(shape)
     row = {
         "type": "array",
@@ -280,6 +375,38 @@ def request_schema(shape: InputShape) -> dict:
             },
         ],
         "example": {"inputs": [[0.0] * shape.width]},
+    }
+
+
+def _typed_request_schema(shape: InputShape) -> dict:
+    fitted = shape.preprocessing
+    assert fitted is not None
+    record = {
+        "type": "object",
+        "properties": {c.name: field_schema(c, shape) for c in fitted.columns},
+        "required": list(shape.feature_names),
+        "additionalProperties": False,
+        "description": "One row: every column named once, with its raw value.",
+    }
+    records = {
+        "type": "array",
+        "items": record,
+        "minItems": 1,
+        "maxItems": shape.max_rows,
+        "description": "Rows as {column: value} objects.",
+    }
+    example = {c.name: (c.categories[0] if c.categories else 0.0) for c in fitted.columns}
+    example |= {c.name: True for c in fitted.columns if c.type == "boolean"}
+    return {
+        "title": "PredictRequest",
+        "description": f"1 to {shape.max_rows} rows as 'records'. Numbers within "
+        f"[-{shape.limit:g}, {shape.limit:g}]; categories as strings (or numbers); null where a "
+        "field says it is taken.",
+        "type": "object",
+        "properties": {"records": records},
+        "required": ["records"],
+        "additionalProperties": False,
+        "example": {"records": [example]},
     }
 
 
@@ -344,7 +471,7 @@ class ModelInfo(BaseModel):
     uri: str = Field(description="The model URI that was deployed.")
     task: str
     feature_names: list[str]
-    num_features: int
+    num_features: int = Field(description="Input columns (one per feature name).")
     classes: list[Any]
     test_metrics: dict[str, float]
     max_rows: int = Field(description="Most rows one request may carry.")

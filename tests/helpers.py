@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from trainers.drift import summarize
@@ -40,6 +41,33 @@ def saved_model(
     model = build_model(spec)
     family_of(kind).fit(model, data, None)
     return save_model(directory, model, spec)
+
+
+def saved_table_model(directory: Path, *, seed: int = 0) -> tuple[Path, pd.DataFrame]:
+    """A 3-class MLP with random weights on the bundled penguins table (string categories and
+    gaps), its preprocessing fitted on every row; returns the folder and the raw feature rows."""
+    from trainers.config import DataConfig
+    from trainers.data import encode, load_table
+
+    dataset = encode(load_table(DataConfig(source="penguins")), np.arange(344))
+    fitted = dataset.preprocessing
+    assert fitted is not None and dataset.raw is not None
+    torch.manual_seed(seed)
+    dense = dataset.features[:, : len(fitted.dense_names)]
+    spec = ModelSpec(
+        "mlp",
+        "classification",
+        fitted.width,
+        3,
+        {"kind": "mlp", "hidden": [16]},
+        feature_names=list(dataset.feature_names),
+        classes=list(dataset.classes),
+        input_summary=summarize(dense, fitted.dense_names),
+        preprocessing=fitted.to_dict(),
+    )
+    model = build_model(spec)
+    family_of("mlp").fit(model, dataset.features, None)
+    return save_model(directory, model, spec), dataset.raw
 
 
 def sample_rows(count: int, features: int = 8, seed: int = 1) -> np.ndarray:

@@ -17,11 +17,40 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class FeatureConfig(Section):
+    """How one feature column is read (``data.features.<column>``); unset keys are inferred."""
+
+    type: Literal["number", "category", "boolean"] | None = Field(
+        None,
+        description="number (standardized), category (one-hot, or a learned embedding above "
+        "data.max_one_hot categories; missing is a category of its own, an unseen one goes to an "
+        "unknown bucket) or boolean. Inferred when unset: strings are categories, booleans "
+        "booleans, numbers numbers.",
+    )
+    missing: Literal["mean", "median", "constant", "drop"] | None = Field(
+        None,
+        description="For number and boolean columns: fill a missing value with the training "
+        "pool's mean or median, with fill_value, or drop the row. Unset: mean when the column "
+        "has gaps; a column without gaps refuses missing values at prediction.",
+    )
+    fill_value: float | None = Field(None, description="The value for missing: constant.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureConfig:
+        if self.type == "category" and self.missing is not None:
+            raise ValueError(
+                "a category column keeps missing values as a category of its own; drop 'missing'"
+            )
+        if (self.missing == "constant") != (self.fill_value is not None):
+            raise ValueError("fill_value goes with missing: constant, and only with it")
+        return self
+
+
 class DataConfig(Section):
     source: str = Field(
         "digits",
-        description="A scikit-learn bundled data set (digits, breast_cancer, wine, diabetes) or a "
-        "path to a .csv or .parquet file.",
+        description="A bundled data set (scikit-learn's digits, breast_cancer, wine, diabetes; "
+        "penguins, from the palmerpenguins package) or a path to a .csv or .parquet file.",
     )
     label: str | None = Field(
         None,
@@ -50,6 +79,20 @@ class DataConfig(Section):
         le=1.0,
         description="Train on only this fraction of P' (of red and of blue, stratified for "
         "classification), seeded by seed; T and V stay whole. For studying small data.",
+    )
+    features: dict[str, FeatureConfig] = Field(
+        default_factory=dict,
+        description="Per feature column, its type and missing-value rule (see the table below); "
+        "columns not named here are inferred.",
+    )
+    drop: list[str] = Field(
+        default_factory=list, description="Columns to leave out of the features."
+    )
+    max_one_hot: int = Field(
+        10,
+        ge=2,
+        description="A category column with up to this many categories is one-hot encoded; "
+        "above it, a learned embedding.",
     )
 
 
@@ -89,6 +132,12 @@ class OptimConfig(Section):
         "counted together).",
     )
     grad_clip: float = Field(0.0, ge=0.0, description="Gradient-norm clipping; 0 turns it off.")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="Classification: balanced weighs each class's training loss by "
+        "n / (classes * count) on the training pool, for imbalanced classes. The reported "
+        "losses stay unweighted.",
+    )
     patience: int = Field(
         0, ge=0, description="Stop after this many evaluations without a better val_loss; 0: off."
     )

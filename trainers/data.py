@@ -17,13 +17,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trainers.config import DataConfig
+from trainers.inputs import InputError
+from trainers.preprocessing import Preprocessing, infer_type
+from trainers.preprocessing import fit as fit_preprocessing
 
 if TYPE_CHECKING:
     import pandas as pd
 
 # pandas and scikit-learn are imported where they are used: workers receive a ready Dataset and
 # Split, and skipping those imports shortens every worker's start (about 1 s each).
-BUNDLED = ("digits", "breast_cancer", "wine", "diabetes")  # scikit-learn's load_<name>
+SKLEARN = ("digits", "breast_cancer", "wine", "diabetes")  # scikit-learn's load_<name>
+BUNDLED_LABELS = {name: "target" for name in SKLEARN} | {"penguins": "species"}
+BUNDLED = tuple(BUNDLED_LABELS)
 MAX_CLASSES_FOR_INTEGER_LABELS = 20
 
 
@@ -35,11 +40,23 @@ class DataError(ValueError):
 class Dataset:
     """Features and labels ready for training; classification labels are class indices."""
 
-    features: np.ndarray  # float32 [n, d]
+    features: np.ndarray  # float32 [n, width]: the raw columns encoded by ``preprocessing``
     labels: np.ndarray  # int64 [n] (classification) or float32 [n] (regression)
     task: str
-    feature_names: list[str]
+    feature_names: list[str]  # the raw feature columns, in order
     classes: list  # original class labels, index = class id; empty for regression
+    preprocessing: Preprocessing | None = None  # None: numeric columns taken as they are
+    raw: pd.DataFrame | None = None  # the raw feature columns (the driver's; not for workers)
+    dropped_labels: int = 0
+    dropped_rows: int = 0
+
+    def raw_rows(self, indices: np.ndarray) -> pd.DataFrame:
+        """The raw feature rows at ``indices`` (on the driver, which holds the raw table)."""
+        import pandas as pd
+
+        if self.raw is not None:
+            return self.raw.iloc[indices].reset_index(drop=True)
+        return pd.DataFrame(self.features[indices], columns=self.feature_names)
 
     @property
     def num_outputs(self) -> int:
@@ -69,10 +86,18 @@ class Split:
 
 
 def read_table(source: str) -> pd.DataFrame:
-    """Read a bundled scikit-learn data set by name, or a .csv/.parquet file by path."""
+    """Read a bundled data set by name, or a .csv/.parquet file by path."""
     import pandas as pd
 
-    if source in BUNDLED:
+    if source == "penguins":  # palmerpenguins ships the CSV: 344 rows, strings and gaps
+        from importlib import metadata
+
+        # Located, not imported: the package's __init__ needs pkg_resources.
+        csv = metadata.distribution("palmerpenguins").locate_file(
+            "palmerpenguins/data/penguins.csv"
+        )
+        return pd.read_csv(str(csv))
+    if source in SKLEARN:
         from sklearn import datasets
 
         return getattr(datasets, f"load_{source}")(as_frame=True).frame
@@ -102,44 +127,58 @@ def _infer_task(labels: pd.Series) -> str:
     return "regression"
 
 
-def prepare(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
-    """Validate a table and turn it into a Dataset; every problem raises one clear DataError."""
+@dataclass(frozen=True)
+class Table:
+    """A validated table before encoding: raw feature columns, labels, and how to encode them."""
+
+    frame: pd.DataFrame  # the feature columns as read (rows without a label left out)
+    labels: np.ndarray
+    task: str
+    classes: list
+    rules: dict  # column -> its data.features entry
+    max_one_hot: int
+    has_gaps: dict[str, bool]
+    dropped_labels: int  # rows left out for a missing label
+    dropped_rows: int  # rows left out by a ``missing: drop`` rule
+
+
+def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
+    """Validate a table's columns and labels; every problem raises one clear DataError."""
     import pandas as pd
 
-    label = cfg.label or ("target" if cfg.source in BUNDLED else None)
+    label = cfg.label or BUNDLED_LABELS.get(cfg.source)
     if label is None:
         raise DataError(f"data.label must name the label column of {cfg.source}")
-    if label not in frame.columns:
-        raise DataError(
-            f"label column {label!r} not found in {cfg.source}; columns are: "
-            + ", ".join(map(str, frame.columns))
-        )
-    feature_frame = frame.drop(columns=[label])
+    columns = [str(c) for c in frame.columns]
+    frame = frame.set_axis(columns, axis=1)
+    named = {"label": [label], "drop": cfg.drop, "features": list(cfg.features)}
+    for key, names in named.items():
+        unknown = [name for name in names if name not in columns]
+        if unknown:
+            what = "label column" if key == "label" else f"data.{key} names column(s)"
+            raise DataError(
+                f"{what} {', '.join(map(repr, unknown))} not found in {cfg.source}; columns are: "
+                + ", ".join(columns)
+            )
+    clash = sorted(set(cfg.features) & ({label} | set(cfg.drop)))
+    if clash:
+        raise DataError(f"data.features names {clash}, which is the label or dropped")
+    labels = frame[label]
+    has_label = labels.notna().to_numpy()
+    feature_frame = frame.drop(columns=[label, *cfg.drop])
     if feature_frame.shape[1] == 0:
         raise DataError(f"{cfg.source} has no feature columns besides the label {label!r}")
-    non_numeric = [
-        str(c)
-        for c in feature_frame.columns
-        if not pd.api.types.is_numeric_dtype(feature_frame[c])
-        or pd.api.types.is_bool_dtype(feature_frame[c])
-    ]
-    if non_numeric:
-        raise DataError(f"non-numeric feature column(s) in {cfg.source}: {', '.join(non_numeric)}")
-    features = feature_frame.to_numpy(dtype=np.float64)
-    bad_cells = ~np.isfinite(features)
-    if bad_cells.any():
-        columns = [
-            str(c)
-            for c, bad in zip(feature_frame.columns, bad_cells.any(axis=0), strict=True)
-            if bad
-        ]
-        raise DataError(
-            f"NaN or infinite values in {cfg.source}: {int(bad_cells.sum())} cell(s) in "
-            f"column(s) {', '.join(columns)}"
-        )
-    labels = frame[label]
-    if labels.isna().any():
-        raise DataError(f"label column {label!r} has {int(labels.isna().sum())} missing value(s)")
+    _check_declared_types(feature_frame, cfg)
+    drop_rows = np.zeros(len(frame), dtype=bool)
+    for name, rule in cfg.features.items():
+        if rule.missing == "drop":
+            drop_rows |= feature_frame[name].isna().to_numpy()
+    keep = has_label & ~drop_rows
+    has_gaps = {name: bool(feature_frame[name][keep].isna().any()) for name in feature_frame}
+    feature_frame = feature_frame[keep].reset_index(drop=True)
+    labels = labels[keep].reset_index(drop=True)
+    if len(labels) == 0:
+        raise DataError(f"label column {label!r} has no values")
     task = cfg.task or _infer_task(labels)
     if task == "classification":
         classes, codes = np.unique(labels.to_numpy(), return_inverse=True)
@@ -155,17 +194,74 @@ def prepare(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
             raise DataError(f"label column {label!r} has infinite values")
         y = y.astype(np.float32)
         class_list = []
-    return Dataset(
-        features=features.astype(np.float32),
+    return Table(
+        frame=feature_frame,
         labels=y,
         task=task,
-        feature_names=[str(c) for c in feature_frame.columns],
         classes=class_list,
+        rules=dict(cfg.features),
+        max_one_hot=cfg.max_one_hot,
+        has_gaps=has_gaps,
+        dropped_labels=int((~has_label).sum()),
+        dropped_rows=int((has_label & drop_rows).sum()),
     )
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
+def _check_declared_types(frame: pd.DataFrame, cfg: DataConfig) -> None:
+    """A column declared (or inferred) a number must hold finite numbers or gaps only."""
+    import pandas as pd
+
+    for name in frame.columns:
+        rule = cfg.features.get(name)
+        values = frame[name]
+        if infer_type(values, rule.type if rule else None) != "number":
+            continue
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            sample = values.dropna().iloc[0] if values.notna().any() else None
+            raise DataError(
+                f"column {name!r} of {cfg.source} is declared a number but holds {sample!r}; "
+                "declare it a category (data.features) or fix the data"
+            )
+        infinite = int(np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).sum())
+        if infinite:
+            raise DataError(f"infinite values in {cfg.source}: {infinite} cell(s) in column {name}")
+
+
+def encode(table: Table, fit_rows: np.ndarray) -> Dataset:
+    """The table as a Dataset, its preprocessing fitted on ``fit_rows`` (the training pool)."""
+    try:
+        fitted = fit_preprocessing(
+            table.frame.iloc[fit_rows], table.rules, table.max_one_hot, table.has_gaps
+        )
+        features = fitted.transform(table.frame)
+    except InputError as exc:
+        raise DataError(str(exc)) from None
+    return Dataset(
+        features=features,
+        labels=table.labels,
+        task=table.task,
+        feature_names=list(table.frame.columns),
+        classes=table.classes,
+        preprocessing=fitted,
+        raw=table.frame,
+        dropped_labels=table.dropped_labels,
+        dropped_rows=table.dropped_rows,
+    )
+
+
+def prepare(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
+    """Validate a table and encode it whole (a training run fits on P' only: ``plan_run``)."""
+    table = prepare_table(frame, cfg)
+    return encode(table, np.arange(len(table.labels)))
+
+
+def load_table(cfg: DataConfig) -> Table:
     """Read and validate the configured data."""
+    return prepare_table(read_table(cfg.source), cfg)
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Read, validate and encode the configured data (preprocessing fitted on all of it)."""
     return prepare(read_table(cfg.source), cfg)
 
 
@@ -191,7 +287,7 @@ def _split_off(
 
 
 def make_split(
-    dataset: Dataset,
+    dataset: Dataset | Table,
     *,
     test_fraction: float,
     val_fraction: float,

@@ -97,7 +97,9 @@ class Trainer:
             name: shard(parts[name], self.rank, self.world_size) for name in replicas
         }
         first = next(iter(replicas.values()))
-        self.objective = self.family.objective(self.spec, self._whole_model(first))
+        self.objective = self.family.objective(
+            self.spec, self._whole_model(first), plan.class_weights
+        )
         self.first_step_at: float | None = None
         self.finished_at: Path | None = None  # a restored final checkpoint
         self.best: Snapshot | None = None  # the best evaluation's replicas (select: best)

@@ -6,15 +6,18 @@ exit code 2) and ships the plan to the workers, where ``trainers.loop`` runs it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
+
+import numpy as np
 
 from trainers.config import DataConfig, DeepSpeedConfig, OptimConfig, Section, StrategyConfig
 from trainers.data import (
     Dataset,
     Split,
     check_parts,
-    load_dataset,
+    encode,
+    load_table,
     make_split,
     subsample_training,
     with_label_noise,
@@ -68,38 +71,49 @@ class RunPlan:
     spec: ModelSpec
     loop: LoopConfig
     rounds: RoundPlan
+    class_weights: tuple[float, ...] | None = None  # optim.class_weights: balanced
 
     @property
     def family(self) -> Family:
         return family_of(self.spec.kind)
 
+    def for_workers(self) -> RunPlan:
+        """This plan without the raw table (workers train on the encoded features)."""
+        return replace(self, dataset=replace(self.dataset, raw=None))
+
 
 def plan_run(cfg: RunSettings) -> RunPlan:
     """Load and split the data and size the rounds; raises DataError on unusable data."""
-    dataset = load_dataset(cfg.data)
+    table = load_table(cfg.data)
     split = make_split(
-        dataset,
+        table,
         test_fraction=cfg.data.test_fraction,
         val_fraction=cfg.strategy.val_fraction,
         red_ratio=cfg.strategy.red_ratio,
         seed=cfg.seed,
         num_workers=cfg.scaling.num_workers,
     )
-    stratify = dataset.task == "classification"
-    split = subsample_training(split, dataset.labels, cfg.data.train_fraction, cfg.seed, stratify)
-    check_parts(split, cfg.scaling.num_workers, len(dataset.labels))
+    stratify = table.task == "classification"
+    split = subsample_training(split, table.labels, cfg.data.train_fraction, cfg.seed, stratify)
+    check_parts(split, cfg.scaling.num_workers, len(table.labels))
+    dataset = encode(table, split.train)  # preprocessing fitted on P' only
+    fitted = dataset.preprocessing
+    assert fitted is not None
     if cfg.data.label_noise > 0:
         dataset = with_label_noise(dataset, split.train, cfg.data.label_noise, cfg.seed)
     options = cfg.model.model_dump()  # the family's section, ``kind`` included
     spec = ModelSpec(
         kind=str(options["kind"]),
         task=dataset.task,
-        in_features=dataset.features.shape[1],
+        in_features=fitted.width,
         out_features=dataset.num_outputs,
         options=options,
         feature_names=list(dataset.feature_names),
         classes=list(dataset.classes),
-        input_summary=summarize(dataset.features[split.train], dataset.feature_names),
+        input_summary=summarize(
+            dataset.features[split.train][:, : len(fitted.dense_names)], fitted.dense_names
+        ),
+        preprocessing=fitted.to_dict(),
     )
     loop = LoopConfig(
         strategy=cfg.strategy,
@@ -117,4 +131,15 @@ def plan_run(cfg: RunSettings) -> RunPlan:
         red_ratio=cfg.strategy.red_ratio,
         kind=cfg.strategy.kind,
     )
-    return RunPlan(dataset=dataset, split=split, spec=spec, loop=loop, rounds=rounds)
+    weights = None
+    if cfg.optim.class_weights == "balanced" and dataset.task == "classification":
+        weights = balanced_weights(dataset.labels[split.train], dataset.num_outputs)
+    return RunPlan(dataset, split, spec, loop, rounds, class_weights=weights)
+
+
+def balanced_weights(labels: np.ndarray, num_classes: int) -> tuple[float, ...]:
+    """scikit-learn's "balanced": n / (classes * count) per class (a class absent from the
+    training pool weighs 1)."""
+    counts = np.bincount(labels, minlength=num_classes)
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 1.0)
+    return tuple(float(w) for w in weights)

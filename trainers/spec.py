@@ -14,7 +14,9 @@ class ModelSpec:
     """Everything needed to rebuild a trained model besides its weights.
 
     ``options`` is the family's ``model:`` config section as trained (for the MLP: kind, hidden,
-    activation, dropout); the rest describes the data the model was trained on.
+    activation, dropout); the rest describes the data the model was trained on. ``in_features``
+    is the width of the encoded matrix (``Preprocessing.width``); ``feature_names`` the raw
+    columns.
     """
 
     kind: str
@@ -26,6 +28,8 @@ class ModelSpec:
     classes: list = field(default_factory=list)
     # Per-feature bins of the training inputs (trainers.drift.summarize), for drift monitoring.
     input_summary: dict = field(default_factory=dict)
+    # The fitted trainers.preprocessing.Preprocessing as JSON; empty: numeric columns as they are.
+    preprocessing: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

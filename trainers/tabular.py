@@ -5,11 +5,14 @@ objective. Each family builds its own ``net``; everything else here is common to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
 
 from trainers.engine import Member
+from trainers.families.supervised import preprocessing
 from trainers.spec import ModelSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
@@ -19,10 +22,12 @@ NETWORK = "model"  # the one network (and engine) of a tabular family
 class Standardized(nn.Module):
     """``net`` behind input standardization (and, for regression, a standardized target).
 
-    The statistics are buffers, so they travel with the weights and a served model takes raw
-    features. ``l1`` / ``l2`` penalize the weights of every linear layer of ``net``; the penalty
-    is computed in the forward pass (where ZeRO-3 has gathered the weights) and kept in
-    ``penalty`` for the objective to add to the training loss.
+    The input is the encoded matrix of ``trainers.preprocessing``: a dense block of ``dense``
+    columns, standardized, then one column of codes per embedded category, looked up in
+    ``embeddings`` and appended. The statistics are buffers, so they travel with the weights and
+    a served model takes the encoded raw features. ``l1`` / ``l2`` penalize the weights of every
+    linear layer of ``net``; the penalty is computed in the forward pass (where ZeRO-3 has
+    gathered the weights) and kept in ``penalty`` for the objective to add to the training loss.
     """
 
     input_mean: torch.Tensor
@@ -30,15 +35,29 @@ class Standardized(nn.Module):
     target_mean: torch.Tensor
     target_std: torch.Tensor
 
-    def __init__(self, net: nn.Sequential, in_features: int, l1: float = 0.0, l2: float = 0.0):
+    def __init__(
+        self,
+        net: nn.Sequential,
+        dense: int,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        embeddings: Sequence[tuple[int, int]] = (),
+    ):
         super().__init__()
         self.net = net
+        self.dense = dense
         self.l1, self.l2 = l1, l2
         self.penalty: torch.Tensor | None = None
-        self.register_buffer("input_mean", torch.zeros(in_features))
-        self.register_buffer("input_std", torch.ones(in_features))
+        self.embeddings = nn.ModuleList(nn.Embedding(rows, dim) for rows, dim in embeddings)
+        self.register_buffer("input_mean", torch.zeros(dense))
+        self.register_buffer("input_std", torch.ones(dense))
         self.register_buffer("target_mean", torch.zeros(1))
         self.register_buffer("target_std", torch.ones(1))
+
+    @classmethod
+    def for_spec(cls, spec: ModelSpec, net: nn.Sequential, **penalties: float) -> Standardized:
+        dense, embeddings = layout(spec)
+        return cls(net, dense, embeddings=embeddings, **penalties)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Raw outputs: logits (classification) or the standardized target (regression).
@@ -46,7 +65,8 @@ class Standardized(nn.Module):
         Features are standardized in fp32 (the buffers stay fp32 under DeepSpeed's mixed
         precision, which casts parameters only) and only then cast to the weights' precision.
         """
-        scaled = (features.float() - self.input_mean.float()) / self.input_std.float()
+        dense = features[:, : self.dense].float()
+        scaled = (dense - self.input_mean.float()) / self.input_std.float()
         if self.training and (self.l1 > 0 or self.l2 > 0):
             weights = [m.weight.float() for m in self.net if isinstance(m, nn.Linear)]
             if any(w.numel() == 0 for w in weights):  # partitioned away by ZeRO-3
@@ -58,7 +78,12 @@ class Standardized(nn.Module):
                 (self.l1 * w.abs().sum() + self.l2 * w.pow(2).sum() for w in weights),
                 torch.zeros((), device=scaled.device),
             )
-        return self.net(scaled.to(self.weight_dtype))
+        inputs = scaled[:, : self.dense].to(self.weight_dtype)
+        if len(self.embeddings):
+            codes = features[:, self.dense :].long()
+            looked_up = [table(codes[:, i]) for i, table in enumerate(self.embeddings)]
+            inputs = torch.cat([inputs, *(e.to(inputs.dtype) for e in looked_up)], dim=1)
+        return self.net(inputs)
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -66,13 +91,27 @@ class Standardized(nn.Module):
         return next(self.net.parameters()).dtype
 
     def set_normalization(self, features: np.ndarray, targets: np.ndarray | None) -> None:
-        """Fit the standardization buffers on training data."""
+        """Fit the standardization buffers on training data (the dense block's columns)."""
+        features = features[:, : self.dense]
         std = features.std(axis=0)
         self.input_mean.copy_(torch.as_tensor(features.mean(axis=0)))
         self.input_std.copy_(torch.as_tensor(np.where(std > 1e-8, std, 1.0)))
         if targets is not None:
             self.target_mean.fill_(float(targets.mean()))
             self.target_std.fill_(float(max(targets.std(), 1e-8)))
+
+
+def layout(spec: ModelSpec) -> tuple[int, list[tuple[int, int]]]:
+    """The encoded input's dense width and (rows, width) of each embedding."""
+    fitted = preprocessing(spec)
+    embeddings = [(column.cardinality, column.embedding_dim) for column in fitted.embedded]
+    return len(fitted.dense_names), embeddings
+
+
+def input_width(spec: ModelSpec) -> int:
+    """The width ``net`` takes: the dense block and every embedding's vectors."""
+    dense, embeddings = layout(spec)
+    return dense + sum(dim for _, dim in embeddings)
 
 
 def fit(model: nn.Module, features: np.ndarray, targets: np.ndarray | None) -> None:
@@ -104,13 +143,22 @@ class Supervised:
     Test metrics: ``test_accuracy`` or ``test_mse`` (in the target's own units).
     """
 
-    def __init__(self, task: str, target_mean: float = 0.0, target_std: float = 1.0) -> None:
+    def __init__(
+        self,
+        task: str,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+        class_weights: Sequence[float] | None = None,
+    ) -> None:
         self.task, self.target_mean, self.target_std = task, target_mean, target_std
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights)
 
     @classmethod
-    def for_model(cls, spec: ModelSpec, model: nn.Module) -> Supervised:
+    def for_model(
+        cls, spec: ModelSpec, model: nn.Module, class_weights: Sequence[float] | None = None
+    ) -> Supervised:
         mean, std = model.get_buffer("target_mean"), model.get_buffer("target_std")
-        return cls(spec.task, float(mean), float(std))
+        return cls(spec.task, float(mean), float(std), class_weights)
 
     def train_step(
         self, member: Member, features: torch.Tensor, targets: torch.Tensor
@@ -118,7 +166,12 @@ class Supervised:
         """One forward, backward and (micro-)step; returns the detached training loss."""
         engine = member[NETWORK]
         outputs = engine.forward(features)
-        loss = self.loss(outputs, targets.to(outputs.device))
+        targets = targets.to(outputs.device)
+        if self.class_weights is not None:  # weighted for training only; reported losses are not
+            weights = self.class_weights.to(outputs.device)
+            loss = nn.functional.cross_entropy(outputs.float(), targets, weight=weights)
+        else:
+            loss = self.loss(outputs, targets)
         penalty = getattr(engine.module, "penalty", None)
         if penalty is not None:
             loss = loss + penalty

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from typing import Any
 
 import numpy as np
 
@@ -47,10 +48,19 @@ def summary_rows(
     return rows
 
 
-def curl_line(deployment: Deployment, keys: ApiKeys, rows: np.ndarray) -> str:
+Rows = np.ndarray | list[dict[str, Any]]  # rows of numbers ("inputs"), or raw "records"
+
+
+def request_body(rows: Rows, digits: int | None = None) -> dict[str, list]:
+    if isinstance(rows, np.ndarray):
+        return {"inputs": (rows if digits is None else rows.round(digits)).tolist()}
+    return {"records": list(rows)}
+
+
+def curl_line(deployment: Deployment, keys: ApiKeys, rows: Rows) -> str:
     """A ready-to-paste curl command; the key is read from where it lives, never inlined."""
     secret = keys.shell_reference()
-    body = json.dumps({"inputs": [rows[0].round(4).tolist()]})
+    body = json.dumps(request_body(rows[:1], digits=4))
     cert = deployment.args.serve.tls_cert
     trust = f"--cacert {shlex.quote(cert)} " if cert and is_self_signed(cert) else ""
     return (
@@ -59,9 +69,7 @@ def curl_line(deployment: Deployment, keys: ApiKeys, rows: np.ndarray) -> str:
     )
 
 
-def check_requests(
-    deployment: Deployment, keys: ApiKeys, rows: np.ndarray, truth: list | None
-) -> bool:
+def check_requests(deployment: Deployment, keys: ApiKeys, rows: Rows, truth: list | None) -> bool:
     """Send a few authenticated requests (single rows, then all at once) and print the answers;
     check that every key is accepted and that a request without one is refused."""
     import httpx
@@ -73,11 +81,11 @@ def check_requests(
     with httpx.Client(
         base_url=deployment.url, headers=headers, timeout=30, verify=verify
     ) as client:
-        for index, row in enumerate(rows):
-            response = client.post("/v1/predict", json={"inputs": [row.tolist()]})
+        for index in range(len(rows)):
+            response = client.post("/v1/predict", json=request_body(rows[index : index + 1]))
             ok &= response.status_code == 200
             console.out.print(f"row {index}: HTTP {response.status_code}  {_answer(response)}")
-        response = client.post("/v1/predict", json={"inputs": rows.tolist()})
+        response = client.post("/v1/predict", json=request_body(rows))
         ok &= response.status_code == 200
         console.out.print(f"all {len(rows)} rows: HTTP {response.status_code}  {_answer(response)}")
         if truth is not None:
@@ -100,14 +108,15 @@ def _answer(response) -> str:
     return f"predictions {body['predictions']}  (model {model['name']} v{model['version']})"
 
 
-def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[np.ndarray, list | None]:
+def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[Rows, list | None]:
     """Rows to try the model on and their true labels: from its bundled data set when it has
-    one, else the model family's example input (no labels)."""
+    one, else the model family's example input (no labels). Rows of numbers for a model of
+    number columns, else records of raw values."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.tracking import tracking_uri
     from trainers.config import DataConfig
-    from trainers.data import BUNDLED, load_dataset
+    from trainers.data import BUNDLED, load_table
     from trainers.families import family_of
     from trainers.spec import ModelSpec
 
@@ -116,10 +125,16 @@ def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[np.ndarra
         MlflowClient(tracking_uri()).get_run(bundle.run_id).data.params if bundle.run_id else {}
     )
     source = params.get("data.source")
+    schema = family_of(spec.kind).input_schema(spec)
+    names = list(schema.feature_names)
     if source in BUNDLED:
-        dataset = load_dataset(DataConfig(source=source))
-        if dataset.features.shape[1] == spec.in_features:
-            labels = dataset.labels[:count]
-            truth = np.asarray(dataset.classes)[labels] if dataset.classes else labels
-            return dataset.features[:count].astype(np.float32), truth.tolist()
+        table = load_table(DataConfig(source=source))
+        if set(names) <= set(table.frame.columns):
+            labels = table.labels[:count]
+            truth = np.asarray(table.classes)[labels] if table.classes else labels
+            rows = table.frame[names].head(count)
+            if schema.preprocessing.all_numeric and rows.notna().all().all():
+                return rows.to_numpy(dtype=np.float32), truth.tolist()
+            records = rows.astype(object).where(rows.notna(), None).to_dict("records")
+            return records, truth.tolist()
     return family_of(spec.kind).example_input(spec, count), None

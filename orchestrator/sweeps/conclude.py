@@ -58,8 +58,9 @@ def conclude(
         Checkpoint(storage.on_same_storage(best.checkpoint_path, sweep_dir))
     )
     summary.model_uri = TrackedRun(best.run_id, cfg.name).log_model(
-        model_dir, plan.dataset.features[plan.split.test[:5]]
+        model_dir, plan.dataset.raw_rows(plan.split.test[:5])
     )
+    log_reports(cfg, plan, sweep_dir, ranked, {best.run_id: model_dir})
     version = register_version(
         summary.model_uri,
         cfg.name,
@@ -94,6 +95,32 @@ def conclude(
         delete_checkpoints(sweep_dir, keep=best.trial_id)
     parent.finish()
     return summary
+
+
+def log_reports(
+    cfg: RedblueConfig,
+    plan: RunPlan,
+    sweep_dir: str,
+    trials: list[TrialOutcome],
+    downloaded: dict[str, Path],
+) -> None:
+    """The evaluation report (``orchestrator.evaluation``) on every finished trial's run, from
+    its final checkpoint; a trial whose checkpoint cannot be read is skipped with a warning."""
+    from ray.train import Checkpoint
+
+    from orchestrator.evaluation import log_evaluation
+    from orchestrator.tracking import TrackedRun, download_final_model
+
+    finished = [t for t in trials if t.status == "FINISHED" and t.checkpoint_path]
+    console.err.print(f"evaluation report of {len(finished)} finished trial(s)")
+    for trial in finished:
+        try:
+            model_dir = downloaded.get(trial.run_id) or download_final_model(
+                Checkpoint(storage.on_same_storage(str(trial.checkpoint_path), sweep_dir))
+            )
+            log_evaluation(TrackedRun(trial.run_id, cfg.name), model_dir, plan)
+        except Exception as exc:  # a report is not worth failing the sweep for
+            console.print_warning(f"no evaluation report for trial {trial.trial_id}: {exc}")
 
 
 def _params(values: dict[str, Any]) -> list:

@@ -138,7 +138,9 @@ def run_trials(
         sweep_dir = storage.join(cfg.run.storage_path, sweep_id)
 
         def open_parent() -> TrackedRun:
-            return _start_parent(cfg, sweep_id, sweep_dir, kind)
+            parent = _start_parent(cfg, sweep_id, sweep_dir, kind)
+            parent.log_data(plan.dataset)
+            return parent
 
     wanted = trial_cpus(cfg) * (cfg.sweep.max_concurrent or 1)
     parent, where, ray_problem = connect_ray_while(open_parent, address, wanted)

@@ -179,7 +179,7 @@ def build_trainer(
         train_worker,
         train_loop_config={
             "config": cfg.model_dump(),
-            "plan": ray.put(plan),
+            "plan": ray.put(plan.for_workers()),
             "events": events,
             "start_from": start_from,
         },

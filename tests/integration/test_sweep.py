@@ -66,8 +66,10 @@ def test_four_trials_two_at_once_as_nested_runs(first_sweep, mlflow_client):
         assert "optim.lr" in run.data.params and run.data.tags["redblue.kind"] == "trial"
         if run.info.status == "KILLED":
             assert "redblue.stopped_early" in run.data.tags
-        else:
-            assert "test_accuracy" in run.data.metrics
+        else:  # a finished trial carries the evaluation report of its model
+            assert {"test_accuracy", "test_macro_f1", "test_f1_score"} <= set(run.data.metrics)
+            report = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+            assert {"confusion_matrix.json", "test_confusion_matrix.png"} <= report, report
     # two trials ran at the same time
     spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))

@@ -94,7 +94,7 @@ def logged_model_test_loss(model_uri: str) -> float:
     features, labels = default_test_part()
     with torch.no_grad():
         outputs = model(torch.as_tensor(features))
-    objective = family_of(spec.kind).objective(spec, model)
+    objective = family_of(spec.kind).objective(spec, model, None)
     return float(objective.loss(outputs, torch.as_tensor(labels)))
 
 

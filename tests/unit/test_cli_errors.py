@@ -22,13 +22,23 @@ CASES = {
         ["--set", "data.source={csv}", "--set", "data.label=nope"],
         "label column 'nope' not found",
     ),
-    "non-numeric feature": (
-        ["--set", "data.source={text_csv}", "--set", "data.label=y"],
-        "non-numeric feature column(s) in",
+    "text in a number column": (
+        ["--set", "data.source={text_csv}", "--set", "data.label=y"]
+        + ["--set", "data.features={{b: {{type: number}}}}"],
+        "column 'b' of",
     ),
-    "nan in data": (
-        ["--set", "data.source={nan_csv}", "--set", "data.label=y"],
-        "NaN or infinite values",
+    "infinity in data": (
+        ["--set", "data.source={inf_csv}", "--set", "data.label=y"],
+        "infinite values in",
+    ),
+    "unknown feature column": (
+        ["--set", "data.source={csv}", "--set", "data.label=y"]
+        + ["--set", "data.features={{zz: {{type: category}}}}"],
+        "data.features names column(s) 'zz' not found",
+    ),
+    "category with a missing rule": (
+        ["--set", "data.features={{a: {{type: category, missing: mean}}}}"],
+        "a category column keeps missing values as a category of its own",
     ),
     "too small": (
         ["--set", "data.source={tiny_csv}", "--set", "data.label=y"],
@@ -95,7 +105,7 @@ def outcomes(tmp_path_factory):
     files = {
         "csv": frame,
         "text_csv": frame.assign(b=["t"] * 80),
-        "nan_csv": frame.assign(a=[np.nan] * 3 + list(frame.a[3:])),
+        "inf_csv": frame.assign(a=[np.inf] * 3 + list(frame.a[3:])),
         "tiny_csv": frame.head(6),
     }
     paths = {}

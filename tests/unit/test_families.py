@@ -107,7 +107,7 @@ def test_each_family_gives_an_example_its_input_schema_accepts(tmp_path):
     for kind in FAMILIES:
         model, spec = load_model(saved_model(tmp_path / kind, seed=2, kind=kind))
         family = family_of(kind)
-        rows = family.example_input(spec, 3)
-        assert family.input_schema(spec).rows(rows).shape == (3, spec.in_features)
+        rows = family.input_schema(spec).rows(family.example_input(spec, 3))
+        assert rows.shape == (3, spec.in_features)
         labels, probabilities = family.predict(model, spec, rows)
         assert len(labels) == 3 and probabilities is not None

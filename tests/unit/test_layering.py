@@ -99,11 +99,17 @@ def test_no_orchestrator_module_is_over_350_lines():
     assert not long, long
 
 
-COMMANDS = ("training", "sweeps", "compare", "serving", "cluster")
+COMMANDS = ("training", "sweeps", "compare", "serving", "cluster", "predicting")
 # The arrows allowed into a command package from outside it (cli.py maps onto all of them): a
 # sweep's trials are training runs, a comparison is a grid of trials run by the sweep machinery,
-# and the config composes the sweep section from its owner.
-CROSSING = {("sweeps", "training"), ("compare", "sweeps"), ("config.py", "sweeps")}
+# the config composes the sweep section from its owner, and batch prediction fetches its model
+# the way deploy does (serving/model_source.py: model URI -> weights + config).
+CROSSING = {
+    ("sweeps", "training"),
+    ("compare", "sweeps"),
+    ("config.py", "sweeps"),
+    ("predicting", "serving"),
+}
 
 
 def orchestrator_targets(path: Path) -> set[str]:

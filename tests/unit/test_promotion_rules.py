@@ -38,6 +38,11 @@ def test_every_kind_of_input_change_is_named():
     assert schema_changes(schema(), schema(classes=["x", "y"])) == [
         "classes ['x', 'y', 'z'] -> ['x', 'y']"
     ]
+    typed = {"columns": [{"name": n, "type": "number"} for n in "abcd"]}
+    typed["columns"][1]["type"] = "category"
+    assert schema_changes(schema(), schema(preprocessing=typed)) == [
+        "column 'b' is a category, was a number"
+    ]
     regression = schema(task="regression", classes=[])
     assert schema_changes(schema(), regression)[0] == "task classification -> regression"
 

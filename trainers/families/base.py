@@ -7,9 +7,9 @@ plans a run before torch loads. A family module imports torch inside the functio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -62,10 +62,11 @@ class Family:
     config: type[Section]  # the ``model:`` section, with ``kind: Literal[<kind>]``
     build: Callable[[ModelSpec], nn.Module]  # the model, all its networks, untrained
     fit: Callable[[nn.Module, np.ndarray, np.ndarray | None], None]  # state fitted on P'
-    objective: Callable[[ModelSpec, nn.Module], Objective]
+    # The objective of a model; the class weights (optim.class_weights) weigh its training loss.
+    objective: Callable[[ModelSpec, nn.Module, Sequence[float] | None], Objective]
     predict: Callable[[nn.Module, ModelSpec, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
     input_schema: Callable[[ModelSpec], TabularInput]  # what pyfunc and serving check
-    example_input: Callable[[ModelSpec, int], np.ndarray]  # rows to try a model on
+    example_input: Callable[[ModelSpec, int], list[dict[str, Any]]]  # records to try a model on
     networks: Callable[[nn.Module], dict[str, nn.Module]] = one_network  # engine + fusion each
     score: Callable[[ModelSpec], ScoreRule] = lambda spec: ScoreRule.for_task(spec.task)
     pbt_mutable: tuple[str, ...] = ()  # ``model.*`` keys PBT may change while a trial runs

@@ -34,11 +34,11 @@ def build(spec: ModelSpec) -> nn.Module:
     """One linear layer from the standardized features to the logits (or the target)."""
     from torch import nn
 
-    from trainers.tabular import Standardized
+    from trainers.tabular import Standardized, input_width
 
     cfg = LinearConfig.model_validate(spec.options)
-    net = nn.Sequential(nn.Linear(spec.in_features, spec.out_features))
-    return Standardized(net, spec.in_features, l1=cfg.l1, l2=cfg.l2)
+    net = nn.Sequential(nn.Linear(input_width(spec), spec.out_features))
+    return Standardized.for_spec(spec, net, l1=cfg.l1, l2=cfg.l2)
 
 
 FAMILY = Family(

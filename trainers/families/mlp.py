@@ -41,18 +41,18 @@ def build(spec: ModelSpec) -> nn.Module:
     """Linear layers of ``hidden`` widths, each followed by the activation (and dropout)."""
     from torch import nn
 
-    from trainers.tabular import ACTIVATIONS, Standardized
+    from trainers.tabular import ACTIVATIONS, Standardized, input_width
 
     cfg = MLPConfig.model_validate(spec.options)
     layers: list[nn.Module] = []
-    width = spec.in_features
+    width = input_width(spec)
     for hidden in cfg.hidden:
         layers += [nn.Linear(width, hidden), ACTIVATIONS[cfg.activation]()]
         if cfg.dropout > 0:
             layers.append(nn.Dropout(cfg.dropout))
         width = hidden
     layers.append(nn.Linear(width, spec.out_features))
-    return Standardized(nn.Sequential(*layers), spec.in_features)
+    return Standardized.for_spec(spec, nn.Sequential(*layers))
 
 
 FAMILY = Family(

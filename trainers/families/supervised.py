@@ -4,11 +4,13 @@ objective, prediction, input schema and example. torch loads on the first call, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainers.inputs import TabularInput, typical_rows
+from trainers.inputs import TabularInput
+from trainers.preprocessing import Preprocessing
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -23,10 +25,12 @@ def fit(model: nn.Module, features: np.ndarray, targets: np.ndarray | None) -> N
     tabular.fit(model, features, targets)
 
 
-def objective(spec: ModelSpec, model: nn.Module) -> Objective:
+def objective(
+    spec: ModelSpec, model: nn.Module, class_weights: Sequence[float] | None = None
+) -> Objective:
     from trainers.tabular import Supervised
 
-    return Supervised.for_model(spec, model)
+    return Supervised.for_model(spec, model, class_weights)
 
 
 def predict(
@@ -37,10 +41,16 @@ def predict(
     return tabular.predict(model, spec, features)
 
 
+def preprocessing(spec: ModelSpec) -> Preprocessing:
+    """The model's fitted preprocessing; number columns as they are for models without one."""
+    if spec.preprocessing:
+        return Preprocessing.from_dict(spec.preprocessing)
+    return Preprocessing.numeric(spec.feature_names or [f"f{i}" for i in range(spec.in_features)])
+
+
 def input_schema(spec: ModelSpec) -> TabularInput:
-    names = spec.feature_names or [f"f{i}" for i in range(spec.in_features)]
-    return TabularInput(tuple(names))
+    return TabularInput(preprocessing(spec))
 
 
-def example_input(spec: ModelSpec, count: int) -> np.ndarray:
-    return typical_rows(spec.input_summary, list(input_schema(spec).feature_names), count)
+def example_input(spec: ModelSpec, count: int) -> list[dict[str, Any]]:
+    return input_schema(spec).example(spec.input_summary, count)

@@ -1,0 +1,148 @@
+"""A real table with string categories and gaps (the bundled penguins) through every path:
+trained with both strategies under ZeRO-2 (categories one-hot and embedded), its preprocessing
+logged to MLflow, the logged pyfunc model taking the raw frame, and served over HTTP as records
+with strings and nulls."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+KEY = "itest-Pg7Tq2Wx9Rz4Lm6Nb3Vc"
+PENGUINS = {
+    # max_one_hot 2: island and year (3 categories each) get embeddings, sex (2) is one-hot.
+    "data": {
+        "source": "penguins",
+        "features": {"year": {"type": "category"}, "body_mass_g": {"missing": "median"}},
+        "max_one_hot": 2,
+    },
+    "model": {"kind": "mlp", "hidden": [32]},
+    "optim": {"epochs": 12, "lr": 0.01, "batch_size": 32, "class_weights": "balanced"},
+    "strategy": {"phase_steps": 4},
+    "deepspeed": {"zero_stage": 2},
+    "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+    "checkpoint": {"every_rounds": 4, "keep": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(train):
+    runs = {}
+    for strategy in ("red_blue", "standard"):
+        sections = {**PENGUINS, "strategy": {**PENGUINS["strategy"], "kind": strategy}}
+        runs[strategy] = train(f"penguins-{strategy}", **sections)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def raw():
+    from trainers.config import DataConfig
+    from trainers.data import load_table
+
+    return load_table(DataConfig(source="penguins")).frame
+
+
+def test_both_strategies_learn_a_table_with_strings_and_gaps(trained, mlflow_client):
+    for strategy, (code, summary) in trained.items():
+        assert code == 0, strategy
+        assert summary.metrics["test_accuracy"] >= 0.9, (strategy, summary.metrics)
+        run = mlflow_client.get_run(summary.run_id)
+        params = run.data.params
+        assert params["preprocessing.categories"] == "island,sex,year"
+        assert params["preprocessing.imputed"].startswith("bill_length_mm:mean")
+        assert "body_mass_g:median" in params["preprocessing.imputed"]
+        assert params["data.dropped_labels"] == "0"
+        artifacts = {a.path for a in mlflow_client.list_artifacts(summary.run_id)}
+        assert "preprocessing.json" in artifacts
+
+
+def test_the_logged_model_takes_the_raw_frame_with_gaps(trained, raw):
+    import mlflow
+
+    from orchestrator.tracking import fetch_final_model
+    from trainers.families import family_of
+    from trainers.models import load_model, predict
+
+    _, summary = trained["red_blue"]
+    model, spec = load_model(fetch_final_model(summary.model_uri))
+    assert [c.name for c in family_of(spec.kind).input_schema(spec).preprocessing.embedded] == [
+        "island",
+        "year",
+    ]
+    frame = raw.iloc[[0, 3, 8, 100, 200, 339]]  # 3: every measurement missing; 8, 339: no sex
+    assert frame.isna().any().any()
+    logged = mlflow.pyfunc.load_model(summary.model_uri).predict(frame)
+    expected, _ = predict(model, spec, family_of(spec.kind).input_schema(spec).rows(frame))
+    assert list(logged) == list(expected)
+
+
+def test_records_with_strings_and_nulls_are_served(trained, raw, serve_port):
+    from ray import serve
+
+    from orchestrator.serving.application import DeployArgs
+    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serving.rollout import start
+    from serve_apps.guard import key_digest
+    from serve_apps.settings import ServeSection
+    from trainers.families import family_of
+    from trainers.models import predict
+
+    _, summary = trained["standard"]
+    settings = ServeSection(port=serve_port, num_replicas=1, cpus_per_replica=0.25)
+    args = DeployArgs(
+        model=summary.model_uri,
+        name="penguins",
+        serve=settings,
+        key_digests=[key_digest(KEY)],
+        audit_log=None,
+    )
+    deployment = start(args, resolve_bundle(parse_model_uri(summary.model_uri)), None)
+    try:
+        part = raw.iloc[[0, 3, 8, 150, 339]]
+        records = part.astype(object).where(part.notna(), None).to_dict("records")
+        records[1] |= {"island": "Atlantis"}  # a category never seen in training
+        with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
+            answer = client.post(deployment.url + "/v1/predict", json={"records": records})
+            wrong = client.post(
+                deployment.url + "/v1/predict",
+                json={"records": [records[0] | {"flipper_length_mm": "long"}]},
+            )
+        model, spec = deployment.bundle.load()
+        expected, probabilities = predict(
+            model, spec, family_of(spec.kind).input_schema(spec).rows(records)
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == expected.tolist()
+        np.testing.assert_allclose(answer.json()["probabilities"], probabilities, rtol=1e-5)
+        assert wrong.status_code == 422
+        assert "records[0].flipper_length_mm: expected a number" in wrong.json()["message"]
+    finally:
+        serve.delete("penguins")
+
+
+def test_the_raw_table_is_batch_predicted_with_ray_data(trained, raw, tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from orchestrator.tracking import fetch_final_model
+    from trainers.families import family_of
+    from trainers.models import load_model, predict
+
+    _, summary = trained["red_blue"]
+    frame = raw.assign(id=range(len(raw)))
+    frame.to_csv(tmp_path / "penguins.csv", index=False)  # gaps written as empty cells
+    args = [summary.model_uri, str(tmp_path / "penguins.csv"), "-o", str(tmp_path / "out.csv")]
+    result = CliRunner().invoke(app, ["predict", *args, "--proba", "--cpus-per-actor", "0.5"])
+    assert result.exit_code == 0, result.output
+    parts = list((tmp_path / "out.csv").glob("*.csv"))
+    out = pd.concat([pd.read_csv(p) for p in parts]).sort_values("id", ignore_index=True)
+    assert len(out) == len(raw) and out["id"].tolist() == list(range(len(raw)))
+    model, spec = load_model(fetch_final_model(summary.model_uri))
+    labels, probabilities = predict(model, spec, family_of(spec.kind).input_schema(spec).rows(raw))
+    assert out["prediction"].tolist() == labels.tolist()
+    probas = [f"proba_{name}" for name in spec.classes]
+    np.testing.assert_allclose(out[probas].to_numpy(), probabilities, rtol=1e-5, atol=1e-6)
