@@ -1,6 +1,7 @@
 """Training overhead of Redblue against plain PyTorch, all in one run, same model, data and steps.
 
-For two sizes (the demo MLP, and a compute-bound 2048-wide MLP at batch 256) it measures
+For three models (the demo MLP, a compute-bound 2048-wide MLP at batch 256, and the LSTM of
+``configs/digits_rows.yaml`` on sequences of 3 to 8 steps) it measures
 steady-state samples/s and the time from command start to the first optimizer step of:
 
   (a) ``redblue train`` : 2 Ray Train workers, DeepSpeed ZeRO-2, standard strategy
@@ -9,7 +10,7 @@ steady-state samples/s and the time from command start to the first optimizer st
   (c) plain loop        : 1 process, 1 thread
 
 and prints the ratios (a)/(b), (d)/(b), (a)/(d) and (a)/(c). Run: ``make bench`` or
-``python benchmarks/train_overhead.py [--sizes small,large] [--json out.json]``.
+``python benchmarks/train_overhead.py [--sizes small,large,lstm] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -27,10 +28,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {
-    # name: (hidden widths, global batch size, epochs over P' of digits)
+    # name: (model.hidden, global batch size, epochs over P')
     "small": ([128, 64], 64, 12),
     "large": ([2048, 2048], 256, 24),
+    "lstm": (64, 64, 12),  # the LSTM of configs/digits_rows.yaml, on the digit rows
 }
+
+
+def config_file(size: str) -> Path:
+    return REPO / "configs" / ("digits_rows.yaml" if size == "lstm" else "digits.yaml")
+
+
 WARMUP_STEPS = 10  # excluded from the steady-state rate of the plain loops
 
 
@@ -57,7 +65,7 @@ def overrides(size: str) -> list[str]:
 
 # --- (a) redblue train ------------------------------------------------------------------------
 def bench_redblue(size: str, workdir: Path) -> dict:
-    command = [sys.executable, "-m", "orchestrator.cli", "train", str(REPO / "configs/digits.yaml")]
+    command = [sys.executable, "-m", "orchestrator.cli", "train", str(config_file(size))]
     for item in overrides(size):
         command += ["--set", item]
     command += ["--set", f"run.storage_path={workdir / 'ray_results'}"]
@@ -85,7 +93,7 @@ def plain_steps(size: str) -> int:
     from orchestrator.config import load_config
     from trainers.plan import plan_run
 
-    plan = plan_run(load_config(REPO / "configs/digits.yaml", overrides(size)))
+    plan = plan_run(load_config(config_file(size), overrides(size)))
     return plan.rounds.num_rounds * plan.rounds.steps_per_replica["standard"]
 
 
@@ -100,7 +108,7 @@ def plain_worker(
     from trainers.models import build_model
     from trainers.plan import plan_run
 
-    plan = plan_run(load_config(REPO / "configs/digits.yaml", overrides(size)))
+    plan = plan_run(load_config(config_file(size), overrides(size)))
     batch = SIZES[size][1] // world
     train = plan.split.train[rank::world]
     features = torch.as_tensor(plan.dataset.features)
@@ -129,7 +137,7 @@ def plain_worker(
 
         from trainers.engine import deepspeed_config
 
-        cfg = load_config(REPO / "configs/digits.yaml", overrides(size))
+        cfg = load_config(config_file(size), overrides(size))
         engine, *_ = deepspeed.initialize(
             model=model,
             optimizer=optimizer,
@@ -185,7 +193,7 @@ def bench_plain(size: str, mode: str, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="small,large")
+    parser.add_argument("--sizes", default="small,large,lstm")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -101,7 +101,8 @@ class RedblueConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="The data set.")
     model: ModelConfig = Field(
         default_factory=MLPConfig,
-        description="The model: a family's section, chosen by model.kind (mlp, linear).",
+        description="The model: a family's section, chosen by model.kind (mlp, linear; rnn, "
+        "lstm, gru for data.kind sequence).",
     )
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and budget.")
     strategy: StrategyConfig = Field(

@@ -164,9 +164,8 @@ def _variant(section: type[BaseModel]) -> str | None:
     """The ``kind`` value of one arm of a discriminated union, if it is one."""
     field = section.model_fields.get("kind")
     if field is not None and get_origin(field.annotation) is Literal:
-        values = get_args(field.annotation)
-        if len(values) == 1:
-            return str(values[0])
+        values = [f"`{value}`" for value in get_args(field.annotation)]
+        return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " or " + values[-1]
     return None
 
 
@@ -174,11 +173,12 @@ def _render_section(
     title: str, dotted: str, sections: list[type[BaseModel]], description: str, level: int
 ) -> list[str]:
     lines: list[str] = []
+    sections = list(dict.fromkeys(sections))  # one family's section may serve several kinds
     for section in sections:
         heading = f"`{title}`"
         variant = _variant(section) if len(sections) > 1 else None
         if variant is not None:
-            heading += f" with `kind: {variant}`"
+            heading += f" with `kind:` {variant}"
         lines += ["", f"{'#' * level} {heading}", ""]
         own = (section.__doc__ or "").strip()
         text = own if variant is not None and own else description or own

@@ -286,7 +286,7 @@ def model_signature(
     carries its data under ``inputs`` (a list of rows, records, or columns); CSV is unchanged.
     """
     if isinstance(sample, pd.DataFrame):  # integers as doubles: a gap would make them floats
-        frame = sample[feature_names]
+        frame = sample  # the raw columns (a sequence model's long format: id and time too)
         frame = frame.astype({c: "float64" for c in frame.select_dtypes("integer").columns})
     else:
         frame = pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)

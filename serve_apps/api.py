@@ -12,9 +12,9 @@ model's exact input: width, record fields, value range, row limit, and its class
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio.to_thread
 import numpy as np
@@ -41,7 +41,10 @@ from serve_apps.schemas import (
     response_schema,
     round_down,
 )
+from serve_apps.sequences import SequenceShape, parse_sequences, sequence_request_schema
 from trainers.families import family_of
+from trainers.inputs import TabularInput
+from trainers.sequences import SequenceInput
 from trainers.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -112,12 +115,21 @@ def build_api(
         else None
     )
     schema = family_of(spec.kind).input_schema(spec)
-    fitted = schema.preprocessing
-    # Drift is watched on the dense block of the encoded rows (numbers and one-hot columns).
-    drift = DriftWindow(spec.input_summary, fitted.dense_names, monitor_window)
+    shape: InputShape | SequenceShape
+    if isinstance(schema, TabularInput):
+        fitted = schema.preprocessing
+        # Drift is watched on the dense block of the encoded rows (numbers, one-hot columns).
+        drift = DriftWindow(spec.input_summary, fitted.dense_names, monitor_window)
+        bound = safe_input_bound(predictor.model, spec)
+        shape = InputShape(schema.feature_names, max_rows, bound, fitted)
+        parse: Callable[[bytes, Any], np.ndarray] = parse_rows
+        request = request_schema(shape)
+    else:  # sequences: no drift summary, no bound from the weights
+        assert isinstance(schema, SequenceInput)
+        drift = DriftWindow({}, [], monitor_window)
+        shape = SequenceShape(schema, max_rows)
+        parse, request = parse_sequences, sequence_request_schema(shape)
     model_ref = {"name": bundle.name, "version": bundle.version, "run_id": bundle.run_id}
-    bound = safe_input_bound(predictor.model, spec)
-    shape = InputShape(schema.feature_names, max_rows, bound, fitted)
     body_limit = min(max_body_bytes, shape.body_bytes)
     classes = np.asarray(spec.classes).tolist()
     api = FastAPI(
@@ -134,7 +146,7 @@ def build_api(
             200: {
                 "description": "One prediction per row, and which model answered.",
                 "content": {
-                    "application/json": {"schema": response_schema(spec.task, classes, shape)}
+                    "application/json": {"schema": response_schema(spec.task, classes, max_rows)}
                 },
             },
             **PREDICT_ERRORS,
@@ -142,7 +154,7 @@ def build_api(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": request_schema(shape)}},
+                "content": {"application/json": {"schema": request}},
             }
         },
     )
@@ -150,9 +162,9 @@ def build_api(
         """Predict a batch of rows (given as `inputs` or as `records`)."""
         body = await request.body()
         if len(body) > INLINE_PARSE_BYTES:
-            rows = await anyio.to_thread.run_sync(parse_rows, body, shape)
+            rows = await anyio.to_thread.run_sync(parse, body, shape)
         else:
-            rows = parse_rows(body, shape)
+            rows = parse(body, shape)
         request.state.rows = len(rows)
         prediction = await predictor.predict(rows)
         request.state.batch_rows = prediction.batch_rows

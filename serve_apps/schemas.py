@@ -154,7 +154,7 @@ def parse_rows(body: bytes, shape: InputShape) -> np.ndarray:
             "naming each column"
         )
     if not isinstance(rows, list):
-        raise InputError(f"{field}: must be a list of rows, not {_kind(rows)}")
+        raise InputError(f"{field}: must be a list of rows, not {kind_of(rows)}")
     if not rows:
         raise InputError("no rows: send at least one row")
     if len(rows) > shape.max_rows:
@@ -177,13 +177,13 @@ def _inputs(rows: list, shape: InputShape, problems: _Problems) -> list:
     width = shape.width
     for index, row in enumerate(rows):
         if not isinstance(row, list):
-            problems.add(f"inputs[{index}]: must be a list of {width} numbers, not {_kind(row)}")
+            problems.add(f"inputs[{index}]: must be a list of {width} numbers, not {kind_of(row)}")
         elif len(row) != width:
             problems.add(f"inputs[{index}] has {len(row)} features; the model takes {width}")
         elif not NUMBER_TYPES.issuperset(map(type, row)):
             position = next(i for i, v in enumerate(row) if type(v) not in NUMBER_TYPES)
             problems.add(
-                f"inputs[{index}][{position}]: expected a number, got {_kind(row[position])}"
+                f"inputs[{index}][{position}]: expected a number, got {kind_of(row[position])}"
             )
     return rows
 
@@ -195,7 +195,7 @@ def _records(rows: list, shape: InputShape, problems: _Problems) -> list:
     for index, record in enumerate(rows):
         if not isinstance(record, dict):
             problems.add(
-                f"records[{index}]: must be an object of feature values, not {_kind(record)}"
+                f"records[{index}]: must be an object of feature values, not {kind_of(record)}"
             )
             continue
         if record.keys() != known:
@@ -214,7 +214,7 @@ def _records(rows: list, shape: InputShape, problems: _Problems) -> list:
             continue
         if not NUMBER_TYPES.issuperset(map(type, row)):
             name = next(n for n, v in zip(names, row, strict=True) if type(v) not in NUMBER_TYPES)
-            problems.add(f"records[{index}].{name}: expected a number, got {_kind(record[name])}")
+            problems.add(f"records[{index}].{name}: expected a number, got {kind_of(record[name])}")
             continue
         values.append(row)
     return values
@@ -273,14 +273,14 @@ def _value_problem(column: Column, value: Any, shape: InputShape) -> str | None:
         return "null is not allowed: the model was trained without gaps in this column"
     if column.type == "category":
         if type(value) in (dict, list):
-            return f"expected a category (a string or a number), got {_kind(value)}"
+            return f"expected a category (a string or a number), got {kind_of(value)}"
         if type(value) is float and not math.isfinite(value):
             return "expected a finite number"
         return None
     if column.type == "boolean":
-        return None if type(value) is bool else f"expected a boolean, got {_kind(value)}"
+        return None if type(value) is bool else f"expected a boolean, got {kind_of(value)}"
     if type(value) not in NUMBER_TYPES:
-        return f"expected a number, got {_kind(value)}"
+        return f"expected a number, got {kind_of(value)}"
     if not math.isfinite(value):
         return "expected a finite number"
     if abs(value) > shape.limit:
@@ -295,7 +295,8 @@ def _outside(value: float, shape: InputShape) -> str:
     return f"{text} is outside the model's input range [-{shape.bound:g}, {shape.bound:g}]"
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """How a JSON value is named in a message: a string, null, an object, ..."""
     return KINDS.get(type(value), type(value).__name__)
 
 
@@ -410,9 +411,9 @@ def _typed_request_schema(shape: InputShape) -> dict:
     }
 
 
-def response_schema(task: str, classes: list, shape: InputShape) -> dict:
+def response_schema(task: str, classes: list, max_rows: int) -> dict:
     """The JSON schema of a ``POST /v1/predict`` answer for this model."""
-    rows = {"minItems": 1, "maxItems": shape.max_rows}
+    rows = {"minItems": 1, "maxItems": max_rows}
     properties: dict[str, Any] = {"model": ModelRef.model_json_schema()}
     if task == "classification":
         properties["predictions"] = {

@@ -47,6 +47,12 @@ class FeatureConfig(Section):
 
 
 class DataConfig(Section):
+    kind: Literal["table", "sequence"] = Field(
+        "table",
+        description="table: one row per sample. sequence: long format, one row per (sequence, "
+        "step), named by data.id and ordered by data.time, the label constant within a sequence "
+        "(for model.kind rnn, lstm, gru).",
+    )
     source: str = Field(
         "digits",
         description="A bundled data set (scikit-learn's digits, breast_cancer, wine, diabetes; "
@@ -87,6 +93,24 @@ class DataConfig(Section):
     )
     drop: list[str] = Field(
         default_factory=list, description="Columns to leave out of the features."
+    )
+    id: str | None = Field(
+        None, description="data.kind sequence: the column naming each row's sequence."
+    )
+    time: str | None = Field(
+        None, description="data.kind sequence: the column ordering the steps within a sequence."
+    )
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="data.kind sequence: the most steps a sequence may have; unset: the longest "
+        "in the data. Longer ones are refused (with their count) unless data.truncate says "
+        "which steps to keep.",
+    )
+    truncate: Literal["refuse", "head", "tail"] = Field(
+        "refuse",
+        description="data.kind sequence: a sequence over data.max_length is refused, or cut to "
+        "its first (head) or last (tail) steps.",
     )
     max_one_hot: int = Field(
         10,

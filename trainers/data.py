@@ -24,10 +24,15 @@ from trainers.preprocessing import fit as fit_preprocessing
 if TYPE_CHECKING:
     import pandas as pd
 
+    from trainers.sequences import SequenceInput
+
 # pandas and scikit-learn are imported where they are used: workers receive a ready Dataset and
 # Split, and skipping those imports shortens every worker's start (about 1 s each).
 SKLEARN = ("digits", "breast_cancer", "wine", "diabetes")  # scikit-learn's load_<name>
-BUNDLED_LABELS = {name: "target" for name in SKLEARN} | {"penguins": "species"}
+BUNDLED_LABELS = {name: "target" for name in SKLEARN} | {
+    "penguins": "species",
+    "digits_rows": "digit",
+}
 BUNDLED = tuple(BUNDLED_LABELS)
 MAX_CLASSES_FOR_INTEGER_LABELS = 20
 
@@ -49,11 +54,18 @@ class Dataset:
     raw: pd.DataFrame | None = None  # the raw feature columns (the driver's; not for workers)
     dropped_labels: int = 0
     dropped_rows: int = 0
+    # data.kind sequence: each sample's sequence id, and the sequences' input schema; ``raw`` is
+    # then the long-format table (id, time and feature columns).
+    ids: np.ndarray | None = None
+    sequence: SequenceInput | None = None
 
     def raw_rows(self, indices: np.ndarray) -> pd.DataFrame:
         """The raw feature rows at ``indices`` (on the driver, which holds the raw table)."""
         import pandas as pd
 
+        if self.raw is not None and self.sequence is not None and self.ids is not None:
+            chosen = self.raw[self.sequence.id_column].isin(self.ids[indices])
+            return self.raw[chosen].reset_index(drop=True)
         if self.raw is not None:
             return self.raw.iloc[indices].reset_index(drop=True)
         return pd.DataFrame(self.features[indices], columns=self.feature_names)
@@ -89,6 +101,10 @@ def read_table(source: str) -> pd.DataFrame:
     """Read a bundled data set by name, or a .csv/.parquet file by path."""
     import pandas as pd
 
+    if source == "digits_rows":
+        from trainers.sequences import digits_rows
+
+        return digits_rows()
     if source == "penguins":  # palmerpenguins ships the CSV: 344 rows, strings and gaps
         from importlib import metadata
 
@@ -144,7 +160,6 @@ class Table:
 
 def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
     """Validate a table's columns and labels; every problem raises one clear DataError."""
-    import pandas as pd
 
     label = cfg.label or BUNDLED_LABELS.get(cfg.source)
     if label is None:
@@ -179,21 +194,7 @@ def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
     labels = labels[keep].reset_index(drop=True)
     if len(labels) == 0:
         raise DataError(f"label column {label!r} has no values")
-    task = cfg.task or _infer_task(labels)
-    if task == "classification":
-        classes, codes = np.unique(labels.to_numpy(), return_inverse=True)
-        if len(classes) < 2:
-            raise DataError(f"label column {label!r} has a single class; nothing to learn")
-        y = codes.astype(np.int64)
-        class_list = [c.item() if hasattr(c, "item") else c for c in classes]
-    else:
-        if not pd.api.types.is_numeric_dtype(labels):
-            raise DataError(f"data.task is regression but label column {label!r} is not numeric")
-        y = labels.to_numpy(dtype=np.float64)
-        if not np.isfinite(y).all():
-            raise DataError(f"label column {label!r} has infinite values")
-        y = y.astype(np.float32)
-        class_list = []
+    task, y, class_list = encode_labels(labels, cfg.task, label)
     return Table(
         frame=feature_frame,
         labels=y,
@@ -205,6 +206,29 @@ def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
         dropped_labels=int((~has_label).sum()),
         dropped_rows=int((has_label & drop_rows).sum()),
     )
+
+
+def encode_labels(labels: pd.Series, task: str | None, label: str) -> tuple[str, np.ndarray, list]:
+    """(task, labels as class indices or float32 values, the classes); ``task`` inferred when
+    None."""
+    import pandas as pd
+
+    task = task or _infer_task(labels)
+    if task == "classification":
+        classes, codes = np.unique(labels.to_numpy(), return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(f"label column {label!r} has a single class; nothing to learn")
+        return (
+            task,
+            codes.astype(np.int64),
+            [c.item() if hasattr(c, "item") else c for c in classes],
+        )
+    if not pd.api.types.is_numeric_dtype(labels):
+        raise DataError(f"data.task is regression but label column {label!r} is not numeric")
+    values = labels.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise DataError(f"label column {label!r} has infinite values")
+    return task, values.astype(np.float32), []
 
 
 def _check_declared_types(frame: pd.DataFrame, cfg: DataConfig) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -30,6 +30,20 @@ if TYPE_CHECKING:
 
 class InputError(ValueError):
     """The input does not fit the model's schema; the message names the problem."""
+
+
+class InputSchema(Protocol):
+    """What a family's model takes (``TabularInput``, ``trainers.sequences.SequenceInput``)."""
+
+    @property
+    def feature_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def width(self) -> int: ...
+
+    def rows(self, model_input: Any) -> np.ndarray:
+        """``model_input`` as the model's float32 array; InputError names a problem."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,22 @@ exit code 2) and ships the plan to the workers, where ``trainers.loop`` runs it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
 from trainers.config import DataConfig, DeepSpeedConfig, OptimConfig, Section, StrategyConfig
 from trainers.data import (
+    DataError,
     Dataset,
     Split,
+    Table,
     check_parts,
     encode,
     load_table,
     make_split,
+    read_table,
     subsample_training,
     with_label_noise,
 )
@@ -26,6 +29,7 @@ from trainers.drift import summarize
 from trainers.families import family_of
 from trainers.families.base import Family
 from trainers.rounds import LoopConfig, RoundPlan, plan_rounds
+from trainers.sequences import prepare_sequences
 from trainers.spec import ModelSpec
 
 
@@ -84,7 +88,16 @@ class RunPlan:
 
 def plan_run(cfg: RunSettings) -> RunPlan:
     """Load and split the data and size the rounds; raises DataError on unusable data."""
-    table = load_table(cfg.data)
+    kind = str(cfg.model.model_dump()["kind"])
+    takes = family_of(kind).data_kind
+    if takes != cfg.data.kind:
+        raise DataError(
+            f"model.kind {kind} takes data.kind: {takes}, but data.kind is {cfg.data.kind}"
+        )
+    if cfg.data.kind == "sequence":
+        table: Table | Dataset = prepare_sequences(read_table(cfg.data.source), cfg.data)
+    else:
+        table = load_table(cfg.data)
     split = make_split(
         table,
         test_fraction=cfg.data.test_fraction,
@@ -96,25 +109,14 @@ def plan_run(cfg: RunSettings) -> RunPlan:
     stratify = table.task == "classification"
     split = subsample_training(split, table.labels, cfg.data.train_fraction, cfg.seed, stratify)
     check_parts(split, cfg.scaling.num_workers, len(table.labels))
-    dataset = encode(table, split.train)  # preprocessing fitted on P' only
-    fitted = dataset.preprocessing
-    assert fitted is not None
+    if isinstance(table, Table):
+        dataset = encode(table, split.train)  # preprocessing fitted on P' only
+        spec = _table_spec(cfg, dataset, split)
+    else:
+        dataset = table
+        spec = _sequence_spec(cfg, dataset)
     if cfg.data.label_noise > 0:
         dataset = with_label_noise(dataset, split.train, cfg.data.label_noise, cfg.seed)
-    options = cfg.model.model_dump()  # the family's section, ``kind`` included
-    spec = ModelSpec(
-        kind=str(options["kind"]),
-        task=dataset.task,
-        in_features=fitted.width,
-        out_features=dataset.num_outputs,
-        options=options,
-        feature_names=list(dataset.feature_names),
-        classes=list(dataset.classes),
-        input_summary=summarize(
-            dataset.features[split.train][:, : len(fitted.dense_names)], fitted.dense_names
-        ),
-        preprocessing=fitted.to_dict(),
-    )
     loop = LoopConfig(
         strategy=cfg.strategy,
         optim=cfg.optim,
@@ -135,6 +137,40 @@ def plan_run(cfg: RunSettings) -> RunPlan:
     if cfg.optim.class_weights == "balanced" and dataset.task == "classification":
         weights = balanced_weights(dataset.labels[split.train], dataset.num_outputs)
     return RunPlan(dataset, split, spec, loop, rounds, class_weights=weights)
+
+
+def _table_spec(cfg: RunSettings, dataset: Dataset, split: Split) -> ModelSpec:
+    fitted = dataset.preprocessing
+    assert fitted is not None
+    options = cfg.model.model_dump()  # the family's section, ``kind`` included
+    dense = dataset.features[split.train][:, : len(fitted.dense_names)]
+    return ModelSpec(
+        kind=str(options["kind"]),
+        task=dataset.task,
+        in_features=fitted.width,
+        out_features=dataset.num_outputs,
+        options=options,
+        feature_names=list(dataset.feature_names),
+        classes=list(dataset.classes),
+        input_summary=summarize(dense, fitted.dense_names),
+        preprocessing=fitted.to_dict(),
+    )
+
+
+def _sequence_spec(cfg: RunSettings, dataset: Dataset) -> ModelSpec:
+    sequence = dataset.sequence
+    assert sequence is not None
+    options = cfg.model.model_dump()
+    return ModelSpec(
+        kind=str(options["kind"]),
+        task=dataset.task,
+        in_features=sequence.width,
+        out_features=dataset.num_outputs,
+        options=options,
+        feature_names=list(dataset.feature_names),
+        classes=list(dataset.classes),
+        preprocessing={"sequence": asdict(sequence)},
+    )
 
 
 def balanced_weights(labels: np.ndarray, num_classes: int) -> tuple[float, ...]:

@@ -13,13 +13,14 @@ from torch import nn
 
 from trainers.engine import Member
 from trainers.families.supervised import preprocessing
+from trainers.scaling import Scaled
 from trainers.spec import ModelSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 NETWORK = "model"  # the one network (and engine) of a tabular family
 
 
-class Standardized(nn.Module):
+class Standardized(Scaled):
     """``net`` behind input standardization (and, for regression, a standardized target).
 
     The input is the encoded matrix of ``trainers.preprocessing``: a dense block of ``dense``
@@ -29,11 +30,6 @@ class Standardized(nn.Module):
     linear layer of ``net``; the penalty is computed in the forward pass (where ZeRO-3 has
     gathered the weights) and kept in ``penalty`` for the objective to add to the training loss.
     """
-
-    input_mean: torch.Tensor
-    input_std: torch.Tensor
-    target_mean: torch.Tensor
-    target_std: torch.Tensor
 
     def __init__(
         self,
@@ -49,10 +45,7 @@ class Standardized(nn.Module):
         self.l1, self.l2 = l1, l2
         self.penalty: torch.Tensor | None = None
         self.embeddings = nn.ModuleList(nn.Embedding(rows, dim) for rows, dim in embeddings)
-        self.register_buffer("input_mean", torch.zeros(dense))
-        self.register_buffer("input_std", torch.ones(dense))
-        self.register_buffer("target_mean", torch.zeros(1))
-        self.register_buffer("target_std", torch.ones(1))
+        self.add_scaling(dense)
 
     @classmethod
     def for_spec(cls, spec: ModelSpec, net: nn.Sequential, **penalties: float) -> Standardized:
@@ -65,8 +58,7 @@ class Standardized(nn.Module):
         Features are standardized in fp32 (the buffers stay fp32 under DeepSpeed's mixed
         precision, which casts parameters only) and only then cast to the weights' precision.
         """
-        dense = features[:, : self.dense].float()
-        scaled = (dense - self.input_mean.float()) / self.input_std.float()
+        scaled = self.scale(features[:, : self.dense])
         if self.training and (self.l1 > 0 or self.l2 > 0):
             weights = [m.weight.float() for m in self.net if isinstance(m, nn.Linear)]
             if any(w.numel() == 0 for w in weights):  # partitioned away by ZeRO-3
@@ -91,14 +83,8 @@ class Standardized(nn.Module):
         return next(self.net.parameters()).dtype
 
     def set_normalization(self, features: np.ndarray, targets: np.ndarray | None) -> None:
-        """Fit the standardization buffers on training data (the dense block's columns)."""
-        features = features[:, : self.dense]
-        std = features.std(axis=0)
-        self.input_mean.copy_(torch.as_tensor(features.mean(axis=0)))
-        self.input_std.copy_(torch.as_tensor(np.where(std > 1e-8, std, 1.0)))
-        if targets is not None:
-            self.target_mean.fill_(float(targets.mean()))
-            self.target_std.fill_(float(max(targets.std(), 1e-8)))
+        """Fit the standardization on training data (the dense block's columns)."""
+        super().set_normalization(features[:, : self.dense], targets)
 
 
 def layout(spec: ModelSpec) -> tuple[int, list[tuple[int, int]]]:

@@ -62,6 +62,7 @@ def plan_prediction(args: PredictArgs) -> PredictPlan:
     rules.check_output(output, source, exists(output), args.overwrite)
     bundle = load_bundle(args.model)
     spec = ModelSpec.from_dict(bundle.model_config)
+    rules.check_family(spec)
     added = rules.prediction_columns(spec, args.proba)
     sample = read_sample(files[0], in_fmt)
     rules.check_columns(list(sample.columns), added)

@@ -123,3 +123,13 @@ def check_sizes(concurrency: int, batch_size: int, cpus_per_actor: float) -> Non
         raise PredictError(
             "--concurrency and --batch-size must be at least 1 and --cpus-per-actor above 0"
         )
+
+
+def check_family(spec: ModelSpec) -> None:
+    """Batch prediction is row by row: a model of tables only (a sequence spans rows that Ray
+    Data may hand to different batches)."""
+    if family_of(spec.kind).data_kind != "table":
+        raise PredictError(
+            f"redblue predict takes models of tables; this is a {spec.kind} model of sequences: "
+            "predict with its MLflow pyfunc model or POST /v1/predict"
+        )

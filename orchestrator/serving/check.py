@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Any
 
 import numpy as np
 
@@ -48,12 +47,15 @@ def summary_rows(
     return rows
 
 
-Rows = np.ndarray | list[dict[str, Any]]  # rows of numbers ("inputs"), or raw "records"
+Rows = np.ndarray | list  # rows of numbers ("inputs"), raw "records", or "sequences" of steps
 
 
 def request_body(rows: Rows, digits: int | None = None) -> dict[str, list]:
+    """``inputs`` for rows of numbers, ``records`` for objects, ``sequences`` for lists."""
     if isinstance(rows, np.ndarray):
         return {"inputs": (rows if digits is None else rows.round(digits)).tolist()}
+    if rows and isinstance(rows[0], list):
+        return {"sequences": list(rows)}
     return {"records": list(rows)}
 
 
@@ -116,8 +118,10 @@ def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[Rows, lis
 
     from orchestrator.tracking import tracking_uri
     from trainers.config import DataConfig
-    from trainers.data import BUNDLED, load_table
+    from trainers.data import BUNDLED, load_table, read_table
     from trainers.families import family_of
+    from trainers.inputs import TabularInput
+    from trainers.sequences import SequenceInput, prepare_sequences
     from trainers.spec import ModelSpec
 
     spec = ModelSpec.from_dict(bundle.model_config)
@@ -127,13 +131,19 @@ def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[Rows, lis
     source = params.get("data.source")
     schema = family_of(spec.kind).input_schema(spec)
     names = list(schema.feature_names)
+    if source in BUNDLED and isinstance(schema, SequenceInput):
+        dataset = prepare_sequences(read_table(source), DataConfig(kind="sequence", source=source))
+        sequences = [steps[steps[:, -1] > 0][:, :-1].tolist() for steps in dataset.features[:count]]
+        labels = dataset.labels[:count]
+        return sequences, np.asarray(dataset.classes)[labels].tolist()
     if source in BUNDLED:
         table = load_table(DataConfig(source=source))
         if set(names) <= set(table.frame.columns):
             labels = table.labels[:count]
             truth = np.asarray(table.classes)[labels] if table.classes else labels
             rows = table.frame[names].head(count)
-            if schema.preprocessing.all_numeric and rows.notna().all().all():
+            numeric = isinstance(schema, TabularInput) and schema.preprocessing.all_numeric
+            if numeric and rows.notna().all().all():
                 return rows.to_numpy(dtype=np.float32), truth.tolist()
             records = rows.astype(object).where(rows.notna(), None).to_dict("records")
             return records, truth.tolist()

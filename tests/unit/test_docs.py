@@ -73,7 +73,7 @@ class _Config(BaseModel):
 
 def test_a_union_of_sections_renders_one_table_per_kind():
     page = render(_Config)
-    assert "## `model` with `kind: mlp`" in page
-    assert "## `model` with `kind: linear`" in page
+    assert "## `model` with `kind:` `mlp`" in page
+    assert "## `model` with `kind:` `linear`" in page
     assert "| `model.l2` | number, >= 0.0 | `0.0` | L2 penalty. |" in page
     assert "| `name` | string | `x` | A name. |" in page

@@ -24,9 +24,9 @@ def train(**sections) -> tuple[Trainer, dict[str, float]]:
 
 def test_every_family_declares_its_kind_in_its_config_section():
     for kind, family in FAMILIES.items():
-        assert typing.get_args(family.config.model_fields["kind"].annotation) == (kind,)
-        assert family.config().kind == kind  # every key has a default
-    with pytest.raises(ValueError, match=r"unknown model kind 'gan'; known: \['linear', 'mlp'\]"):
+        assert kind in typing.get_args(family.config.model_fields["kind"].annotation)
+        assert family.config(kind=kind).kind == kind  # every other key has a default
+    with pytest.raises(ValueError, match=r"unknown model kind 'gan'; known: \['gru', 'linear'"):
         family_of("gan")
 
 
@@ -103,8 +103,8 @@ def test_a_model_config_written_before_families_loads(tmp_path):
     assert load_model(again)[1] == spec
 
 
-def test_each_family_gives_an_example_its_input_schema_accepts(tmp_path):
-    for kind in FAMILIES:
+def test_each_table_family_gives_an_example_its_input_schema_accepts(tmp_path):
+    for kind in (kind for kind, family in FAMILIES.items() if family.data_kind == "table"):
         model, spec = load_model(saved_model(tmp_path / kind, seed=2, kind=kind))
         family = family_of(kind)
         rows = family.input_schema(spec).rows(family.example_input(spec, 3))

@@ -177,3 +177,11 @@ def test_the_summary_line():
     assert summary_line(201_264, 9.8, "/o/p.parquet") == (
         "predicted 201,264 rows in 9.8 s (20,537 rows/s) -> /o/p.parquet"
     )
+
+
+def test_a_sequence_model_is_refused_with_where_to_predict_instead():
+    from orchestrator.predicting.rules import check_family
+    from trainers.spec import ModelSpec
+
+    with pytest.raises(PredictError, match="lstm model of sequences: predict with its MLflow"):
+        check_family(ModelSpec("lstm", "classification", 8, 10))

@@ -11,10 +11,13 @@ from typing import Annotated, Any
 
 from pydantic import Discriminator, Tag
 
-from trainers.families import linear, mlp
+from trainers.families import linear, mlp, recurrent
 from trainers.families.base import Family
 
-FAMILIES: dict[str, Family] = {family.kind: family for family in (mlp.FAMILY, linear.FAMILY)}
+FAMILIES: dict[str, Family] = {
+    family.kind: family
+    for family in (mlp.FAMILY, linear.FAMILY, recurrent.RNN, recurrent.LSTM, recurrent.GRU)
+}
 
 DEFAULT_KIND = "mlp"
 
@@ -27,7 +30,11 @@ def _kind(value: Any) -> Any:
 
 # The ``model:`` section: one family's section, chosen by its ``kind`` (mlp when unset).
 ModelConfig = Annotated[
-    Annotated[mlp.MLPConfig, Tag("mlp")] | Annotated[linear.LinearConfig, Tag("linear")],
+    Annotated[mlp.MLPConfig, Tag("mlp")]
+    | Annotated[linear.LinearConfig, Tag("linear")]
+    | Annotated[recurrent.RecurrentConfig, Tag("rnn")]
+    | Annotated[recurrent.RecurrentConfig, Tag("lstm")]
+    | Annotated[recurrent.RecurrentConfig, Tag("gru")],
     Discriminator(_kind),
 ]
 

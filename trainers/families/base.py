@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from trainers.config import Section
-from trainers.inputs import TabularInput
+from trainers.inputs import InputSchema
 from trainers.spec import ModelSpec, ScoreRule
 
 if TYPE_CHECKING:
@@ -65,8 +65,9 @@ class Family:
     # The objective of a model; the class weights (optim.class_weights) weigh its training loss.
     objective: Callable[[ModelSpec, nn.Module, Sequence[float] | None], Objective]
     predict: Callable[[nn.Module, ModelSpec, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
-    input_schema: Callable[[ModelSpec], TabularInput]  # what pyfunc and serving check
-    example_input: Callable[[ModelSpec, int], list[dict[str, Any]]]  # records to try a model on
+    input_schema: Callable[[ModelSpec], InputSchema]  # what pyfunc, serving, predict check
+    example_input: Callable[[ModelSpec, int], list]  # records (or sequences) to try a model on
     networks: Callable[[nn.Module], dict[str, nn.Module]] = one_network  # engine + fusion each
     score: Callable[[ModelSpec], ScoreRule] = lambda spec: ScoreRule.for_task(spec.task)
     pbt_mutable: tuple[str, ...] = ()  # ``model.*`` keys PBT may change while a trial runs
+    data_kind: str = "table"  # the data.kind it trains on (table, sequence)

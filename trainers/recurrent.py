@@ -1,0 +1,67 @@
+"""The torch side of the recurrent families (``rnn``, ``lstm``, ``gru``): a recurrent network
+over padded, packed sequences behind per-feature standardization, with a linear head on the
+last step's state (both directions' when bidirectional)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from trainers.scaling import Scaled
+
+CELLS: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class Recurrent(Scaled):
+    """Sequences ``[batch, steps, features + 1]`` (the last channel the mask of real steps, as
+    ``trainers.sequences.pad`` makes them) to outputs: logits, or the standardized target.
+
+    The features are standardized in fp32 with buffers fitted on the training pool (they travel
+    with the weights, so a served model takes raw steps), then cast to the weights' precision;
+    padding is never seen by the recurrence (the sequences are packed by length).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        in_features: int,
+        out_features: int,
+        hidden: int,
+        layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.layers, self.directions = layers, 2 if bidirectional else 1
+        self.rnn = CELLS[kind](
+            in_features,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.head = nn.Linear(hidden * self.directions, out_features)
+        self.add_scaling(in_features)
+
+    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        mask = sequences[..., -1]
+        steps = mask.sum(dim=1).clamp(min=1).long().cpu()
+        values = self.scale(sequences[..., :-1])
+        dtype = self.head.weight.dtype  # bf16 or fp16 under DeepSpeed's mixed precision
+        packed = pack_padded_sequence(
+            values.to(dtype), steps, batch_first=True, enforce_sorted=False
+        )
+        _, state = self.rnn(packed)
+        last = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
+        batch = sequences.shape[0]
+        final = last.view(self.layers, self.directions, batch, -1)[-1]  # the top layer
+        return self.head(final.transpose(0, 1).reshape(batch, -1))
+
+    def set_normalization(self, sequences: np.ndarray, targets: np.ndarray | None) -> None:
+        """Fit the standardization on the real steps of the training sequences."""
+        super().set_normalization(sequences[sequences[..., -1] > 0][:, :-1], targets)
