@@ -98,3 +98,27 @@ def test_sequences_of_any_length_are_served(trained, serve_port):
         assert too_long.status_code == 422 and "at most 8" in too_long.json()["message"]
     finally:
         serve.delete("seq-lstm")
+
+
+def test_a_recurrent_sweep_under_zero3_registers_a_champion(sweep, mlflow_client):
+    from orchestrator.tracking import fetch_final_model
+    from trainers.models import load_model
+
+    code, summary = sweep(
+        "seq-sweep",
+        **{**BASE, "optim": {**BASE["optim"], "epochs": 3}},
+        model={"kind": "gru", "hidden": 16},
+        deepspeed={"zero_stage": 3},
+        sweep={
+            "space": {"optim.lr": {"loguniform": [0.005, 0.02]}},
+            "num_samples": 2,
+            "max_concurrent": 2,
+            "scheduler": "fifo",
+        },
+    )
+    assert code == 0 and summary.best is not None
+    best = mlflow_client.get_run(summary.best.run_id)
+    assert best.data.params["model.kind"] == "gru" and "test_accuracy" in best.data.metrics
+    champion = mlflow_client.get_model_version_by_alias("seq-sweep", "champion")
+    _, spec = load_model(fetch_final_model(f"models:/seq-sweep/{champion.version}"))
+    assert spec.kind == "gru" and "sequence" in spec.preprocessing
