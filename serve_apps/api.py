@@ -28,6 +28,7 @@ from torch import nn
 from serve_apps.guard import AuditLog, Guard, KeyRing
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.monitor import DriftWindow, ServeMetrics
+from serve_apps.request_schemas import request_schema, response_schema
 from serve_apps.schemas import (
     F32_MAX,
     BodyError,
@@ -37,8 +38,6 @@ from serve_apps.schemas import (
     InputShape,
     ModelInfo,
     parse_rows,
-    request_schema,
-    response_schema,
     round_down,
 )
 from serve_apps.sequences import SequenceShape, parse_sequences, sequence_request_schema
