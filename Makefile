@@ -31,7 +31,7 @@ demo: install
 	$(BIN)/redblue deploy models:/digits@champion --config configs/digits.yaml --check
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

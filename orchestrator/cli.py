@@ -213,7 +213,7 @@ def _validated(config: Path, overrides: list[str], address: str | None, for_swee
         cfg = load_config(config, overrides, for_sweep, warn=console.print_warning)
         plan = plan_run(cfg)
         resolve_paths(cfg)
-        console.print_features(plan.dataset, len(plan.split.train))
+        console.print_data(plan.dataset, plan.split)
     except (ConfigError, DataError, StorageError) as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None

@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trainers.data import Dataset
+from trainers.data import Dataset, Split
 from trainers.preprocessing import summary_lines
+from trainers.series import block_spans
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -53,6 +54,33 @@ def print_summary(rows: list[tuple[str, str]], title: str) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+def print_data(dataset: Dataset, split: Split) -> None:
+    """How the data is read and split, before training."""
+    if dataset.series is not None:
+        print_series(dataset, split)
+    else:
+        print_features(dataset, len(split.train))
+
+
+def print_series(dataset: Dataset, split: Split) -> None:
+    """A series' windows by part, and the time each part's blocks cover."""
+    schema, raw = dataset.series, dataset.raw
+    assert schema is not None and raw is not None
+    covariates = [c for c in schema.feature_names if c not in schema.targets]
+    told = f"; covariates {', '.join(covariates)}" if covariates else ""
+    err.print(
+        f"series: {len(raw)} steps; forecast {', '.join(schema.targets)} {schema.horizon} steps "
+        f"ahead from {schema.window}{told}",
+        soft_wrap=True,
+    )
+    times = raw[schema.time_column].astype(str).tolist()
+    span = schema.window + schema.horizon
+    for part in ("red", "blue", "val", "test"):
+        starts = getattr(split, part)
+        blocks = ", ".join(f"{times[a]} to {times[b]}" for a, b in block_spans(starts, span))
+        err.print(f"  {part:<5} {len(starts):>5} windows in {escape(blocks)}", soft_wrap=True)
 
 
 def print_features(dataset: Dataset, train_rows: int) -> None:

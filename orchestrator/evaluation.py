@@ -6,7 +6,9 @@ carry them too. This adds, on a ``redblue train`` run and on each finished sweep
 what needs the driver: for classification
 MLflow's evaluation of the predictions (``mlflow.models.evaluate``: the confusion matrix plot, the
 per-class precision / recall / F1 table, and weighted scores logged as ``test_*_score``) and the
-confusion matrix as JSON; for regression a residual plot.
+confusion matrix as JSON; for regression a residual plot; for a forecaster a plot of its
+forecasts over the test block (``forecast.png``; the baselines' metrics are logged with the
+run's).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from trainers.plan import RunPlan
 
 CONFUSION_FILE = "confusion_matrix.json"
 RESIDUALS_FILE = "residuals.png"
+FORECAST_FILE = "forecast.png"
 
 
 def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> None:
@@ -33,7 +36,9 @@ def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> Non
     features = family_of(spec.kind).input_schema(spec).rows(plan.dataset.raw_rows(test))
     predicted, _ = predict(model, spec, features)  # the model's own preprocessing of T
     labels = plan.dataset.labels[test]
-    if spec.task == "classification":
+    if spec.task == "forecast":
+        _forecast_plot(run, plan, np.asarray(predicted, np.float64))
+    elif spec.task == "classification":
         truth = np.asarray(spec.classes)[labels]
         _classification_report(run, truth, predicted, list(spec.classes))
     else:
@@ -88,4 +93,32 @@ def _residual_plot(run: TrackedRun, truth: np.ndarray, predicted: np.ndarray) ->
     axis.set_title("residuals on the test part T")
     figure.tight_layout()
     run.client.log_figure(run.run_id, figure, RESIDUALS_FILE)
+    plt.close(figure)
+
+
+def _forecast_plot(run: TrackedRun, plan: RunPlan, predicted: np.ndarray) -> None:
+    """The first target over the test block, and the forecasts of every ``horizon``-th test
+    window (so they tile the block without overlapping)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    schema, raw = plan.dataset.series, plan.dataset.raw
+    assert schema is not None and raw is not None
+    target, starts = schema.targets[0], plan.split.test
+    times = raw[schema.time_column]
+    shown = slice(int(starts[0]), int(starts[-1]) + schema.window + schema.horizon)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(times[shown], raw[target][shown], color="black", linewidth=1, label=target)
+    for position in range(0, len(starts), schema.horizon):
+        first = int(starts[position]) + schema.window
+        steps = times[first : first + schema.horizon]
+        label = "forecast" if position == 0 else None
+        axis.plot(steps, predicted[position, :, 0], color="C1", linewidth=1.5, label=label)
+    axis.set_title(f"{schema.horizon}-step forecasts over the test block")
+    axis.legend()
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    run.client.log_figure(run.run_id, figure, FORECAST_FILE)
     plt.close(figure)

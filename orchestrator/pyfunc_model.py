@@ -1,7 +1,9 @@
 """MLflow pyfunc wrapper, logged as code (no pickled Python object in the model).
 
 ``mlflow.pyfunc.load_model(uri).predict(data)`` returns the predicted labels (classification)
-or values (regression). ``data`` is what a user has at hand, as the model family's input schema
+or values (regression); a forecaster's a frame of ``step`` (1 to ``data.horizon``) and one column
+per target, the forecast after the end of the series given (``trainers.series.SeriesInput``).
+``data`` is what a user has at hand, as the model family's input schema
 takes it (``trainers.inputs.TabularInput`` for the tabular families: a DataFrame read from the
 training file as is, strings and gaps included, records, or for models of number columns an
 array or list of rows); the model's stored preprocessing encodes it.
@@ -31,7 +33,7 @@ from mlflow.pyfunc import PythonModel
 from trainers.checkpoint import FINAL_MODEL_DIR
 from trainers.families import family_of
 from trainers.inputs import InputError
-from trainers.models import load_model, predict
+from trainers.models import as_output, load_model, predict
 from trainers.spec import ModelSpec
 
 
@@ -51,10 +53,10 @@ class RedblueModel(PythonModel):
 
     # The DataFrame hint is what MLflow reads as "no type-hint validation" (without a hint it warns
     # on every load); arrays, lists and mappings are taken as well, see features_from.
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray | pd.DataFrame:
         features = features_from(model_input, self.spec)
         labels, _ = predict(self.model, self.spec, features)
-        return labels
+        return as_output(self.spec, labels)
 
 
 mlflow.models.set_model(RedblueModel())

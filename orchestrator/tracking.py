@@ -34,8 +34,8 @@ from orchestrator.environment import state_root
 from trainers.checkpoint import FINAL_MODEL_DIR
 from trainers.data import Dataset
 from trainers.families import family_of
-from trainers.models import load_model, predict
-from trainers.preprocessing import FILLING
+from trainers.models import as_output, load_model, predict
+from trainers.preprocessing import FILLING, Preprocessing
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -193,32 +193,25 @@ class TrackedRun:
         model, spec = load_model(final_model_dir)
         schema = family_of(spec.kind).input_schema(spec)
         labels, _ = predict(model, spec, schema.rows(sample))
-        signature = model_signature(list(schema.feature_names), sample, labels)
+        signature = model_signature(list(schema.feature_names), sample, as_output(spec, labels))
         with self.active():
             info = self._log_pyfunc(signature, final_model_dir)
         return info.model_uri
 
     def log_data(self, dataset: Dataset) -> None:
         """How the features were read: ``preprocessing.json`` (the fitted transformation, as
-        the model stores it) and params for the columns by type and the rows left out."""
-        if dataset.preprocessing is None:
+        the model stores it) and params for the columns by type and the rows left out; for a
+        series, its targets, covariates, steps and windows."""
+        if dataset.series is not None:
+            params = series_params(dataset)
+        elif dataset.preprocessing is not None:
+            fitted = dataset.preprocessing
+            self.client.log_dict(self.run_id, fitted.to_dict(), "preprocessing.json")
+            params = preprocessing_params(fitted)
+            params["data.dropped_labels"] = str(dataset.dropped_labels)
+            params["data.dropped_rows"] = str(dataset.dropped_rows)
+        else:
             return
-        fitted = dataset.preprocessing
-        self.client.log_dict(self.run_id, fitted.to_dict(), "preprocessing.json")
-        by_type = {
-            kind: ",".join(c.name for c in fitted.columns if c.type == kind)
-            for kind in ("category", "boolean")
-        }
-        imputed = ",".join(f"{c.name}:{c.missing}" for c in fitted.columns if c.missing in FILLING)
-        params = {
-            "preprocessing.numbers": str(sum(c.type == "number" for c in fitted.columns)),
-            "preprocessing.categories": by_type["category"] or "-",
-            "preprocessing.booleans": by_type["boolean"] or "-",
-            "preprocessing.imputed": imputed[:6000] or "-",
-            "preprocessing.width": str(fitted.width),
-            "data.dropped_labels": str(dataset.dropped_labels),
-            "data.dropped_rows": str(dataset.dropped_rows),
-        }
         self.client.log_batch(
             self.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()]
         )
@@ -271,7 +264,7 @@ class TrackedRun:
 
 
 def model_signature(
-    feature_names: list[str], sample: pd.DataFrame | np.ndarray, labels: np.ndarray
+    feature_names: list[str], sample: pd.DataFrame | np.ndarray, labels: np.ndarray | pd.DataFrame
 ) -> ModelSignature:
     """The logged model's signature: one column per feature, named as in training and typed as
     in ``sample`` (``double`` for numbers, ``string`` for categories); the outputs as inferred
@@ -290,9 +283,38 @@ def model_signature(
         frame = frame.astype({c: "float64" for c in frame.select_dtypes("integer").columns})
     else:
         frame = pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
-    signature = infer_signature(frame, labels)
+    with warnings.catch_warnings():  # a forecast's ``step`` column is an integer, never a gap
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(frame, labels)
     signature._is_signature_from_type_hint = True
     return signature
+
+
+def preprocessing_params(fitted: Preprocessing) -> dict[str, str]:
+    by_type = {
+        kind: ",".join(c.name for c in fitted.columns if c.type == kind)
+        for kind in ("category", "boolean")
+    }
+    imputed = ",".join(f"{c.name}:{c.missing}" for c in fitted.columns if c.missing in FILLING)
+    return {
+        "preprocessing.numbers": str(sum(c.type == "number" for c in fitted.columns)),
+        "preprocessing.categories": by_type["category"] or "-",
+        "preprocessing.booleans": by_type["boolean"] or "-",
+        "preprocessing.imputed": imputed[:6000] or "-",
+        "preprocessing.width": str(fitted.width),
+    }
+
+
+def series_params(dataset: Dataset) -> dict[str, str]:
+    schema = dataset.series
+    assert schema is not None
+    covariates = [c for c in schema.feature_names if c not in schema.targets]
+    return {
+        "series.targets": ",".join(schema.targets),
+        "series.covariates": ",".join(covariates) or "-",
+        "series.steps": str(0 if dataset.raw is None else len(dataset.raw)),
+        "series.windows": str(len(dataset.labels)),
+    }
 
 
 def node_tags(node_ids: list[str]) -> dict[str, str]:

@@ -6,7 +6,8 @@ plain in-process model for a bare uvicorn server), so both serve exactly the sam
 error is JSON ``{"error": code, "message": text}``: 400 for a body that is not JSON, 401 without a
 valid key, 413 for a body over the limit, 422 for input the model cannot take (or a row whose
 prediction is not finite), never a 500 for bad input. The OpenAPI document states the deployed
-model's exact input: width, record fields, value range, row limit, and its classes.
+model's exact input: width, record fields, value range, row limit, and its classes. A forecaster
+takes one history and answers its forecast (``serve_apps.forecasts``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from torch import nn
 
+from serve_apps import forecasts
 from serve_apps.guard import AuditLog, Guard, KeyRing
+from serve_apps.input_bound import safe_input_bound
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.monitor import DriftWindow, ServeMetrics
 from serve_apps.request_schemas import request_schema, response_schema
 from serve_apps.schemas import (
-    F32_MAX,
     BodyError,
     DriftReport,
     ErrorBody,
@@ -38,12 +40,12 @@ from serve_apps.schemas import (
     InputShape,
     ModelInfo,
     parse_rows,
-    round_down,
 )
 from serve_apps.sequences import SequenceShape, parse_sequences, sequence_request_schema
 from trainers.families import family_of
 from trainers.inputs import TabularInput
 from trainers.sequences import SequenceInput
+from trainers.series import SeriesInput
 from trainers.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ PREDICT_ERRORS: dict[int | str, dict] = {
 
 @dataclass(frozen=True)
 class Prediction:
-    labels: np.ndarray  # labels (classification) or values (regression), one per row
+    labels: np.ndarray  # labels, values (regression) or forecasts [horizon, targets], one per row
     probabilities: np.ndarray | None  # per row and class; None for regression
     batch_rows: int  # rows in the forward pass that computed these (with other requests')
 
@@ -104,17 +106,18 @@ def build_api(
     need (:attr:`InputShape.body_bytes`).
     """
     bundle, spec = predictor.bundle, predictor.spec
-    regression = spec.task != "classification"
-    metrics = ServeMetrics(
-        (
-            float(predictor.model.get_buffer("target_mean")),
-            float(predictor.model.get_buffer("target_std")),
-        )
-        if regression
-        else None
+    model = predictor.model
+    scale: tuple[Any, Any] = (
+        float(model.get_buffer("target_mean")),
+        float(model.get_buffer("target_std")),
     )
+    if spec.task == "forecast":  # per target column
+        scale = forecasts.target_scale(model, spec)
+    metrics = ServeMetrics(None if spec.task == "classification" else scale)
     schema = family_of(spec.kind).input_schema(spec)
-    shape: InputShape | SequenceShape
+    classes = np.asarray(spec.classes).tolist()
+    response, errors = response_schema(spec.task, classes, max_rows), PREDICT_ERRORS
+    shape: InputShape | SequenceShape | forecasts.HistoryShape
     if isinstance(schema, TabularInput):
         fitted = schema.preprocessing
         # Drift is watched on the dense block of the encoded rows (numbers, one-hot columns).
@@ -123,6 +126,11 @@ def build_api(
         shape = InputShape(schema.feature_names, max_rows, bound, fitted)
         parse: Callable[[bytes, Any], np.ndarray] = parse_rows
         request = request_schema(shape)
+    elif isinstance(schema, SeriesInput):  # one history a request; no drift summary
+        drift, shape = DriftWindow({}, [], monitor_window), forecasts.HistoryShape(schema, max_rows)
+        parse, request = forecasts.parse_history, forecasts.history_request_schema(shape)
+        response = forecasts.forecast_response_schema(schema)
+        errors = {**errors, 422: _error(forecasts.INVALID_HISTORY)}
     else:  # sequences: no drift summary, no bound from the weights
         assert isinstance(schema, SequenceInput)
         drift = DriftWindow({}, [], monitor_window)
@@ -130,25 +138,26 @@ def build_api(
         parse, request = parse_sequences, sequence_request_schema(shape)
     model_ref = {"name": bundle.name, "version": bundle.version, "run_id": bundle.run_id}
     body_limit = min(max_body_bytes, shape.body_bytes)
-    classes = np.asarray(spec.classes).tolist()
+    size = f"up to {max_rows} rows"
+    if isinstance(shape, forecasts.HistoryShape):
+        size = f"one history of {shape.schema.window} to {shape.max_steps} steps"
     api = FastAPI(
         title="Redblue model API",
         version="1",
         description=f"Predictions of {bundle.label} ({bundle.uri}): {spec.task}, "
-        f"{shape.width} features, up to {max_rows} rows a request, bodies up to {body_limit} "
-        "bytes. Send the API key as 'Authorization: Bearer <key>' (every route but /healthz).",
+        f"{shape.width} features, {size} a request, bodies up to {body_limit} bytes. Send the "
+        "API key as 'Authorization: Bearer <key>' (every route but /healthz).",
     )
 
     @api.post(
         "/v1/predict",
         responses={
             200: {
-                "description": "One prediction per row, and which model answered.",
-                "content": {
-                    "application/json": {"schema": response_schema(spec.task, classes, max_rows)}
-                },
+                "description": "One prediction per row (a forecaster: the history's forecast), "
+                "and which model answered.",
+                "content": {"application/json": {"schema": response}},
             },
-            **PREDICT_ERRORS,
+            **errors,
         },
         openapi_extra={
             "requestBody": {
@@ -158,7 +167,8 @@ def build_api(
         },
     )
     async def predict(request: Request) -> JSONResponse:
-        """Predict a batch of rows (given as `inputs` or as `records`)."""
+        """Predict a batch of rows (given as `inputs`, `records` or `sequences`), or a
+        forecaster's `history`."""
         body = await request.body()
         if len(body) > INLINE_PARSE_BYTES:
             rows = await anyio.to_thread.run_sync(parse, body, shape)
@@ -170,6 +180,8 @@ def build_api(
         _check_finite(prediction)
         metrics.predicted(prediction.labels, prediction.batch_rows)
         drift.observe(rows)
+        if isinstance(shape, forecasts.HistoryShape):
+            return JSONResponse(forecasts.answer(shape.schema, prediction.labels, model_ref))
         answer = {"predictions": prediction.labels.tolist(), "model": model_ref}
         if prediction.probabilities is not None:
             answer["probabilities"] = prediction.probabilities.tolist()
@@ -237,7 +249,8 @@ def build_api(
 
 
 def _check_finite(prediction: Prediction) -> None:
-    """InputError naming the rows whose prediction overflowed (never a NaN in an answer)."""
+    """InputError naming the rows (histories) whose prediction overflowed (never a NaN in an
+    answer); a row's values may have any shape (a forecast is ``[horizon, targets]``)."""
     values = prediction.probabilities
     if values is None:
         values = prediction.labels.astype(np.float64).reshape(len(prediction.labels), -1)
@@ -269,46 +282,6 @@ def _document_security(api: FastAPI) -> None:
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
-
-
-def safe_input_bound(model: nn.Module, spec: ModelSpec) -> float | None:
-    """A bound B such that any row with every value in [-B, B] gets a finite output in float32.
-
-    Interval arithmetic in float64 on the weights: the standardised input is at most
-    (B + |mean|) / std, a linear layer maps a bound z to |W| z + |b|, and every activation used
-    (relu, tanh, sigmoid, gelu) to at most |x| + 1, so the output is at most A*B + C; B keeps
-    that under a quarter of the float32 maximum. None when the weights are not finite or the
-    model has a layer this does not know (then only the output check guards).
-    """
-    try:
-        mean = model.get_buffer("input_mean").double().abs().cpu().numpy()
-        std = model.get_buffer("input_std").double().cpu().numpy()
-        slope, offset = 1.0 / std, mean / std
-        for table in model.get_submodule("embeddings").children():  # bounded, no slope
-            assert isinstance(table, nn.Embedding)
-            largest = table.weight.detach().double().abs().amax(dim=0).cpu().numpy()
-            slope, offset = np.append(slope, np.zeros_like(largest)), np.append(offset, largest)
-        for layer in model.get_submodule("net").children():
-            if isinstance(layer, nn.Linear):
-                weight = layer.weight.detach().double().abs().cpu().numpy()
-                bias = layer.bias.detach().double().abs().cpu().numpy()
-                slope, offset = weight @ slope, weight @ offset + bias
-            elif isinstance(layer, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU)):
-                offset = offset + 1.0
-            elif not isinstance(layer, nn.Dropout):
-                return None
-        a, c = float(slope.max()), float(offset.max())
-        if spec.task != "classification":
-            scale = float(model.get_buffer("target_std").double().abs().item())
-            a, c = (
-                a * scale,
-                c * scale + float(model.get_buffer("target_mean").double().abs().item()),
-            )
-    except AttributeError:
-        return None
-    if not (np.isfinite(a) and np.isfinite(c)) or a <= 0 or c >= F32_MAX / 4:
-        return None
-    return round_down(min((F32_MAX / 4 - c) / a, F32_MAX / 4))
 
 
 def _add_error_handlers(api: FastAPI) -> None:

@@ -8,9 +8,11 @@ replica, so they reach Ray's Prometheus endpoint and dashboards (names prefixed 
     redblue_rows_total                    rows predicted
     redblue_batch_rows                    histogram of rows per forward pass
     redblue_predictions_total{label}      predicted classes (classification)
-    redblue_prediction_mean               mean prediction of the latest request (regression)
+    redblue_prediction_mean               mean prediction of the latest request (regression,
+                                          forecasts)
     redblue_prediction_distance           histogram of |prediction - training mean| / training
-                                          std (regression)
+                                          std (regression; a forecaster: each forecast value,
+                                          against its target column's training mean and std)
 
 Drift: each replica keeps the bins (``trainers.drift``) of the last ``serve.monitor_window`` rows
 it predicted and, on ``GET /v1/monitor``, compares their shares with the training inputs'.
@@ -47,10 +49,14 @@ class ServeMetrics:
     """The deployment's own metrics (created once per replica).
 
     ``target_scale`` (the training targets' mean and std, regression) scales the prediction
-    summary: the size of each prediction's distance from the training mean, in stds.
+    summary: the size of each prediction's distance from the training mean, in stds. A
+    forecaster's predictions are ``[rows, horizon, targets]`` and its scale one mean and std per
+    target (arrays, broadcast over the last axis).
     """
 
-    def __init__(self, target_scale: tuple[float, float] | None = None) -> None:
+    def __init__(
+        self, target_scale: tuple[float | np.ndarray, float | np.ndarray] | None = None
+    ) -> None:
         self.target_scale = target_scale
         self.requests = metrics.Counter(
             "redblue_requests_total", "Requests answered, by HTTP status.", tag_keys=("status",)
@@ -83,7 +89,7 @@ class ServeMetrics:
         self.latency.observe(latency_ms)
 
     def predicted(self, predictions: np.ndarray, batch_rows: int) -> None:
-        """Count a request's predictions (labels, or values for regression)."""
+        """Count a request's predictions (labels, or values for regression and forecasts)."""
         self.rows.inc(len(predictions))
         self.batch_rows.observe(batch_rows)
         if self.target_scale is None:
@@ -92,9 +98,10 @@ class ServeMetrics:
                 self.predictions.inc(int(count), tags={"label": str(label)})
             return
         values = np.asarray(predictions, dtype=np.float64)
-        mean, std = self.target_scale
+        mean, std = (np.asarray(part, dtype=np.float64) for part in self.target_scale)
         self.prediction_mean.set(float(values.mean()))
-        for distance in np.abs(values - mean) / max(std, 1e-12):
+        distances = np.abs(values - mean) / np.maximum(std, 1e-12)
+        for distance in distances.ravel():
             self.prediction_distance.observe(float(distance))
 
 

@@ -1,9 +1,10 @@
 """The Ray Serve deployment: each replica holds one model and serves the API of ``serve_apps.api``.
 
 Requests from different clients are merged into one forward pass with ``@serve.batch``, counted
-in rows (a 10-row request takes 10 of ``max_batch_size``). With ``batch_wait_timeout_s: 0`` a
-batch takes whatever is already queued and never waits: a lone request pays no batching delay,
-and under load the requests that arrive during one forward pass form the next batch.
+in rows (a 10-row request takes 10 of ``max_batch_size``; a forecaster's request is one row, its
+history's window). With ``batch_wait_timeout_s: 0`` a batch takes whatever is already queued and
+never waits: a lone request pays no batching delay, and under load the requests that arrive
+during one forward pass form the next batch.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class ModelServer:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_rows_in)
     async def _forward_batch(self, requests: list[np.ndarray]) -> list[Prediction]:
+        # Rows of one model have one shape past the first axis (a row, a padded sequence, a
+        # window), so the requests stack along it; each answer is its slice of the labels.
         batch = np.concatenate(requests)
         labels, probabilities = predict(self.model, self.spec, batch)
         answers = []

@@ -94,7 +94,8 @@ def _sequence_problem(steps: Any, shape: SequenceShape) -> str | None:
         for column, value in enumerate(step):
             if type(value) not in NUMBER_TYPES:
                 return f"[{position}][{column}]: expected a number, got {kind_of(value)}"
-            if not math.isfinite(value) or abs(value) > shape.limit:
+            # abs() first: a huge JSON integer is exact, and too large for math.isfinite
+            if abs(value) > shape.limit or not math.isfinite(value):
                 return f"[{position}][{column}]: expected a finite number"
     return None
 

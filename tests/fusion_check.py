@@ -8,38 +8,18 @@ what it measured to ``out_dir/rank{N}.json`` and the test checks it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from tests import gloo_ranks
 
 ALPHA = 0.3
 
 
 def run(rank: int, world_size: int, port: int, out_dir: str, settings: list) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        DS_ACCELERATOR="cpu",
-    )
-    from trainers.prebuild import use_venv_build_cache
-
-    use_venv_build_cache()
-    import torch
-
-    from trainers.engine import import_deepspeed
-
-    import_deepspeed().init_distributed(dist_backend="gloo")
-    torch.set_num_threads(1)
+    gloo_ranks.join(rank, world_size, port)
     results = {f"zero{stage}-{precision}": check(stage, precision) for stage, precision in settings}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-    # Skip the interpreter's teardown: a native thread still joinable when static destructors
-    # run aborts the process about one time in three on CPU ("terminate called without an
-    # active exception"), after the results are written.
-    os._exit(0)
+    gloo_ranks.leave()
 
 
 def check(stage: int, precision: str) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -68,6 +69,57 @@ def saved_table_model(directory: Path, *, seed: int = 0) -> tuple[Path, pd.DataF
     model = build_model(spec)
     family_of("mlp").fit(model, dataset.features, None)
     return save_model(directory, model, spec), dataset.raw
+
+
+def forecaster_plan(**data: Any):
+    """The plan of a small LSTM forecaster on the bundled co2 series (24 months of history, 12
+    ahead); ``data`` overrides ``data.*`` settings."""
+    from orchestrator.config import validate
+    from trainers.plan import plan_run
+
+    settings = {"kind": "series", "source": "co2", "window": 24, "horizon": 12, "season": 12}
+    cfg = validate(
+        {
+            "data": {**settings, **data},
+            "model": {"kind": "lstm", "hidden": 8},
+            "strategy": {"val_fraction": 0.15},
+        }
+    )
+    return plan_run(cfg)
+
+
+def saved_forecaster(directory: Path, *, seed: int = 0) -> tuple[Path, pd.DataFrame]:
+    """An LSTM forecaster with random weights on the bundled co2 series, fitted on its training
+    blocks; returns the folder and the series (month, co2)."""
+    plan = forecaster_plan()
+    torch.manual_seed(seed)
+    model = build_model(plan.spec)
+    family_of("lstm").fit(model, plan.dataset.features[plan.split.train], None)
+    assert plan.dataset.raw is not None
+    return save_model(directory, model, plan.spec), plan.dataset.raw
+
+
+@contextlib.contextmanager
+def served(model_uri: str, name: str, port: int, key: str):
+    """``model_uri`` deployed on the session's Serve (one replica) under ``name``, answering
+    ``key``; yields the deployment and deletes it after."""
+    from ray import serve
+
+    from orchestrator.serving.application import DeployArgs
+    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serving.rollout import start
+    from serve_apps.guard import key_digest
+    from serve_apps.settings import ServeSection
+
+    settings = ServeSection(port=port, num_replicas=1, cpus_per_replica=0.25)
+    args = DeployArgs(
+        model=model_uri, name=name, serve=settings, key_digests=[key_digest(key)], audit_log=None
+    )
+    deployment = start(args, resolve_bundle(parse_model_uri(model_uri)), None)
+    try:
+        yield deployment
+    finally:
+        serve.delete(name)
 
 
 def sample_rows(count: int, features: int = 8, seed: int = 1) -> np.ndarray:

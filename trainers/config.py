@@ -47,16 +47,20 @@ class FeatureConfig(Section):
 
 
 class DataConfig(Section):
-    kind: Literal["table", "sequence"] = Field(
+    kind: Literal["table", "sequence", "series"] = Field(
         "table",
         description="table: one row per sample. sequence: long format, one row per (sequence, "
         "step), named by data.id and ordered by data.time, the label constant within a sequence "
-        "(for model.kind rnn, lstm, gru).",
+        "(for model.kind rnn, lstm, gru). series: one time series, a row per time step ordered "
+        "by data.time, forecast data.horizon steps ahead from data.window steps of history (for "
+        "model.kind rnn, lstm, gru).",
     )
     source: str = Field(
         "digits",
         description="A bundled data set (scikit-learn's digits, breast_cancer, wine, diabetes; "
-        "penguins, from the palmerpenguins package) or a path to a .csv or .parquet file.",
+        "penguins, from the palmerpenguins package; digits_rows, the digits as sequences of "
+        "pixel rows; co2, statsmodels' Mauna Loa CO2 as a monthly series) or a path to a .csv "
+        "or .parquet file.",
     )
     label: str | None = Field(
         None,
@@ -98,7 +102,40 @@ class DataConfig(Section):
         None, description="data.kind sequence: the column naming each row's sequence."
     )
     time: str | None = Field(
-        None, description="data.kind sequence: the column ordering the steps within a sequence."
+        None,
+        description="data.kind sequence: the column ordering the steps within a sequence; "
+        "series: the column ordering the time steps (numbers or dates).",
+    )
+    target: str | list[str] | None = Field(
+        None,
+        description="data.kind series: the column(s) to forecast; every other column but "
+        "data.time is a covariate (its history is an input, it is not forecast).",
+    )
+    window: int | None = Field(
+        None, ge=1, description="data.kind series: steps of history a forecast is made from."
+    )
+    horizon: int = Field(
+        1, ge=1, description="data.kind series: steps ahead forecast from each history."
+    )
+    season: int | None = Field(
+        None,
+        ge=1,
+        description="data.kind series: the season's length in steps (12 for monthly data with "
+        "a yearly cycle), for the seasonal naive baseline; at most data.window.",
+    )
+    blocks: int = Field(
+        2,
+        ge=1,
+        description="data.kind series: the training time before V is cut into this many pairs "
+        "of a red and a blue block (red first, sized by strategy.red_ratio).",
+    )
+    scaling: Literal["last", "global"] = Field(
+        "last",
+        description="data.kind series: how a history is scaled. last: each column relative to "
+        "its value at the history's last step (as NLinear does), so a level the training blocks "
+        "never reached is no harder; global: standardized by the training blocks' mean. Either "
+        "way a forecast is learned as the change from the last value, in units of the column's "
+        "standard deviation on the training blocks.",
     )
     max_length: int | None = Field(
         None,
@@ -118,6 +155,24 @@ class DataConfig(Section):
         description="A category column with up to this many categories is one-hot encoded; "
         "above it, a learned embedding.",
     )
+
+    @model_validator(mode="after")
+    def _series_settings(self) -> DataConfig:
+        if self.kind == "series" and self.window is None:
+            raise ValueError("data.kind series needs data.window (steps of history)")
+        if self.season is not None and self.window is not None and self.season > self.window:
+            raise ValueError(
+                f"data.season ({self.season}) must be at most data.window ({self.window}): the "
+                "seasonal naive forecast reads the history"
+            )
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        """data.target as a list (empty when unset)."""
+        if self.target is None:
+            return []
+        return [self.target] if isinstance(self.target, str) else list(self.target)
 
 
 class OptimConfig(Section):

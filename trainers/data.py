@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from trainers.sequences import SequenceInput
+    from trainers.series import SeriesInput
 
 # pandas and scikit-learn are imported where they are used: workers receive a ready Dataset and
 # Split, and skipping those imports shortens every worker's start (about 1 s each).
@@ -32,6 +33,7 @@ SKLEARN = ("digits", "breast_cancer", "wine", "diabetes")  # scikit-learn's load
 BUNDLED_LABELS = {name: "target" for name in SKLEARN} | {
     "penguins": "species",
     "digits_rows": "digit",
+    "co2": "co2",
 }
 BUNDLED = tuple(BUNDLED_LABELS)
 MAX_CLASSES_FOR_INTEGER_LABELS = 20
@@ -58,11 +60,18 @@ class Dataset:
     # then the long-format table (id, time and feature columns).
     ids: np.ndarray | None = None
     sequence: SequenceInput | None = None
+    # data.kind series: the windows' input schema; each sample is a window of history, its
+    # label ``[horizon, targets]``, and ``raw`` the series (time and value columns).
+    series: SeriesInput | None = None
 
-    def raw_rows(self, indices: np.ndarray) -> pd.DataFrame:
-        """The raw feature rows at ``indices`` (on the driver, which holds the raw table)."""
+    def raw_rows(self, indices: np.ndarray) -> pd.DataFrame | np.ndarray:
+        """The raw inputs at ``indices`` as the model's input schema takes them (on the driver,
+        which holds the raw table): feature rows, a sequence's long-format rows, or for a
+        series the windows' histories ``[n, window, columns]``."""
         import pandas as pd
 
+        if self.series is not None:
+            return self.features[indices][..., :-1]
         if self.raw is not None and self.sequence is not None and self.ids is not None:
             chosen = self.raw[self.sequence.id_column].isin(self.ids[indices])
             return self.raw[chosen].reset_index(drop=True)
@@ -70,8 +79,21 @@ class Dataset:
             return self.raw.iloc[indices].reset_index(drop=True)
         return pd.DataFrame(self.features[indices], columns=self.feature_names)
 
+    def sample_input(self, indices: np.ndarray) -> pd.DataFrame:
+        """A few raw inputs as a user gives them, for a logged model's signature and example:
+        the rows at ``indices``; for a series, the series up to the end of the first one's
+        history."""
+        if self.series is not None and self.raw is not None:
+            end = int(indices[0]) + self.series.window
+            return self.raw.iloc[end - self.series.window : end].reset_index(drop=True)
+        rows = self.raw_rows(indices)
+        assert not isinstance(rows, np.ndarray)
+        return rows
+
     @property
     def num_outputs(self) -> int:
+        if self.task == "forecast":
+            return int(np.prod(self.labels.shape[1:]))
         return len(self.classes) if self.task == "classification" else 1
 
 
@@ -105,6 +127,10 @@ def read_table(source: str) -> pd.DataFrame:
         from trainers.sequences import digits_rows
 
         return digits_rows()
+    if source == "co2":
+        from trainers.series import co2_monthly
+
+        return co2_monthly()
     if source == "penguins":  # palmerpenguins ships the CSV: 344 rows, strings and gaps
         from importlib import metadata
 

@@ -85,6 +85,7 @@ class Trainer:
     def __init__(self, plan: RunPlan, replicas: dict[str, Member], report: Report) -> None:
         self.cfg, self.spec, self.split, self.rounds = plan.loop, plan.spec, plan.split, plan.rounds
         self.family, self.report = plan.family, report
+        self.reference_metrics = plan.reference_metrics
         self.replicas = replicas
         cfg, split, dataset = plan.loop, plan.split, plan.dataset
         self.red_blue = cfg.strategy.kind == "red_blue"
@@ -243,6 +244,7 @@ class Trainer:
             fuse_into_both(red, blue, alpha)
         result = next(iter(self.replicas.values()))  # red holds theta_f after the fusion
         final.update(self._test_metrics(result))
+        final.update(self.reference_metrics)  # a forecaster's baselines on the same T
         final.update(
             self._agreed(
                 {

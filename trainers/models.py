@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,7 +18,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trainers.families import family_of
+from trainers.series import SeriesInput
 from trainers.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "model_config.json"
@@ -33,6 +38,15 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions in the data's own terms: (labels, class probabilities) or (values, None)."""
     return family_of(spec.kind).predict(model, spec, features)
+
+
+def as_output(spec: ModelSpec, predictions: np.ndarray) -> np.ndarray | pd.DataFrame:
+    """What a model answers a user (the pyfunc model's output): its predictions, or a
+    forecaster's as a frame of ``step`` and one column per target."""
+    schema = family_of(spec.kind).input_schema(spec)
+    if isinstance(schema, SeriesInput):
+        return schema.forecast_frame(predictions)
+    return predictions
 
 
 def save_model(directory: Path, model: nn.Module, spec: ModelSpec) -> Path:

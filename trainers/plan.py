@@ -6,7 +6,7 @@ exit code 2) and ships the plan to the workers, where ``trainers.loop`` runs it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -30,6 +30,7 @@ from trainers.families import family_of
 from trainers.families.base import Family
 from trainers.rounds import LoopConfig, RoundPlan, plan_rounds
 from trainers.sequences import prepare_sequences
+from trainers.series import Series, prepare_series
 from trainers.spec import ModelSpec
 
 
@@ -76,6 +77,8 @@ class RunPlan:
     loop: LoopConfig
     rounds: RoundPlan
     class_weights: tuple[float, ...] | None = None  # optim.class_weights: balanced
+    # Metrics of reference forecasts on T, logged beside the model's (series: the baselines).
+    reference_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def family(self) -> Family:
@@ -89,11 +92,14 @@ class RunPlan:
 def plan_run(cfg: RunSettings) -> RunPlan:
     """Load and split the data and size the rounds; raises DataError on unusable data."""
     kind = str(cfg.model.model_dump()["kind"])
-    takes = family_of(kind).data_kind
-    if takes != cfg.data.kind:
+    takes = family_of(kind).data_kinds
+    if cfg.data.kind not in takes:
         raise DataError(
-            f"model.kind {kind} takes data.kind: {takes}, but data.kind is {cfg.data.kind}"
+            f"model.kind {kind} takes data.kind: {' or '.join(takes)}, but data.kind is "
+            f"{cfg.data.kind}"
         )
+    if cfg.data.kind == "series":
+        return _plan_series(cfg)
     if cfg.data.kind == "sequence":
         table: Table | Dataset = prepare_sequences(read_table(cfg.data.source), cfg.data)
     else:
@@ -117,7 +123,53 @@ def plan_run(cfg: RunSettings) -> RunPlan:
         spec = _sequence_spec(cfg, dataset)
     if cfg.data.label_noise > 0:
         dataset = with_label_noise(dataset, split.train, cfg.data.label_noise, cfg.seed)
-    loop = LoopConfig(
+    weights = None
+    if cfg.optim.class_weights == "balanced" and dataset.task == "classification":
+        weights = balanced_weights(dataset.labels[split.train], dataset.num_outputs)
+    return RunPlan(
+        dataset, split, spec, _loop(cfg), _rounds(cfg, len(split.train)), class_weights=weights
+    )
+
+
+def _plan_series(cfg: RunSettings) -> RunPlan:
+    """A forecasting run: windows split by time blocks (``trainers.series``)."""
+    series: Series = prepare_series(
+        read_table(cfg.data.source),
+        cfg.data,
+        val_fraction=cfg.strategy.val_fraction,
+        red_ratio=cfg.strategy.red_ratio,
+        workers=cfg.scaling.num_workers,
+    )
+    dataset = series.dataset
+    split = subsample_training(
+        series.split, dataset.labels, cfg.data.train_fraction, cfg.seed, stratify=False
+    )
+    check_parts(split, cfg.scaling.num_workers, len(dataset.labels))
+    if cfg.data.label_noise > 0:
+        dataset = with_label_noise(dataset, split.train, cfg.data.label_noise, cfg.seed)
+    options = cfg.model.model_dump()
+    assert dataset.series is not None
+    spec = ModelSpec(
+        kind=str(options["kind"]),
+        task=dataset.task,
+        in_features=dataset.series.width,
+        out_features=dataset.num_outputs,
+        options=options,
+        feature_names=list(dataset.feature_names),
+        preprocessing=series.spec_entries(),
+    )
+    return RunPlan(
+        dataset,
+        split,
+        spec,
+        _loop(cfg),
+        _rounds(cfg, len(split.train)),
+        reference_metrics=series.reference_metrics,
+    )
+
+
+def _loop(cfg: RunSettings) -> LoopConfig:
+    return LoopConfig(
         strategy=cfg.strategy,
         optim=cfg.optim,
         grad_accum_steps=cfg.deepspeed.grad_accum_steps,
@@ -125,18 +177,17 @@ def plan_run(cfg: RunSettings) -> RunPlan:
         checkpoint_every=cfg.checkpoint.every_rounds,
         select=cfg.checkpoint.select,
     )
-    rounds = plan_rounds(
-        train_size=len(split.train),
+
+
+def _rounds(cfg: RunSettings, train_size: int) -> RoundPlan:
+    return plan_rounds(
+        train_size=train_size,
         batch_size=cfg.optim.batch_size,
         epochs=cfg.optim.epochs,
         phase_steps=cfg.strategy.phase_steps,
         red_ratio=cfg.strategy.red_ratio,
         kind=cfg.strategy.kind,
     )
-    weights = None
-    if cfg.optim.class_weights == "balanced" and dataset.task == "classification":
-        weights = balanced_weights(dataset.labels[split.train], dataset.num_outputs)
-    return RunPlan(dataset, split, spec, loop, rounds, class_weights=weights)
 
 
 def _table_spec(cfg: RunSettings, dataset: Dataset, split: Split) -> ModelSpec:

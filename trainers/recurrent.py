@@ -1,10 +1,13 @@
 """The torch side of the recurrent families (``rnn``, ``lstm``, ``gru``): a recurrent network
 over padded, packed sequences behind per-feature standardization, with a linear head on the
-last step's state (both directions' when bidirectional)."""
+last step's state (both directions' when bidirectional). As a forecaster (``data.kind:
+series``) the head gives, for each of ``horizon`` steps and each target column, the change from
+the history's last value."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,6 +15,17 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from trainers.scaling import Scaled
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A forecasting head: ``horizon`` steps of the columns at ``targets``; ``relative``: the
+    history is read relative to its last step (``data.scaling: last``)."""
+
+    targets: list[int]
+    horizon: int
+    relative: bool
+
 
 CELLS: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -34,9 +48,11 @@ class Recurrent(Scaled):
         layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
+        forecast: Forecast | None = None,
     ) -> None:
         super().__init__()
         self.layers, self.directions = layers, 2 if bidirectional else 1
+        self.forecast = forecast
         self.rnn = CELLS[kind](
             in_features,
             hidden,
@@ -51,7 +67,11 @@ class Recurrent(Scaled):
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
         mask = sequences[..., -1]
         steps = mask.sum(dim=1).clamp(min=1).long().cpu()
-        values = self.scale(sequences[..., :-1])
+        raw = sequences[..., :-1]
+        if self.forecast is not None and self.forecast.relative:  # a window: every step is real
+            values = (raw.float() - raw[:, -1:].float()) / self.input_std.float()
+        else:
+            values = self.scale(raw)
         dtype = self.head.weight.dtype  # bf16 or fp16 under DeepSpeed's mixed precision
         packed = pack_padded_sequence(
             values.to(dtype), steps, batch_first=True, enforce_sorted=False
@@ -60,7 +80,13 @@ class Recurrent(Scaled):
         last = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
         batch = sequences.shape[0]
         final = last.view(self.layers, self.directions, batch, -1)[-1]  # the top layer
-        return self.head(final.transpose(0, 1).reshape(batch, -1))
+        outputs = self.head(final.transpose(0, 1).reshape(batch, -1))
+        if self.forecast is None:
+            return outputs
+        targets = self.forecast.targets
+        start = self.scale(raw[:, -1])[:, targets]  # the last value, standardized
+        change = outputs.float().view(batch, self.forecast.horizon, len(targets))
+        return start[:, None, :] + change  # [batch, horizon, targets], standardized
 
     def set_normalization(self, sequences: np.ndarray, targets: np.ndarray | None) -> None:
         """Fit the standardization on the real steps of the training sequences."""

@@ -128,8 +128,9 @@ def check_sizes(concurrency: int, batch_size: int, cpus_per_actor: float) -> Non
 def check_family(spec: ModelSpec) -> None:
     """Batch prediction is row by row: a model of tables only (a sequence spans rows that Ray
     Data may hand to different batches)."""
-    if family_of(spec.kind).data_kind != "table":
+    if "table" not in family_of(spec.kind).data_kinds:
         raise PredictError(
-            f"redblue predict takes models of tables; this is a {spec.kind} model of sequences: "
+            f"redblue predict takes models of tables; this {spec.kind} model takes sequences or a "
+            "series: "
             "predict with its MLflow pyfunc model or POST /v1/predict"
         )

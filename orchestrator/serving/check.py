@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,11 +48,30 @@ def summary_rows(
     return rows
 
 
-Rows = np.ndarray | list  # rows of numbers ("inputs"), raw "records", or "sequences" of steps
+@dataclass(frozen=True)
+class Histories:
+    """A forecaster's histories, each a list of steps (lists of numbers) and sent alone, as
+    ``{"history": steps}``."""
+
+    steps: list[list[list[float]]]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, index: slice) -> Histories:
+        return Histories(self.steps[index])
+
+
+# Rows of numbers ("inputs"), raw "records", "sequences" of steps, or a forecaster's histories.
+Rows = np.ndarray | list | Histories
 
 
 def request_body(rows: Rows, digits: int | None = None) -> dict[str, list]:
-    """``inputs`` for rows of numbers, ``records`` for objects, ``sequences`` for lists."""
+    """``inputs`` for rows of numbers, ``records`` for objects, ``sequences`` for lists, and a
+    forecaster's first ``history``."""
+    if isinstance(rows, Histories):
+        history = rows.steps[0]
+        return {"history": history if digits is None else np.round(history, digits).tolist()}
     if isinstance(rows, np.ndarray):
         return {"inputs": (rows if digits is None else rows.round(digits)).tolist()}
     if rows and isinstance(rows[0], list):
@@ -71,26 +91,35 @@ def curl_line(deployment: Deployment, keys: ApiKeys, rows: Rows) -> str:
     )
 
 
-def check_requests(deployment: Deployment, keys: ApiKeys, rows: Rows, truth: list | None) -> bool:
-    """Send a few authenticated requests (single rows, then all at once) and print the answers;
-    check that every key is accepted and that a request without one is refused."""
+def check_requests(
+    deployment: Deployment, keys: ApiKeys, rows: Rows, truth: list | dict | None
+) -> bool:
+    """Send a few authenticated requests (single rows, then all at once; a forecaster's
+    histories one by one) and print the answers; check that every key is accepted and that a
+    request without one is refused."""
     import httpx
 
     headers = {"Authorization": f"Bearer {keys.first}"}
     cert = deployment.args.serve.tls_cert
     verify = client_verify(cert) if cert else True
     ok = True
+    forecaster = isinstance(rows, Histories)
+    name = "history" if forecaster else "row"
     with httpx.Client(
         base_url=deployment.url, headers=headers, timeout=30, verify=verify
     ) as client:
         for index in range(len(rows)):
             response = client.post("/v1/predict", json=request_body(rows[index : index + 1]))
             ok &= response.status_code == 200
-            console.out.print(f"row {index}: HTTP {response.status_code}  {_answer(response)}")
-        response = client.post("/v1/predict", json=request_body(rows))
-        ok &= response.status_code == 200
-        console.out.print(f"all {len(rows)} rows: HTTP {response.status_code}  {_answer(response)}")
-        if truth is not None:
+            console.out.print(f"{name} {index}: HTTP {response.status_code}  {_answer(response)}")
+        if not forecaster:  # a forecaster takes one history a request
+            response = client.post("/v1/predict", json=request_body(rows))
+            ok &= response.status_code == 200
+            answer = _answer(response)
+            console.out.print(f"all {len(rows)} rows: HTTP {response.status_code}  {answer}")
+        if isinstance(truth, dict):  # a forecaster's: {target: the values that followed}
+            console.out.print(f"true values that followed: {_per_target(truth)}")
+        elif truth is not None:
             console.out.print(f"true labels of these rows: {truth}")
         for value, ident in zip(keys.values, keys.ids, strict=True):
             info = client.get("/v1/model", headers={"Authorization": f"Bearer {value}"})
@@ -104,16 +133,26 @@ def check_requests(deployment: Deployment, keys: ApiKeys, rows: Rows, truth: lis
 
 def _answer(response) -> str:
     body = response.json()
-    if "predictions" not in body:
+    if "forecast" in body:
+        values = dict(zip(body["targets"], body["forecast"], strict=True))
+        shown = f"forecast of the next {body['horizon']} steps: {_per_target(values)}"
+    elif "predictions" in body:
+        shown = f"predictions {body['predictions']}"
+    else:
         return str(body)
     model = body["model"]
-    return f"predictions {body['predictions']}  (model {model['name']} v{model['version']})"
+    return f"{shown}  (model {model['name']} v{model['version']})"
 
 
-def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[Rows, list | None]:
+def _per_target(values: dict[str, list[float]]) -> str:
+    return "; ".join(f"{name} {np.round(steps, 3).tolist()}" for name, steps in values.items())
+
+
+def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[Rows, list | dict | None]:
     """Rows to try the model on and their true labels: from its bundled data set when it has
     one, else the model family's example input (no labels). Rows of numbers for a model of
-    number columns, else records of raw values."""
+    number columns, else records of raw values. A forecaster's: one history, the bundled
+    series' first window, and the values of each target that followed it ({target: values})."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.tracking import tracking_uri
@@ -122,6 +161,7 @@ def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[Rows, lis
     from trainers.families import family_of
     from trainers.inputs import TabularInput
     from trainers.sequences import SequenceInput, prepare_sequences
+    from trainers.series import BUNDLED_SERIES, SeriesInput
     from trainers.spec import ModelSpec
 
     spec = ModelSpec.from_dict(bundle.model_config)
@@ -131,6 +171,14 @@ def sample_rows(bundle: ModelBundle, count: int = CHECK_ROWS) -> tuple[Rows, lis
     source = params.get("data.source")
     schema = family_of(spec.kind).input_schema(spec)
     names = list(schema.feature_names)
+    if isinstance(schema, SeriesInput):
+        if source not in BUNDLED_SERIES:
+            return Histories(family_of(spec.kind).example_input(spec, 1)), None
+        values = schema.from_frame(read_table(source))  # by time, the value columns in order
+        window, horizon = schema.window, schema.horizon
+        following = values[window : window + horizon, schema.target_index]
+        followed = dict(zip(schema.targets, following.T.tolist(), strict=True))
+        return Histories([values[:window].tolist()]), followed
     if source in BUNDLED and isinstance(schema, SequenceInput):
         dataset = prepare_sequences(read_table(source), DataConfig(kind="sequence", source=source))
         sequences = [steps[steps[:, -1] > 0][:, :-1].tolist() for steps in dataset.features[:count]]

@@ -58,7 +58,7 @@ def conclude(
         Checkpoint(storage.on_same_storage(best.checkpoint_path, sweep_dir))
     )
     summary.model_uri = TrackedRun(best.run_id, cfg.name).log_model(
-        model_dir, plan.dataset.raw_rows(plan.split.test[:5])
+        model_dir, plan.dataset.sample_input(plan.split.test[:5])
     )
     log_reports(cfg, plan, sweep_dir, ranked, {best.run_id: model_dir})
     version = register_version(

@@ -80,27 +80,12 @@ def test_the_logged_model_takes_the_raw_frame_with_gaps(trained, raw):
 
 
 def test_records_with_strings_and_nulls_are_served(trained, raw, serve_port):
-    from ray import serve
-
-    from orchestrator.serving.application import DeployArgs
-    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
-    from orchestrator.serving.rollout import start
-    from serve_apps.guard import key_digest
-    from serve_apps.settings import ServeSection
+    from tests.helpers import served
     from trainers.families import family_of
     from trainers.models import predict
 
     _, summary = trained["standard"]
-    settings = ServeSection(port=serve_port, num_replicas=1, cpus_per_replica=0.25)
-    args = DeployArgs(
-        model=summary.model_uri,
-        name="penguins",
-        serve=settings,
-        key_digests=[key_digest(KEY)],
-        audit_log=None,
-    )
-    deployment = start(args, resolve_bundle(parse_model_uri(summary.model_uri)), None)
-    try:
+    with served(summary.model_uri, "penguins", serve_port, KEY) as deployment:
         part = raw.iloc[[0, 3, 8, 150, 339]]
         records = part.astype(object).where(part.notna(), None).to_dict("records")
         records[1] |= {"island": "Atlantis"}  # a category never seen in training
@@ -119,8 +104,6 @@ def test_records_with_strings_and_nulls_are_served(trained, raw, serve_port):
         np.testing.assert_allclose(answer.json()["probabilities"], probabilities, rtol=1e-5)
         assert wrong.status_code == 422
         assert "records[0].flipper_length_mm: expected a number" in wrong.json()["message"]
-    finally:
-        serve.delete("penguins")
 
 
 def test_the_raw_table_is_batch_predicted_with_ray_data(trained, raw, tmp_path):

@@ -44,6 +44,15 @@ CASES = {
         ["--set", "data.source={tiny_csv}", "--set", "data.label=y"],
         "too small for the split",
     ),
+    "series without a window": (
+        ["--set", "data.kind=series", "--set", "data.source=co2", "--set", "model.kind=lstm"],
+        "data.kind series needs data.window",
+    ),
+    "series with a gap": (
+        ["--set", "data.kind=series", "--set", "data.source={inf_csv}", "--set", "data.time=b"]
+        + ["--set", "data.target=y", "--set", "data.window=3", "--set", "model.kind=gru"],
+        "NaN or infinite values in",  # in column a, a covariate
+    ),
 }
 SWEEP_CASES = {
     "sweep unknown space key": (

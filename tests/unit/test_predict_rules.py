@@ -183,5 +183,7 @@ def test_a_sequence_model_is_refused_with_where_to_predict_instead():
     from orchestrator.predicting.rules import check_family
     from trainers.spec import ModelSpec
 
-    with pytest.raises(PredictError, match="lstm model of sequences: predict with its MLflow"):
+    with pytest.raises(
+        PredictError, match="lstm model takes sequences or a series: predict with its MLflow"
+    ):
         check_family(ModelSpec("lstm", "classification", 8, 10))

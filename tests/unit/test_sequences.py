@@ -103,7 +103,8 @@ def test_padding_never_reaches_the_recurrence(kind, bidirectional):
 
 
 def test_a_recurrent_family_needs_sequence_data():
-    assert family_of("gru").data_kind == "sequence" and family_of("mlp").data_kind == "table"
+    assert family_of("gru").data_kinds == ("sequence", "series")
+    assert family_of("mlp").data_kinds == ("table",)
 
 
 def test_a_sequence_request_is_checked_value_by_value():
@@ -117,6 +118,7 @@ def test_a_sequence_request_is_checked_value_by_value():
         b'{"sequences": [[]]}': "sequences[0]: empty",
         b'{"sequences": [[[1, 2], [1, 2], [1, 2], [1, 2]]]}': "4 steps; the model takes at most 3",
         b'{"sequences": [[[NaN, 2]]]}': "expected a finite number",
+        b'{"sequences": [[[1' + b"0" * 400 + b", 2]]]}": "expected a finite number",
         b'{"inputs": [[1, 2]]}': "one field, 'sequences'",
     }
     for body, message in cases.items():

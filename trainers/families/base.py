@@ -70,4 +70,4 @@ class Family:
     networks: Callable[[nn.Module], dict[str, nn.Module]] = one_network  # engine + fusion each
     score: Callable[[ModelSpec], ScoreRule] = lambda spec: ScoreRule.for_task(spec.task)
     pbt_mutable: tuple[str, ...] = ()  # ``model.*`` keys PBT may change while a trial runs
-    data_kind: str = "table"  # the data.kind it trains on (table, sequence)
+    data_kinds: tuple[str, ...] = ("table",)  # the data.kind(s) it trains on

@@ -1,0 +1,106 @@
+"""The recurrent families on real DeepSpeed engines in two processes (gloo): every kind (the
+GRU bidirectional), both strategies, ZeRO-2 and ZeRO-3, on sequences and on a series; each run
+is checkpointed, resumed from its first checkpoint, and must end with exactly the same metrics.
+
+``run(rank, world_size, port, out_dir, settings)`` is the body of each process (started with
+torch.multiprocessing.spawn by tests/integration/test_recurrent_engines.py); each process
+writes what it measured to ``out_dir/rank{N}.json``. The loop, engines and checkpoints are the
+ones a Ray Train worker runs (``orchestrator.training.launch.train_worker``); the checkpoint
+folders of both ranks are merged into one, as Ray Train does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tests import gloo_ranks
+
+DATA: dict[str, dict[str, Any]] = {
+    "sequence": {
+        "data": {"kind": "sequence", "source": "digits_rows", "train_fraction": 0.2},
+        "optim": {"epochs": 3, "lr": 0.01, "batch_size": 32},
+    },
+    "series": {
+        "data": {"kind": "series", "source": "co2", "window": 24, "horizon": 12, "season": 12},
+        "strategy": {"val_fraction": 0.15},
+        "optim": {"epochs": 5, "lr": 0.005, "batch_size": 32},
+    },
+}
+DATA["series-bf16"] = {**DATA["series"], "deepspeed": {"precision": "bf16"}}
+DATA["sequence-bf16"] = {**DATA["sequence"], "deepspeed": {"precision": "bf16"}}
+# The GRU reads both ways: its two directions' last states feed the head.
+MODELS: dict[str, dict[str, Any]] = {
+    "rnn": {"kind": "rnn", "hidden": 16},
+    "lstm": {"kind": "lstm", "hidden": 16},
+    "gru": {"kind": "gru", "hidden": 16, "bidirectional": True},
+}
+
+
+def run(rank: int, world_size: int, port: int, out_dir: str, settings: list) -> None:
+    gloo_ranks.join(rank, world_size, port)
+    results = {
+        "-".join(map(str, setting)): check(*setting, Path(out_dir), rank) for setting in settings
+    }
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+    gloo_ranks.leave()
+
+
+def check(kind: str, strategy: str, stage: int, data: str, out: Path, rank: int) -> dict:
+    """Train to the end, then again from the first checkpoint; both runs' final metrics."""
+    import torch
+
+    from orchestrator.config import RedblueConfig
+    from trainers.engine import DeepSpeedReplica
+    from trainers.loop import Trainer, build_replicas
+    from trainers.plan import plan_run
+
+    sections = DATA[data]
+    cfg = RedblueConfig.model_validate(
+        {
+            **sections,
+            "model": MODELS[kind],
+            "strategy": {**sections.get("strategy", {}), "kind": strategy, "phase_steps": 4},
+            "deepspeed": {**sections.get("deepspeed", {}), "zero_stage": stage},
+            "scaling": {"num_workers": 2},
+            "checkpoint": {"every_rounds": 2},
+        }
+    )
+    plan = plan_run(cfg)
+    saved = out / f"{kind}-{strategy}-{stage}-{data}"
+
+    def trainer(report) -> Trainer:
+        def make(model, name, clock):
+            return DeepSpeedReplica(
+                model, ds=cfg.deepspeed, optim=cfg.optim, world_size=2, clock=clock
+            )
+
+        return Trainer(plan, build_replicas(plan, make), report)
+
+    checkpoints: list[Path] = []
+
+    def keep_first(metrics: dict[str, float], checkpoint: Path | None) -> None:
+        if checkpoint is not None and not checkpoints:  # merged with the other rank's files
+            shutil.copytree(checkpoint, saved, dirs_exist_ok=True)
+            checkpoints.append(saved)
+
+    def ignore(metrics: dict[str, float], checkpoint: Path | None) -> None:
+        pass
+
+    full = trainer(keep_first).run()
+    torch.distributed.barrier()  # both ranks' files are in place
+    resumed = trainer(ignore)
+    torch.manual_seed(12345)
+    resumed.restore(saved)
+    again = resumed.run()
+    return {
+        "full": without_timing(full.metrics),
+        "resumed": without_timing(again.metrics),
+        "rounds": full.rounds_run,
+    }
+
+
+def without_timing(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in metrics.items() if key != "train_seconds"}
