@@ -71,9 +71,9 @@ def saved_table_model(directory: Path, *, seed: int = 0) -> tuple[Path, pd.DataF
     return save_model(directory, model, spec), dataset.raw
 
 
-def forecaster_plan(**data: Any):
-    """The plan of a small LSTM forecaster on the bundled co2 series (24 months of history, 12
-    ahead); ``data`` overrides ``data.*`` settings."""
+def forecaster_plan(kind: str = "lstm", **data: Any):
+    """The plan of a small ``kind`` forecaster on the bundled co2 series (24 months of history,
+    12 ahead); ``data`` overrides ``data.*`` settings."""
     from orchestrator.config import validate
     from trainers.plan import plan_run
 
@@ -81,20 +81,22 @@ def forecaster_plan(**data: Any):
     cfg = validate(
         {
             "data": {**settings, **data},
-            "model": {"kind": "lstm", "hidden": 8},
+            "model": {"kind": kind, "hidden": 8},
             "strategy": {"val_fraction": 0.15},
         }
     )
     return plan_run(cfg)
 
 
-def saved_forecaster(directory: Path, *, seed: int = 0) -> tuple[Path, pd.DataFrame]:
-    """An LSTM forecaster with random weights on the bundled co2 series, fitted on its training
-    blocks; returns the folder and the series (month, co2)."""
-    plan = forecaster_plan()
+def saved_forecaster(
+    directory: Path, *, seed: int = 0, kind: str = "lstm"
+) -> tuple[Path, pd.DataFrame]:
+    """A ``kind`` forecaster with random weights on the bundled co2 series, fitted on its
+    training blocks; returns the folder and the series (month, co2)."""
+    plan = forecaster_plan(kind)
     torch.manual_seed(seed)
     model = build_model(plan.spec)
-    family_of("lstm").fit(model, plan.dataset.features[plan.split.train], None)
+    family_of(kind).fit(model, plan.dataset.features[plan.split.train], None)
     assert plan.dataset.raw is not None
     return save_model(directory, model, plan.spec), plan.dataset.raw
 
@@ -120,6 +122,15 @@ def served(model_uri: str, name: str, port: int, key: str):
         yield deployment
     finally:
         serve.delete(name)
+
+
+def children(client, parent_run_id: str) -> list:
+    """The MLflow runs nested under ``parent_run_id`` (a sweep's trials)."""
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    )
 
 
 def sample_rows(count: int, features: int = 8, seed: int = 1) -> np.ndarray:

@@ -32,7 +32,9 @@ CELLS: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "g
 
 class Recurrent(Scaled):
     """Sequences ``[batch, steps, features + 1]`` (the last channel the mask of real steps, as
-    ``trainers.sequences.pad`` makes them) to outputs: logits, or the standardized target.
+    ``trainers.sequences.pad`` makes them) to outputs: logits, or the standardized target; with
+    a ``forecast`` head, ``[batch, horizon, targets]``: the history's last target values,
+    standardized, plus the head's changes.
 
     The features are standardized in fp32 with buffers fitted on the training pool (they travel
     with the weights, so a served model takes raw steps), then cast to the weights' precision;

@@ -1,9 +1,9 @@
 """The recurrent families through Ray Train, MLflow and Serve: an LSTM (ZeRO-3) and an RNN
 (bf16) classify the bundled digit rows (3 to 8 steps) and an LSTM (ZeRO-3) forecasts the co2
 series, all red-blue. The logged pyfunc models take the long-format frame and the series frame;
-Serve answers sequences and histories; a PBT sweep of GRU forecasters under ZeRO-3 registers a
-champion. (Every kind x strategy x ZeRO stage, with exact resume, runs on DeepSpeed engines in
-test_recurrent_engines.py.)"""
+Serve answers sequences and histories; a PBT sweep of forecasters of every kind under ZeRO-3
+registers a champion. (Every kind x strategy x ZeRO stage, with exact resume, runs on DeepSpeed
+engines in test_recurrent_engines.py.)"""
 
 from __future__ import annotations
 
@@ -159,8 +159,11 @@ def test_histories_are_served_as_forecasts(forecaster, co2, serve_port):
         assert anonymous.status_code == 401
 
 
-def test_a_pbt_sweep_of_gru_forecasters_under_zero3_registers_a_champion(sweep, mlflow_client):
+def test_a_pbt_sweep_of_every_recurrent_kind_under_zero3_registers_a_champion(sweep, mlflow_client):
+    """One trial per kind (a grid), PBT perturbing the lr: a trial that exploits another takes
+    its checkpoint and its kind; the best forecaster is registered."""
     from orchestrator.tracking import fetch_final_model
+    from tests.helpers import children
     from trainers.models import load_model
 
     code, summary = sweep(
@@ -169,16 +172,21 @@ def test_a_pbt_sweep_of_gru_forecasters_under_zero3_registers_a_champion(sweep, 
         model={"kind": "gru", "hidden": 16},
         deepspeed={"zero_stage": 3},
         sweep={
-            "space": {"optim.lr": {"loguniform": [0.001, 0.01]}},
-            "num_samples": 2,
+            "space": {
+                "optim.lr": {"loguniform": [0.001, 0.01]},
+                "model.kind": {"grid": ["rnn", "lstm", "gru"]},
+            },
+            "num_samples": 1,
             "max_concurrent": 2,
             "scheduler": "pbt",
         },
     )
     assert code == 0 and summary.best is not None
+    runs = children(mlflow_client, summary.parent_run_id)
+    assert {run.data.params["model.kind"] for run in runs} == {"rnn", "lstm", "gru"}
+    assert all(run.info.status == "FINISHED" for run in runs)
     best = mlflow_client.get_run(summary.best.run_id)
-    assert best.data.params["model.kind"] == "gru"
     assert {"test_mase", "baseline/naive_mase"} <= set(best.data.metrics)
     champion = mlflow_client.get_model_version_by_alias("co2-sweep", "champion")
     _, spec = load_model(fetch_final_model(f"models:/co2-sweep/{champion.version}"))
-    assert spec.kind == "gru" and spec.task == "forecast" and "series" in spec.preprocessing
+    assert spec.kind == best.data.params["model.kind"] and spec.task == "forecast"

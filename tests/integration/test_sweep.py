@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import start_until_a_trial_finished
+from tests.helpers import children, start_until_a_trial_finished
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +26,6 @@ SMALL = {
     "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
     "checkpoint": {"every_rounds": 1, "keep": 1},
 }
-
-
-def children(client, parent_run_id: str) -> list:
-    parent = client.get_run(parent_run_id)
-    return client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-    )
 
 
 @pytest.fixture(scope="module")

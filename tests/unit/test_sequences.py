@@ -3,6 +3,7 @@ with a mask channel, the input schema, packing that ignores padding, and the HTT
 
 from __future__ import annotations
 
+import anyio
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,7 +128,7 @@ def test_a_sequence_request_is_checked_value_by_value():
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-def test_each_recurrent_family_gives_an_example_its_input_schema_accepts(tmp_path, kind):
+def test_each_recurrent_family_takes_its_example_and_is_served_as_it_predicts(tmp_path, kind):
     from dataclasses import asdict
 
     from trainers.models import build_model, load_model, save_model
@@ -146,6 +147,30 @@ def test_each_recurrent_family_gives_an_example_its_input_schema_accepts(tmp_pat
     assert rows.shape == (3, 5, 3)
     labels, probabilities = family.predict(model, spec, rows)
     assert len(labels) == 3 and probabilities is not None
+    # served over HTTP (the API in process), it answers as it predicts in process
+    from serve_apps.guard import key_digest
+    from serve_apps.local_server import local_api
+    from serve_apps.model_bundle import ModelBundle
+    from serve_apps.settings import ServeSection
+
+    bundle = ModelBundle.from_directory(
+        tmp_path, uri=f"models:/{kind}/1", name=kind, version="1", run_id="s" * 32
+    )
+    api = local_api(bundle, ServeSection(max_rows=4), [key_digest("k" * 20)], None)
+    sequences = [[[1.0, 2.0], [3.0, 5.0]], [[0.0, 1.0]]]
+    response = anyio.run(_post, api, {"sequences": sequences})
+    expected, _ = family.predict(model, spec, family.input_schema(spec).rows(sequences))
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == expected.tolist()
+
+
+async def _post(api, body: dict):
+    import httpx
+
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        headers = {"Authorization": f"Bearer {'k' * 20}"}
+        return await client.post("/v1/predict", json=body, headers=headers)
 
 
 SEQUENCE_RUN = {
@@ -167,3 +192,13 @@ def test_a_recurrent_model_trains_red_blue_and_resumes_exactly(tmp_path):
     torch.manual_seed(12345)
     resumed.restore(first.checkpoints[0])
     assert without_timing(resumed.run().metrics) == without_timing(expected)
+
+
+def test_a_recurrent_model_regresses_a_value_per_sequence(tmp_path):
+    """The head regresses one value per sequence (the digit read as a number), in its units."""
+    from tests.helpers import Recorder, plain_trainer
+
+    run = {**SEQUENCE_RUN, "data": {**SEQUENCE_RUN["data"], "task": "regression"}}
+    metrics = plain_trainer(Recorder(tmp_path), **run).run().metrics
+    assert {"test_mse", "test_mae", "test_r2"} <= set(metrics)
+    assert metrics["test_r2"] > 0.3, metrics  # far better than the mean digit

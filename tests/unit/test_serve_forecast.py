@@ -212,3 +212,21 @@ async def test_the_openapi_document_states_the_history_and_the_forecast(client, 
     assert example.status_code == 200, example.text
     answer = await post(client, {"history": history_of(saved[1], 0, WINDOW)})
     jsonschema.validate(answer.json(), response)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru"])
+@pytest.mark.anyio
+async def test_every_recurrent_kind_is_served_as_a_forecaster(tmp_path, kind):
+    directory, series = saved_forecaster(tmp_path, kind=kind)
+    bundle = ModelBundle.from_directory(
+        directory, uri=f"models:/co2-{kind}/1", name=f"co2-{kind}", version="1", run_id="d" * 32
+    )
+    api = local_api(bundle, ServeSection(max_rows=MAX_ROWS), [key_digest(KEY)], None)
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        history = history_of(series, 100, WINDOW)
+        response = await post(client, {"history": history})
+    assert response.status_code == 200, response.text
+    model, spec = load_model(directory)
+    expected, _ = predict(model, spec, family_of(kind).input_schema(spec).rows(history))
+    np.testing.assert_allclose(response.json()["forecast"], expected[0].T, rtol=1e-5)
