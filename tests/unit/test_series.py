@@ -224,3 +224,66 @@ def test_a_forecaster_trains_red_blue_beats_both_baselines_and_resumes_exactly(t
     torch.manual_seed(12345)
     resumed.restore(first.checkpoints[0])
     assert without_timing(resumed.run().metrics) == without_timing(expected)
+
+
+def test_two_targets_and_a_covariate_are_forecast_scored_and_served(tmp_path):
+    import anyio
+    import httpx
+
+    from serve_apps.guard import key_digest
+    from serve_apps.local_server import local_api
+    from serve_apps.model_bundle import ModelBundle
+    from serve_apps.settings import ServeSection
+    from trainers.checkpoint import FINAL_MODEL_DIR
+
+    steps = np.arange(400)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "day": pd.date_range("2020-01-01", periods=400).astype(str),  # ISO strings
+            "load": np.sin(2 * np.pi * steps / 12) + 0.01 * steps,
+            "price": 2 * np.cos(2 * np.pi * steps / 12) + rng.normal(0, 0.1, 400),
+            "noise": rng.normal(size=400),  # a covariate: read, not forecast
+        }
+    )
+    source = tmp_path / "energy.csv"
+    frame.to_csv(source, index=False)
+    data = {"kind": "series", "source": str(source), "time": "day", "target": ["load", "price"]}
+    run = {
+        "data": {**data, "window": 12, "horizon": 3, "season": 12},
+        "model": {"kind": "gru", "hidden": 16},
+        "optim": {"epochs": 10, "lr": 0.01, "batch_size": 32},
+    }
+    recorder = Recorder(tmp_path / "run")
+    trainer = plain_trainer(recorder, **run)
+    metrics = trainer.run().metrics
+    assert trainer.spec.out_features == 6 and trainer.spec.feature_names == [
+        "load",
+        "price",
+        "noise",
+    ]
+    assert metrics["test_mase"] < metrics["baseline/naive_mase"]
+    model, spec = load_model(recorder.checkpoints[-1] / FINAL_MODEL_DIR)  # the final model
+    history = frame.iloc[-12:][["load", "price", "noise"]].to_numpy().tolist()
+    values, _ = family_of("gru").predict(
+        model, spec, family_of("gru").input_schema(spec).rows(frame)
+    )
+    assert list(as_output(spec, values).columns) == ["step", "load", "price"]
+    bundle = ModelBundle.from_directory(
+        recorder.checkpoints[-1] / FINAL_MODEL_DIR,
+        uri="models:/e/1",
+        name="e",
+        version="1",
+        run_id="e" * 32,
+    )
+    api = local_api(bundle, ServeSection(max_rows=4), [key_digest("k" * 20)], None)
+
+    async def post():
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = {"Authorization": f"Bearer {'k' * 20}"}
+            return await client.post("/v1/predict", json={"history": history}, headers=headers)
+
+    body = anyio.run(post).json()
+    assert body["targets"] == ["load", "price"] and body["horizon"] == 3
+    np.testing.assert_allclose(body["forecast"], values[0].T, rtol=1e-5)
