@@ -46,6 +46,19 @@ class FeatureConfig(Section):
         return self
 
 
+# The data keys that only one kind of data takes (by the kinds that take them).
+KIND_KEYS = {
+    ("sequence",): ("id", "max_length", "truncate"),
+    ("sequence", "series"): ("time",),
+    ("series",): ("target", "window", "horizon", "season", "blocks", "scaling"),
+    ("table",): ("features", "max_one_hot"),
+}
+
+
+def _default(key: str) -> object:
+    return DataConfig.model_fields[key].get_default(call_default_factory=True)
+
+
 class DataConfig(Section):
     kind: Literal["table", "sequence", "series"] = Field(
         "table",
@@ -158,6 +171,13 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _series_settings(self) -> DataConfig:
+        for kind, keys in KIND_KEYS.items():
+            stray = [f"data.{key}" for key in keys if getattr(self, key) != _default(key)]
+            if stray and self.kind not in kind:
+                raise ValueError(
+                    f"{', '.join(stray)} {'apply' if len(stray) > 1 else 'applies'} to data.kind "
+                    f"{' and '.join(kind)} only (data.kind is {self.kind})"
+                )
         if self.kind == "series" and self.window is None:
             raise ValueError("data.kind series needs data.window (steps of history)")
         if self.season is not None and self.window is not None and self.season > self.window:

@@ -137,6 +137,9 @@ def test_series_settings_are_checked_with_the_config():
     for data, message in [
         ({"kind": "series", "source": "co2"}, "needs data.window"),
         ({"kind": "series", "source": "co2", "window": 6, "season": 12}, "at most data.window"),
+        ({"window": 6, "horizon": 2}, "data.window, data.horizon apply to data.kind series only"),
+        ({"kind": "series", "window": 6, "id": "x"}, "data.id applies to data.kind sequence only"),
+        ({"kind": "series", "window": 6, "max_one_hot": 3}, "data.max_one_hot applies to"),
     ]:
         with pytest.raises(ConfigError, match=message):
             validate({"data": data, "model": {"kind": "lstm"}})
