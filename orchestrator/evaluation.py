@@ -8,7 +8,8 @@ MLflow's evaluation of the predictions (``mlflow.models.evaluate``: the confusio
 per-class precision / recall / F1 table, and weighted scores logged as ``test_*_score``) and the
 confusion matrix as JSON; for regression a residual plot; for a forecaster a plot of its
 forecasts over the test block (``forecast.png``; the baselines' metrics are logged with the
-run's).
+run's) and the mean absolute error at each step ahead, its and the baselines'
+(``forecast_errors.json``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from orchestrator.tracking import TrackedRun
 from trainers.families import family_of
 from trainers.models import load_model, predict
 from trainers.plan import RunPlan
+from trainers.series import baseline_forecasts, errors_by_step
 
 CONFUSION_FILE = "confusion_matrix.json"
 RESIDUALS_FILE = "residuals.png"
 FORECAST_FILE = "forecast.png"
+FORECAST_ERRORS_FILE = "forecast_errors.json"
 
 
 def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> None:
@@ -38,6 +41,7 @@ def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> Non
     labels = plan.dataset.labels[test]
     if spec.task == "forecast":
         _forecast_plot(run, plan, np.asarray(predicted, np.float64))
+        _errors_by_step(run, plan, spec, np.asarray(predicted, np.float64))
     elif spec.task == "classification":
         truth = np.asarray(spec.classes)[labels]
         _classification_report(run, truth, predicted, list(spec.classes))
@@ -122,3 +126,17 @@ def _forecast_plot(run: TrackedRun, plan: RunPlan, predicted: np.ndarray) -> Non
     figure.tight_layout()
     run.client.log_figure(run.run_id, figure, FORECAST_FILE)
     plt.close(figure)
+
+
+def _errors_by_step(run: TrackedRun, plan: RunPlan, spec, predicted: np.ndarray) -> None:
+    """The model's and the baselines' MAE at each step ahead, on the same test windows."""
+    schema = plan.dataset.series
+    assert schema is not None
+    test = plan.split.test
+    truth = plan.dataset.labels[test].astype(np.float64)
+    windows = plan.dataset.features[test].astype(np.float64)
+    forecasts = baseline_forecasts(
+        windows, schema.horizon, schema.target_index, spec.preprocessing.get("season")
+    )
+    errors = errors_by_step({"model": predicted, **forecasts}, truth)
+    run.client.log_dict(run.run_id, errors, FORECAST_ERRORS_FILE)

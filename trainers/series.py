@@ -225,22 +225,43 @@ def forecast_metrics(predicted: np.ndarray, truth: np.ndarray, scale: np.ndarray
     }
 
 
+def baseline_forecasts(
+    windows: np.ndarray, horizon: int, target_index: list[int], season: int | None
+) -> dict[str, np.ndarray]:
+    """The naive forecast (the last value, repeated) and, with a ``season``, the seasonal naive
+    one (the value one season back, repeated by season) of ``windows`` ``[n, window, columns
+    (+ mask)]``, each ``[n, horizon, targets]``."""
+    history = windows[..., target_index]  # [n, window, targets]
+    forecasts = {"naive": np.repeat(history[:, -1:], horizon, axis=1)}
+    if season:
+        length = history.shape[1]
+        forecasts["seasonal_naive"] = history[
+            :, [length - season + h % season for h in range(horizon)]
+        ]
+    return forecasts
+
+
 def baselines(
     windows: np.ndarray, truth: np.ndarray, target_index: list[int], scale: np.ndarray, season
 ) -> dict[str, float]:
-    """The naive forecast (the last value, repeated) and, with a ``season``, the seasonal naive
-    one (the value one season back, repeated by season) of ``windows`` ``[n, window, columns
-    (+ mask)]``, scored as ``baseline/naive_*`` and ``baseline/seasonal_naive_*``."""
-    history = windows[..., target_index]  # [n, window, targets]
-    horizon, length = truth.shape[1], history.shape[1]
-    forecasts = {"naive": np.repeat(history[:, -1:], horizon, axis=1)}
-    if season:
-        steps = [length - season + (h % season) for h in range(horizon)]
-        forecasts["seasonal_naive"] = history[:, steps]
+    """The baselines' forecasts of ``windows`` scored against ``truth`` as
+    ``baseline/naive_*`` and ``baseline/seasonal_naive_*``."""
+    forecasts = baseline_forecasts(windows, truth.shape[1], target_index, season)
     return {
         f"baseline/{name}_{metric}": value
         for name, forecast in forecasts.items()
         for metric, value in forecast_metrics(forecast, truth, scale).items()
+    }
+
+
+def errors_by_step(forecasts: dict[str, np.ndarray], truth: np.ndarray) -> dict:
+    """Each forecast's mean absolute error at each step ahead (over windows and targets)."""
+    return {
+        "step": list(range(1, truth.shape[1] + 1)),
+        "mae": {
+            name: np.abs(forecast - truth).mean(axis=(0, 2)).tolist()
+            for name, forecast in forecasts.items()
+        },
     }
 
 
@@ -254,6 +275,7 @@ class Series:
     naive_scale: np.ndarray
     reference_metrics: dict[str, float]
     scaling: str
+    season: int | None
 
     def spec_entries(self) -> dict:
         """What the model stores about its data (``ModelSpec.preprocessing``): plain JSON."""
@@ -262,6 +284,7 @@ class Series:
             "series": asdict(self.dataset.series),
             "scaling": self.scaling,
             "naive_scale": self.naive_scale.tolist(),
+            "season": self.season,
         }
 
 
@@ -313,7 +336,7 @@ def prepare_series(
     )
     test = split.test
     reference = baselines(features[test], labels[test], schema.target_index, scale, cfg.season)
-    return Series(dataset, blocks, split, scale, reference, cfg.scaling)
+    return Series(dataset, blocks, split, scale, reference, cfg.scaling, cfg.season)
 
 
 def _ordered_by_time(frame: pd.DataFrame, time_column: str, source: str) -> pd.DataFrame:

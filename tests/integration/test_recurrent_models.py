@@ -73,6 +73,8 @@ def test_each_recurrent_kind_learns_the_digit_rows(trained, mlflow_client):
 
 
 def test_the_forecaster_beats_both_baselines_on_the_same_test_block(forecaster, mlflow_client):
+    import mlflow
+
     code, summary = forecaster
     assert code == 0
     run = mlflow_client.get_run(summary.run_id)
@@ -83,7 +85,11 @@ def test_the_forecaster_beats_both_baselines_on_the_same_test_block(forecaster, 
             assert f"baseline/{baseline}_{name}" in metrics and f"test_{name}" in metrics
     assert params["series.targets"] == "co2" and params["series.windows"] == "491"
     artifacts = {a.path for a in mlflow_client.list_artifacts(summary.run_id)}
-    assert "forecast.png" in artifacts
+    assert {"forecast.png", "forecast_errors.json"} <= artifacts
+    errors = mlflow.artifacts.load_dict(f"runs:/{summary.run_id}/forecast_errors.json")
+    assert errors["step"] == list(range(1, 13))
+    assert np.mean(errors["mae"]["model"]) == pytest.approx(metrics["test_mae"], rel=1e-4)
+    assert set(errors["mae"]) == {"model", "naive", "seasonal_naive"}
 
 
 def test_the_logged_forecaster_takes_the_series_frame(forecaster, co2):

@@ -18,7 +18,9 @@ from trainers.inputs import InputError
 from trainers.models import as_output, build_model, load_model, save_model
 from trainers.plan import plan_run
 from trainers.series import (
+    baseline_forecasts,
     baselines,
+    errors_by_step,
     forecast_metrics,
     naive_scale,
     prepare_series,
@@ -87,6 +89,11 @@ def test_the_seasonal_naive_baseline_is_exact_on_a_pure_season_and_the_naive_one
     scores = baselines(windows, truth[series.split.test], [0], series.naive_scale, season=4)
     assert scores["baseline/seasonal_naive_mae"] == 0.0
     assert scores["baseline/naive_mae"] > 1.0
+    test = series.split.test
+    forecasts = baseline_forecasts(series.dataset.features[test], 6, [0], season=4)
+    errors = errors_by_step(forecasts, truth[test])
+    assert errors["step"] == [1, 2, 3, 4, 5, 6] and errors["mae"]["seasonal_naive"] == [0.0] * 6
+    assert np.mean(errors["mae"]["naive"]) == pytest.approx(scores["baseline/naive_mae"])
     assert set(series.reference_metrics) == {
         f"baseline/naive_{m}" for m in ("mae", "rmse", "smape", "mase")
     }  # no data.season: no seasonal baseline
