@@ -11,7 +11,7 @@ from rich.table import Table
 
 from trainers.data import Dataset, Split
 from trainers.preprocessing import summary_lines
-from trainers.series import block_spans
+from trainers.series import block_spans, uneven_spacing
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -75,6 +75,12 @@ def print_series(dataset: Dataset, split: Split) -> None:
         f"ahead from {schema.window}{told}",
         soft_wrap=True,
     )
+    uneven = uneven_spacing(raw[schema.time_column])
+    if uneven:
+        print_warning(
+            f"{schema.time_column}: {uneven}; a window is a count of steps "
+            f"({schema.window} of history, {schema.horizon} ahead), not a span of time"
+        )
     times = raw[schema.time_column].astype(str).tolist()
     span = schema.window + schema.horizon
     for part in ("red", "blue", "val", "test"):

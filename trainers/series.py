@@ -380,6 +380,24 @@ def _values(frame: pd.DataFrame, columns: list[str], source: str) -> np.ndarray:
     return values
 
 
+def uneven_spacing(times: pd.Series) -> str | None:
+    """What is uneven about the spacing of ordered ``times`` (numbers or dates), or None when
+    the steps are evenly spaced (for dates: a frequency pandas can infer, so calendar months
+    count as even)."""
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(times):
+        dates = pd.DatetimeIndex(pd.to_datetime(times))
+        if len(dates) < 3 or pd.infer_freq(dates) is not None:
+            return None
+        gaps = dates.to_series().diff().dropna()
+        return f"the gaps between steps range from {gaps.min()} to {gaps.max()}"
+    gaps = np.diff(times.to_numpy(dtype=np.float64))
+    if len(gaps) == 0 or np.allclose(gaps, gaps[0]):
+        return None
+    return f"the gaps between steps range from {gaps.min():g} to {gaps.max():g}"
+
+
 def block_spans(starts: np.ndarray, span: int) -> list[tuple[int, int]]:
     """The time steps ``(first, last)`` covered by each run of consecutive windows (one run per
     block of a part)."""

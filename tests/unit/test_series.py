@@ -25,6 +25,7 @@ from trainers.series import (
     naive_scale,
     prepare_series,
     time_blocks,
+    uneven_spacing,
     window_split,
 )
 
@@ -297,3 +298,13 @@ def test_two_targets_and_a_covariate_are_forecast_scored_and_served(tmp_path):
     body = anyio.run(post).json()
     assert body["targets"] == ["load", "price"] and body["horizon"] == 3
     np.testing.assert_allclose(body["forecast"], values[0].T, rtol=1e-5)
+
+
+def test_unevenly_spaced_steps_are_named_and_calendar_months_are_even():
+    months = pd.Series(pd.date_range("2000-01-01", periods=30, freq="MS"))
+    assert uneven_spacing(months) is None and uneven_spacing(months.astype(str)) is None
+    assert uneven_spacing(pd.Series(np.arange(0, 60, 2))) is None
+    gappy = pd.Series([0, 1, 2, 5, 6])
+    assert uneven_spacing(gappy) == "the gaps between steps range from 1 to 3"
+    days = pd.Series(pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-05", "2020-01-06"]))
+    assert "1 days" in uneven_spacing(days) and "3 days" in uneven_spacing(days)
