@@ -22,9 +22,9 @@ import pandas as pd
 
 from orchestrator.tracking import TrackedRun
 from trainers.families import family_of
+from trainers.forecast_scores import baseline_forecasts, errors_by_step
 from trainers.models import load_model, predict
 from trainers.plan import RunPlan
-from trainers.series import baseline_forecasts, errors_by_step
 
 CONFUSION_FILE = "confusion_matrix.json"
 RESIDUALS_FILE = "residuals.png"

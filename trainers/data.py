@@ -9,7 +9,6 @@ ships it to the workers, and checkpoints store its fingerprint.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -299,20 +298,16 @@ def encode(table: Table, fit_rows: np.ndarray) -> Dataset:
     )
 
 
-def prepare(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
-    """Validate a table and encode it whole (a training run fits on P' only: ``plan_run``)."""
-    table = prepare_table(frame, cfg)
-    return encode(table, np.arange(len(table.labels)))
-
-
 def load_table(cfg: DataConfig) -> Table:
     """Read and validate the configured data."""
     return prepare_table(read_table(cfg.source), cfg)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """Read, validate and encode the configured data (preprocessing fitted on all of it)."""
-    return prepare(read_table(cfg.source), cfg)
+    """Read, validate and encode the configured data, the preprocessing fitted on all of it (a
+    training run fits on P' only: ``plan_run``)."""
+    table = load_table(cfg)
+    return encode(table, np.arange(len(table.labels)))
 
 
 def _split_off(
@@ -401,22 +396,3 @@ def with_label_noise(dataset: Dataset, indices: np.ndarray, fraction: float, see
     else:
         labels[chosen] = dataset.labels[rng.choice(indices, size=count)]
     return replace(dataset, labels=labels)
-
-
-def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
-    """The slice of a part that one worker trains on."""
-    return indices[rank::world_size]
-
-
-def batch_indices(
-    part: np.ndarray, batch_size: int, batch_number: int, stream: Sequence[int]
-) -> np.ndarray:
-    """The ``batch_number``-th batch of an endless stream of shuffled epochs over ``part``.
-
-    Stateless, so a resumed run continues with exactly the batches it would have seen: epoch e is
-    a permutation seeded by (*stream, e); its last batch may be smaller.
-    """
-    batches_per_epoch = -(-len(part) // batch_size)
-    epoch, position = divmod(batch_number, batches_per_epoch)
-    order = np.random.default_rng([*stream, epoch]).permutation(len(part))
-    return part[order[position * batch_size : (position + 1) * batch_size]]

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.series import forecast_metrics
+from trainers.forecast_scores import forecast_metrics
 from trainers.spec import ModelSpec
 from trainers.tabular import Supervised
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from trainers import distributed
+from trainers.batches import batch_indices, shard
 from trainers.checkpoint import (
     FINAL_MODEL_DIR,
     LoopState,
@@ -28,7 +29,6 @@ from trainers.checkpoint import (
     read_state,
     write_state,
 )
-from trainers.data import batch_indices, shard
 from trainers.engine import Member, Replica
 from trainers.fusion import Snapshot, divergence, engines, fuse_into_both, fused_view, fusion_alpha
 from trainers.models import save_model

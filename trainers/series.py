@@ -10,9 +10,9 @@ and nothing leaks between parts through overlapping windows.
 
 A window is a sample ``[window, columns + 1]`` (every value column, targets and covariates, and a
 last mask channel of ones, as ``trainers.sequences.pad`` makes them), so the recurrent families
-take windows as sequences; its label is ``[horizon, targets]``. Forecasts are scored by MAE,
-RMSE, sMAPE and MASE (scaled by the one-step naive error within the training blocks), and the
-naive and seasonal naive forecasts of the same windows are scored beside them. No torch here.
+take windows as sequences; its label is ``[horizon, targets]``. The naive and seasonal naive
+forecasts of the test windows are scored here, once, as the plan is made
+(``trainers.forecast_scores``). No torch here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from trainers.config import DataConfig
 from trainers.data import DataError, Dataset, Split, check_parts
+from trainers.forecast_scores import baselines, naive_scale
 from trainers.inputs import InputError
 
 if TYPE_CHECKING:
@@ -192,77 +193,6 @@ def window_split(blocks: list[Block], span: int, num_workers: int) -> Split:
             )
     check_parts(split, num_workers, blocks[-1].stop)
     return split
-
-
-def naive_scale(values: np.ndarray, blocks: list[Block]) -> np.ndarray:
-    """Per target column, the mean absolute one-step change within the training blocks (the
-    in-sample naive error MASE divides by)."""
-    changes = [
-        np.abs(np.diff(values[b.start : b.stop], axis=0))
-        for b in blocks
-        if b.part in ("red", "blue") and b.stop - b.start > 1
-    ]
-    scale = np.concatenate(changes).mean(axis=0)
-    if not (scale > 0).all():
-        raise DataError("a target column is constant over the training blocks: nothing to forecast")
-    return scale
-
-
-def forecast_metrics(predicted: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> dict:
-    """MAE, RMSE and sMAPE (in %) over every window, step and target, and MASE (each target's
-    MAE over its naive scale, averaged over targets); ``[windows, horizon, targets]`` arrays."""
-    error = predicted - truth
-    denominator = np.abs(predicted) + np.abs(truth)
-    ratio = np.divide(
-        2 * np.abs(error), denominator, out=np.zeros_like(error), where=denominator > 0
-    )
-    per_target = np.abs(error).mean(axis=(0, 1))
-    return {
-        "mae": float(np.abs(error).mean()),
-        "rmse": float(np.sqrt((error**2).mean())),
-        "smape": float(100 * ratio.mean()),
-        "mase": float((per_target / scale).mean()),
-    }
-
-
-def baseline_forecasts(
-    windows: np.ndarray, horizon: int, target_index: list[int], season: int | None
-) -> dict[str, np.ndarray]:
-    """The naive forecast (the last value, repeated) and, with a ``season``, the seasonal naive
-    one (the value one season back, repeated by season) of ``windows`` ``[n, window, columns
-    (+ mask)]``, each ``[n, horizon, targets]``."""
-    history = windows[..., target_index]  # [n, window, targets]
-    forecasts = {"naive": np.repeat(history[:, -1:], horizon, axis=1)}
-    if season:
-        length = history.shape[1]
-        forecasts["seasonal_naive"] = history[
-            :, [length - season + h % season for h in range(horizon)]
-        ]
-    return forecasts
-
-
-def baselines(
-    windows: np.ndarray, truth: np.ndarray, target_index: list[int], scale: np.ndarray, season
-) -> dict[str, float]:
-    """The baselines' forecasts of ``windows`` scored against ``truth`` as
-    ``baseline/naive_*`` and ``baseline/seasonal_naive_*``."""
-    forecasts = baseline_forecasts(windows, truth.shape[1], target_index, season)
-    return {
-        f"baseline/{name}_{metric}": value
-        for name, forecast in forecasts.items()
-        for metric, value in forecast_metrics(forecast, truth, scale).items()
-    }
-
-
-def errors_by_step(forecasts: dict[str, np.ndarray], truth: np.ndarray) -> dict:
-    """Each forecast's mean absolute error at each step ahead (over windows and targets)."""
-    return {
-        "step": list(range(1, truth.shape[1] + 1)),
-        "mae": {
-            name: np.abs(forecast - truth).mean(axis=(0, 2)).tolist()
-            for name, forecast in forecasts.items()
-        },
-    }
 
 
 @dataclass(frozen=True)

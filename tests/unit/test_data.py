@@ -2,8 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trainers.batches import batch_indices, shard
 from trainers.config import DataConfig
-from trainers.data import DataError, batch_indices, load_dataset, make_split, shard
+from trainers.data import DataError, load_dataset, make_split
 
 
 def split_of(source="digits", seed=0, workers=2, red_ratio=0.5):

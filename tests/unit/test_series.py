@@ -14,15 +14,17 @@ from tests.helpers import Recorder, forecaster_plan, plain_trainer, without_timi
 from trainers.config import DataConfig
 from trainers.data import DataError
 from trainers.families import family_of
-from trainers.inputs import InputError
-from trainers.models import as_output, build_model, load_model, save_model
-from trainers.plan import plan_run
-from trainers.series import (
+from trainers.forecast_scores import (
     baseline_forecasts,
     baselines,
     errors_by_step,
     forecast_metrics,
     naive_scale,
+)
+from trainers.inputs import InputError
+from trainers.models import as_output, build_model, load_model, save_model
+from trainers.plan import plan_run
+from trainers.series import (
     prepare_series,
     time_blocks,
     uneven_spacing,
