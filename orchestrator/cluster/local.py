@@ -30,7 +30,9 @@ from orchestrator.cluster.state import (
     save_state,
 )
 from orchestrator.cluster.stop import down
-from orchestrator.environment import free_port, state_root
+from orchestrator.environment import free_ports, state_root
+
+NODE_PORTS = 4  # per node: the dashboard agent's two, the runtime env agent's, metrics export
 
 
 def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
@@ -43,10 +45,13 @@ def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
         )
     folder = state_root() / ".redblue" / "cluster"
     folder.mkdir(parents=True, exist_ok=True)
+    # Every port of every process, chosen at once so that no two are the same (Ray refuses a
+    # node whose components would share one).
+    ports = iter(free_ports(3 + NODE_PORTS * nodes + 1))
     state = ClusterState(
-        gcs_port=free_port(),
-        dashboard_port=free_port(),
-        mlflow_port=free_port(),
+        gcs_port=next(ports),
+        dashboard_port=next(ports),
+        mlflow_port=next(ports),
         nodes=nodes,
         cpus_per_node=cpus_per_node,
         folder=str(folder),
@@ -62,12 +67,14 @@ def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
         _wait_for_mlflow(state)
         # One at a time: on a small machine, raylets starting together time out.
         log(f"starting the head node ({cpus_per_node:g} CPUs) on {state.ray_address} ...")
-        state.processes.append(_start_node(state, 0, folder, node_env))
+        node_ports = [[next(ports) for _ in range(NODE_PORTS)] for _ in range(nodes)]
+        client_port = next(ports)
+        state.processes.append(_start_node(state, 0, folder, node_env, node_ports[0], client_port))
         save_state(state)
         _wait_for_nodes(state, 1)
         for index in range(1, nodes):
             log(f"starting worker node {index} ...")
-            state.processes.append(_start_node(state, index, folder, node_env))
+            state.processes.append(_start_node(state, index, folder, node_env, node_ports[index]))
             save_state(state)
             _wait_for_nodes(state, index + 1)
     except Exception:
@@ -121,8 +128,18 @@ def _create_time(pid: int) -> float:
         return 0.0
 
 
-def _start_node(state: ClusterState, index: int, folder: Path, env: dict[str, str]) -> Process:
+def _start_node(
+    state: ClusterState,
+    index: int,
+    folder: Path,
+    env: dict[str, str],
+    ports: list[int],
+    client_port: int | None = None,
+) -> Process:
+    """Node ``index`` (0: the head, with ``client_port`` for Ray Client); ``ports``: its
+    ``NODE_PORTS`` agent and metrics ports."""
     ray = str(Path(sys.executable).with_name("ray"))
+    listen, grpc, runtime_env, metrics = ports
     command = [
         ray,
         "start",
@@ -131,10 +148,10 @@ def _start_node(state: ClusterState, index: int, folder: Path, env: dict[str, st
         f"--num-cpus={state.cpus_per_node:g}",
         f'--resources={{"node:{index}": 1}}',
         "--disable-usage-stats",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
+        f"--dashboard-agent-listen-port={listen}",
+        f"--dashboard-agent-grpc-port={grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}",
     ]
     if index == 0:
         command += [
@@ -142,7 +159,7 @@ def _start_node(state: ClusterState, index: int, folder: Path, env: dict[str, st
             f"--port={state.gcs_port}",
             f"--dashboard-host={HOST}",
             f"--dashboard-port={state.dashboard_port}",
-            f"--ray-client-server-port={free_port()}",
+            f"--ray-client-server-port={client_port}",
         ]
     else:
         command += [f"--address={state.ray_address}"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from orchestrator.environment import free_port
+from orchestrator.environment import free_ports
 
 
 def prepare_serve_env(
@@ -51,6 +51,7 @@ def prepare_serve_env(
     reap_stale_haproxy()
     folder = Path(tempfile.mkdtemp(prefix=HAPROXY_FOLDER_PREFIX))
     record_owner(folder)
+    stats, metrics, fallback = free_ports(3)
     settings = {
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
         # Serve holds a stopping replica for 30 s so that an external load balancer can drop it;
@@ -61,9 +62,9 @@ def prepare_serve_env(
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback),
     }
     for key, value in settings.items():
         os.environ.setdefault(key, value)

@@ -45,3 +45,15 @@ def test_deepspeed_ops_build_with_this_environments_ninja(monkeypatch, tmp_path)
     assert os.environ["PATH"] == f"{venv_bin}:/usr/bin:/bin"
     assert os.environ["TORCH_EXTENSIONS_DIR"] == str(Path(sys.prefix) / "torch_extensions")
     assert shutil.which("ninja") == str(Path(venv_bin) / "ninja")
+
+
+def test_ports_chosen_together_are_distinct_and_free():
+    import socket
+
+    from orchestrator.environment import free_ports
+
+    for _ in range(20):
+        ports = free_ports(12)
+        assert len(set(ports)) == 12
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports[0]))  # each one could be bound
