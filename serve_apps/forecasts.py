@@ -7,7 +7,6 @@ naming up to five problems (422)."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from serve_apps.schemas import (
     BodyError,
     InputError,
     ModelRef,
+    decode_json,
     kind_of,
 )
 from trainers.forecasting import target_scaling
@@ -72,12 +72,7 @@ def parse_history(body: bytes, shape: HistoryShape) -> np.ndarray:
     ``window`` steps), or BodyError (400) / InputError (422)."""
     if not body.strip():
         raise BodyError("the body is empty: send a JSON object with 'history'")
-    try:
-        document = json.loads(body)
-    except RecursionError:
-        raise BodyError("malformed JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise BodyError(f"malformed JSON: {exc}") from None
+    document = decode_json(body)
     if not isinstance(document, dict):
         raise InputError(
             f"the body must be a JSON object with one field, 'history'; got {kind_of(document)}"

@@ -124,6 +124,16 @@ class _Problems:
             raise InputError("; ".join(self.items) + suffix)
 
 
+def decode_json(body: bytes) -> Any:
+    """The body's JSON document, or a BodyError (400) naming what is malformed."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BodyError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
+        raise BodyError(f"malformed JSON: {exc}") from None
+
+
 def parse_rows(body: bytes, shape: InputShape) -> np.ndarray:
     """The body as a float32 matrix of shape (rows, shape.width), or BodyError / InputError."""
     if not body.strip():
@@ -134,12 +144,7 @@ def parse_rows(body: bytes, shape: InputShape) -> np.ndarray:
             f"the body holds more arrays, objects or values than {shape.max_rows} rows of "
             f"{shape.width} numbers can (the limit per request is {shape.max_rows} rows)"
         )
-    try:
-        document = json.loads(body)
-    except RecursionError:
-        raise BodyError("malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
-        raise BodyError(f"malformed JSON: {exc}") from None
+    document = decode_json(body)
     if not isinstance(document, dict):
         raise InputError("the body must be a JSON object with 'inputs' or 'records'")
     unknown = sorted(set(document) - {"inputs", "records"})

@@ -5,7 +5,6 @@ JSON parser, then a check of every value, naming up to five problems (422)."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from serve_apps.schemas import (
     NUMBER_TYPES,
     BodyError,
     InputError,
+    decode_json,
     kind_of,
 )
 from trainers.sequences import SequenceInput, pad
@@ -52,12 +52,7 @@ def parse_sequences(body: bytes, shape: SequenceShape) -> np.ndarray:
     """The body as the padded array the model takes, or BodyError (400) / InputError (422)."""
     if not body.strip():
         raise BodyError("the body is empty: send a JSON object with 'sequences'")
-    try:
-        document = json.loads(body)
-    except RecursionError:
-        raise BodyError("malformed JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise BodyError(f"malformed JSON: {exc}") from None
+    document = decode_json(body)
     if not isinstance(document, dict) or set(document) != {"sequences"}:
         raise InputError("the body must be a JSON object with one field, 'sequences'")
     sequences = document["sequences"]
