@@ -91,7 +91,7 @@ def plain_steps(size: str) -> int:
     """The optimizer steps redblue takes for this size (its rounds rounded up)."""
     sys.path.insert(0, str(REPO))
     from orchestrator.config import load_config
-    from trainers.plan import plan_run
+    from trainers.loop.plan import plan_run
 
     plan = plan_run(load_config(config_file(size), overrides(size)))
     return plan.rounds.num_rounds * plan.rounds.steps_per_replica["standard"]
@@ -105,8 +105,8 @@ def plain_worker(
 
     torch.set_num_threads(1)
     from orchestrator.config import load_config
+    from trainers.loop.plan import plan_run
     from trainers.models import build_model
-    from trainers.plan import plan_run
 
     plan = plan_run(load_config(config_file(size), overrides(size)))
     batch = SIZES[size][1] // world
@@ -135,13 +135,13 @@ def plain_worker(
         use_venv_build_cache()
         import deepspeed
 
-        from trainers.engine import deepspeed_config
+        from trainers.engine.deepspeed_engine import deepspeed_config
 
         cfg = load_config(config_file(size), overrides(size))
         engine, *_ = deepspeed.initialize(
             model=model,
             optimizer=optimizer,
-            config=deepspeed_config(cfg.deepspeed, cfg.optim, world),
+            config=deepspeed_config(cfg.deepspeed, cfg.optim, plan.loop.micro_batch),
         )
     generator = torch.Generator().manual_seed(rank)
     first_step_at = tick = None

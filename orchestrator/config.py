@@ -28,6 +28,7 @@ from trainers.config import (
 )
 from trainers.families import DEFAULT_KIND, FAMILIES, ModelConfig
 from trainers.families.mlp import MLPConfig
+from trainers.loop.rounds import micro_batch_size
 
 
 class ConfigError(ValueError):
@@ -125,12 +126,9 @@ class RedblueConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> RedblueConfig:
-        shards = self.scaling.num_workers * self.deepspeed.grad_accum_steps
-        if self.optim.batch_size % shards:
-            raise ValueError(
-                f"optim.batch_size ({self.optim.batch_size}) must be a multiple of "
-                f"scaling.num_workers x deepspeed.grad_accum_steps ({shards})"
-            )
+        micro_batch_size(
+            self.optim.batch_size, self.scaling.num_workers, self.deepspeed.grad_accum_steps
+        )
         if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
             raise ValueError("deepspeed.precision fp16 needs scaling.use_gpu: true")
         return self
@@ -340,7 +338,7 @@ def resolve_paths(cfg: RedblueConfig) -> None:
     job), a data file from the working directory. Raises ``storage.StorageError`` when the
     storage cannot be reached."""
     from orchestrator.environment import state_root
-    from trainers.data import BUNDLED
+    from trainers.data.sources import BUNDLED
 
     cfg.run.storage_path = storage.absolute(cfg.run.storage_path, state_root())
     storage.check_reachable(cfg.run.storage_path)

@@ -9,9 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trainers.data import Dataset, Split
-from trainers.preprocessing import summary_lines
-from trainers.series import block_spans, uneven_spacing
+from trainers.tasks.base import DataReport
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -56,53 +54,12 @@ def print_summary(rows: list[tuple[str, str]], title: str) -> None:
     out.print(table)
 
 
-def print_data(dataset: Dataset, split: Split) -> None:
-    """How the data is read and split, before training."""
-    if dataset.series is not None:
-        print_series(dataset, split)
-    else:
-        print_features(dataset, len(split.train))
-
-
-def print_series(dataset: Dataset, split: Split) -> None:
-    """A series' windows by part, and the time each part's blocks cover."""
-    schema, raw = dataset.series, dataset.raw
-    assert schema is not None and raw is not None
-    covariates = [c for c in schema.feature_names if c not in schema.targets]
-    told = f"; covariates {', '.join(covariates)}" if covariates else ""
-    err.print(
-        f"series: {len(raw)} steps; forecast {', '.join(schema.targets)} {schema.horizon} steps "
-        f"ahead from {schema.window}{told}",
-        soft_wrap=True,
-    )
-    uneven = uneven_spacing(raw[schema.time_column])
-    if uneven:
-        print_warning(
-            f"{schema.time_column}: {uneven}; a window is a count of steps "
-            f"({schema.window} of history, {schema.horizon} ahead), not a span of time"
-        )
-    times = raw[schema.time_column].astype(str).tolist()
-    span = schema.window + schema.horizon
-    for part in ("red", "blue", "val", "test"):
-        starts = getattr(split, part)
-        blocks = ", ".join(f"{times[a]} to {times[b]}" for a, b in block_spans(starts, span))
-        err.print(f"  {part:<5} {len(starts):>5} windows in {escape(blocks)}", soft_wrap=True)
-
-
-def print_features(dataset: Dataset, train_rows: int) -> None:
-    """How the feature columns are read, before training (``trainers.preprocessing``)."""
-    if dataset.preprocessing is None:
-        return
-    columns = len(dataset.preprocessing.columns)
-    err.print(f"features: {columns} columns, fitted on the training pool ({train_rows} rows)")
-    for how, names in summary_lines(dataset.preprocessing):
-        err.print(f"  {how:<28} {escape(names)}", soft_wrap=True)
-    if dataset.dropped_labels:
-        err.print(f"  left out {dataset.dropped_labels} row(s) without a label")
-    if dataset.dropped_rows:
-        err.print(
-            f"  left out {dataset.dropped_rows} row(s) with a gap in a 'missing: drop' column"
-        )
+def print_data(report: DataReport) -> None:
+    """How the data is read and split, before training (its task's ``describe``)."""
+    for line in report.lines:
+        err.print(escape(line), soft_wrap=True)
+    for warning in report.warnings:
+        print_warning(warning)
 
 
 def trials_table(rows: Sequence[Sequence[str]], metric: str, title: str = "trials") -> Table:

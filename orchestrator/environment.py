@@ -90,7 +90,7 @@ def prepare_worker_env(use_gpu: bool) -> None:
     from orchestrator.ray_internals import TRAIN_REPORT_LOGGER
 
     logging.getLogger(TRAIN_REPORT_LOGGER).setLevel(logging.WARNING)
-    # Ray Train copies print() into root-logger records too; see DeepSpeedReplica for this one.
+    # Ray Train copies print() into root-logger records too; see DeepSpeedEngine for this one.
     logging.getLogger().addFilter(
         lambda record: not record.getMessage().endswith("shm_comm_op built successfully")
     )

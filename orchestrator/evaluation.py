@@ -21,32 +21,32 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.tracking import TrackedRun
-from trainers.families import family_of
-from trainers.forecast_scores import baseline_forecasts, errors_by_step
+from trainers.loop.plan import RunPlan
 from trainers.models import load_model, predict
-from trainers.plan import RunPlan
 
 CONFUSION_FILE = "confusion_matrix.json"
 RESIDUALS_FILE = "residuals.png"
-FORECAST_FILE = "forecast.png"
-FORECAST_ERRORS_FILE = "forecast_errors.json"
 
 
 def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> None:
-    """Predict T with the saved model and log the report to ``run``."""
+    """Predict T with the saved model and log the report to ``run``: by what it predicts
+    (classes or values), then its task's own artifacts."""
     model, spec = load_model(final_model_dir)
-    test = plan.split.test
-    features = family_of(spec.kind).input_schema(spec).rows(plan.dataset.raw_rows(test))
+    test, task = plan.split.test, plan.task
+    features = task.input_schema(spec).rows(plan.dataset.raw_rows(test))
     predicted, _ = predict(model, spec, features)  # the model's own preprocessing of T
     labels = plan.dataset.labels[test]
-    if spec.task == "forecast":
-        _forecast_plot(run, plan, np.asarray(predicted, np.float64))
-        _errors_by_step(run, plan, spec, np.asarray(predicted, np.float64))
-    elif spec.task == "classification":
+    if spec.task == "classification":
         truth = np.asarray(spec.classes)[labels]
         _classification_report(run, truth, predicted, list(spec.classes))
-    else:
+    elif spec.task == "regression":
         _residual_plot(run, labels.astype(np.float64), np.asarray(predicted, np.float64))
+    for name, artifact in task.artifacts(plan.dataset, plan.split, spec, predicted).items():
+        if isinstance(artifact, dict):
+            run.client.log_dict(run.run_id, artifact, name)
+        else:  # a matplotlib figure
+            run.client.log_figure(run.run_id, artifact, name)
+            _close(artifact)
 
 
 def _classification_report(run: TrackedRun, truth, predicted, classes: list) -> None:
@@ -100,43 +100,7 @@ def _residual_plot(run: TrackedRun, truth: np.ndarray, predicted: np.ndarray) ->
     plt.close(figure)
 
 
-def _forecast_plot(run: TrackedRun, plan: RunPlan, predicted: np.ndarray) -> None:
-    """The first target over the test block, and the forecasts of every ``horizon``-th test
-    window (so they tile the block without overlapping)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _close(figure) -> None:
     import matplotlib.pyplot as plt
 
-    schema, raw = plan.dataset.series, plan.dataset.raw
-    assert schema is not None and raw is not None
-    target, starts = schema.targets[0], plan.split.test
-    times = raw[schema.time_column]
-    shown = slice(int(starts[0]), int(starts[-1]) + schema.window + schema.horizon)
-    figure, axis = plt.subplots(figsize=(7, 4))
-    axis.plot(times[shown], raw[target][shown], color="black", linewidth=1, label=target)
-    for position in range(0, len(starts), schema.horizon):
-        first = int(starts[position]) + schema.window
-        steps = times[first : first + schema.horizon]
-        label = "forecast" if position == 0 else None
-        axis.plot(steps, predicted[position, :, 0], color="C1", linewidth=1.5, label=label)
-    axis.set_title(f"{schema.horizon}-step forecasts over the test block")
-    axis.legend()
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    run.client.log_figure(run.run_id, figure, FORECAST_FILE)
     plt.close(figure)
-
-
-def _errors_by_step(run: TrackedRun, plan: RunPlan, spec, predicted: np.ndarray) -> None:
-    """The model's and the baselines' MAE at each step ahead, on the same test windows."""
-    schema = plan.dataset.series
-    assert schema is not None
-    test = plan.split.test
-    truth = plan.dataset.labels[test].astype(np.float64)
-    windows = plan.dataset.features[test].astype(np.float64)
-    forecasts = baseline_forecasts(
-        windows, schema.horizon, schema.target_index, spec.preprocessing.get("season")
-    )
-    errors = errors_by_step({"model": predicted, **forecasts}, truth)
-    run.client.log_dict(run.run_id, errors, FORECAST_ERRORS_FILE)

@@ -2,11 +2,11 @@
 
 ``mlflow.pyfunc.load_model(uri).predict(data)`` returns the predicted labels (classification)
 or values (regression); a forecaster's a frame of ``step`` (1 to ``data.horizon``) and one column
-per target, the forecast after the end of the series given (``trainers.series.SeriesInput``).
-``data`` is what a user has at hand, as the model family's input schema
-takes it (``trainers.inputs.TabularInput`` for the tabular families: a DataFrame read from the
-training file as is, strings and gaps included, records, or for models of number columns an
-array or list of rows); the model's stored preprocessing encodes it.
+per target, the forecast after the end of the series given (``trainers.data.series.SeriesInput``).
+``data`` is what a user has at hand, as the model's input schema takes it
+(``trainers.data.tabular_input.TabularInput`` for tables: a DataFrame read from the training
+file as is, strings and gaps included, records, or for models of number columns an array or
+list of rows); the model's stored preprocessing encodes it.
 
 The signature declares one column per feature, typed as in training (``tracking.model_signature``).
 MLflow's own check of a signature refuses int64 columns, gaps and any array or list of rows, so the
@@ -30,17 +30,17 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
-from trainers.checkpoint import FINAL_MODEL_DIR
-from trainers.families import family_of
-from trainers.inputs import InputError
+from trainers.engine.checkpoint import FINAL_MODEL_DIR
+from trainers.errors import InputError
 from trainers.models import as_output, load_model, predict
 from trainers.spec import ModelSpec
+from trainers.tasks import input_schema
 
 
 def features_from(model_input: Any, spec: ModelSpec) -> np.ndarray:
-    """``model_input`` checked by the family's input schema; a problem is an MlflowException."""
+    """``model_input`` checked by the model's input schema; a problem is an MlflowException."""
     try:
-        return family_of(spec.kind).input_schema(spec).rows(model_input)
+        return input_schema(spec).rows(model_input)
     except InputError as exc:
         raise MlflowException.invalid_parameter_value(f"Invalid model input: {exc}") from None
 

@@ -26,10 +26,10 @@ import numpy as np
 
 from orchestrator import console
 from orchestrator.registry_lock import PromotionError, registry_lock
-from trainers.data import Dataset, Split
-from trainers.families import family_of
-from trainers.inputs import InputError
+from trainers.dataset import Dataset, Split
+from trainers.errors import InputError
 from trainers.models import CONFIG_FILE, load_model, predict
+from trainers.tasks import task_for
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -162,15 +162,15 @@ def decide(
 def score_model(final_model_dir: Path, dataset: Dataset, split: Split) -> Score:
     """Score saved weights on the test part T of ``split``."""
     model, spec = load_model(final_model_dir)
-    family = family_of(spec.kind)
+    task = task_for(spec)
     try:  # the model's own preprocessing, on the raw rows
-        features = family.input_schema(spec).rows(dataset.raw_rows(split.test))
+        features = task.input_schema(spec).rows(dataset.raw_rows(split.test))
     except InputError as exc:
         raise ValueError(f"the model cannot take this data: {exc}") from None
     predictions, _ = predict(model, spec, features)
     labels = dataset.labels[split.test]
     truth = np.asarray(dataset.classes)[labels] if dataset.task == "classification" else labels
-    rule = family.score(spec)
+    rule = task.score(spec)
     return Score(rule.metric, rule.score(predictions, truth), rule.higher_is_better)
 
 

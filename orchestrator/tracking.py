@@ -31,11 +31,10 @@ from mlflow.tracking import MlflowClient
 import trainers
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import state_root
-from trainers.checkpoint import FINAL_MODEL_DIR
-from trainers.data import Dataset
-from trainers.families import family_of
+from trainers.engine.checkpoint import FINAL_MODEL_DIR
 from trainers.models import as_output, load_model, predict
-from trainers.preprocessing import FILLING, Preprocessing
+from trainers.tasks import input_schema
+from trainers.tasks.base import DataReport
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -191,30 +190,21 @@ class TrackedRun:
         """Log the fused model as a pyfunc (weights + config as artifacts); returns its URI.
         ``sample``: a few raw input rows, for the signature."""
         model, spec = load_model(final_model_dir)
-        schema = family_of(spec.kind).input_schema(spec)
+        schema = input_schema(spec)
         labels, _ = predict(model, spec, schema.rows(sample))
         signature = model_signature(list(schema.feature_names), sample, as_output(spec, labels))
         with self.active():
             info = self._log_pyfunc(signature, final_model_dir)
         return info.model_uri
 
-    def log_data(self, dataset: Dataset) -> None:
-        """How the features were read: ``preprocessing.json`` (the fitted transformation, as
-        the model stores it) and params for the columns by type and the rows left out; for a
-        series, its targets, covariates, steps and windows."""
-        if dataset.series is not None:
-            params = series_params(dataset)
-        elif dataset.preprocessing is not None:
-            fitted = dataset.preprocessing
-            self.client.log_dict(self.run_id, fitted.to_dict(), "preprocessing.json")
-            params = preprocessing_params(fitted)
-            params["data.dropped_labels"] = str(dataset.dropped_labels)
-            params["data.dropped_rows"] = str(dataset.dropped_rows)
-        else:
-            return
-        self.client.log_batch(
-            self.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()]
-        )
+    def log_data(self, report: DataReport) -> None:
+        """How the data was read (its task's ``describe``): params, and JSON artifacts such as
+        a table's ``preprocessing.json`` (the fitted transformation, as the model stores it)."""
+        for name, document in report.artifacts.items():
+            self.client.log_dict(self.run_id, document, name)
+        if report.params:
+            params = [mlflow.entities.Param(k, v) for k, v in report.params.items()]
+            self.client.log_batch(self.run_id, params=params)
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -288,33 +278,6 @@ def model_signature(
         signature = infer_signature(frame, labels)
     signature._is_signature_from_type_hint = True
     return signature
-
-
-def preprocessing_params(fitted: Preprocessing) -> dict[str, str]:
-    by_type = {
-        kind: ",".join(c.name for c in fitted.columns if c.type == kind)
-        for kind in ("category", "boolean")
-    }
-    imputed = ",".join(f"{c.name}:{c.missing}" for c in fitted.columns if c.missing in FILLING)
-    return {
-        "preprocessing.numbers": str(sum(c.type == "number" for c in fitted.columns)),
-        "preprocessing.categories": by_type["category"] or "-",
-        "preprocessing.booleans": by_type["boolean"] or "-",
-        "preprocessing.imputed": imputed[:6000] or "-",
-        "preprocessing.width": str(fitted.width),
-    }
-
-
-def series_params(dataset: Dataset) -> dict[str, str]:
-    schema = dataset.series
-    assert schema is not None
-    covariates = [c for c in schema.feature_names if c not in schema.targets]
-    return {
-        "series.targets": ",".join(schema.targets),
-        "series.covariates": ",".join(covariates) or "-",
-        "series.steps": str(0 if dataset.raw is None else len(dataset.raw)),
-        "series.windows": str(len(dataset.labels)),
-    }
 
 
 def node_tags(node_ids: list[str]) -> dict[str, str]:

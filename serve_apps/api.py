@@ -7,15 +7,16 @@ error is JSON ``{"error": code, "message": text}``: 400 for a body that is not J
 valid key, 413 for a body over the limit, 422 for input the model cannot take (or a row whose
 prediction is not finite), never a 500 for bad input. The OpenAPI document states the deployed
 model's exact input: width, record fields, value range, row limit, and its classes. A forecaster
-takes one history and answers its forecast (``serve_apps.forecasts``).
+takes one history and answers its forecast: each task's request and answer are its form's
+(``serve_apps.requests``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio.to_thread
 import numpy as np
@@ -26,26 +27,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from torch import nn
 
-from serve_apps import forecasts
+from serve_apps.api_models import DriftReport, ErrorBody, ModelInfo
 from serve_apps.guard import AuditLog, Guard, KeyRing
-from serve_apps.input_bound import safe_input_bound
+from serve_apps.json_body import BodyError, InputError
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.monitor import DriftWindow, ServeMetrics
-from serve_apps.request_schemas import request_schema, response_schema
-from serve_apps.schemas import (
-    BodyError,
-    DriftReport,
-    ErrorBody,
-    InputError,
-    InputShape,
-    ModelInfo,
-    parse_rows,
-)
-from serve_apps.sequences import SequenceShape, parse_sequences, sequence_request_schema
-from trainers.families import family_of
-from trainers.inputs import TabularInput
-from trainers.sequences import SequenceInput
-from trainers.series import SeriesInput
+from serve_apps.requests import form_for
 from trainers.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -106,41 +93,22 @@ def build_api(
     need (:attr:`InputShape.body_bytes`).
     """
     bundle, spec = predictor.bundle, predictor.spec
-    model = predictor.model
-    scale: tuple[Any, Any] = (
-        float(model.get_buffer("target_mean")),
-        float(model.get_buffer("target_std")),
+    form = form_for(spec)  # the task's request: shape, parser, schemas, answer
+    shape = form.shape(predictor.model, spec, max_rows)
+    parse = form.parse
+    metrics = ServeMetrics(
+        None if spec.task == "classification" else form.scale(predictor.model, spec)
     )
-    if spec.task == "forecast":  # per target column
-        scale = forecasts.target_scale(model, spec)
-    metrics = ServeMetrics(None if spec.task == "classification" else scale)
-    schema = family_of(spec.kind).input_schema(spec)
+    watched = form.drift_columns(spec)
+    drift = DriftWindow(spec.input_summary if watched else {}, watched, monitor_window)
     classes = np.asarray(spec.classes).tolist()
-    response, errors = response_schema(spec.task, classes, max_rows), PREDICT_ERRORS
-    shape: InputShape | SequenceShape | forecasts.HistoryShape
-    if isinstance(schema, TabularInput):
-        fitted = schema.preprocessing
-        # Drift is watched on the dense block of the encoded rows (numbers, one-hot columns).
-        drift = DriftWindow(spec.input_summary, fitted.dense_names, monitor_window)
-        bound = safe_input_bound(predictor.model, spec)
-        shape = InputShape(schema.feature_names, max_rows, bound, fitted)
-        parse: Callable[[bytes, Any], np.ndarray] = parse_rows
-        request = request_schema(shape)
-    elif isinstance(schema, SeriesInput):  # one history a request; no drift summary
-        drift, shape = DriftWindow({}, [], monitor_window), forecasts.HistoryShape(schema, max_rows)
-        parse, request = forecasts.parse_history, forecasts.history_request_schema(shape)
-        response = forecasts.forecast_response_schema(schema)
-        errors = {**errors, 422: _error(forecasts.INVALID_HISTORY)}
-    else:  # sequences: no drift summary, no bound from the weights
-        assert isinstance(schema, SequenceInput)
-        drift = DriftWindow({}, [], monitor_window)
-        shape = SequenceShape(schema, max_rows)
-        parse, request = parse_sequences, sequence_request_schema(shape)
+    request, response = form.request_schema(shape), form.response_schema(spec, shape)
+    errors = (
+        PREDICT_ERRORS if form.invalid is None else {**PREDICT_ERRORS, 422: _error(form.invalid)}
+    )
     model_ref = {"name": bundle.name, "version": bundle.version, "run_id": bundle.run_id}
     body_limit = min(max_body_bytes, shape.body_bytes)
-    size = f"up to {max_rows} rows"
-    if isinstance(shape, forecasts.HistoryShape):
-        size = f"one history of {shape.schema.window} to {shape.max_steps} steps"
+    size = form.size(shape)
     api = FastAPI(
         title="Redblue model API",
         version="1",
@@ -180,12 +148,9 @@ def build_api(
         _check_finite(prediction)
         metrics.predicted(prediction.labels, prediction.batch_rows)
         drift.observe(rows)
-        if isinstance(shape, forecasts.HistoryShape):
-            return JSONResponse(forecasts.answer(shape.schema, prediction.labels, model_ref))
-        answer = {"predictions": prediction.labels.tolist(), "model": model_ref}
-        if prediction.probabilities is not None:
-            answer["probabilities"] = prediction.probabilities.tolist()
-        return JSONResponse(answer)
+        return JSONResponse(
+            form.answer(shape, prediction.labels, prediction.probabilities, model_ref)
+        )
 
     @api.get("/v1/model", response_model=ModelInfo, responses={401: UNAUTHORIZED, 413: TOO_LARGE})
     async def model_info() -> ModelInfo:

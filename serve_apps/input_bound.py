@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from serve_apps.schemas import F32_MAX, round_down
+from serve_apps.json_body import F32_MAX, round_down
 from trainers.spec import ModelSpec
 
 

@@ -56,6 +56,11 @@ class ModelBundle:
         return load_model_bytes(self.weights, self.model_config)
 
     @property
+    def spec(self) -> ModelSpec:
+        """What the model is, besides its weights (its ``model_config.json``)."""
+        return ModelSpec.from_dict(self.model_config)
+
+    @property
     def label(self) -> str:
         """``digits v3`` or ``digits (run 1a2b3c4d)``."""
         if self.version:

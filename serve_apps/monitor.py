@@ -14,8 +14,9 @@ replica, so they reach Ray's Prometheus endpoint and dashboards (names prefixed 
                                           std (regression; a forecaster: each forecast value,
                                           against its target column's training mean and std)
 
-Drift: each replica keeps the bins (``trainers.drift``) of the last ``serve.monitor_window`` rows
-it predicted and, on ``GET /v1/monitor``, compares their shares with the training inputs'.
+Drift: each replica keeps the bins (``trainers.data.drift``) of the last
+``serve.monitor_window`` rows it predicted and, on ``GET /v1/monitor``, compares their shares
+with the training inputs'.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import threading
 import numpy as np
 from ray.serve import metrics
 
-from trainers.drift import bin_index, psi, shares
+from trainers.data.drift import bin_index, psi, shares
 
 LATENCY_BOUNDARIES_MS = [
     1.0,

@@ -27,10 +27,10 @@ def check(stage: int, precision: str) -> dict[str, float]:
     import torch
 
     from trainers.config import DeepSpeedConfig, OptimConfig
-    from trainers.engine import DeepSpeedReplica
-    from trainers.fusion import fuse_into_both
+    from trainers.engine.clock import RunClock
+    from trainers.engine.deepspeed_engine import DeepSpeedEngine
+    from trainers.engine.fusion import fuse_into_both
     from trainers.models import build_model
-    from trainers.rounds import RunClock
     from trainers.spec import ModelSpec
 
     spec = ModelSpec("mlp", "classification", 8, 3, {"hidden": [16, 16]}, classes=[0, 1, 2])
@@ -38,13 +38,17 @@ def check(stage: int, precision: str) -> dict[str, float]:
     ds = DeepSpeedConfig(zero_stage=stage, precision=precision)
     world_size = torch.distributed.get_world_size()
 
-    def replica() -> DeepSpeedReplica:
+    def replica() -> DeepSpeedEngine:
         torch.manual_seed(0)  # the same initialization for both, as in the loop
-        return DeepSpeedReplica(
-            build_model(spec), ds=ds, optim=optim, world_size=world_size, clock=RunClock(2, 1, 10)
+        return DeepSpeedEngine(
+            build_model(spec),
+            ds=ds,
+            optim=optim,
+            micro_batch=8 // world_size,
+            clock=RunClock(2, 1, 10),
         )
 
-    def train(rep: DeepSpeedReplica, seed: int, steps: int) -> None:
+    def train(rep: DeepSpeedEngine, seed: int, steps: int) -> None:
         generator = torch.Generator().manual_seed(seed)
         for _ in range(steps):
             features = torch.randn(4, 8, generator=generator)
@@ -53,11 +57,11 @@ def check(stage: int, precision: str) -> dict[str, float]:
             rep.backward(loss)
             rep.step()
 
-    def gathered(rep: DeepSpeedReplica) -> torch.Tensor:
+    def gathered(rep: DeepSpeedEngine) -> torch.Tensor:
         state = rep.full_state_dict()
         return torch.cat([state[k].flatten() for k in sorted(state) if k.startswith("net.")])
 
-    def masters(rep: DeepSpeedReplica) -> list[torch.Tensor]:
+    def masters(rep: DeepSpeedEngine) -> list[torch.Tensor]:
         return [t.clone() for t in rep.masters().tensors]
 
     red, blue = replica(), replica()

@@ -22,7 +22,7 @@ def join(rank: int, world_size: int, port: int) -> None:
     use_venv_build_cache()
     import torch
 
-    from trainers.engine import import_deepspeed
+    from trainers.engine.deepspeed_engine import import_deepspeed
 
     import_deepspeed().init_distributed(dist_backend="gloo")
     torch.set_num_threads(1)

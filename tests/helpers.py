@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trainers.drift import summarize
+from trainers.data.drift import summarize
 from trainers.families import family_of
 from trainers.models import build_model, save_model
 from trainers.spec import ModelSpec
@@ -48,7 +48,7 @@ def saved_table_model(directory: Path, *, seed: int = 0) -> tuple[Path, pd.DataF
     """A 3-class MLP with random weights on the bundled penguins table (string categories and
     gaps), its preprocessing fitted on every row; returns the folder and the raw feature rows."""
     from trainers.config import DataConfig
-    from trainers.data import encode, load_table
+    from trainers.data.tables import encode, load_table
 
     dataset = encode(load_table(DataConfig(source="penguins")), np.arange(344))
     fitted = dataset.preprocessing
@@ -75,7 +75,7 @@ def forecaster_plan(kind: str = "lstm", **data: Any):
     """The plan of a small ``kind`` forecaster on the bundled co2 series (24 months of history,
     12 ahead); ``data`` overrides ``data.*`` settings."""
     from orchestrator.config import validate
-    from trainers.plan import plan_run
+    from trainers.loop.plan import plan_run
 
     settings = {"kind": "series", "source": "co2", "window": 24, "horizon": 12, "season": 12}
     cfg = validate(
@@ -189,9 +189,9 @@ def plain_trainer(report, spec_changes: dict[str, Any] | None = None, **sections
     """The real loop on plain PyTorch engines, one process, for the config ``sections`` (one
     worker); ``spec_changes`` edit the planned model spec (a family registered by a test)."""
     from orchestrator.config import RedblueConfig
-    from trainers.engine import PlainReplica
-    from trainers.loop import Trainer, build_replicas
-    from trainers.plan import plan_run
+    from trainers.engine.plain import PlainEngine
+    from trainers.loop.plan import plan_run
+    from trainers.loop.trainer import Trainer, build_replicas
 
     cfg = RedblueConfig.model_validate({"scaling": {"num_workers": 1}, **sections})
     plan = plan_run(cfg)
@@ -199,7 +199,7 @@ def plain_trainer(report, spec_changes: dict[str, Any] | None = None, **sections
         plan = dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, **spec_changes))
 
     def make(model, name, clock):
-        return PlainReplica(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
+        return PlainEngine(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
 
     return Trainer(plan, build_replicas(plan, make), report)
 

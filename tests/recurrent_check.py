@@ -53,9 +53,9 @@ def check(kind: str, strategy: str, stage: int, data: str, out: Path, rank: int)
     import torch
 
     from orchestrator.config import RedblueConfig
-    from trainers.engine import DeepSpeedReplica
-    from trainers.loop import Trainer, build_replicas
-    from trainers.plan import plan_run
+    from trainers.engine.deepspeed_engine import DeepSpeedEngine
+    from trainers.loop.plan import plan_run
+    from trainers.loop.trainer import Trainer, build_replicas
 
     sections = DATA[data]
     cfg = RedblueConfig.model_validate(
@@ -73,8 +73,13 @@ def check(kind: str, strategy: str, stage: int, data: str, out: Path, rank: int)
 
     def trainer(report) -> Trainer:
         def make(model, name, clock):
-            return DeepSpeedReplica(
-                model, ds=cfg.deepspeed, optim=cfg.optim, world_size=2, clock=clock
+            loop = plan.loop
+            return DeepSpeedEngine(
+                model,
+                ds=loop.deepspeed,
+                optim=loop.optim,
+                micro_batch=loop.micro_batch,
+                clock=clock,
             )
 
         return Trainer(plan, build_replicas(plan, make), report)

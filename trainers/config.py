@@ -6,7 +6,7 @@ Each section is a pydantic v2 model with ``extra="forbid"`` and a description un
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -284,3 +284,38 @@ class DeepSpeedConfig(Section):
         if self.offload != "none" and self.zero_stage == 0:
             raise ValueError("offload needs zero_stage >= 1")
         return self
+
+
+class _Scaling(Protocol):
+    @property
+    def num_workers(self) -> int: ...
+    @property
+    def use_gpu(self) -> bool: ...
+
+
+class _Checkpoint(Protocol):
+    @property
+    def every_rounds(self) -> int: ...
+    @property
+    def select(self) -> str: ...
+
+
+class RunSettings(Protocol):
+    """The config sections a plan reads (``orchestrator.config.RedblueConfig`` has them)."""
+
+    @property
+    def seed(self) -> int: ...
+    @property
+    def data(self) -> DataConfig: ...
+    @property
+    def model(self) -> Section: ...
+    @property
+    def optim(self) -> OptimConfig: ...
+    @property
+    def strategy(self) -> StrategyConfig: ...
+    @property
+    def deepspeed(self) -> DeepSpeedConfig: ...
+    @property
+    def scaling(self) -> _Scaling: ...
+    @property
+    def checkpoint(self) -> _Checkpoint: ...

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trainers.families import family_of
-from trainers.series import SeriesInput
 from trainers.spec import ModelSpec
+from trainers.tasks import task_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,10 +43,8 @@ def predict(
 def as_output(spec: ModelSpec, predictions: np.ndarray) -> np.ndarray | pd.DataFrame:
     """What a model answers a user (the pyfunc model's output): its predictions, or a
     forecaster's as a frame of ``step`` and one column per target."""
-    schema = family_of(spec.kind).input_schema(spec)
-    if isinstance(schema, SeriesInput):
-        return schema.forecast_frame(predictions)
-    return predictions
+    task = task_for(spec)
+    return task.answer(task.input_schema(spec), predictions)
 
 
 def save_model(directory: Path, model: nn.Module, spec: ModelSpec) -> Path:

@@ -26,9 +26,9 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
     feature_names: list[str] = field(default_factory=list)
     classes: list = field(default_factory=list)
-    # Per-feature bins of the training inputs (trainers.drift.summarize), for drift monitoring.
+    # Per-feature bins of the training inputs (trainers.data.drift.summarize), for drift monitoring.
     input_summary: dict = field(default_factory=dict)
-    # The fitted trainers.preprocessing.Preprocessing as JSON; empty: numeric columns as they are.
+    # The fitted trainers.data.preprocessing.Preprocessing as JSON; empty: numbers as they are.
     preprocessing: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 For each seed 0..N-1 the config trains twice, ``strategy.kind: red_blue`` and ``standard``: the
 same split (the seed makes it: the same test part T and validation slice V; standard training on
 the pool P' = R + B), the same initialisation (the seed) and the same optimizer-step budget
-(``trainers.rounds.plan_rounds``). The 2N trainings are a Tune grid run by the sweep machinery
+(``trainers.loop.rounds.plan_rounds``). The 2N trainings are a Tune grid run by the sweep machinery
 (:func:`orchestrator.sweeps.run.run_trials`), so they spread over the local Ray or a cluster,
 each is a child MLflow run (tags ``redblue.strategy``, ``redblue.seed``) under one parent
 (``redblue.kind=compare``), and ``--resume`` continues an interrupted comparison without
@@ -23,7 +23,7 @@ from orchestrator.sweeps.conclude import delete_checkpoints
 from orchestrator.sweeps.config import SpaceSpec, SweepSection
 from orchestrator.sweeps.results import TrialOutcome
 from orchestrator.sweeps.run import run_trials
-from trainers.plan import RunPlan
+from trainers.loop.plan import RunPlan
 
 DEFAULT_SEEDS = 5
 
@@ -60,7 +60,7 @@ def compare(
     """Run (or resume) the comparison; returns (exit code, comparison when it concluded). The
     code is 1 when no seed finished with both strategies."""
     grid = compare_config(cfg, seeds)
-    rule = plan.family.score(plan.spec)
+    rule = plan.task.score(plan.spec)
 
     def finish(parent, compare_id: str, folder: str, trials: list[TrialOutcome]) -> Comparison:
         children = [_child(trial) for trial in trials]

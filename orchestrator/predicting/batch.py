@@ -12,6 +12,7 @@ import numpy as np
 
 from orchestrator.predicting.rules import PREDICTION, PROBA_PREFIX
 from trainers.families import family_of
+from trainers.tasks import input_schema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +46,7 @@ class BatchPredictor:
         torch.set_num_threads(max(1, threads))
         self.model, self.spec = load_model_bytes(weights, model_config)
         self.family = family_of(self.spec.kind)
-        self.schema = self.family.input_schema(self.spec)
+        self.schema = input_schema(self.spec)
         self.proba = proba
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:

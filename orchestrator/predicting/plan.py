@@ -16,7 +16,7 @@ from orchestrator.predicting import rules
 from orchestrator.predicting.rules import PredictError
 from orchestrator.storage import is_uri, on_same_storage
 from serve_apps.model_bundle import ModelBundle
-from trainers.checkpoint import FINAL_MODEL_DIR
+from trainers.engine.checkpoint import FINAL_MODEL_DIR
 from trainers.models import CONFIG_FILE, WEIGHTS_FILE
 from trainers.spec import ModelSpec
 

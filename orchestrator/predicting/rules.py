@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from trainers.families import family_of
-from trainers.inputs import InputError
+from trainers.errors import InputError
 from trainers.spec import ModelSpec
+from trainers.tasks import input_schema, task_for
 
 FORMATS = ("csv", "parquet")
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -112,7 +112,7 @@ def check_sample(spec: ModelSpec, sample: Any, source: str) -> None:
     """The model's family accepts the input's first rows (its columns, types and values); its
     ``InputError`` names the problem."""
     try:
-        family_of(spec.kind).input_schema(spec).rows(sample)
+        input_schema(spec).rows(sample)
     except InputError as exc:
         raise PredictError(f"input {source} does not fit the model: {exc}") from None
 
@@ -128,7 +128,7 @@ def check_sizes(concurrency: int, batch_size: int, cpus_per_actor: float) -> Non
 def check_family(spec: ModelSpec) -> None:
     """Batch prediction is row by row: a model of tables only (a sequence spans rows that Ray
     Data may hand to different batches)."""
-    if "table" not in family_of(spec.kind).data_kinds:
+    if not task_for(spec).batch_prediction:
         raise PredictError(
             f"redblue predict takes models of tables; this {spec.kind} model takes sequences or a "
             "series: "

@@ -24,7 +24,7 @@ from orchestrator.predicting.plan import (
     plan_prediction,
 )
 from orchestrator.predicting.rules import PredictError
-from trainers.inputs import InputError
+from trainers.errors import InputError
 
 BLOCK_BYTES = 16 * 1024**2
 

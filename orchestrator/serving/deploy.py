@@ -18,12 +18,13 @@ from orchestrator import console
 from orchestrator.exit_codes import EXIT_INVALID
 from orchestrator.serving.api_keys import ApiKeys, remove_from_environment
 from orchestrator.serving.application import DeployArgs, serve_config
-from orchestrator.serving.check import check_requests, curl_line, sample_rows, summary_rows
+from orchestrator.serving.check import check_inputs, check_requests, curl_line, summary_rows
 from orchestrator.serving.ingress import prepare_serve_env, stop_haproxy
 from orchestrator.serving.model_source import ModelURI
 from orchestrator.serving.rollout import ClusterTlsError, follow, start
 from orchestrator.serving.tls import absolute, tls_problem
 from serve_apps.model_bundle import ModelBundle
+from serve_apps.requests import form_for
 from serve_apps.settings import ServeSection
 
 
@@ -173,13 +174,14 @@ def _serve(
     except ClusterTlsError as exc:
         console.print_error(str(exc))
         return EXIT_INVALID
-    rows, truth = sample_rows(bundle)
+    sample = check_inputs(bundle)
     console.print_summary(summary_rows(deployment, keys, show), title=f"serving {bundle.label}")
-    console.out.print("try it:\n  " + curl_line(deployment, keys, rows))
+    first = form_for(bundle.spec).body(sample.inputs[:1], 4)
+    console.out.print("try it:\n  " + curl_line(deployment, keys, first))
     if check:
         from ray import serve
 
-        ok = check_requests(deployment, keys, rows, truth)
+        ok = check_requests(deployment, keys, sample)
         serve.delete(args.name)
         console.err.print("removed the deployment")
         return 0 if ok else 1

@@ -13,7 +13,7 @@ from orchestrator import console, storage
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import state_root
 from orchestrator.sweeps.results import SweepSummary, TrialOutcome, log_results, rank
-from trainers.plan import RunPlan
+from trainers.loop.plan import RunPlan
 
 BEST_CONFIG_FILE = "best_config.yaml"
 

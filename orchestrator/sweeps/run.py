@@ -26,7 +26,7 @@ from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID,
 from orchestrator.sweeps.conclude import conclude
 from orchestrator.sweeps.results import SweepSummary, TrialOutcome, print_summary
 from orchestrator.sweeps.resume import NothingToResume, config_hash, find_unfinished
-from trainers.plan import RunPlan
+from trainers.loop.plan import RunPlan
 
 # A trial's own process only launches its Train run. It reserves memory, not CPU: 0.01 CPU
 # taken from each node would leave no node of whole CPUs able to hold a 1-CPU worker.
@@ -53,7 +53,7 @@ def max_rounds(cfg: RedblueConfig, train_size: int) -> int:
     """The most rounds any trial can run (batch size and epochs change the round count)."""
     from pydantic import ValidationError
 
-    from trainers.rounds import plan_rounds
+    from trainers.loop.plan import rounds_of
 
     swept = {key: spec.candidates() for key, spec in cfg.sweep.space.items()}
     most = 1
@@ -62,15 +62,7 @@ def max_rounds(cfg: RedblueConfig, train_size: int) -> int:
             trial = cfg.with_values(dict(zip(swept, values, strict=True)))
         except ValidationError:
             continue
-        rounds = plan_rounds(
-            train_size=train_size,
-            batch_size=trial.optim.batch_size,
-            epochs=trial.optim.epochs,
-            phase_steps=trial.strategy.phase_steps,
-            red_ratio=trial.strategy.red_ratio,
-            kind=trial.strategy.kind,
-        )
-        most = max(most, rounds.num_rounds)
+        most = max(most, rounds_of(trial, train_size).num_rounds)
     return most
 
 
@@ -139,7 +131,7 @@ def run_trials(
 
         def open_parent() -> TrackedRun:
             parent = _start_parent(cfg, sweep_id, sweep_dir, kind)
-            parent.log_data(plan.dataset)
+            parent.log_data(plan.task.describe(plan.dataset, plan.split))
             return parent
 
     wanted = trial_cpus(cfg) * (cfg.sweep.max_concurrent or 1)

@@ -28,7 +28,7 @@ from ray.util.queue import Queue
 from orchestrator import storage
 from orchestrator.config import RedblueConfig
 from orchestrator.training.launch import build_trainer
-from trainers.plan import plan_run
+from trainers.loop.plan import plan_run
 
 TRIALS_DIR = "trials"
 

@@ -1,4 +1,5 @@
-"""Ray Train launch: a ``TorchTrainer`` whose workers run ``trainers.loop`` on DeepSpeed engines.
+"""Ray Train launch: a ``TorchTrainer`` whose workers run ``trainers.loop.trainer`` on DeepSpeed
+engines.
 
 Workers send per-round metrics to the driver through a small Ray queue (rank 0 only), so the
 driver alone writes MLflow and the console, wherever the workers run. Checkpoints go through
@@ -39,7 +40,7 @@ from orchestrator.ray_internals import (
     WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
     WorkerGroupStartupTimeoutError,
 )
-from trainers.plan import RunPlan
+from trainers.loop.plan import RunPlan
 
 EVENT_POLL_S = 0.2
 # How often Ray Train's controller collects the workers' reports (its default: 2 s). A worker
@@ -72,24 +73,24 @@ class TrainResult:
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Body of every Ray Train worker: engines and the loop on the driver's data and split."""
-    cfg = RedblueConfig.model_validate(loop_config["config"])
-    prepare_worker_env(cfg.scaling.use_gpu)
-    from trainers.engine import DeepSpeedReplica
-    from trainers.loop import Trainer, TrainingDiverged, build_replicas
-    from trainers.rounds import RunClock
+    plan: RunPlan = copy.deepcopy(ray.get(loop_config["plan"]))  # writable copies of the arrays
+    settings = plan.loop
+    prepare_worker_env(settings.use_gpu)
+    from trainers.engine.clock import RunClock
+    from trainers.engine.deepspeed_engine import DeepSpeedEngine
+    from trainers.loop.trainer import Trainer, TrainingDiverged, build_replicas
 
     events: Queue | None = loop_config["events"]
     report_every_round = events is None
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    plan: RunPlan = copy.deepcopy(ray.get(loop_config["plan"]))  # writable copies of the arrays
 
-    def make_replica(model, name: str, clock: RunClock) -> DeepSpeedReplica:
-        return DeepSpeedReplica(
+    def make_engine(model, name: str, clock: RunClock) -> DeepSpeedEngine:
+        return DeepSpeedEngine(
             model,
-            ds=cfg.deepspeed,
-            optim=cfg.optim,
-            world_size=world_size,
+            ds=settings.deepspeed,
+            optim=settings.optim,
+            micro_batch=settings.micro_batch,
             clock=clock,
         )
 
@@ -107,7 +108,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         elif report_every_round:  # a Tune trial: each round is a result for the scheduler
             ray.train.report(reported)
 
-    trainer = Trainer(plan, build_replicas(plan, make_replica), report)
+    trainer = Trainer(plan, build_replicas(plan, make_engine), report)
     # The run's own latest checkpoint (after a restart) comes first, then the one it started from.
     checkpoint = ray.train.get_checkpoint() or loop_config.get("start_from")
     if checkpoint is not None:
@@ -178,7 +179,6 @@ def build_trainer(
     return TorchTrainer(
         train_worker,
         train_loop_config={
-            "config": cfg.model_dump(),
             "plan": ray.put(plan.for_workers()),
             "events": events,
             "start_from": start_from,

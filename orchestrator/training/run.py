@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from orchestrator import console
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from trainers.plan import RunPlan
+from trainers.loop.plan import RunPlan
 
 
 @dataclass
@@ -67,7 +67,7 @@ def train(
     console.err.print(
         f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True
     )
-    tracked.log_data(plan.dataset)
+    tracked.log_data(plan.task.describe(plan.dataset, plan.split))
     num_rounds = plan.rounds.num_rounds
     startup: dict[str, float] = {}
 

@@ -56,7 +56,7 @@ def ray_session(workspace):
 def planned(workspace: Path, name: str, sections: dict):
     """(config, plan) of ``BASE`` merged with ``sections``, storing under the workspace."""
     from orchestrator.config import validate
-    from trainers.plan import plan_run
+    from trainers.loop.plan import plan_run
 
     tree = deep_merge(BASE, sections)
     if sections.get("model", {}).get("kind", "mlp") != "mlp":  # another family: its own section
@@ -100,7 +100,7 @@ def register_model(ray_session, workspace):
     from orchestrator.registry import register_version
     from orchestrator.tracking import TrackedRun
     from tests.helpers import sample_rows, saved_model
-    from trainers.checkpoint import FINAL_MODEL_DIR
+    from trainers.engine.checkpoint import FINAL_MODEL_DIR
 
     def register(name: str, seed: int) -> str:
         tracked = TrackedRun.start(validate({"name": name}), {"redblue.kind": "test"})

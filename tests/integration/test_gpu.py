@@ -26,7 +26,7 @@ def test_red_blue_on_gpus_with_bf16(train, zero_stage):
 
 def test_a_checkpoint_restores_the_cuda_generator(tmp_path):
     """Dropout on a GPU draws from the CUDA generator: a resumed run must get it back."""
-    from trainers.checkpoint import LoopState, read_state, write_state
+    from trainers.engine.checkpoint import LoopState, read_state, write_state
 
     torch.cuda.init()
     torch.cuda.manual_seed(1)

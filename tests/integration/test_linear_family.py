@@ -65,7 +65,7 @@ def test_the_linear_champion_is_served_like_the_mlp(linear_sweep, serve_port, wo
     from serve_apps.guard import key_digest
     from serve_apps.settings import ServeSection
     from trainers.config import DataConfig
-    from trainers.data import load_dataset
+    from trainers.data.tables import load_dataset
     from trainers.models import predict
 
     uri = parse_model_uri("models:/linear-digits@champion")

@@ -50,10 +50,11 @@ def expected(model_dir: Path, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
     """The model's own prediction of ``frame``, in one process, through its family."""
     from trainers.families import family_of
     from trainers.models import load_model
+    from trainers.tasks import input_schema
 
     model, spec = load_model(model_dir)
     family = family_of(spec.kind)
-    return family.predict(model, spec, family.input_schema(spec).rows(frame))
+    return family.predict(model, spec, input_schema(spec).rows(frame))
 
 
 def read_back(folder: Path, fmt: str) -> pd.DataFrame:

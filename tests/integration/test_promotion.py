@@ -26,7 +26,7 @@ def register(ray_session, workspace):
     from orchestrator.registry import register_version
     from orchestrator.tracking import TrackedRun
     from tests.helpers import sample_rows, saved_model
-    from trainers.checkpoint import FINAL_MODEL_DIR
+    from trainers.engine.checkpoint import FINAL_MODEL_DIR
 
     def register_one(name: str, seed: int, features: int = 8) -> tuple[str, Path]:
         tracked = TrackedRun.start(validate({"name": name}), {"redblue.kind": "test"})
@@ -126,7 +126,7 @@ def test_a_held_lock_is_waited_for_and_an_expired_one_taken_over(register, clien
 
 def dataset_of(features: int):
     from tests.helpers import sample_rows
-    from trainers.data import Dataset, Split
+    from trainers.dataset import Dataset, Split
 
     rows = sample_rows(40, features)
     labels = np.arange(40) % 3

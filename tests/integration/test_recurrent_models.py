@@ -11,6 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
+from trainers.tasks import input_schema
+
 pytestmark = pytest.mark.integration
 
 KEY = "itest-Sq3Rn8Lt5Gr2Uw7Kb4Xm"
@@ -51,14 +53,14 @@ def forecaster(train):
 
 @pytest.fixture(scope="module")
 def co2():
-    from trainers.data import read_table
+    from trainers.data.sources import read_table
 
     return read_table("co2")
 
 
 @pytest.fixture(scope="module")
 def long_frame():
-    from trainers.sequences import digits_rows
+    from trainers.data.bundled import digits_rows
 
     frame = digits_rows()
     return frame[frame["image"] < 60]
@@ -96,14 +98,13 @@ def test_the_logged_forecaster_takes_the_series_frame(forecaster, co2):
     import mlflow
 
     from orchestrator.tracking import fetch_final_model
-    from trainers.families import family_of
     from trainers.models import load_model, predict
 
     _, summary = forecaster
     months = co2.iloc[:100].sample(frac=1.0, random_state=1)  # in any order
     answer = mlflow.pyfunc.load_model(summary.model_uri).predict(months)
     model, spec = load_model(fetch_final_model(summary.model_uri))
-    expected, _ = predict(model, spec, family_of("lstm").input_schema(spec).rows(co2.iloc[76:100]))
+    expected, _ = predict(model, spec, input_schema(spec).rows(co2.iloc[76:100]))
     assert list(answer.columns) == ["step", "co2"] and answer["step"].tolist() == list(range(1, 13))
     np.testing.assert_allclose(answer["co2"].to_numpy(), expected[0, :, 0], rtol=1e-6)
     truth = co2["co2"].to_numpy()[100:112]
@@ -121,7 +122,6 @@ def test_the_logged_model_takes_the_long_format_frame(trained, long_frame):
 
 def test_sequences_of_any_length_are_served(trained, serve_port):
     from tests.helpers import served
-    from trainers.families import family_of
     from trainers.models import predict
 
     _, summary = trained["lstm"]
@@ -134,9 +134,7 @@ def test_sequences_of_any_length_are_served(trained, serve_port):
                 deployment.url + "/v1/predict", json={"sequences": [[[0.0] * 8] * 9]}
             )
         model, spec = deployment.bundle.load()
-        expected, probabilities = predict(
-            model, spec, family_of(spec.kind).input_schema(spec).rows(sequences)
-        )
+        expected, probabilities = predict(model, spec, input_schema(spec).rows(sequences))
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"] == expected.tolist()
         np.testing.assert_allclose(answer.json()["probabilities"], probabilities, rtol=1e-5)
@@ -145,7 +143,6 @@ def test_sequences_of_any_length_are_served(trained, serve_port):
 
 def test_histories_are_served_as_forecasts(forecaster, co2, serve_port):
     from tests.helpers import served
-    from trainers.families import family_of
     from trainers.models import predict
 
     _, summary = forecaster
@@ -156,7 +153,7 @@ def test_histories_are_served_as_forecasts(forecaster, co2, serve_port):
             short = client.post(deployment.url + "/v1/predict", json={"history": history[:10]})
             anonymous = httpx.post(deployment.url + "/v1/predict", json={"history": history})
         model, spec = deployment.bundle.load()
-        expected, _ = predict(model, spec, family_of(spec.kind).input_schema(spec).rows(history))
+        expected, _ = predict(model, spec, input_schema(spec).rows(history))
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["targets"] == ["co2"] and body["horizon"] == 12

@@ -9,6 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
+from trainers.tasks import input_schema
+
 pytestmark = pytest.mark.integration
 
 KEY = "itest-Pg7Tq2Wx9Rz4Lm6Nb3Vc"
@@ -40,7 +42,7 @@ def trained(train):
 @pytest.fixture(scope="module")
 def raw():
     from trainers.config import DataConfig
-    from trainers.data import load_table
+    from trainers.data.tables import load_table
 
     return load_table(DataConfig(source="penguins")).frame
 
@@ -63,25 +65,23 @@ def test_the_logged_model_takes_the_raw_frame_with_gaps(trained, raw):
     import mlflow
 
     from orchestrator.tracking import fetch_final_model
-    from trainers.families import family_of
     from trainers.models import load_model, predict
 
     _, summary = trained["red_blue"]
     model, spec = load_model(fetch_final_model(summary.model_uri))
-    assert [c.name for c in family_of(spec.kind).input_schema(spec).preprocessing.embedded] == [
+    assert [c.name for c in input_schema(spec).preprocessing.embedded] == [
         "island",
         "year",
     ]
     frame = raw.iloc[[0, 3, 8, 100, 200, 339]]  # 3: every measurement missing; 8, 339: no sex
     assert frame.isna().any().any()
     logged = mlflow.pyfunc.load_model(summary.model_uri).predict(frame)
-    expected, _ = predict(model, spec, family_of(spec.kind).input_schema(spec).rows(frame))
+    expected, _ = predict(model, spec, input_schema(spec).rows(frame))
     assert list(logged) == list(expected)
 
 
 def test_records_with_strings_and_nulls_are_served(trained, raw, serve_port):
     from tests.helpers import served
-    from trainers.families import family_of
     from trainers.models import predict
 
     _, summary = trained["standard"]
@@ -96,9 +96,7 @@ def test_records_with_strings_and_nulls_are_served(trained, raw, serve_port):
                 json={"records": [records[0] | {"flipper_length_mm": "long"}]},
             )
         model, spec = deployment.bundle.load()
-        expected, probabilities = predict(
-            model, spec, family_of(spec.kind).input_schema(spec).rows(records)
-        )
+        expected, probabilities = predict(model, spec, input_schema(spec).rows(records))
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"] == expected.tolist()
         np.testing.assert_allclose(answer.json()["probabilities"], probabilities, rtol=1e-5)
@@ -112,7 +110,6 @@ def test_the_raw_table_is_batch_predicted_with_ray_data(trained, raw, tmp_path):
 
     from orchestrator.cli import app
     from orchestrator.tracking import fetch_final_model
-    from trainers.families import family_of
     from trainers.models import load_model, predict
 
     _, summary = trained["red_blue"]
@@ -125,7 +122,7 @@ def test_the_raw_table_is_batch_predicted_with_ray_data(trained, raw, tmp_path):
     out = pd.concat([pd.read_csv(p) for p in parts]).sort_values("id", ignore_index=True)
     assert len(out) == len(raw) and out["id"].tolist() == list(range(len(raw)))
     model, spec = load_model(fetch_final_model(summary.model_uri))
-    labels, probabilities = predict(model, spec, family_of(spec.kind).input_schema(spec).rows(raw))
+    labels, probabilities = predict(model, spec, input_schema(spec).rows(raw))
     assert out["prediction"].tolist() == labels.tolist()
     probas = [f"proba_{name}" for name in spec.classes]
     np.testing.assert_allclose(out[probas].to_numpy(), probabilities, rtol=1e-5, atol=1e-6)

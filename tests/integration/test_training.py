@@ -76,7 +76,7 @@ def test_bf16_trains_fuses_logs_and_serves(train):
 def default_test_part() -> tuple[np.ndarray, np.ndarray]:
     """The test part T of the tests' digits runs (default split, seed 0)."""
     from orchestrator.config import RedblueConfig
-    from trainers.plan import plan_run
+    from trainers.loop.plan import plan_run
 
     plan = plan_run(RedblueConfig())
     return plan.dataset.features[plan.split.test], plan.dataset.labels[plan.split.test]
@@ -112,9 +112,9 @@ def test_logged_model_predicts_like_the_fused_model(train, mlflow_client, tmp_pa
     import pandas as pd
 
     from orchestrator.config import RedblueConfig
-    from trainers.checkpoint import FINAL_MODEL_DIR
+    from trainers.engine.checkpoint import FINAL_MODEL_DIR
+    from trainers.loop.plan import plan_run
     from trainers.models import load_model, predict
-    from trainers.plan import plan_run
 
     code, summary = train("model-check", optim={"epochs": 4})
     assert code == 0

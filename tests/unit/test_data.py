@@ -2,9 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainers.batches import batch_indices, shard
 from trainers.config import DataConfig
-from trainers.data import DataError, load_dataset, make_split
+from trainers.data.batches import batch_indices, shard
+from trainers.data.splits import make_split
+from trainers.data.tables import load_dataset
+from trainers.errors import DataError
 
 
 def split_of(source="digits", seed=0, workers=2, red_ratio=0.5):

@@ -8,7 +8,6 @@ import secrets
 import stat
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, validate
@@ -238,7 +237,7 @@ def test_the_key_is_printed_only_with_show_key(tmp_path, show):
     text = str(summary_rows(deployment, keys, show_key=show))
     assert (STRONG in text) == show and str(path) in text
     assert "http://127.0.0.1:8000/digits/v1/predict" in text
-    curl = curl_line(deployment, keys, np.zeros((1, 3)))
+    curl = curl_line(deployment, keys, {"inputs": [[0.0, 0.0, 0.0]]})
     assert STRONG not in curl and f"$(cat {path})" in curl and "/digits/v1/predict" in curl
     provided = ApiKeys((STRONG,), "env", "REDBLUE_API_KEY")
     assert STRONG not in str(summary_rows(deployment, provided, show_key=True))

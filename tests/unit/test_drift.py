@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trainers.drift import bin_index, psi, shares, summarize
+from trainers.data.drift import bin_index, psi, shares, summarize
 
 
 def test_summary_holds_bins_not_rows():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn import metrics
 
-from trainers.tabular import Supervised, expected_calibration_error
+from trainers.families.tabular_net import Supervised, expected_calibration_error
 
 
 def test_expected_calibration_error_by_hand():

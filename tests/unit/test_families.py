@@ -13,8 +13,9 @@ import torch
 from orchestrator.config import ConfigError, load_config, validate
 from tests.helpers import plain_trainer, saved_model
 from trainers.families import FAMILIES, family_of
-from trainers.loop import Trainer
+from trainers.loop.trainer import Trainer
 from trainers.models import CONFIG_FILE, load_model, save_model
+from trainers.tasks import input_schema, task_for
 
 
 def train(**sections) -> tuple[Trainer, dict[str, float]]:
@@ -107,7 +108,7 @@ def test_each_table_family_gives_an_example_its_input_schema_accepts(tmp_path):
     for kind in (kind for kind, family in FAMILIES.items() if "table" in family.data_kinds):
         model, spec = load_model(saved_model(tmp_path / kind, seed=2, kind=kind))
         family = family_of(kind)
-        rows = family.input_schema(spec).rows(family.example_input(spec, 3))
+        rows = input_schema(spec).rows(task_for(spec).example_input(spec, 3))
         assert rows.shape == (3, spec.in_features)
         labels, probabilities = family.predict(model, spec, rows)
         assert len(labels) == 3 and probabilities is not None

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from tests.helpers import Recorder, plain_trainer, without_timing
-from trainers import families, tabular
-from trainers.checkpoint import FINAL_MODEL_DIR
-from trainers.families import supervised
+from trainers import families
+from trainers.engine.checkpoint import FINAL_MODEL_DIR
+from trainers.families import supervised, tabular_net
 from trainers.families.base import Family
 from trainers.families.mlp import MLPConfig
-from trainers.loop import Trainer
+from trainers.loop.trainer import Trainer
 from trainers.models import load_model
 from trainers.spec import ModelSpec
 
@@ -24,29 +24,29 @@ class TwoNetworks(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         encoder = nn.Sequential(nn.Linear(spec.in_features, 32), nn.ReLU())
-        self.encoder = tabular.Standardized(encoder, spec.in_features)
+        self.encoder = tabular_net.Standardized(encoder, spec.in_features)
         self.head = nn.Linear(32, spec.out_features)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(features))
 
 
-class EncoderThenHead(tabular.Supervised):
+class EncoderThenHead(tabular_net.Supervised):
     """Cross-entropy through both networks; each engine steps its own optimizer."""
 
-    def outputs(self, member, features):
-        return member["head"].forward(member["encoder"].forward(features))
+    def outputs(self, replica, features):
+        return replica["head"].forward(replica["encoder"].forward(features))
 
-    def train_step(self, member, features, targets):
-        loss = self.loss(self.outputs(member, features), targets)
-        member["head"].backward(loss)  # plain engines: one backward reaches both networks
-        member["encoder"].step()
-        member["head"].step()
+    def train_step(self, replica, features, targets):
+        loss = self.loss(self.outputs(replica, features), targets)
+        replica["head"].backward(loss)  # plain engines: one backward reaches both networks
+        replica["encoder"].step()
+        replica["head"].step()
         return loss.detach()
 
 
 def fit(model, features, targets):
-    tabular.fit(model.encoder, features, targets)
+    tabular_net.fit(model.encoder, features, targets)
 
 
 TWO = Family(
@@ -56,8 +56,6 @@ TWO = Family(
     fit=fit,
     objective=lambda spec, model, class_weights: EncoderThenHead(spec.task),
     predict=supervised.predict,
-    input_schema=supervised.input_schema,
-    example_input=supervised.example_input,
     networks=lambda model: {"encoder": model.encoder, "head": model.head},
 )
 

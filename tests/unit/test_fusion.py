@@ -2,24 +2,30 @@ import pytest
 import torch
 
 from trainers.config import OptimConfig
-from trainers.engine import PlainReplica
-from trainers.fusion import divergence, fuse_into_both, fuse_tensors, fused_view, fusion_alpha
+from trainers.engine.clock import RunClock
+from trainers.engine.fusion import (
+    divergence,
+    fuse_into_both,
+    fuse_tensors,
+    fused_view,
+    fusion_alpha,
+)
+from trainers.engine.plain import PlainEngine
 from trainers.models import build_model
-from trainers.rounds import RunClock
 from trainers.spec import ModelSpec
 
 
-def replica(seed: int) -> dict[str, PlainReplica]:
+def replica(seed: int) -> dict[str, PlainEngine]:
     """One replica (a member with the MLP family's one network)."""
     torch.manual_seed(seed)
     spec = ModelSpec("mlp", "classification", 4, 3, {"hidden": [8]}, classes=[0, 1, 2])
-    engine = PlainReplica(
+    engine = PlainEngine(
         build_model(spec), optim=OptimConfig(), grad_accum_steps=1, clock=RunClock(2, 2, 5)
     )
     return {"model": engine}
 
 
-def masters(member: dict[str, PlainReplica]) -> list[torch.Tensor]:
+def masters(member: dict[str, PlainEngine]) -> list[torch.Tensor]:
     return member["model"].masters().tensors
 
 

@@ -30,7 +30,7 @@ def test_a_family_module_loads_no_torch_at_import():
     """The driver validates a config (whose model section is a family's) before torch loads; a
     family imports torch inside the functions it declares."""
     code = (
-        "import sys, trainers.families, trainers.plan; "
+        "import sys, trainers.families, trainers.loop.plan; "
         "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -39,7 +39,8 @@ def test_a_family_module_loads_no_torch_at_import():
 
 def test_importing_trainers_loads_neither_ray_nor_mlflow():
     code = (
-        "import sys, trainers.loop, trainers.data, trainers.engine, trainers.models; "
+        "import sys, trainers.loop.trainer, trainers.data.tables, "
+        "trainers.engine.deepspeed_engine, trainers.models; "
         "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -56,7 +57,7 @@ def test_validating_a_run_does_not_import_torch():
     starts (a second sooner to the first step), so the check must not need it."""
     code = (
         "import sys; from pathlib import Path; "
-        "from orchestrator.config import load_config; from trainers.plan import plan_run; "
+        "from orchestrator.config import load_config; from trainers.loop.plan import plan_run; "
         f"plan_run(load_config(Path({str(ROOT / 'configs/digits.yaml')!r}), [])); "
         "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
     )

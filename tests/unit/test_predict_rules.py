@@ -15,10 +15,11 @@ from orchestrator.predicting.plan import PredictArgs, load_bundle, plan_predicti
 from orchestrator.predicting.rules import PredictError
 from orchestrator.predicting.run import input_error, summary_line
 from tests.helpers import sample_rows, saved_model
+from trainers.errors import InputError
 from trainers.families import family_of
-from trainers.inputs import InputError
 from trainers.models import build_model, load_model, save_model
 from trainers.spec import ModelSpec
+from trainers.tasks import input_schema
 
 NAMES = [f"f{i}" for i in range(8)]
 
@@ -152,7 +153,7 @@ def test_the_batch_predictor_keeps_the_columns_and_adds_the_family_s_predictions
     pd.testing.assert_frame_equal(out[batch.columns], batch)
     model, spec = load_model(files["model"])
     family = family_of(spec.kind)
-    labels, probabilities = family.predict(model, spec, family.input_schema(spec).rows(batch))
+    labels, probabilities = family.predict(model, spec, input_schema(spec).rows(batch))
     assert (out["prediction"].to_numpy() == labels).all()
     proba = out[["proba_a", "proba_b", "proba_c"]].to_numpy()
     np.testing.assert_allclose(proba, probabilities, rtol=1e-6)
@@ -162,7 +163,7 @@ def test_the_batch_predictor_keeps_the_columns_and_adds_the_family_s_predictions
 
 
 def test_an_input_error_is_found_in_the_text_ray_hands_back():
-    text = "ray::MapWorker()\n  File x\ntrainers.inputs.InputError: column 'f2': 1 missing value(s)"
+    text = "ray::MapWorker()\n  File x\ntrainers.errors.InputError: column 'f2': 1 missing value(s)"
     assert input_error(RuntimeError(text)) == (
         "a batch does not fit the model: column 'f2': 1 missing value(s)"
     )

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from trainers.config import DataConfig, FeatureConfig
-from trainers.data import DataError, encode, load_table, prepare_table
-from trainers.inputs import InputError, TabularInput
-from trainers.plan import balanced_weights
-from trainers.preprocessing import Preprocessing, fit, infer_type
+from trainers.data.preprocessing import Preprocessing, fit, infer_type
+from trainers.data.tables import encode, load_table, prepare_table
+from trainers.data.tabular_input import TabularInput
+from trainers.errors import DataError, InputError
+from trainers.loop.plan import balanced_weights
 
 
 def table() -> pd.DataFrame:

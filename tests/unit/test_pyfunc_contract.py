@@ -82,7 +82,7 @@ def test_the_saved_model_takes_frames_of_any_numeric_dtype_arrays_and_lists(
 
     import trainers
     from orchestrator.tracking import PYFUNC_CODE, model_signature
-    from trainers.checkpoint import FINAL_MODEL_DIR
+    from trainers.engine.checkpoint import FINAL_MODEL_DIR
     from trainers.models import load_model, predict
 
     directory = saved_model(tmp_path / FINAL_MODEL_DIR, seed=3, kind=kind)

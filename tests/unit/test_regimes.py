@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, RedblueConfig, validate
-from trainers.plan import plan_run
+from trainers.loop.plan import plan_run
 
 
 def plan(source="digits", **data):

@@ -1,6 +1,6 @@
 import pytest
 
-from trainers.schedules import lr_multiplier
+from trainers.engine.schedules import lr_multiplier
 
 
 def m(step, schedule, **kw):
@@ -34,8 +34,8 @@ def test_unknown_schedule():
 
 def test_a_replicas_steps_sit_on_the_round_clock():
     from trainers.config import OptimConfig
-    from trainers.rounds import RunClock
-    from trainers.schedules import clock_multiplier
+    from trainers.engine.clock import RunClock
+    from trainers.engine.schedules import clock_multiplier
 
     red = RunClock(round_steps=20, replica_steps=7, num_rounds=5)  # K_red 7 of 2K = 20
     assert red.position(7) == 20 and red.total == 100  # exact at the end of each round

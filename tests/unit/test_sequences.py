@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from serve_apps.schemas import InputError as RequestError
-from serve_apps.sequences import SequenceShape, parse_sequences
+from serve_apps.json_body import InputError as RequestError
+from serve_apps.requests.sequence import SequenceShape, parse_sequences
 from trainers.config import DataConfig
-from trainers.data import DataError
+from trainers.data.bundled import digits_rows
+from trainers.data.sequences import SequenceInput, lengths, prepare_sequences
+from trainers.errors import DataError, InputError
 from trainers.families import family_of
-from trainers.inputs import InputError
-from trainers.recurrent import Recurrent
-from trainers.sequences import SequenceInput, digits_rows, lengths, prepare_sequences
+from trainers.families.recurrent_net import Recurrent
+from trainers.tasks import input_schema, task_for
 
 
 def long_frame() -> pd.DataFrame:
@@ -143,7 +144,7 @@ def test_each_recurrent_family_takes_its_example_and_is_served_as_it_predicts(tm
     family = family_of(kind)
     family.fit(model, schema.rows([[[1.0, 2.0], [3.0, 5.0]], [[0.0, 1.0]]]), None)
     model, spec = load_model(save_model(tmp_path, model, spec))  # weights + config only
-    rows = family.input_schema(spec).rows(family.example_input(spec, 3))
+    rows = input_schema(spec).rows(task_for(spec).example_input(spec, 3))
     assert rows.shape == (3, 5, 3)
     labels, probabilities = family.predict(model, spec, rows)
     assert len(labels) == 3 and probabilities is not None
@@ -159,7 +160,7 @@ def test_each_recurrent_family_takes_its_example_and_is_served_as_it_predicts(tm
     api = local_api(bundle, ServeSection(max_rows=4), [key_digest("k" * 20)], None)
     sequences = [[[1.0, 2.0], [3.0, 5.0]], [[0.0, 1.0]]]
     response = anyio.run(_post, api, {"sequences": sequences})
-    expected, _ = family.predict(model, spec, family.input_schema(spec).rows(sequences))
+    expected, _ = family.predict(model, spec, input_schema(spec).rows(sequences))
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == expected.tolist()
 

@@ -12,24 +12,24 @@ import torch
 from orchestrator.config import ConfigError, validate
 from tests.helpers import Recorder, forecaster_plan, plain_trainer, without_timing
 from trainers.config import DataConfig
-from trainers.data import DataError
-from trainers.families import family_of
-from trainers.forecast_scores import (
+from trainers.data.forecast_scores import (
     baseline_forecasts,
     baselines,
     errors_by_step,
     forecast_metrics,
-    naive_scale,
 )
-from trainers.inputs import InputError
-from trainers.models import as_output, build_model, load_model, save_model
-from trainers.plan import plan_run
-from trainers.series import (
+from trainers.data.series import (
+    naive_scale,
     prepare_series,
     time_blocks,
     uneven_spacing,
     window_split,
 )
+from trainers.errors import DataError, InputError
+from trainers.families import family_of
+from trainers.loop.plan import plan_run
+from trainers.models import as_output, build_model, load_model, save_model
+from trainers.tasks import input_schema
 
 
 def test_blocks_are_contiguous_in_time_order_with_test_last_and_validation_before_it():
@@ -198,7 +198,7 @@ def test_a_forecaster_takes_the_series_frame_and_answers_step_by_target(tmp_path
     model, spec = load_model(save_model(tmp_path, model, spec=plan.spec))
     raw = plan.dataset.raw
     assert raw is not None
-    schema = family.input_schema(spec)
+    schema = input_schema(spec)
     shuffled = raw.iloc[:40].sample(frac=1.0, random_state=0)  # ordered by month again
     values, _ = family.predict(model, spec, schema.rows(shuffled))
     last24 = raw.co2.to_numpy()[16:40]
@@ -247,7 +247,7 @@ def test_two_targets_and_a_covariate_are_forecast_scored_and_served(tmp_path):
     from serve_apps.local_server import local_api
     from serve_apps.model_bundle import ModelBundle
     from serve_apps.settings import ServeSection
-    from trainers.checkpoint import FINAL_MODEL_DIR
+    from trainers.engine.checkpoint import FINAL_MODEL_DIR
 
     steps = np.arange(400)
     rng = np.random.default_rng(0)
@@ -278,9 +278,7 @@ def test_two_targets_and_a_covariate_are_forecast_scored_and_served(tmp_path):
     assert metrics["test_mase"] < metrics["baseline/naive_mase"]
     model, spec = load_model(recorder.checkpoints[-1] / FINAL_MODEL_DIR)  # the final model
     history = frame.iloc[-12:][["load", "price", "noise"]].to_numpy().tolist()
-    values, _ = family_of("gru").predict(
-        model, spec, family_of("gru").input_schema(spec).rows(frame)
-    )
+    values, _ = family_of("gru").predict(model, spec, input_schema(spec).rows(frame))
     assert list(as_output(spec, values).columns) == ["step", "load", "price"]
     bundle = ModelBundle.from_directory(
         recorder.checkpoints[-1] / FINAL_MODEL_DIR,

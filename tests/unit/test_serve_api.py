@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from serve_apps.guard import KeyRing, key_digest, key_id, route_path
+from serve_apps.json_body import BodyError, InputError
 from serve_apps.local_server import local_api
 from serve_apps.model_bundle import ModelBundle
-from serve_apps.schemas import BodyError, InputError, InputShape, parse_rows
+from serve_apps.requests.table_rows import InputShape, parse_rows
 from serve_apps.settings import ServeSection
 from tests.helpers import sample_rows, saved_model
 from trainers.models import predict

@@ -12,16 +12,16 @@ import jsonschema
 import numpy as np
 import pytest
 
-from serve_apps.forecasts import HistoryShape, parse_history
 from serve_apps.guard import key_digest
+from serve_apps.json_body import BodyError, InputError
 from serve_apps.local_server import local_api
 from serve_apps.model_bundle import ModelBundle
-from serve_apps.schemas import BodyError, InputError
+from serve_apps.requests.series import HistoryShape, parse_history
 from serve_apps.settings import ServeSection
 from tests.helpers import saved_forecaster
-from trainers.families import family_of
-from trainers.families.recurrent import series_input
+from trainers.data.series import SeriesInput
 from trainers.models import load_model, predict
+from trainers.tasks import input_schema
 
 KEY = "forecast-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
@@ -40,7 +40,7 @@ def model(saved):
 
 @pytest.fixture(scope="module")
 def shape(model):
-    return HistoryShape(series_input(model[1]), MAX_ROWS)
+    return HistoryShape(SeriesInput.of_model(model[1]), MAX_ROWS)
 
 
 @pytest.fixture()
@@ -64,7 +64,7 @@ async def post(client, body) -> httpx.Response:
 def in_process(model, history) -> np.ndarray:
     """The forecast ``[horizon, targets]`` of the model called in process on one history."""
     net, spec = model
-    windows = family_of(spec.kind).input_schema(spec).rows(history)
+    windows = input_schema(spec).rows(history)
     values, _ = predict(net, spec, windows)
     return values[0]
 
@@ -228,5 +228,5 @@ async def test_every_recurrent_kind_is_served_as_a_forecaster(tmp_path, kind):
         response = await post(client, {"history": history})
     assert response.status_code == 200, response.text
     model, spec = load_model(directory)
-    expected, _ = predict(model, spec, family_of(kind).input_schema(spec).rows(history))
+    expected, _ = predict(model, spec, input_schema(spec).rows(history))
     np.testing.assert_allclose(response.json()["forecast"], expected[0].T, rtol=1e-5)

@@ -15,8 +15,8 @@ from serve_apps.local_server import local_api
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
 from tests.helpers import saved_table_model
-from trainers.families import family_of
 from trainers.models import load_model, predict
+from trainers.tasks import input_schema
 
 KEY = "records-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
@@ -55,7 +55,7 @@ async def test_records_with_strings_and_nulls_are_answered_like_the_pyfunc_model
     response = await post(client, {"records": records})
     assert response.status_code == 200, response.text
     model, spec = load_model(directory)
-    features = family_of(spec.kind).input_schema(spec).rows(raw.iloc[rows])
+    features = input_schema(spec).rows(raw.iloc[rows])
     expected, probabilities = predict(model, spec, features)
     assert response.json()["predictions"] == expected.tolist()
     assert np.allclose(response.json()["probabilities"], probabilities, atol=1e-6)

@@ -6,7 +6,6 @@ import os
 import subprocess
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, validate
@@ -119,7 +118,7 @@ def test_urls_curl_line_and_serve_options_use_https(tmp_path):
     rows = dict(summary_rows(deployment, keys))
     assert rows["endpoint"] == "https://127.0.0.1:9443/digits/v1/predict"
     assert str(cert) in rows["tls"] and "self-signed" in rows["tls"]
-    curl = curl_line(deployment, keys, np.zeros((1, 3)))
+    curl = curl_line(deployment, keys, {"inputs": [[0.0, 0.0, 0.0]]})
     assert f"--cacert {cert} " in curl and "https://127.0.0.1:9443/digits/v1/predict" in curl
     tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     assert http_options(serve) == {"host": "127.0.0.1", "port": 9443, **tls}

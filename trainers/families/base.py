@@ -14,28 +14,27 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from trainers.config import Section
-from trainers.inputs import InputSchema
-from trainers.spec import ModelSpec, ScoreRule
+from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from trainers.engine import Member
+    from trainers.engine.base import Replica
 
 
 class Objective(Protocol):
-    """How a family trains and is measured. A ``Member`` maps each network's name to its engine
+    """How a family trains and is measured. A ``Replica`` maps each network's name to its engine
     (one per network: a family with two networks, such as a GAN, has two engines and two
     optimizers per replica, and ``train_step`` decides how they step)."""
 
     def train_step(
-        self, member: Member, features: torch.Tensor, targets: torch.Tensor
+        self, replica: Replica, features: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
         """One micro-step of training on a batch; returns the detached training loss."""
         ...
 
-    def outputs(self, member: Member, features: torch.Tensor) -> torch.Tensor:
+    def outputs(self, replica: Replica, features: torch.Tensor) -> torch.Tensor:
         """The outputs evaluation scores (the loss and metrics read these)."""
         ...
 
@@ -65,9 +64,6 @@ class Family:
     # The objective of a model; the class weights (optim.class_weights) weigh its training loss.
     objective: Callable[[ModelSpec, nn.Module, Sequence[float] | None], Objective]
     predict: Callable[[nn.Module, ModelSpec, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
-    input_schema: Callable[[ModelSpec], InputSchema]  # what pyfunc, serving, predict check
-    example_input: Callable[[ModelSpec, int], list]  # records (or sequences) to try a model on
     networks: Callable[[nn.Module], dict[str, nn.Module]] = one_network  # engine + fusion each
-    score: Callable[[ModelSpec], ScoreRule] = lambda spec: ScoreRule.for_task(spec.task)
     pbt_mutable: tuple[str, ...] = ()  # ``model.*`` keys PBT may change while a trial runs
     data_kinds: tuple[str, ...] = ("table",)  # the data.kind(s) it trains on

@@ -34,7 +34,7 @@ def build(spec: ModelSpec) -> nn.Module:
     """One linear layer from the standardized features to the logits (or the target)."""
     from torch import nn
 
-    from trainers.tabular import Standardized, input_width
+    from trainers.families.tabular_net import Standardized, input_width
 
     cfg = LinearConfig.model_validate(spec.options)
     net = nn.Sequential(nn.Linear(input_width(spec), spec.out_features))
@@ -48,6 +48,4 @@ FAMILY = Family(
     fit=supervised.fit,
     objective=supervised.objective,
     predict=supervised.predict,
-    input_schema=supervised.input_schema,
-    example_input=supervised.example_input,
 )

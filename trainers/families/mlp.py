@@ -41,7 +41,7 @@ def build(spec: ModelSpec) -> nn.Module:
     """Linear layers of ``hidden`` widths, each followed by the activation (and dropout)."""
     from torch import nn
 
-    from trainers.tabular import ACTIVATIONS, Standardized, input_width
+    from trainers.families.tabular_net import ACTIVATIONS, Standardized, input_width
 
     cfg = MLPConfig.model_validate(spec.options)
     layers: list[nn.Module] = []
@@ -62,7 +62,5 @@ FAMILY = Family(
     fit=supervised.fit,
     objective=supervised.objective,
     predict=supervised.predict,
-    input_schema=supervised.input_schema,
-    example_input=supervised.example_input,
     pbt_mutable=("model.dropout",),
 )

@@ -12,11 +12,9 @@ import numpy as np
 from pydantic import Field
 
 from trainers.config import Section
+from trainers.data.series import SeriesInput
 from trainers.families import supervised
 from trainers.families.base import Family
-from trainers.inputs import InputSchema
-from trainers.sequences import SequenceInput
-from trainers.series import SeriesInput
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -48,12 +46,12 @@ def forecasts(spec: ModelSpec) -> bool:
 
 
 def build(spec: ModelSpec) -> nn.Module:
-    from trainers.recurrent import Forecast, Recurrent
+    from trainers.families.recurrent_net import Forecast, Recurrent
 
     cfg = RecurrentConfig.model_validate(spec.options)
     head = None
     if forecasts(spec):
-        schema = series_input(spec)
+        schema = SeriesInput.of_model(spec)
         relative = spec.preprocessing["scaling"] == "last"
         head = Forecast(schema.target_index, schema.horizon, relative)
     return Recurrent(
@@ -69,7 +67,7 @@ def build(spec: ModelSpec) -> nn.Module:
 
 
 def fit(model: nn.Module, sequences: np.ndarray, targets: np.ndarray | None) -> None:
-    from trainers.recurrent import Recurrent
+    from trainers.families.recurrent_net import Recurrent
 
     assert isinstance(model, Recurrent)
     model.set_normalization(sequences, targets)
@@ -79,7 +77,7 @@ def objective(
     spec: ModelSpec, model: nn.Module, class_weights: Sequence[float] | None = None
 ) -> Objective:
     if forecasts(spec):
-        from trainers.forecasting import Forecasting
+        from trainers.families.forecaster import Forecasting
 
         return Forecasting.for_forecaster(spec, model)
     return supervised.objective(spec, model, class_weights)
@@ -89,31 +87,10 @@ def predict(
     model: nn.Module, spec: ModelSpec, features: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray | None]:
     if forecasts(spec):
-        from trainers import forecasting
+        from trainers.families import forecaster
 
-        return forecasting.predict(model, spec, features)
+        return forecaster.predict(model, spec, features)
     return supervised.predict(model, spec, features)
-
-
-def series_input(spec: ModelSpec) -> SeriesInput:
-    entry = dict(spec.preprocessing["series"])
-    names, targets = tuple(entry.pop("feature_names")), tuple(entry.pop("targets"))
-    return SeriesInput(feature_names=names, targets=targets, **entry)
-
-
-def input_schema(spec: ModelSpec) -> InputSchema:
-    if forecasts(spec):
-        return series_input(spec)
-    return SequenceInput(
-        **{**spec.preprocessing["sequence"], "feature_names": tuple(spec.feature_names)}
-    )
-
-
-def example_input(spec: ModelSpec, count: int) -> list:
-    """``count`` sequences of two steps of zeros (the features' scale is the model's own); a
-    forecaster's: ``count`` histories of ``data.window`` steps of zeros."""
-    steps = series_input(spec).window if forecasts(spec) else 2
-    return [[[0.0] * spec.in_features] * steps for _ in range(count)]
 
 
 def _family(kind: str) -> Family:
@@ -124,8 +101,6 @@ def _family(kind: str) -> Family:
         fit=fit,
         objective=objective,
         predict=predict,
-        input_schema=input_schema,
-        example_input=example_input,
         pbt_mutable=("model.dropout",),
         data_kinds=("sequence", "series"),
     )

@@ -1,7 +1,7 @@
 """Fusion of the red and blue replicas: theta_f = alpha * theta_red + (1 - alpha) * theta_blue.
 
-A replica is a ``Member``: one engine per network of its family; each network is fused with its
-counterpart. Fusion works on each optimizer's fp32 master weights (``Replica.masters``: a
+A replica (red or blue) is one engine per network of its family; each network is fused with its
+counterpart. Fusion works on each optimizer's fp32 master weights (``Engine.masters``: a
 worker's partition under ZeRO-1/2/3, the whole network otherwise), so it needs no communication
 of its own and keeps the masters' precision; the engine then copies the fused masters down into
 the network's (half-precision, gathered) weights, so the next forward pass and optimizer step use
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers import distributed
-from trainers.engine import Member, Replica
+from trainers.engine import distributed
+from trainers.engine.base import Engine, Replica
 
 LOSS_ALPHA_BOUNDS = (0.25, 0.75)
 
 
 def fusion_alpha(rule: str, *, red_ratio: float, red_holdout: float, blue_holdout: float) -> float:
-    """Weight of red in the fused model, per the ``strategy.fusion`` rule of red-blue.md.
+    """Weight of red in the fused model, per the ``strategy.fusion`` rule of docs/red-blue.md.
 
     Every worker must pass the same (all-reduced) losses, so that all compute the same alpha.
     """
@@ -51,7 +51,7 @@ def fuse_tensors(
     ]
 
 
-def divergence(red: Member, blue: Member, alpha: float) -> float:
+def divergence(red: Replica, blue: Replica, alpha: float) -> float:
     """||theta_red - theta_blue|| / ||theta_f|| over the master weights of every network (summed
     over every worker's partition where they are partitioned; the same value on every worker)."""
     diff = fused = 0.0
@@ -67,51 +67,51 @@ def divergence(red: Member, blue: Member, alpha: float) -> float:
     return (diff**0.5) / max(fused**0.5, 1e-12)
 
 
-def engines(members: dict[str, Member]) -> dict[str, Replica]:
-    """Every engine of some members, by a tag: the member's name (``red``) for a family with one
+def engines(replicas: dict[str, Replica]) -> dict[str, Engine]:
+    """Every engine of some replicas, by a tag: the replica's name (``red``) for a family with one
     network, ``red-<network>`` for more (checkpoint tags and snapshot keys)."""
     return {
-        name if len(member) == 1 else f"{name}-{network}": replica
-        for name, member in members.items()
-        for network, replica in member.items()
+        name if len(replica) == 1 else f"{name}-{network}": engine
+        for name, replica in replicas.items()
+        for network, engine in replica.items()
     }
 
 
-def _fusable(replica: Replica) -> list[torch.Tensor]:
-    buffers = [b.data for b in replica.module.buffers() if b.is_floating_point()]
-    return replica.masters().tensors + buffers
+def _fusable(engine: Engine) -> list[torch.Tensor]:
+    buffers = [b.data for b in engine.module.buffers() if b.is_floating_point()]
+    return engine.masters().tensors + buffers
 
 
 @dataclass
 class Snapshot:
-    """Copies of the fusable tensors (masters and float buffers) of some members' engines."""
+    """Copies of the fusable tensors (masters and float buffers) of some replicas' engines."""
 
     tensors: dict[str, list[torch.Tensor]]
 
     @classmethod
-    def take(cls, members: dict[str, Member]) -> Snapshot:
-        tagged = engines(members)
+    def take(cls, replicas: dict[str, Replica]) -> Snapshot:
+        tagged = engines(replicas)
         return cls({tag: [t.clone() for t in _fusable(r)] for tag, r in tagged.items()})
 
-    def restore(self, members: dict[str, Member]) -> None:
+    def restore(self, replicas: dict[str, Replica]) -> None:
         """Write the copies back (a collective call where masters are partitioned)."""
-        for tag, replica in engines(members).items():
-            _write(replica, self.tensors[tag])
+        for tag, engine in engines(replicas).items():
+            _write(engine, self.tensors[tag])
 
 
-def _write(replica: Replica, values: Sequence[torch.Tensor]) -> None:
-    for target, value in zip(_fusable(replica), values, strict=True):
+def _write(engine: Engine, values: Sequence[torch.Tensor]) -> None:
+    for target, value in zip(_fusable(engine), values, strict=True):
         target.copy_(value)
-    replica.masters_changed()
+    engine.masters_changed()
 
 
-def fuse_into_both(red: Member, blue: Member, alpha: float) -> None:
+def fuse_into_both(red: Replica, blue: Replica, alpha: float) -> None:
     """Write theta_f into both replicas, network by network; each engine keeps its own optimizer
     state (as in local SGD)."""
     for network in red:
         fused = fuse_tensors(alpha, _fusable(red[network]), _fusable(blue[network]))
-        for replica in (red[network], blue[network]):
-            _write(replica, fused)
+        for engine in (red[network], blue[network]):
+            _write(engine, fused)
         pairs = zip(red[network].module.buffers(), blue[network].module.buffers(), strict=True)
         for red_buffer, blue_buffer in pairs:
             if not red_buffer.is_floating_point():
@@ -119,11 +119,11 @@ def fuse_into_both(red: Member, blue: Member, alpha: float) -> None:
 
 
 @contextmanager
-def fused_view(red: Member, blue: Member, alpha: float) -> Iterator[Member]:
+def fused_view(red: Replica, blue: Replica, alpha: float) -> Iterator[Replica]:
     """Temporarily load theta_f into ``red`` (to evaluate it), then restore red's own weights."""
     own = Snapshot.take({"red": red})
-    for (tag, replica), network in zip(engines({"red": red}).items(), red, strict=True):
-        _write(replica, fuse_tensors(alpha, own.tensors[tag], _fusable(blue[network])))
+    for (tag, engine), network in zip(engines({"red": red}).items(), red, strict=True):
+        _write(engine, fuse_tensors(alpha, own.tensors[tag], _fusable(blue[network])))
     try:
         yield red
     finally:

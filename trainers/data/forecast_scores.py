@@ -5,28 +5,7 @@ no torch here."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-from trainers.data import DataError
-
-if TYPE_CHECKING:
-    from trainers.series import Block
-
-
-def naive_scale(values: np.ndarray, blocks: list[Block]) -> np.ndarray:
-    """Per target column, the mean absolute one-step change within the training blocks (the
-    in-sample naive error MASE divides by)."""
-    changes = [
-        np.abs(np.diff(values[b.start : b.stop], axis=0))
-        for b in blocks
-        if b.part in ("red", "blue") and b.stop - b.start > 1
-    ]
-    scale = np.concatenate(changes).mean(axis=0)
-    if not (scale > 0).all():
-        raise DataError("a target column is constant over the training blocks: nothing to forecast")
-    return scale
 
 
 def forecast_metrics(predicted: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> dict:

@@ -1,6 +1,6 @@
 """The JSON schemas that the OpenAPI document publishes for the deployed model: a valid
 ``POST /v1/predict`` body (rows of numbers, or records of raw values with each field's type and
-categories) and its answer. They come from the same :class:`~serve_apps.schemas.InputShape` that
+categories). It comes from the same :class:`~serve_apps.requests.table_rows.InputShape` that
 checks requests, so the document states exactly what the server accepts."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from serve_apps.schemas import InputShape, ModelRef
-from trainers.preprocessing import Column
+from serve_apps.requests.table_rows import InputShape
+from trainers.data.preprocessing import Column
 
 
 def number_schema(shape: InputShape) -> dict:
@@ -120,46 +120,4 @@ def _typed_request_schema(shape: InputShape) -> dict:
         "required": ["records"],
         "additionalProperties": False,
         "example": {"records": [example]},
-    }
-
-
-def response_schema(task: str, classes: list, max_rows: int) -> dict:
-    """The JSON schema of a ``POST /v1/predict`` answer for this model."""
-    rows = {"minItems": 1, "maxItems": max_rows}
-    properties: dict[str, Any] = {"model": ModelRef.model_json_schema()}
-    if task == "classification":
-        properties["predictions"] = {
-            "type": "array",
-            "items": {"enum": list(classes)},
-            "description": "One class per row.",
-            **rows,
-        }
-        probabilities = {
-            "type": "array",
-            "items": {"type": "number", "minimum": 0.0, "maximum": 1.0},
-            "minItems": len(classes),
-            "maxItems": len(classes),
-        }
-        properties["probabilities"] = {
-            "type": "array",
-            "items": probabilities,
-            "description": "Per row, the probability of each class, in the order of "
-            f"{json.dumps(list(classes))}.",
-            **rows,
-        }
-        required = ["predictions", "probabilities", "model"]
-    else:
-        properties["predictions"] = {
-            "type": "array",
-            "items": {"type": "number"},
-            "description": "One predicted value per row.",
-            **rows,
-        }
-        required = ["predictions", "model"]
-    return {
-        "title": "PredictResponse",
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": False,
     }

@@ -1,6 +1,6 @@
 """The torch side of forecasting (``data.kind: series``): the objective and prediction of a
 recurrent forecaster, whose outputs are its target columns standardized by their input scaling
-(``trainers.recurrent.Forecast``)."""
+(``trainers.families.recurrent_net.Forecast``)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.forecast_scores import forecast_metrics
+from trainers.data.forecast_scores import forecast_metrics
+from trainers.data.series import SeriesInput
+from trainers.families.tabular_net import Supervised
 from trainers.spec import ModelSpec
-from trainers.tabular import Supervised
 
 
 def target_scaling(model: nn.Module, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The target columns' mean and standard deviation on the training blocks (the model's
     input buffers)."""
-    from trainers.families.recurrent import series_input
-
-    index = series_input(spec).target_index
+    index = SeriesInput.of_model(spec).target_index
     mean, std = model.get_buffer("input_mean"), model.get_buffer("input_std")
     return mean[index].detach().float().cpu(), std[index].detach().float().cpu()
 

@@ -10,7 +10,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from trainers.config import OptimConfig
-from trainers.rounds import RunClock
+from trainers.engine.clock import RunClock
 
 
 def lr_multiplier(

@@ -1,7 +1,8 @@
-"""The request of a sequence model (``data.kind: sequence``): ``{"sequences": [[[f1, f2, ...],
-...], ...]}``, each sequence a list of steps of the model's features, lengths free up to
-``data.max_length``. Bounded work as for rows (``serve_apps.schemas``): the body's size, then the
-JSON parser, then a check of every value, naming up to five problems (422)."""
+"""``POST /v1/predict`` of a sequence model (``data.kind: sequence``): ``{"sequences":
+[[[f1, f2, ...], ...], ...]}``, each sequence a list of steps of the model's features, lengths
+free up to ``data.max_length``. Bounded work as for rows (``serve_apps.requests.table_rows``):
+the body's size, then the JSON parser, then a check of every value, naming up to five problems
+(422)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from torch import nn
 
-from serve_apps.schemas import (
+from serve_apps.json_body import (
     BASE_BYTES,
     BYTES_PER_ROW,
     BYTES_PER_VALUE,
@@ -23,7 +25,14 @@ from serve_apps.schemas import (
     decode_json,
     kind_of,
 )
-from trainers.sequences import SequenceInput, pad
+from serve_apps.requests.base import (
+    RequestForm,
+    describe_predictions,
+    predictions_answer,
+    predictions_schema,
+)
+from trainers.data.sequences import SequenceInput, pad
+from trainers.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -128,3 +137,25 @@ def sequence_request_schema(shape: SequenceShape) -> dict:
         "additionalProperties": False,
         "example": {"sequences": [[[0.0] * shape.width] * 2]},
     }
+
+
+def shape(model: nn.Module, spec: ModelSpec, max_rows: int) -> SequenceShape:
+    """Sequences of the model's steps: no bound from the weights."""
+    return SequenceShape(SequenceInput.of_model(spec), max_rows)
+
+
+def body(sequences: Any, digits: int | None = None) -> dict[str, list]:
+    return {"sequences": list(sequences)}
+
+
+FORM = RequestForm(
+    shape=shape,
+    parse=parse_sequences,
+    request_schema=sequence_request_schema,
+    response_schema=predictions_schema,
+    answer=predictions_answer,
+    body=body,
+    describe=describe_predictions,
+    size=lambda shape: f"up to {shape.max_rows} rows",
+    noun="sequence",
+)

@@ -1,4 +1,5 @@
-"""Request and response bodies of the prediction API, and turning a request body into a matrix.
+"""Reading the request of a model of a table (``data.kind: table``): rows of numbers (``inputs``)
+or raw records (``records``), turned into the model's matrix.
 
 :func:`parse_rows` takes the raw body and does bounded work on it: a byte count of the arrays,
 objects and commas refuses a body with more values than ``max_rows`` rows can hold before any
@@ -8,7 +9,7 @@ stop after :data:`MAX_PROBLEMS` problems. A body that is not JSON is a :class:`B
 JSON the model cannot take is an :class:`InputError` (422). Both messages name the problem.
 
 The same :class:`InputShape` writes the JSON schemas that the OpenAPI document publishes
-(:mod:`serve_apps.request_schemas`), so the document states exactly what the server accepts.
+(:mod:`serve_apps.requests.table_openapi`), so the document states exactly what the server accepts.
 """
 
 from __future__ import annotations
@@ -20,36 +21,31 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
-from trainers.inputs import InputError as PreprocessingError
-from trainers.preprocessing import Column, Preprocessing
-
-F32_MAX = float(np.finfo(np.float32).max)
-MAX_PROBLEMS = 5  # validation stops after this many problems
-# The body limit per value: a number as Python or JavaScript print it, pretty-printed.
-BYTES_PER_VALUE = 48
-BYTES_PER_ROW = 32
-BASE_BYTES = 1024
-NUMBER_TYPES = frozenset({int, float})  # JSON numbers; bool is a type of its own
-KINDS = {bool: "a boolean", str: "a string", dict: "an object", list: "a list", type(None): "null"}
-
-
-class BodyError(ValueError):
-    """The body is not JSON at all (400)."""
-
-
-class InputError(ValueError):
-    """The request cannot be predicted on; the message says why (422)."""
+from serve_apps.json_body import (
+    BASE_BYTES,
+    BYTES_PER_ROW,
+    BYTES_PER_VALUE,
+    F32_MAX,
+    MAX_PROBLEMS,
+    NUMBER_TYPES,
+    BodyError,
+    InputError,
+    Problems,
+    decode_json,
+    kind_of,
+)
+from trainers.data.preprocessing import Column, Preprocessing
+from trainers.errors import InputError as PreprocessingError
 
 
 @dataclass(frozen=True)
 class InputShape:
     """What one request may hold: rows of the model's features, each number within ``bound``.
 
-    With ``preprocessing`` (``trainers.preprocessing``), a record holds each column's raw value:
-    a number, a boolean, or a category (a string or any scalar); ``null`` where the column allows
-    a missing value. ``inputs`` (rows of numbers) is for models of number columns only.
+    With ``preprocessing`` (``trainers.data.preprocessing``), a record holds each column's raw
+    value: a number, a boolean, or a category (a string or any scalar); ``null`` where the column
+    allows a missing value. ``inputs`` (rows of numbers) is for models of number columns only.
     """
 
     feature_names: tuple[str, ...]
@@ -104,36 +100,6 @@ class InputShape:
         return 2 * self.max_rows * (self.width + commas) + 16
 
 
-class _Problems:
-    """Collects problems up to :data:`MAX_PROBLEMS`, then stops validation."""
-
-    class Full(Exception):
-        pass
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, problem: str) -> None:
-        self.items.append(problem)
-        if len(self.items) >= MAX_PROBLEMS:
-            raise self.Full
-
-    def raise_any(self, stopped: bool = False) -> None:
-        if self.items:
-            suffix = f" (validation stopped after {MAX_PROBLEMS} problems)" if stopped else ""
-            raise InputError("; ".join(self.items) + suffix)
-
-
-def decode_json(body: bytes) -> Any:
-    """The body's JSON document, or a BodyError (400) naming what is malformed."""
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise BodyError("malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
-        raise BodyError(f"malformed JSON: {exc}") from None
-
-
 def parse_rows(body: bytes, shape: InputShape) -> np.ndarray:
     """The body as a float32 matrix of shape (rows, shape.width), or BodyError / InputError."""
     if not body.strip():
@@ -164,7 +130,7 @@ def parse_rows(body: bytes, shape: InputShape) -> np.ndarray:
         raise InputError("no rows: send at least one row")
     if len(rows) > shape.max_rows:
         raise InputError(f"{len(rows)} rows is more than the limit of {shape.max_rows} per request")
-    problems = _Problems()
+    problems = Problems()
     try:
         values = (
             _inputs(rows, shape, problems) if field == "inputs" else _records(rows, shape, problems)
@@ -173,12 +139,12 @@ def parse_rows(body: bytes, shape: InputShape) -> np.ndarray:
         if field == "records" and shape.typed:
             return _encoded(values, shape, problems)
         return _matrix(values, field, shape, problems)
-    except _Problems.Full:
+    except Problems.Full:
         problems.raise_any(stopped=True)
         raise AssertionError("unreachable") from None
 
 
-def _inputs(rows: list, shape: InputShape, problems: _Problems) -> list:
+def _inputs(rows: list, shape: InputShape, problems: Problems) -> list:
     width = shape.width
     for index, row in enumerate(rows):
         if not isinstance(row, list):
@@ -193,7 +159,7 @@ def _inputs(rows: list, shape: InputShape, problems: _Problems) -> list:
     return rows
 
 
-def _records(rows: list, shape: InputShape, problems: _Problems) -> list:
+def _records(rows: list, shape: InputShape, problems: Problems) -> list:
     names = shape.feature_names
     known = frozenset(names)
     values = []
@@ -225,7 +191,7 @@ def _records(rows: list, shape: InputShape, problems: _Problems) -> list:
     return values
 
 
-def _matrix(values: list, field: str, shape: InputShape, problems: _Problems) -> np.ndarray:
+def _matrix(values: list, field: str, shape: InputShape, problems: Problems) -> np.ndarray:
     def where(row: int, column: int) -> str:
         if field == "inputs":
             return f"inputs[{row}][{column}]"
@@ -252,7 +218,7 @@ def _matrix(values: list, field: str, shape: InputShape, problems: _Problems) ->
     return matrix.astype(np.float32)
 
 
-def _encoded(values: list, shape: InputShape, problems: _Problems) -> np.ndarray:
+def _encoded(values: list, shape: InputShape, problems: Problems) -> np.ndarray:
     """Typed records checked value by value, then encoded by the model's preprocessing."""
     import pandas as pd
 
@@ -298,58 +264,3 @@ def _outside(value: float, shape: InputShape) -> str:
     if shape.bound is None:
         return f"{text} is too large for float32"
     return f"{text} is outside the model's input range [-{shape.bound:g}, {shape.bound:g}]"
-
-
-def kind_of(value: Any) -> str:
-    """How a JSON value is named in a message: a string, null, an object, ..."""
-    return KINDS.get(type(value), type(value).__name__)
-
-
-def round_down(value: float) -> float:
-    """``value`` rounded down to two significant digits (a bound that reads well)."""
-    if value <= 0 or not math.isfinite(value):
-        return value
-    exponent = math.floor(math.log10(value)) - 1
-    return float(f"{math.floor(value / 10.0**exponent)}e{exponent}")
-
-
-class ModelRef(BaseModel):
-    name: str
-    version: str | None = Field(None, description="Registry version; null for a runs:/ model.")
-    run_id: str | None = None
-
-
-class ModelInfo(BaseModel):
-    model: ModelRef
-    uri: str = Field(description="The model URI that was deployed.")
-    task: str
-    feature_names: list[str]
-    num_features: int = Field(description="Input columns (one per feature name).")
-    classes: list[Any]
-    test_metrics: dict[str, float]
-    max_rows: int = Field(description="Most rows one request may carry.")
-    input_bound: float = Field(
-        description="Every input value must lie within [-input_bound, input_bound]: the range "
-        "in which the model's float32 arithmetic is certain to give a finite output."
-    )
-    max_body_bytes: int = Field(description="Largest request body accepted; larger gets 413.")
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="A short code: unauthorized, invalid_input, too_large, ...")
-    message: str = Field(description="What was wrong, naming the field or limit.")
-
-
-class FeatureDrift(BaseModel):
-    psi: float = Field(description="Population stability index against the training inputs.")
-    drifted: bool = Field(description="Whether psi passed the deployment's drift threshold.")
-
-
-class DriftReport(BaseModel):
-    """GET /v1/monitor: input drift over the last rows this replica predicted."""
-
-    window: int = Field(description="Rows compared (up to serve.monitor_window).")
-    threshold: float = Field(description="serve.drift_threshold.")
-    features: dict[str, FeatureDrift] = Field(
-        description="Per feature; empty for a model logged without a training summary."
-    )

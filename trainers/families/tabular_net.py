@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.engine import Member
-from trainers.families.supervised import preprocessing
-from trainers.scaling import Scaled
+from trainers.data.preprocessing import of_model
+from trainers.engine.base import Replica
+from trainers.families.scaled import Scaled
 from trainers.spec import ModelSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
@@ -23,7 +23,7 @@ NETWORK = "model"  # the one network (and engine) of a tabular family
 class Standardized(Scaled):
     """``net`` behind input standardization (and, for regression, a standardized target).
 
-    The input is the encoded matrix of ``trainers.preprocessing``: a dense block of ``dense``
+    The input is the encoded matrix of ``trainers.data.preprocessing``: a dense block of ``dense``
     columns, standardized, then one column of codes per embedded category, looked up in
     ``embeddings`` and appended. The statistics are buffers, so they travel with the weights and
     a served model takes the encoded raw features. ``l1`` / ``l2`` penalize the weights of every
@@ -89,7 +89,7 @@ class Standardized(Scaled):
 
 def layout(spec: ModelSpec) -> tuple[int, list[tuple[int, int]]]:
     """The encoded input's dense width and (rows, width) of each embedding."""
-    fitted = preprocessing(spec)
+    fitted = of_model(spec)
     embeddings = [(column.cardinality, column.embedding_dim) for column in fitted.embedded]
     return len(fitted.dense_names), embeddings
 
@@ -147,10 +147,10 @@ class Supervised:
         return cls(spec.task, float(mean), float(std), class_weights)
 
     def train_step(
-        self, member: Member, features: torch.Tensor, targets: torch.Tensor
+        self, replica: Replica, features: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
         """One forward, backward and (micro-)step; returns the detached training loss."""
-        engine = member[NETWORK]
+        engine = replica[NETWORK]
         outputs = engine.forward(features)
         targets = targets.to(outputs.device)
         if self.class_weights is not None:  # weighted for training only; reported losses are not
@@ -165,8 +165,8 @@ class Supervised:
         engine.step()
         return loss.detach()
 
-    def outputs(self, member: Member, features: torch.Tensor) -> torch.Tensor:
-        return member[NETWORK].forward(features)
+    def outputs(self, replica: Replica, features: torch.Tensor) -> torch.Tensor:
+        return replica[NETWORK].forward(features)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.task == "classification":

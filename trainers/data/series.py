@@ -9,10 +9,10 @@ horizon, lie inside one block of that part, so no step of T or V is inside any t
 and nothing leaks between parts through overlapping windows.
 
 A window is a sample ``[window, columns + 1]`` (every value column, targets and covariates, and a
-last mask channel of ones, as ``trainers.sequences.pad`` makes them), so the recurrent families
+last mask channel of ones, as ``trainers.data.sequences.pad`` makes them), so the recurrent families
 take windows as sequences; its label is ``[horizon, targets]``. The naive and seasonal naive
 forecasts of the test windows are scored here, once, as the plan is made
-(``trainers.forecast_scores``). No torch here.
+(``trainers.data.forecast_scores``). No torch here.
 """
 
 from __future__ import annotations
@@ -24,27 +24,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trainers.config import DataConfig
-from trainers.data import DataError, Dataset, Split, check_parts
-from trainers.forecast_scores import baselines, naive_scale
-from trainers.inputs import InputError
+from trainers.data.forecast_scores import baselines
+from trainers.data.splits import check_parts
+from trainers.dataset import Dataset, Split
+from trainers.errors import DataError, InputError
+from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
 CO2 = "co2"  # bundled: statsmodels' Mauna Loa CO2, as a monthly series
 BUNDLED_SERIES = {CO2: {"time": "month", "target": "co2"}}
-
-
-def co2_monthly() -> pd.DataFrame:
-    """statsmodels' weekly CO2 at Mauna Loa (March 1958 to December 2001) as monthly means, the
-    weeks it lacks interpolated linearly: 526 months, columns ``month`` (a date) and ``co2``
-    (ppm)."""
-    import pandas as pd
-    from statsmodels.datasets import co2
-
-    weekly = co2.load_pandas().data["co2"]
-    monthly = weekly.resample("MS").mean().interpolate()
-    return pd.DataFrame({"month": monthly.index, "co2": monthly.to_numpy()})
 
 
 @dataclass(frozen=True)
@@ -64,6 +54,13 @@ class SeriesInput:
     window: int
     horizon: int
     targets: tuple[str, ...]
+
+    @classmethod
+    def of_model(cls, spec: ModelSpec) -> SeriesInput:
+        """The schema a forecaster stores (``ModelSpec.preprocessing["series"]``)."""
+        entry = dict(spec.preprocessing["series"])
+        names, targets = tuple(entry.pop("feature_names")), tuple(entry.pop("targets"))
+        return cls(feature_names=names, targets=targets, **entry)
 
     @property
     def width(self) -> int:
@@ -138,6 +135,16 @@ class SeriesInput:
             raise InputError(f"{name}: NaN or infinite values in its last {self.window} steps")
         return recent
 
+    def raw_rows(self, dataset: Dataset, indices: np.ndarray) -> np.ndarray:
+        """The histories of the windows at ``indices``: ``[n, window, columns]``."""
+        return dataset.features[indices][..., :-1]
+
+    def sample_input(self, dataset: Dataset, indices: np.ndarray) -> pd.DataFrame:
+        """The series up to the end of the first window's history (``Dataset.raw``)."""
+        assert dataset.raw is not None
+        end = int(indices[0]) + self.window
+        return dataset.raw.iloc[end - self.window : end].reset_index(drop=True)
+
     def forecast_frame(self, values: np.ndarray) -> pd.DataFrame:
         """Forecasts ``[histories, horizon, targets]`` as a frame: ``step`` (1 to horizon) and
         one column per target, and ``history`` when there are several."""
@@ -195,6 +202,20 @@ def window_split(blocks: list[Block], span: int, num_workers: int) -> Split:
     return split
 
 
+def naive_scale(values: np.ndarray, blocks: list[Block]) -> np.ndarray:
+    """Per target column, the mean absolute one-step change within the training blocks (the
+    in-sample naive error MASE divides by)."""
+    changes = [
+        np.abs(np.diff(values[b.start : b.stop], axis=0))
+        for b in blocks
+        if b.part in ("red", "blue") and b.stop - b.start > 1
+    ]
+    scale = np.concatenate(changes).mean(axis=0)
+    if not (scale > 0).all():
+        raise DataError("a target column is constant over the training blocks: nothing to forecast")
+    return scale
+
+
 @dataclass(frozen=True)
 class Series:
     """A prepared series: every window as a Dataset, and the time blocks it is split by."""
@@ -209,9 +230,9 @@ class Series:
 
     def spec_entries(self) -> dict:
         """What the model stores about its data (``ModelSpec.preprocessing``): plain JSON."""
-        assert self.dataset.series is not None
+        assert isinstance(self.dataset.schema, SeriesInput)
         return {
-            "series": asdict(self.dataset.series),
+            "series": asdict(self.dataset.schema),
             "scaling": self.scaling,
             "naive_scale": self.naive_scale.tolist(),
             "season": self.season,
@@ -262,7 +283,7 @@ def prepare_series(
         feature_names=columns,
         classes=[],
         raw=ordered[[time_column, *columns]].reset_index(drop=True),
-        series=schema,
+        schema=schema,
     )
     test = split.test
     reference = baselines(features[test], labels[test], schema.target_index, scale, cfg.season)

@@ -1,8 +1,8 @@
 """Input schemas: what a family's model takes, and the one check of it that pyfunc, serving and
 the CLI share. No torch here (the serving API imports it); pandas is imported where used.
 
-A tabular model takes rows of its raw feature columns (``trainers.preprocessing`` turns them into
-numbers). ``TabularInput.rows`` accepts what a user has at hand:
+A tabular model takes rows of its raw feature columns (``trainers.data.preprocessing`` turns them
+into numbers). ``TabularInput.rows`` accepts what a user has at hand:
 
 - a pandas DataFrame with a column per feature, named as in training (``pd.read_csv`` /
   ``pd.read_parquet`` of the training file as is): numbers, strings for categories, NaN or None
@@ -20,30 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trainers.errors import InputError
+
 if TYPE_CHECKING:
-    from trainers.preprocessing import Preprocessing
-
-
-class InputError(ValueError):
-    """The input does not fit the model's schema; the message names the problem."""
-
-
-class InputSchema(Protocol):
-    """What a family's model takes (``TabularInput``, ``trainers.sequences.SequenceInput``)."""
-
-    @property
-    def feature_names(self) -> tuple[str, ...]: ...
-
-    @property
-    def width(self) -> int: ...
-
-    def rows(self, model_input: Any) -> np.ndarray:
-        """``model_input`` as the model's float32 array; InputError names a problem."""
-        ...
+    from trainers.data.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -98,7 +82,7 @@ class TabularInput:
 
     def example(self, summary: dict, count: int) -> list[dict[str, Any]]:
         """``count`` copies of a typical record: a number's median bin edge from the training
-        summary (``trainers.drift.summarize``), a category's most frequent value."""
+        summary (``trainers.data.drift.summarize``), a category's most frequent value."""
         record: dict[str, Any] = {}
         for column in self.preprocessing.columns:
             if column.type == "category":

@@ -7,8 +7,8 @@ is constant within it. Every other column is a numeric feature. The arrays are
 last channel that is 1 on a real step and 0 on padding, so a model (and every generic part of
 the loop, which indexes samples) carries the lengths with the values.
 
-T, V and the red and blue parts are split by sequence (``trainers.data.make_split``, stratified
-for classification). No torch here; pandas is imported where used.
+T, V and the red and blue parts are split by sequence (``trainers.data.splits.make_split``,
+stratified for classification). No torch here; pandas is imported where used.
 """
 
 from __future__ import annotations
@@ -20,32 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trainers.config import DataConfig
-from trainers.data import DataError, Dataset, encode_labels
-from trainers.inputs import InputError
+from trainers.data.tables import encode_labels
+from trainers.dataset import Dataset
+from trainers.errors import DataError, InputError
+from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
 DIGITS_ROWS = "digits_rows"  # bundled: scikit-learn's digits as sequences of pixel rows
-FAINT_ROW_INK = 24  # of 8 pixels x 16 levels
-
-
-def digits_rows() -> pd.DataFrame:
-    """scikit-learn's 1,797 digits as sequences: each 8x8 image read row by row from the top
-    (8 pixel features a step), its faint rows at the top and bottom (less ink than 1.5 full
-    pixels) left out, so sequences hold 3 to 8 steps. Long format: ``image``, ``row``,
-    ``p0``..``p7``, ``digit``."""
-    import pandas as pd
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    records = []
-    for image, (pixels, digit) in enumerate(zip(digits.images, digits.target, strict=True)):
-        inked = np.flatnonzero(pixels.sum(axis=1) > FAINT_ROW_INK)
-        for row in range(inked.min(), inked.max() + 1):
-            records.append([image, row, *pixels[row].tolist(), int(digit)])
-    columns = ["image", "row", *[f"p{i}" for i in range(8)], "digit"]
-    return pd.DataFrame(records, columns=columns)
 
 
 @dataclass(frozen=True)
@@ -63,6 +46,12 @@ class SequenceInput:
     time_column: str
     max_length: int
 
+    @classmethod
+    def of_model(cls, spec: ModelSpec) -> SequenceInput:
+        """The schema a sequence model stores (``ModelSpec.preprocessing["sequence"]``)."""
+        entry = {**spec.preprocessing["sequence"], "feature_names": tuple(spec.feature_names)}
+        return cls(**entry)
+
     @property
     def width(self) -> int:
         return len(self.feature_names)
@@ -79,6 +68,15 @@ class SequenceInput:
         if not sequences:
             raise InputError("no sequences given")
         return pad(sequences, self.max_length)
+
+    def raw_rows(self, dataset: Dataset, indices: np.ndarray) -> pd.DataFrame:
+        """The long-format rows of the sequences at ``indices`` (``Dataset.raw``)."""
+        assert dataset.raw is not None and dataset.ids is not None
+        chosen = dataset.raw[self.id_column].isin(dataset.ids[indices])
+        return dataset.raw[chosen].reset_index(drop=True)
+
+    def sample_input(self, dataset: Dataset, indices: np.ndarray) -> pd.DataFrame:
+        return self.raw_rows(dataset, indices)
 
     def from_frame(self, frame: pd.DataFrame) -> list[np.ndarray]:
         """The sequences of a long-format frame, in order of first appearance of their id."""
@@ -210,6 +208,6 @@ def prepare_sequences(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
         classes=classes,
         raw=ordered[[id_column, time_column, *features]].reset_index(drop=True),
         ids=per_sequence.index.to_numpy(),
-        sequence=SequenceInput(tuple(map(str, features)), id_column, time_column, cap),
+        schema=SequenceInput(tuple(map(str, features)), id_column, time_column, cap),
         dropped_labels=dropped,
     )

@@ -11,7 +11,7 @@ up to ``max_one_hot`` categories is one column per category, plus one for "missi
 had gaps), then one column of integer codes per embedded category (0 unknown, 1 missing, 2 + i the
 i-th category), which the model looks up in a learned embedding. A category never seen in
 training is "unknown": no one-hot column set, or code 0. Standardization of the dense block is the
-model's own (``trainers.tabular.Standardized``).
+model's own (``trainers.families.tabular_net.Standardized``).
 
 No torch here; pandas is imported where used.
 """
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainers.inputs import InputError
+from trainers.errors import InputError
+from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -320,3 +321,10 @@ def fit(
             fill = float(getattr(rule, "fill_value", 0.0))
         columns.append(Column(name, kind, missing=missing, fill=fill))
     return Preprocessing(tuple(columns))
+
+
+def of_model(spec: ModelSpec) -> Preprocessing:
+    """A model's fitted preprocessing; number columns as they are for models without one."""
+    if spec.preprocessing:
+        return Preprocessing.from_dict(spec.preprocessing)
+    return Preprocessing.numeric(spec.feature_names or [f"f{i}" for i in range(spec.in_features)])

@@ -1,9 +1,9 @@
-"""The request and answer of a forecaster (``data.kind: series``): ``{"history": [[v1, v2, ...],
+"""``POST /v1/predict`` of a forecaster (``data.kind: series``): ``{"history": [[v1, v2, ...],
 ...]}``, one history of steps of the series' value columns (``data.window`` steps or more, the
 last ``data.window`` of which the model reads), answered ``{"forecast": [[...], ...], "targets":
 [...], "horizon": H, "model": {...}}``: per target, its next H values. Bounded work as for rows
-(``serve_apps.schemas``): the body's size, then the JSON parser, then a check of every value,
-naming up to five problems (422)."""
+(``serve_apps.requests.table_rows``): the body's size, then the JSON parser, then a check of every
+value, naming up to five problems (422)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from serve_apps.schemas import (
+from serve_apps.api_models import ModelRef
+from serve_apps.json_body import (
     BASE_BYTES,
     BYTES_PER_ROW,
     BYTES_PER_VALUE,
@@ -23,13 +24,13 @@ from serve_apps.schemas import (
     NUMBER_TYPES,
     BodyError,
     InputError,
-    ModelRef,
     decode_json,
     kind_of,
 )
-from trainers.forecasting import target_scaling
-from trainers.inputs import InputError as SchemaError
-from trainers.series import SeriesInput
+from serve_apps.requests.base import RequestForm
+from trainers.data.series import SeriesInput
+from trainers.errors import InputError as SchemaError
+from trainers.families.forecaster import target_scaling
 from trainers.spec import ModelSpec
 
 INVALID_HISTORY = (
@@ -132,9 +133,10 @@ def _json_name(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def answer(schema: SeriesInput, values: np.ndarray, model: dict) -> dict:
+def answer(shape: HistoryShape, values: np.ndarray, _: np.ndarray | None, model: dict) -> dict:
     """The answer to one history: ``values`` ``[1, horizon, targets]`` as one list of horizon
     values per target."""
+    schema = shape.schema
     return {
         "forecast": values[0].T.tolist(),
         "targets": list(schema.targets),
@@ -181,8 +183,9 @@ def history_request_schema(shape: HistoryShape) -> dict:
     }
 
 
-def forecast_response_schema(schema: SeriesInput) -> dict:
+def forecast_response_schema(spec: ModelSpec, shape: HistoryShape) -> dict:
     """The JSON schema of a forecaster's ``POST /v1/predict`` answer."""
+    schema = shape.schema
     targets, horizon = list(schema.targets), schema.horizon
     values = {
         "type": "array",
@@ -209,3 +212,40 @@ def forecast_response_schema(schema: SeriesInput) -> dict:
         "required": ["forecast", "targets", "horizon", "model"],
         "additionalProperties": False,
     }
+
+
+def shape(model: nn.Module, spec: ModelSpec, max_rows: int) -> HistoryShape:
+    """One history a request (``max_rows`` bounds its steps beyond the window)."""
+    return HistoryShape(SeriesInput.of_model(spec), max_rows)
+
+
+def body(histories: Any, digits: int | None = None) -> dict[str, list]:
+    """The first of ``histories`` (a forecaster takes one a request)."""
+    history = histories[0]
+    return {"history": history if digits is None else np.round(history, digits).tolist()}
+
+
+def describe(body: dict) -> str:
+    values = dict(zip(body["targets"], body["forecast"], strict=True))
+    return f"forecast of the next {body['horizon']} steps: {per_target(values)}"
+
+
+def per_target(values: dict[str, list[float]]) -> str:
+    """``{target: values}`` in a line, each value to three decimals."""
+    return "; ".join(f"{name} {np.round(steps, 3).tolist()}" for name, steps in values.items())
+
+
+FORM = RequestForm(
+    shape=shape,
+    parse=parse_history,
+    request_schema=history_request_schema,
+    response_schema=forecast_response_schema,
+    answer=answer,
+    body=body,
+    describe=describe,
+    size=lambda shape: f"one history of {shape.schema.window} to {shape.max_steps} steps",
+    invalid=INVALID_HISTORY,
+    scale=target_scale,
+    one_per_request=True,
+    noun="history",
+)

@@ -5,21 +5,41 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 
-from trainers.config import OptimConfig, StrategyConfig
+from trainers.config import DeepSpeedConfig, OptimConfig, StrategyConfig
+from trainers.engine.clock import RunClock
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """The config sections the loop reads."""
+    """What the workers read of the config (``trainers.loop.plan.loop_config``), with the sizes
+    derived from it."""
 
     strategy: StrategyConfig
     optim: OptimConfig
-    grad_accum_steps: int = 1
+    deepspeed: DeepSpeedConfig
+    micro_batch: int  # samples per worker per micro-step (:func:`micro_batch_size`)
+    use_gpu: bool = False
     seed: int = 0
     checkpoint_every: int = 5
     select: str = "best"  # the model kept: best evaluation by val_loss, or the last
+    data_kind: str = "table"  # the task's ``data.kind``
+
+    @property
+    def grad_accum_steps(self) -> int:
+        return self.deepspeed.grad_accum_steps
+
+
+def micro_batch_size(batch_size: int, num_workers: int, grad_accum_steps: int) -> int:
+    """The samples each worker takes per micro-step: ``optim.batch_size`` over the workers and
+    the accumulation steps, which must divide it (the config refuses it otherwise)."""
+    shards = num_workers * grad_accum_steps
+    if batch_size % shards:
+        raise ValueError(
+            f"optim.batch_size ({batch_size}) must be a multiple of "
+            f"scaling.num_workers x deepspeed.grad_accum_steps ({shards})"
+        )
+    return batch_size // shards
 
 
 @dataclass(frozen=True)
@@ -36,29 +56,6 @@ class RoundPlan:
             replica_steps=self.steps_per_replica[name],
             num_rounds=self.num_rounds,
         )
-
-
-@dataclass(frozen=True)
-class RunClock:
-    """The clock learning-rate schedules run on: 2K steps a round, for either strategy.
-
-    A red-blue replica takes K_red (or K_blue) of its own steps a round where standard training
-    takes 2K; its step s sits at s * 2K / K_red on this clock. So ``optim.warmup_steps`` and
-    ``optim.step_every`` mean the same point of the run for both strategies, and red, blue and a
-    standard model have the same learning rate at the end of every round.
-    """
-
-    round_steps: int  # 2K
-    replica_steps: int  # this replica's optimizer steps per round
-    num_rounds: int
-
-    def position(self, step: int) -> Fraction:
-        """Where the replica's ``step`` (0-based) falls on the clock (exact, no rounding)."""
-        return Fraction(step * self.round_steps, self.replica_steps)
-
-    @property
-    def total(self) -> int:
-        return self.num_rounds * self.round_steps
 
 
 def plan_rounds(

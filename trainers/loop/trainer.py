@@ -1,6 +1,6 @@
-"""The training loop: the standard and red-blue strategies as shared/design/red-blue.md defines.
+"""The training loop: the standard and red-blue strategies as docs/red-blue.md defines.
 
-Plain PyTorch + engines from ``trainers.engine``; no Ray, no MLflow. The caller hands in a
+Plain PyTorch + engines (``trainers.engine``); no Ray, no MLflow. The caller hands in a
 ``report(metrics, checkpoint_dir)`` callable and gets a ``TrainOutcome`` back. Every worker runs
 this same code on its shard of each part; evaluation runs on the whole (small) V, R, B and T on
 every worker so that all workers take the same collective steps under ZeRO-3.
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainers import distributed
-from trainers.batches import batch_indices, shard
-from trainers.checkpoint import (
+from trainers.data.batches import batch_indices, shard
+from trainers.engine import distributed
+from trainers.engine.base import Engine, Replica
+from trainers.engine.checkpoint import (
     FINAL_MODEL_DIR,
     LoopState,
     checkpoint_due,
@@ -29,11 +30,17 @@ from trainers.checkpoint import (
     read_state,
     write_state,
 )
-from trainers.engine import Member, Replica
-from trainers.fusion import Snapshot, divergence, engines, fuse_into_both, fused_view, fusion_alpha
+from trainers.engine.clock import RunClock
+from trainers.engine.fusion import (
+    Snapshot,
+    divergence,
+    engines,
+    fuse_into_both,
+    fused_view,
+    fusion_alpha,
+)
+from trainers.loop.plan import RunPlan
 from trainers.models import save_model
-from trainers.plan import RunPlan
-from trainers.rounds import RunClock
 
 Report = Callable[[dict[str, float], "Path | None"], None]
 EVAL_BATCH = 4096
@@ -60,29 +67,29 @@ class TrainOutcome:
 
 
 def build_replicas(
-    plan: RunPlan, make_replica: Callable[[torch.nn.Module, str, RunClock], Replica]
-) -> dict[str, Member]:
+    plan: RunPlan, make_engine: Callable[[torch.nn.Module, str, RunClock], Engine]
+) -> dict[str, Replica]:
     """The replicas (red and blue, or standard) from one initialization (same seed), fitted on
     the training pool P' by their family: an engine per network of the family."""
     family, dataset, train = plan.family, plan.dataset, plan.split.train
     targets = dataset.labels[train] if plan.spec.task == "regression" else None
-    members = {}
+    replicas = {}
     for name in plan.rounds.steps_per_replica:
         torch.manual_seed(plan.loop.seed)
         model = family.build(plan.spec)
         family.fit(model, dataset.features[train], targets)
         clock = plan.rounds.clock(name)
-        members[name] = {
-            network: make_replica(module, name, clock)
+        replicas[name] = {
+            network: make_engine(module, name, clock)
             for network, module in family.networks(model).items()
         }
-    return members
+    return replicas
 
 
 class Trainer:
     """Runs the rounds for one worker. ``run()`` is the whole algorithm; helpers do one thing."""
 
-    def __init__(self, plan: RunPlan, replicas: dict[str, Member], report: Report) -> None:
+    def __init__(self, plan: RunPlan, replicas: dict[str, Replica], report: Report) -> None:
         self.cfg, self.spec, self.split, self.rounds = plan.loop, plan.spec, plan.split, plan.rounds
         self.family, self.report = plan.family, report
         self.reference_metrics = plan.reference_metrics
@@ -92,7 +99,7 @@ class Trainer:
         self.rank, self.world_size = distributed.world()
         self.features = torch.as_tensor(dataset.features)
         self.labels = torch.as_tensor(dataset.labels)
-        self.micro_batch = max(1, cfg.optim.batch_size // (self.world_size * cfg.grad_accum_steps))
+        self.micro_batch = cfg.micro_batch
         parts = {"red": split.red, "blue": split.blue, "standard": split.train}
         self.local_parts = {
             name: shard(parts[name], self.rank, self.world_size) for name in replicas
@@ -159,7 +166,7 @@ class Trainer:
         metrics["lr"] = self._lr(next(iter(self.replicas.values())))
         return metrics
 
-    def _train_phase(self, name: str, replica: Member, steps: int) -> float:
+    def _train_phase(self, name: str, replica: Replica, steps: int) -> float:
         """``steps`` optimizer steps of one replica on its part; returns the mean loss."""
         for engine in replica.values():
             engine.module.train()
@@ -268,7 +275,9 @@ class Trainer:
 
     # -- helpers -------------------------------------------------------------------------------
     @torch.no_grad()
-    def _predict_all(self, replica: Member, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _predict_all(
+        self, replica: Replica, index: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         for engine in replica.values():
             engine.module.eval()
         outputs = [
@@ -277,23 +286,23 @@ class Trainer:
         ]
         return torch.cat(outputs), self.labels[index]
 
-    def _loss(self, replica: Member, index: np.ndarray) -> float:
+    def _loss(self, replica: Replica, index: np.ndarray) -> float:
         outputs, targets = self._predict_all(replica, index)
         return float(self.objective.loss(outputs, targets))
 
-    def _test_metrics(self, replica: Member) -> dict[str, float]:
+    def _test_metrics(self, replica: Replica) -> dict[str, float]:
         outputs, targets = self._predict_all(replica, self.split.test)
         return self._agreed(self.objective.metrics(outputs, targets))
 
-    def _whole_model(self, member: Member) -> torch.nn.Module:
-        """The family's model holding ``member``'s networks (for its objective to read)."""
-        if len(member) == 1:
-            return next(iter(member.values())).module
-        return torch.nn.ModuleDict({name: engine.module for name, engine in member.items()})
+    def _whole_model(self, replica: Replica) -> torch.nn.Module:
+        """The family's model holding ``replica``'s networks (for its objective to read)."""
+        if len(replica) == 1:
+            return next(iter(replica.values())).module
+        return torch.nn.ModuleDict({name: engine.module for name, engine in replica.items()})
 
     @staticmethod
-    def _lr(member: Member) -> float:
-        return next(iter(member.values())).lr()
+    def _lr(replica: Replica) -> float:
+        return next(iter(replica.values())).lr()
 
     def _alpha_now(self) -> float:
         """alpha from the held-out losses of now (a fusion in a round without evaluation)."""

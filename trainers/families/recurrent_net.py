@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from trainers.scaling import Scaled
+from trainers.families.scaled import Scaled
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ CELLS: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "g
 
 class Recurrent(Scaled):
     """Sequences ``[batch, steps, features + 1]`` (the last channel the mask of real steps, as
-    ``trainers.sequences.pad`` makes them) to outputs: logits, or the standardized target; with
+    ``trainers.data.sequences.pad`` makes them) to outputs: logits, or the standardized target; with
     a ``forecast`` head, ``[batch, horizon, targets]``: the history's last target values,
     standardized, plus the head's changes.
 

@@ -1,0 +1,114 @@
+"""From a validated config to everything a run is made of: data, split, model spec, rounds, and
+the settings the workers read, each derived size computed here once.
+
+Pure, torch-free and Ray-free: the driver calls it before Ray starts (so bad data fails with
+exit code 2) and ships the plan to the workers, where ``trainers.loop.trainer`` runs it. The
+workers take the plan only, never the config again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from trainers.config import RunSettings
+from trainers.data.splits import with_label_noise
+from trainers.dataset import Dataset, Split
+from trainers.errors import DataError
+from trainers.families import family_of
+from trainers.families.base import Family
+from trainers.loop.rounds import LoopConfig, RoundPlan, micro_batch_size, plan_rounds
+from trainers.spec import ModelSpec
+from trainers.tasks import task_of
+from trainers.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run: what every worker needs to train, passed as one object."""
+
+    dataset: Dataset
+    split: Split
+    spec: ModelSpec
+    loop: LoopConfig
+    rounds: RoundPlan
+    class_weights: tuple[float, ...] | None = None  # optim.class_weights: balanced
+    # Metrics of reference forecasts on T, logged beside the model's (series: the baselines).
+    reference_metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.spec.kind)
+
+    @property
+    def task(self) -> Task:
+        return task_of(self.loop.data_kind)
+
+    def for_workers(self) -> RunPlan:
+        """This plan without the raw table (workers train on the encoded features)."""
+        return replace(self, dataset=replace(self.dataset, raw=None))
+
+
+def plan_run(cfg: RunSettings) -> RunPlan:
+    """Load and split the data and size the rounds; raises DataError on unusable data."""
+    kind = str(cfg.model.model_dump()["kind"])
+    takes = family_of(kind).data_kinds
+    if cfg.data.kind not in takes:
+        raise DataError(
+            f"model.kind {kind} takes data.kind: {' or '.join(takes)}, but data.kind is "
+            f"{cfg.data.kind}"
+        )
+    prepared = task_of(cfg.data.kind).prepare(cfg)
+    dataset, split = prepared.dataset, prepared.split
+    if cfg.data.label_noise > 0:
+        dataset = with_label_noise(dataset, split.train, cfg.data.label_noise, cfg.seed)
+    weights = None
+    if cfg.optim.class_weights == "balanced" and dataset.task == "classification":
+        weights = balanced_weights(dataset.labels[split.train], dataset.num_outputs)
+    return RunPlan(
+        dataset,
+        split,
+        prepared.spec,
+        loop_config(cfg),
+        rounds_of(cfg, len(split.train)),
+        class_weights=weights,
+        reference_metrics=prepared.reference_metrics,
+    )
+
+
+def loop_config(cfg: RunSettings) -> LoopConfig:
+    """The settings the workers read, from the config's sections."""
+    return LoopConfig(
+        strategy=cfg.strategy,
+        optim=cfg.optim,
+        deepspeed=cfg.deepspeed,
+        micro_batch=micro_batch_size(
+            cfg.optim.batch_size, cfg.scaling.num_workers, cfg.deepspeed.grad_accum_steps
+        ),
+        use_gpu=cfg.scaling.use_gpu,
+        seed=cfg.seed,
+        checkpoint_every=cfg.checkpoint.every_rounds,
+        select=cfg.checkpoint.select,
+        data_kind=cfg.data.kind,
+    )
+
+
+def rounds_of(cfg: RunSettings, train_size: int) -> RoundPlan:
+    """The rounds of a run of this config over ``train_size`` training samples."""
+    return plan_rounds(
+        train_size=train_size,
+        batch_size=cfg.optim.batch_size,
+        epochs=cfg.optim.epochs,
+        phase_steps=cfg.strategy.phase_steps,
+        red_ratio=cfg.strategy.red_ratio,
+        kind=cfg.strategy.kind,
+    )
+
+
+def balanced_weights(labels: np.ndarray, num_classes: int) -> tuple[float, ...]:
+    """scikit-learn's "balanced": n / (classes * count) per class (a class absent from the
+    training pool weighs 1)."""
+    counts = np.bincount(labels, minlength=num_classes)
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 1.0)
+    return tuple(float(w) for w in weights)
