@@ -4,13 +4,19 @@ Ray Train v2 reads its worker-group start timeout and its controller's poll inte
 environment variables it does not export, raises a startup-timeout error it does not export,
 and logs every report under a logger named after one of its files; Ray Jobs caps the working
 directory it uploads at a size it does not export; ``ray start`` records the machine's current
-cluster in a file whose path only a private helper gives. When Ray is upgraded, check these
-first.
+cluster in a file whose path only a private helper gives; Ray Train's torch backend sets the
+process group up with a private function (``orchestrator.training.process_group`` swaps in one
+that binds the rendezvous store to one address). When Ray is upgraded, check these first.
 Importing this module imports Ray: import it where Ray is imported already (or lazily).
 """
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import ray.train.torch.config as torch_config
 from ray._common.utils import get_ray_address_file
 from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+from ray.train.torch.config import _TorchBackend as TorchBackend
 from ray.train.v2._internal.constants import (
     HEALTH_CHECK_INTERVAL_S_ENV_VAR,
     WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
@@ -20,11 +26,28 @@ from ray.train.v2._internal.execution import context as train_context
 
 TRAIN_REPORT_LOGGER = train_context.__file__  # Ray Train v2 logs each report at INFO under it
 
+
+
+@contextmanager
+def torch_backend_setup(setup: Callable[..., None]) -> Iterator[None]:
+    """Within it, ``TorchBackend.on_start`` sends the workers ``setup`` (called with the same
+    arguments) in place of Ray Train's ``_setup_torch_process_group``. ``on_start`` runs in the
+    run's own controller process; ``setup`` reaches the workers by its module and name."""
+    original = torch_config._setup_torch_process_group
+    torch_config._setup_torch_process_group = setup
+    try:
+        yield
+    finally:
+        torch_config._setup_torch_process_group = original
+
+
 __all__ = [
     "GCS_STORAGE_MAX_SIZE",
     "HEALTH_CHECK_INTERVAL_S_ENV_VAR",
     "TRAIN_REPORT_LOGGER",
+    "TorchBackend",
     "WORKER_GROUP_START_TIMEOUT_S_ENV_VAR",
     "WorkerGroupStartupTimeoutError",
     "get_ray_address_file",
+    "torch_backend_setup",
 ]

@@ -15,14 +15,20 @@ from tests import gloo_ranks
 ALPHA = 0.3
 
 
-def run(rank: int, world_size: int, port: int, out_dir: str, settings: list) -> None:
-    gloo_ranks.join(rank, world_size, port)
-    results = {f"zero{stage}-{precision}": check(stage, precision) for stage, precision in settings}
+def run(
+    rank: int, world_size: int, port: int, out_dir: str, settings: list, accelerator: str = "cpu"
+) -> None:
+    gloo_ranks.join(rank, world_size, port, accelerator)
+    results = {setting_name(*setting): check(*setting) for setting in settings}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
     gloo_ranks.leave()
 
 
-def check(stage: int, precision: str) -> dict[str, float]:
+def setting_name(stage: int, precision: str, offload: str = "none") -> str:
+    return f"zero{stage}-{precision}" + ("" if offload == "none" else f"-offload-{offload}")
+
+
+def check(stage: int, precision: str, offload: str = "none") -> dict[str, float]:
     """Train red and blue apart, fuse them, and measure how far each claim is from holding."""
     import torch
 
@@ -35,7 +41,7 @@ def check(stage: int, precision: str) -> dict[str, float]:
 
     spec = ModelSpec("mlp", "classification", 8, 3, {"hidden": [16, 16]}, classes=[0, 1, 2])
     optim = OptimConfig(lr=0.01, batch_size=8)
-    ds = DeepSpeedConfig(zero_stage=stage, precision=precision)
+    ds = DeepSpeedConfig(zero_stage=stage, precision=precision, offload=offload)
     world_size = torch.distributed.get_world_size()
 
     def replica() -> DeepSpeedEngine:
@@ -53,7 +59,8 @@ def check(stage: int, precision: str) -> dict[str, float]:
         for _ in range(steps):
             features = torch.randn(4, 8, generator=generator)
             labels = torch.randint(0, 3, (4,), generator=generator)
-            loss = torch.nn.functional.cross_entropy(rep.forward(features).float(), labels)
+            outputs = rep.forward(features).float()
+            loss = torch.nn.functional.cross_entropy(outputs, labels.to(outputs.device))
             rep.backward(loss)
             rep.step()
 
@@ -71,7 +78,7 @@ def check(stage: int, precision: str) -> dict[str, float]:
     red_masters, blue_masters = masters(red), masters(blue)
     probe = torch.randn(16, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        red_out_before = red.forward(probe).float()
+        red_out_before = red.forward(probe).float().cpu()
 
     fuse_into_both({"model": red}, {"model": blue}, ALPHA)
     expected = ALPHA * red_before + (1 - ALPHA) * blue_before
@@ -81,7 +88,7 @@ def check(stage: int, precision: str) -> dict[str, float]:
     plain = build_model(spec)
     plain.load_state_dict(red.full_state_dict())
     with torch.no_grad():
-        red_out, blue_out = red.forward(probe).float(), blue.forward(probe).float()
+        red_out, blue_out = red.forward(probe).float().cpu(), blue.forward(probe).float().cpu()
         plain_out = plain(probe)
     fused_masters = zip(red.masters().tensors, expected_masters, strict=True)
     master_error = max(float((m - e).abs().max()) for m, e in fused_masters)

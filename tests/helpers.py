@@ -71,21 +71,26 @@ def saved_table_model(directory: Path, *, seed: int = 0) -> tuple[Path, pd.DataF
     return save_model(directory, model, spec), dataset.raw
 
 
-def forecaster_plan(kind: str = "lstm", **data: Any):
-    """The plan of a small ``kind`` forecaster on the bundled co2 series (24 months of history,
-    12 ahead); ``data`` overrides ``data.*`` settings."""
+def forecaster_config(kind: str = "lstm", **data: Any):
+    """The config of a small ``kind`` forecaster on the bundled co2 series (24 months of
+    history, 12 ahead); ``data`` overrides ``data.*`` settings."""
     from orchestrator.config import validate
-    from trainers.loop.plan import plan_run
 
     settings = {"kind": "series", "source": "co2", "window": 24, "horizon": 12, "season": 12}
-    cfg = validate(
+    return validate(
         {
             "data": {**settings, **data},
             "model": {"kind": kind, "hidden": 8},
             "strategy": {"val_fraction": 0.15},
         }
     )
-    return plan_run(cfg)
+
+
+def forecaster_plan(kind: str = "lstm", **data: Any):
+    """The plan of :func:`forecaster_config`."""
+    from trainers.loop.plan import plan_run
+
+    return plan_run(forecaster_config(kind, **data))
 
 
 def saved_forecaster(

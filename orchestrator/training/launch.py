@@ -27,7 +27,7 @@ from ray.train import (
     RunConfig,
     ScalingConfig,
 )
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch import TorchTrainer
 from ray.train.v2.api.exceptions import ControllerError
 from ray.util.queue import Empty, Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -40,6 +40,7 @@ from orchestrator.ray_internals import (
     WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
     WorkerGroupStartupTimeoutError,
 )
+from orchestrator.training.process_group import BoundTorchConfig
 from trainers.loop.plan import RunPlan
 
 EVENT_POLL_S = 0.2
@@ -183,7 +184,7 @@ def build_trainer(
             "events": events,
             "start_from": start_from,
         },
-        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+        torch_config=BoundTorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,

@@ -155,7 +155,10 @@ def test_a_missing_bucket_is_refused_before_ray_starts(cluster):
     assert "Connecting to existing Ray cluster" not in refused.stderr
 
 
-def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster):
+@pytest.fixture(scope="module")
+def spread(cluster) -> subprocess.CompletedProcess:
+    """`redblue train` of the experiment ``spread`` over the cluster's 3 nodes, its checkpoints
+    in the S3 store (once for the module: the tests below use its run)."""
     folder, env, _ = cluster
     config = config_file(
         folder,
@@ -164,8 +167,12 @@ def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster
         "scaling: {num_workers: 3, cpus_per_worker: 1}\n"
         f"run: {{storage_path: 's3://{BUCKET}/runs'}}\n",  # shared storage every node reaches
     )
-    trained = redblue("train", str(config), cwd=folder, env=env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    return redblue("train", str(config), cwd=folder, env=env)
+
+
+def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster, spread):
+    _, env, _ = cluster
+    assert spread.returncode == 0, spread.stderr[-3000:]
     assert s3_checkpoints(env, "runs/spread-")
     run = the_only_run(env, "spread")
     assert run.info.status == "FINISHED"
@@ -173,14 +180,15 @@ def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster
     assert run.data.metrics["test_accuracy"] > 0.5
 
 
-def test_deploy_to_the_cluster_returns_and_the_endpoint_answers(cluster):
-    """`redblue deploy` with RAY_ADDRESS deploys the model that the test above trained on the
+def test_deploy_to_the_cluster_returns_and_the_endpoint_answers(cluster, spread):
+    """`redblue deploy` with RAY_ADDRESS deploys the model of the run ``spread`` trained on the
     cluster, and returns; the endpoint keeps answering after the command exited."""
     import httpx
 
     from orchestrator.environment import free_port
 
     folder, env, dashboard = cluster
+    assert spread.returncode == 0, spread.stderr[-3000:]
     model = f"runs:/{the_only_run(env, 'spread').info.run_id}/model"
     port, key = free_port(), "a-test-key-for-the-cluster-deployment"
     sets = ["--set", f"serve.port={port}", "--set", "serve.num_replicas=1"]
@@ -414,11 +422,17 @@ def train_while_killing_a_node(cluster, name: str, epochs: int, start_timeout_s:
     return killed, training.returncode, out, err, the_only_run(env, name)
 
 
-def test_losing_a_node_resumes_on_the_spare_node_in_the_same_run(cluster):
+@pytest.fixture(scope="module")
+def node_lost(cluster):
+    """Training ``nodeloss`` with 2 workers on the 3 nodes while a worker node is killed (once
+    for the module; the cluster keeps 2 nodes after): (role of the node killed, exit code,
+    stdout, stderr, the MLflow run)."""
+    return train_while_killing_a_node(cluster, "nodeloss", epochs=30, start_timeout_s=120)
+
+
+def test_losing_a_node_resumes_on_the_spare_node_in_the_same_run(node_lost):
     """3 nodes, 2 workers: a worker node's raylet dies mid-run; the run goes on on the spare."""
-    killed, code, out, err, run = train_while_killing_a_node(
-        cluster, "nodeloss", epochs=30, start_timeout_s=120
-    )
+    killed, code, out, err, run = node_lost
     assert code == 0, f"{killed} killed; {err[-3000:]}"
     assert "workers restarted (restart 1); resuming at round" in err, err[-6000:]
     assert "resuming at round 1\n" not in err  # it continued from a checkpoint
@@ -429,8 +443,10 @@ def test_losing_a_node_resumes_on_the_spare_node_in_the_same_run(cluster):
     assert "training finished" in out
 
 
+@pytest.mark.usefixtures("node_lost")
 def test_losing_more_nodes_than_can_be_replaced_fails_the_run_clearly(cluster):
-    """2 nodes left, 2 workers: another node lost leaves no room; the run fails, recorded."""
+    """2 nodes left (``node_lost``), 2 workers: another node lost leaves no room; the run
+    fails, recorded."""
     killed, code, _, err, run = train_while_killing_a_node(
         cluster, "toomany", epochs=40, start_timeout_s=8
     )

@@ -1,4 +1,5 @@
-"""Fusion is exact on real DeepSpeed engines: ZeRO 0-3 x fp32 and bf16, two gloo processes.
+"""Fusion is exact on real DeepSpeed engines: ZeRO 0-3 x fp32 and bf16, and with the optimizer
+state offloaded to CPU memory (``deepspeed.offload: cpu``), in two gloo processes.
 
 After ``fuse_into_both`` with alpha = 0.3, on every rank:
 - the gathered weights of both replicas equal alpha * red + (1 - alpha) * blue of the gathered
@@ -22,6 +23,7 @@ from tests import fusion_check
 pytestmark = pytest.mark.integration
 
 SETTINGS = [(stage, precision) for precision in ("fp32", "bf16") for stage in (0, 1, 2, 3)]
+SETTINGS += [(2, "fp32", "cpu"), (3, "fp32", "cpu"), (1, "bf16", "cpu"), (3, "bf16", "cpu")]
 # Relative error of the gathered weights: bf16 keeps 8 bits of mantissa, and the fused masters
 # are rounded to it once; fp32 sees only the rounding of the fusion itself.
 WEIGHT_TOLERANCE = {"fp32": 1e-6, "bf16": 2**-7}
@@ -35,9 +37,10 @@ def measured(tmp_path_factory):
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
-@pytest.mark.parametrize("stage, precision", SETTINGS)
-def test_fusion_is_exact(measured, stage, precision):
-    name = f"zero{stage}-{precision}"
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: fusion_check.setting_name(*s))
+def test_fusion_is_exact(measured, setting):
+    precision = setting[1]
+    name = fusion_check.setting_name(*setting)
     for rank, results in enumerate(measured):
         got = results[name]
         assert got["red_vs_blue"] > 1e-3, (rank, got)  # the replicas trained apart

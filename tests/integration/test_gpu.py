@@ -1,9 +1,14 @@
-"""GPU runs: NCCL, bf16, ZeRO-2 and ZeRO-3. Skipped cleanly where no CUDA GPU is present."""
+"""GPU runs: NCCL, bf16 and fp16, ZeRO-2 and ZeRO-3. Skipped cleanly where no CUDA GPU is here."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+import torch.multiprocessing as mp
+
+from tests import fusion_check
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,3 +40,34 @@ def test_a_checkpoint_restores_the_cuda_generator(tmp_path):
     torch.cuda.manual_seed(2)
     read_state(tmp_path, rank=0)
     assert torch.equal(torch.rand(8, device="cuda"), expected)
+
+
+# fp16 exists on GPUs only: its optimizer wrappers (FP16_Optimizer at ZeRO-0, the ZeRO ones above)
+# keep their fp32 masters apart from the half-precision weights, as bf16's do.
+GPU_SETTINGS = [(0, "fp16"), (2, "fp16"), (3, "fp16"), (2, "bf16"), (3, "bf16")]
+WEIGHT_TOLERANCE = {"fp16": 2**-10, "bf16": 2**-7}
+FORWARD_TOLERANCE = {"fp16": 0.02, "bf16": 0.1}
+
+
+@pytest.fixture(scope="module")
+def measured_on_gpu(tmp_path_factory):
+    from orchestrator.environment import free_port
+
+    out = tmp_path_factory.mktemp("fusion-gpu")
+    args = (1, free_port(), str(out), GPU_SETTINGS, "cuda")
+    mp.spawn(fusion_check.run, args=args, nprocs=1, join=True)
+    return json.loads((out / "rank0.json").read_text())
+
+
+@pytest.mark.parametrize("stage, precision", GPU_SETTINGS)
+def test_fusion_is_exact_on_a_gpu(measured_on_gpu, stage, precision):
+    """The claims of tests/integration/test_fusion_engines.py on a CUDA engine (NCCL)."""
+    got = measured_on_gpu[fusion_check.setting_name(stage, precision)]
+    assert got["red_vs_blue"] > 1e-3, got  # the replicas trained apart
+    assert got["gathered_error"] <= WEIGHT_TOLERANCE[precision], got
+    assert got["blue_error"] <= WEIGHT_TOLERANCE[precision], got
+    assert got["master_error"] <= 1e-6, got
+    assert got["forward_red_vs_blue"] == 0.0, got
+    assert got["forward_vs_plain"] <= FORWARD_TOLERANCE[precision], got
+    assert got["forward_moved"] > 1e-3, got
+    assert got["step_from_fused"] < 0.5 * got["step_from_red"], got

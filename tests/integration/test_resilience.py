@@ -128,4 +128,4 @@ def test_cli_run_uses_loopback_only(ray_session, workspace):
     assert remotes, "the sampler saw no connections at all"
     outside = {ip for ip in remotes if not is_loopback(ip)}
     assert not outside, f"connections to non-loopback addresses: {outside}"
-    print("listening on all interfaces:", sorted(listening))
+    assert not listening, f"listening on all interfaces: {sorted(listening)}"

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 KEY = "itest-Zq8Lw3Nv5Rb7Tx2Ky4Hm"  # 26 base64url characters: a key redblue deploy accepts
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PREFIX = "/team/prefixed"
+EMITTED = "/emitted"  # the route prefix of the app `serve deploy` deploys
 OLD_KEY, NEW_KEY = "old-8fQ2xLp9Rw4Tz6Vb1Nc3", "new-5hK7mJ2qXs9Dg4Wy8Pe1"
 
 
@@ -111,6 +112,16 @@ class Load:
     def failures(self) -> list:
         return [o for o in self.outcomes if o[1] != 200]
 
+    def wait_for(self, count: int, after: float = 0.0, timeout_s: float = 120) -> None:
+        """Until ``count`` requests were answered after ``after`` (``time.monotonic()``); fails
+        when they are not within ``timeout_s`` (the clients are stuck, not slow)."""
+        deadline = time.monotonic() + timeout_s
+        while sum(1 for o in self.outcomes if o[0] > after) < count:
+            assert time.monotonic() < deadline, (
+                f"{count} requests not answered: {self.outcomes[-5:]}"
+            )
+            time.sleep(0.1)
+
 
 def test_predictions_equal_in_process_predictions(served):
     from trainers.models import predict
@@ -191,16 +202,18 @@ def test_every_bad_request_gets_a_json_4xx_and_no_replica_dies(served):
     assert replica_pids("servetest") == before
 
 
-FLOOD_SECONDS = 10
+FLOOD_REQUESTS = 200  # junk bodies, 40 of each kind
 FLOOD_CLIENTS = 8
-FLOOD_BOUND_S = 1.0  # the slowest /healthz or valid prediction during the flood
 
 
 def test_a_flood_of_junk_bodies_leaves_health_and_predictions_answered(served):
-    """Clients send junk bodies as fast as they can: the issue's 8 MB body of empty objects,
-    bodies of the largest size accepted made of objects, brackets or booleans, and bad numbers.
-    Meanwhile every /healthz and valid one-row prediction is answered 200 within FLOOD_BOUND_S,
-    every junk request gets a 4xx, and no replica restarts."""
+    """Clients send FLOOD_REQUESTS junk bodies as fast as they can: the issue's 8 MB body of
+    empty objects, bodies of the largest size accepted made of objects, brackets or booleans,
+    and bad numbers. Meanwhile /healthz and valid one-row predictions keep being answered 200
+    (both are answered while junk is still outstanding: not starved until the flood ends),
+    every junk request gets a 4xx, and no replica restarts. The probes' latencies are printed,
+    not bounded: a busy machine would fail a wall-clock bound (benchmarks/serve_bench.py
+    measures serving latency)."""
     with httpx.Client(headers=AUTH, timeout=30) as client:
         limit = client.get(url(served, "/v1/model")).json()["max_body_bytes"]
     assert limit < 64 * 1024  # 50 rows of 8 features
@@ -214,19 +227,22 @@ def test_a_flood_of_junk_bodies_leaves_health_and_predictions_answered(served):
     ]
     before = replica_pids("servetest")
     stop = threading.Event()
+    lock = threading.Lock()
     junk_statuses: Counter = Counter()
-    probes: list[tuple[str, int | str, float]] = []
+    # (kind, status, junk requests answered by then, seconds)
+    probes: list[tuple[str, int | str, int, float]] = []
+    count = iter(range(FLOOD_REQUESTS))
 
-    def flood(offset: int) -> None:
+    def flood() -> None:
         with httpx.Client(headers=AUTH, timeout=60) as client:
-            count = offset
-            while not stop.is_set():
+            for n in count:
                 try:
-                    response = client.post(url(served, "/v1/predict"), content=junk[count % 5])
-                    junk_statuses[response.status_code] += 1
+                    response = client.post(url(served, "/v1/predict"), content=junk[n % 5])
+                    status: int | str = response.status_code
                 except httpx.HTTPError as exc:  # the 8 MB upload may be cut off after its 413
-                    junk_statuses[type(exc).__name__] += 1
-                count += 1
+                    status = type(exc).__name__
+                with lock:
+                    junk_statuses[status] += 1
 
     def probe() -> None:
         row = {"inputs": sample_rows(1).tolist()}
@@ -242,30 +258,34 @@ def test_a_flood_of_junk_bodies_leaves_health_and_predictions_answered(served):
                             status = response.status_code
                     except httpx.HTTPError as exc:
                         status = type(exc).__name__
-                    probes.append((kind, status, time.perf_counter() - started))
+                    with lock:
+                        answered = sum(junk_statuses.values())
+                    probes.append((kind, status, answered, time.perf_counter() - started))
                 time.sleep(0.05)
 
-    threads = [threading.Thread(target=flood, args=(i,)) for i in range(FLOOD_CLIENTS)]
-    threads.append(threading.Thread(target=probe))
-    for thread in threads:
+    prober = threading.Thread(target=probe)
+    floods = [threading.Thread(target=flood) for _ in range(FLOOD_CLIENTS)]
+    prober.start()
+    for thread in floods:
         thread.start()
-    time.sleep(FLOOD_SECONDS)
+    for thread in floods:
+        thread.join(timeout=600)
     stop.set()
-    for thread in threads:
-        thread.join(timeout=120)
-    latencies = sorted(p[2] for p in probes)
+    prober.join(timeout=120)
+    latencies = sorted(p[3] for p in probes)
     figures = {
         "junk": dict(junk_statuses),
         "probes": len(probes),
+        "probes during the flood": sum(1 for p in probes if p[2] < FLOOD_REQUESTS),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
         "max_ms": round(latencies[-1] * 1000, 1),
     }
-    print(f"flood of junk bodies, {FLOOD_CLIENTS} clients for {FLOOD_SECONDS} s: {figures}")
+    print(f"flood of {FLOOD_REQUESTS} junk bodies from {FLOOD_CLIENTS} clients: {figures}")
     assert {p[1] for p in probes} == {200}, [p for p in probes if p[1] != 200][:5]
-    assert latencies[-1] < FLOOD_BOUND_S, figures
+    assert {p[0] for p in probes if p[2] < FLOOD_REQUESTS} == {"healthz", "predict"}, figures
     answered = {status for status in junk_statuses if isinstance(status, int)}
-    assert answered <= {413, 422} and sum(junk_statuses.values()) > 100, figures
+    assert answered <= {413, 422} and sum(junk_statuses.values()) == FLOOD_REQUESTS, figures
     assert replica_pids("servetest") == before
 
 
@@ -356,7 +376,8 @@ def test_monitor_reports_drift_and_metrics_reach_rays_prometheus_endpoint(served
     shifted = (sample_rows(50, seed=11) + 30.0).tolist()  # far above every training bin
     with httpx.Client(timeout=30) as client:
         for _ in range(40):
-            assert client.post(url(served, "/v1/predict"), json={"inputs": shifted}, headers=AUTH)
+            sent = client.post(url(served, "/v1/predict"), json={"inputs": shifted}, headers=AUTH)
+            assert sent.status_code == 200, sent.text
         assert client.get(url(served, "/v1/monitor")).status_code == 401
         reports = [client.get(url(served, "/v1/monitor"), headers=AUTH) for _ in range(4)]
     for report in reports:
@@ -383,17 +404,44 @@ def test_monitor_reports_drift_and_metrics_reach_rays_prometheus_endpoint(served
     assert all(name in text for name in wanted), [
         line for line in text.splitlines() if "redblue" in line
     ][:20]
-    assert "ray_redblue_predictions_total{" in text or "ray_redblue_predictions" in text
 
 
-def test_new_champion_rolls_out_with_no_failed_request(served):
+def settle(replicas: int, app: str = "servetest", timeout_s: float = 90) -> None:
+    """Wait until ``app`` runs with exactly ``replicas`` replicas alive (those being replaced
+    have exited)."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications[app].status
+        if len(replica_pids(app)) == replicas and status == "RUNNING":
+            return
+        time.sleep(1)
+    raise AssertionError(f"not {replicas} replicas after {timeout_s} s: {replica_pids(app)}")
+
+
+@pytest.fixture
+def champion_restored(served):
+    """After the test, the alias champion points at v1 again and ``servetest`` serves v1 on its
+    2 replicas, as the other tests expect."""
+    deployment = served["deployment"]
+    yield
+    from orchestrator.serving.rollout import roll_out
+
+    served["client"].set_registered_model_alias("servetest", "champion", served["versions"][0])
+    roll_out(deployment.args, deployment.bundle)
+    served["deployment"] = deployment
+    settle(deployment.args.serve.num_replicas)
+
+
+def test_new_champion_rolls_out_with_no_failed_request(served, champion_restored):
     """Traffic flows while the alias moves and the replicas roll; every request succeeds."""
     from orchestrator.serving.rollout import _roll_if_moved
 
     first, second = served["versions"]
     deployment = served["deployment"]
     with Load(served) as load:
-        time.sleep(2)
+        load.wait_for(20)
         served["client"].set_registered_model_alias("servetest", "champion", second)
         rolled = _roll_if_moved(deployment.args, served["uri"], deployment.bundle)
         assert rolled.version == second
@@ -408,7 +456,6 @@ def test_new_champion_rolls_out_with_no_failed_request(served):
     assert load.failures() == [], load.failures()[:5]
     assert versions[first] > 0 and versions[second] > 0, versions
     assert load.outcomes[-1][2] == second
-    served["deployment"] = type(deployment)(deployment.args, rolled, deployment.url)
 
 
 def test_killed_replica_under_load_is_replaced_and_requests_keep_succeeding(served):
@@ -417,57 +464,52 @@ def test_killed_replica_under_load_is_replaced_and_requests_keep_succeeding(serv
     pids = replica_pids("servetest")
     assert len(pids) == 2
     with Load(served) as load:
-        time.sleep(2)
+        load.wait_for(20)
         os.kill(next(iter(pids.values())), signal.SIGKILL)
         killed_at = time.monotonic()
-        time.sleep(8)
+        # Under load until the replica is replaced, and at least 20 requests after the kill.
+        deadline = killed_at + 60
+        while time.monotonic() < deadline:
+            now = replica_pids("servetest")
+            status = serve.status().applications["servetest"].status
+            if len(now) == 2 and now != pids and status == "RUNNING":
+                break
+            time.sleep(1)
+        load.wait_for(21, after=killed_at)
     during = [o for o in load.outcomes if o[0] >= killed_at]
     succeeded = sum(1 for o in during if o[1] == 200)
     assert len(during) > 20
     assert succeeded / len(during) >= 0.99, [o for o in during if o[1] != 200][:5]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = replica_pids("servetest")
-        status = serve.status().applications["servetest"].status
-        if len(now) == 2 and now != pids and status == "RUNNING":
-            break
-        time.sleep(1)
     assert len(now) == 2 and set(now.values()) != set(pids.values()), (pids, now)
 
 
-CHAOS_SECONDS = 60
+CHAOS_KILLS = 10
 CHAOS_EVERY_S = 4.0
 CHAOS_REPLICAS = 3
+# Kills wait for a second replica to run; only replicas that are never replaced stop them.
+CHAOS_GIVE_UP_S = 300
 
 
 def scale_to(served, replicas: int) -> None:
     """Change the deployment's replica count in place, and wait until that many run."""
-    from ray import serve
-
     from orchestrator.serving.rollout import roll_out
 
     deployment = served["deployment"]
     settings = deployment.args.serve.model_copy(update={"num_replicas": replicas})
     roll_out(deployment.args.model_copy(update={"serve": settings}), deployment.bundle)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        status = serve.status().applications["servetest"].status
-        if len(replica_pids("servetest")) == replicas and status == "RUNNING":
-            return
-        time.sleep(1)
-    raise AssertionError(f"not {replicas} replicas after 90 s: {replica_pids('servetest')}")
+    settle(replicas)
 
 
 def test_replicas_killed_every_few_seconds_under_load_lose_under_half_a_percent(served):
-    """For a minute, SIGKILL one of 3 replicas every CHAOS_EVERY_S seconds (never the last one
-    running; Serve takes about 10-15 s here to replace one), under 3 clients' load: at least
-    99.5% of requests succeed."""
+    """SIGKILL one of 3 replicas CHAOS_KILLS times, CHAOS_EVERY_S seconds or more apart (never
+    the last one running; Serve takes about 10-15 s here to replace one), under 3 clients' load:
+    at least 99.5% of requests succeed."""
     scale_to(served, CHAOS_REPLICAS)
     kills = 0
     try:
         with Load(served) as load:
-            started = time.monotonic()
-            while time.monotonic() - started < CHAOS_SECONDS:
+            give_up = time.monotonic() + CHAOS_GIVE_UP_S
+            while kills < CHAOS_KILLS and time.monotonic() < give_up:
                 time.sleep(CHAOS_EVERY_S)
                 pids = sorted(replica_pids("servetest").values())
                 if len(pids) >= 2:
@@ -478,11 +520,8 @@ def test_replicas_killed_every_few_seconds_under_load_lose_under_half_a_percent(
         scale_to(served, 2)
     succeeded = sum(1 for o in load.outcomes if o[1] == 200)
     failed = [o for o in load.outcomes if o[1] != 200]
-    print(
-        f"chaos: {kills} replicas killed in {CHAOS_SECONDS} s, {len(load.outcomes)} requests, "
-        f"{len(failed)} failed"
-    )
-    assert kills >= CHAOS_SECONDS / CHAOS_EVERY_S / 2
+    print(f"chaos: {kills} replicas killed, {len(load.outcomes)} requests, {len(failed)} failed")
+    assert kills == CHAOS_KILLS, f"killed replicas were not replaced: {replica_pids('servetest')}"
     assert succeeded / len(load.outcomes) >= 0.995, failed[:5]
 
 
@@ -573,11 +612,11 @@ def test_keys_rotate_with_no_failed_request(prefixed):
         raise AssertionError(f"replicas {before} were not replaced")
 
     with Load(None, target=target, auth={"Authorization": f"Bearer {OLD_KEY}"}) as load:
-        time.sleep(1)
+        load.wait_for(10)
         roll(OLD_KEY, NEW_KEY)
         load.auth = {"Authorization": f"Bearer {NEW_KEY}"}
         moved_at = time.monotonic()
-        time.sleep(2)
+        load.wait_for(21, after=moved_at)
         roll(NEW_KEY)
         time.sleep(2)
     assert load.failures() == [], load.failures()[:5]
@@ -593,7 +632,8 @@ def test_keys_rotate_with_no_failed_request(prefixed):
 
 
 def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serve_port, tmp_path):
-    """`redblue deploy --emit-config` writes a file that the real `serve deploy` CLI deploys."""
+    """`redblue deploy --emit-config` writes a file that the real `serve deploy` CLI deploys
+    (beside ``servetest``, which keeps the route prefix /)."""
     import ray
     import yaml
     from ray import serve
@@ -602,12 +642,11 @@ def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serv
     from orchestrator.serving.deploy import write_config
     from serve_apps.guard import key_digest
 
-    serve.delete("servetest")  # both apps would take the route prefix /
     version = register_model("emitted", 5)
     args = DeployArgs(
         model=f"models:/emitted/{version}",
         name="emitted",
-        serve=served["deployment"].args.serve,
+        serve=served["deployment"].args.serve.model_copy(update={"route_prefix": EMITTED}),
         key_digests=[key_digest(KEY)],
     )
     path = tmp_path / "serve.yaml"
@@ -638,8 +677,10 @@ def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serv
             time.sleep(1)
         assert status == "RUNNING", serve.status().applications.get("emitted")
         with httpx.Client(headers=AUTH, timeout=30) as client:
-            info = client.get(f"http://127.0.0.1:{serve_port}/v1/model").json()
+            info = client.get(f"http://127.0.0.1:{serve_port}{EMITTED}/v1/model").json()
+            root = client.get(url(served, "/v1/model")).json()
         assert info["model"]["name"] == "emitted" and info["model"]["version"] == version
+        assert root["model"]["name"] == "servetest"
     finally:
         serve.delete("emitted")
 

@@ -190,3 +190,41 @@ def test_population_based_training_hands_checkpoints_to_the_worse_trial(sweep, m
         f"_{summary.best.trial_id}_" in h or h.startswith(f"trial-{summary.best.trial_id}")
         for h in holders
     ), holders
+
+
+def test_an_optuna_sweep_samples_with_tpe_and_keeps_every_trials_checkpoints(sweep, mlflow_client):
+    """``sweep.search: optuna`` asks Optuna's TPE sampler (seeded by ``seed``) for each trial's
+    values, and ``sweep.keep_all_checkpoints`` leaves every trial's checkpoints in place."""
+    import optuna
+
+    from orchestrator.config import RedblueConfig
+
+    low, high = 0.002, 0.01
+    code, summary = sweep(
+        "sweep-optuna",
+        **{**SMALL, "optim": {"epochs": 1}},
+        sweep={
+            "space": {"optim.lr": {"loguniform": [low, high]}},
+            "num_samples": 2,
+            "max_concurrent": 1,
+            "scheduler": "fifo",
+            "search": "optuna",
+            "keep_all_checkpoints": True,
+        },
+    )
+    assert code == 0 and summary is not None
+    runs = children(mlflow_client, summary.parent_run_id)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    # The same sampler, asked the same way: its first suggestions are the trials' values.
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=RedblueConfig().seed))
+    space = {"optim.lr": optuna.distributions.FloatDistribution(low, high, log=True)}
+    expected = sorted(study.ask(space).params["optim.lr"] for _ in runs)
+    sampled = sorted(float(r.data.params["optim.lr"]) for r in runs)
+    assert sampled == pytest.approx(expected, rel=1e-6)
+    trials_dir = Path(summary.best_config_path).parent / "trials"
+    kept = [
+        d.name
+        for d in trials_dir.glob("trial-*")
+        if any(p.is_dir() for p in d.glob("checkpoint_*"))
+    ]
+    assert len(kept) == 2, kept

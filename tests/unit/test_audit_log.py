@@ -1,12 +1,12 @@
 """The audit log: size-based rotation shared by replicas, and the deploy-time path check."""
 
 import json
-import os
 
 import pytest
 
 from orchestrator.serving.deploy import AuditLogError, audit_path
 from serve_apps.guard import AuditLog, audit_log_at
+from tests.unprivileged import call_unprivileged, unprivileged_folder
 
 
 def test_rotates_by_size_and_keeps_the_newest_backups(tmp_path):
@@ -32,10 +32,10 @@ def test_deploy_checks_the_path_it_will_write(tmp_path, monkeypatch):
     (tmp_path / "adir").mkdir()
     with pytest.raises(AuditLogError, match="is a directory"):
         audit_path("adir", local=True)
-    if os.geteuid() != 0:  # root writes anywhere
-        (tmp_path / "ro").mkdir(mode=0o500)
+    with unprivileged_folder() as folder:  # as a user the mode stops (root writes anywhere)
+        (folder / "ro").mkdir(mode=0o500)
         with pytest.raises(AuditLogError, match="cannot write"):
-            audit_path("ro/a.jsonl", local=True)
+            call_unprivileged(audit_path, "ro/a.jsonl", local=True, cwd=folder)
     # To a cluster: passed on, and each replica resolves a relative path on its own node.
     assert audit_path("logs/a.jsonl", local=False) == "logs/a.jsonl"
     assert audit_log_at("logs/a.jsonl") == audit_log_at("~/.redblue/logs/a.jsonl")

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from orchestrator.environment import RAY_JOB_ENV_VAR, prepare_driver_env, state_root
+from orchestrator.environment import RAY_JOB_ENV_VAR, state_root
 
 
 def test_state_root_is_the_working_directory(monkeypatch, tmp_path):
@@ -16,15 +16,43 @@ def test_state_root_survives_a_ray_jobs_temporary_working_directory(monkeypatch,
     assert state_root().is_dir()
 
 
-def test_driver_env_keeps_telemetry_off_and_loopback(monkeypatch):
-    for key in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "MLFLOW_DISABLE_TELEMETRY"):
-        monkeypatch.delenv(key, raising=False)
-    prepare_driver_env(None)
-    import os
+PREPARED_ENV = """
+import json, os, sys
+from orchestrator.environment import prepare_driver_env
+prepare_driver_env(sys.argv[1] or None)
+print(json.dumps(dict(os.environ)))
+"""
 
-    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
-    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
-    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+
+def prepared_env(address: str | None, env: dict[str, str]) -> dict[str, str]:
+    """The environment ``prepare_driver_env(address)`` leaves in a new Python process started
+    with only ``env`` (none of the settings tests/conftest.py gives this process)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", PREPARED_ENV, address or ""],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[2],
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_driver_env_keeps_telemetry_off_and_loopback():
+    env = prepared_env(None, {})
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0"
+    # The user's own settings are kept; joining a cluster leaves Ray's node address alone.
+    kept = prepared_env(None, {"RAY_USAGE_STATS_ENABLED": "1"})
+    assert kept["RAY_USAGE_STATS_ENABLED"] == "1"
+    remote = prepared_env("127.0.0.2:6379", {})
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in remote
+    assert remote["MLFLOW_DISABLE_TELEMETRY"] == "true"
 
 
 def test_deepspeed_ops_build_with_this_environments_ninja(monkeypatch, tmp_path):

@@ -187,3 +187,27 @@ def test_both_strategies_follow_the_same_schedule_on_the_round_clock(tmp_path):
             assert [m["red/lr"] for m in rounds] == [m["blue/lr"] for m in rounds] == lrs[kind]
     assert lrs["red_blue"] == pytest.approx(lrs["standard"], rel=1e-12)
     assert len(set(lrs["standard"])) > 3  # warm-up and decays happened
+
+
+def test_eval_every_evaluates_every_nth_round_and_fuses_in_between(tmp_path):
+    """``strategy.eval_every: 3`` evaluates rounds 3, 6, ... and the last; ``fuse_every: 2`` still
+    fuses in round 2, which has no evaluation (alpha from the held-out losses of then): the
+    checkpoint written after it holds one model in red and in blue."""
+    recorder = Recorder(tmp_path)
+    make_trainer(
+        recorder,
+        strategy={"eval_every": 3, "fuse_every": 2, "fusion": "loss"},
+        optim={"epochs": 6},
+        checkpoint={"every_rounds": 2},
+    ).run()
+    rounds = [m for m in recorder.metrics if "round" in m]
+    last = int(rounds[-1]["round"])
+    assert last > 6
+    evaluated = [int(m["round"]) for m in rounds if "val_loss" in m]
+    assert evaluated == [r for r in range(1, last + 1) if r % 3 == 0 or r == last]
+    after_round_2 = recorder.checkpoints[0]
+    red = torch.load(after_round_2 / "red.pt", weights_only=True)["model"]
+    blue = torch.load(after_round_2 / "blue.pt", weights_only=True)["model"]
+    assert all(torch.equal(red[key], blue[key]) for key in red)
+    after_round_4 = torch.load(recorder.checkpoints[1] / "red.pt", weights_only=True)["model"]
+    assert any(not torch.equal(red[key], after_round_4[key]) for key in red)  # it trained on

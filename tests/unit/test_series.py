@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from orchestrator.config import ConfigError, validate
-from tests.helpers import Recorder, forecaster_plan, plain_trainer, without_timing
+from tests.helpers import (
+    Recorder,
+    forecaster_config,
+    forecaster_plan,
+    plain_trainer,
+    without_timing,
+)
 from trainers.config import DataConfig
 from trainers.data.forecast_scores import (
     baseline_forecasts,
@@ -33,11 +39,14 @@ from trainers.tasks import input_schema
 
 
 def test_blocks_are_contiguous_in_time_order_with_test_last_and_validation_before_it():
-    blocks = time_blocks(500, test_fraction=0.2, val_fraction=0.1, red_ratio=0.3, pairs=3)
+    steps, test_fraction, val_fraction = 500, 0.2, 0.1
+    blocks = time_blocks(steps, test_fraction, val_fraction, red_ratio=0.3, pairs=3)
     assert [b.part for b in blocks] == ["red", "blue"] * 3 + ["val", "test"]
-    assert blocks[0].start == 0 and blocks[-1].stop == 500
+    assert blocks[0].start == 0 and blocks[-1].stop == steps
     assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:], strict=False))
-    assert blocks[-1].stop - blocks[-1].start == 100 and blocks[-2].stop - blocks[-2].start == 40
+    test = round(steps * test_fraction)  # then V: val_fraction of the steps before T
+    assert blocks[-1].stop - blocks[-1].start == test
+    assert blocks[-2].stop - blocks[-2].start == round((steps - test) * val_fraction)
     for red, blue in zip(blocks[0:6:2], blocks[1:6:2], strict=True):
         assert red.stop - red.start == round(0.3 * (blue.stop - red.start))
 
@@ -110,7 +119,8 @@ def test_windows_hold_every_column_and_labels_the_following_target_steps():
         kind="series", source="x.csv", time="t", target="y", window=5, horizon=2, blocks=1
     )
     dataset = prepare_series(frame, cfg, val_fraction=0.25, red_ratio=0.5, workers=1).dataset
-    assert dataset.features.shape == (34, 5, 3) and dataset.labels.shape == (34, 2, 1)
+    windows = len(frame) - (cfg.window + cfg.horizon) + 1  # every start with a whole window
+    assert dataset.features.shape == (windows, 5, 3) and dataset.labels.shape == (windows, 2, 1)
     assert dataset.features[3, :, 0].tolist() == [3, 4, 5, 6, 7]
     assert dataset.features[3, :, 1].tolist() == [30, 40, 50, 60, 70]
     assert (dataset.features[..., -1] == 1).all()
@@ -158,15 +168,33 @@ def test_series_settings_are_checked_with_the_config():
 
 
 def test_the_bundled_co2_series_is_monthly_and_complete():
+    cfg = forecaster_config()
     plan = forecaster_plan()
     raw = plan.dataset.raw
     assert raw is not None and len(raw) == 526 and list(raw.columns) == ["month", "co2"]
     assert raw.co2.notna().all() and raw.month.is_monotonic_increasing
+    # The split's sizes from the config: T is the last test_fraction of the steps and V the
+    # val_fraction of the rest; data.blocks pairs share what is left, red taking red_ratio of
+    # each pair; a block of n steps holds n - (window + horizon) + 1 windows.
+    data, strategy, steps = cfg.data, cfg.strategy, len(raw)
+    test = round(steps * data.test_fraction)
+    val = round((steps - test) * strategy.val_fraction)
+    pool = steps - test - val
+    pairs = [
+        round((i + 1) * pool / data.blocks) - round(i * pool / data.blocks)
+        for i in range(data.blocks)
+    ]
+    reds = [round(pair * strategy.red_ratio) for pair in pairs]
+    blues = [pair - red for pair, red in zip(pairs, reds, strict=True)]
+
+    def windows(*blocks: int) -> int:
+        return sum(block - (data.window + data.horizon) + 1 for block in blocks)
+
     assert {k: len(getattr(plan.split, k)) for k in ("test", "val", "red", "blue")} == {
-        "test": 70,
-        "val": 28,
-        "red": 110,
-        "blue": 108,
+        "test": windows(test),
+        "val": windows(val),
+        "red": windows(*reds),
+        "blue": windows(*blues),
     }
     naive, seasonal = (
         plan.reference_metrics[f"baseline/{name}_mase"] for name in ("naive", "seasonal_naive")

@@ -18,6 +18,7 @@ from serve_apps.guard import key_digest
 from serve_apps.settings import ServeSection
 from tests.helpers import deploy_in_a_new_process
 from tests.tls_certs import make_certificate
+from tests.unprivileged import call_unprivileged, unprivileged_folder
 
 STRONG = "Zk3v_Q9x-Lr2mT8wYb4NcJ"
 
@@ -79,9 +80,12 @@ def test_certificate_files_are_checked(tmp_path):
     encrypted = tmp_path / "encrypted.key"
     encrypted.write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n")
     assert "is encrypted" in str(tls_problem(str(cert), str(encrypted)))
-    if os.geteuid() != 0:  # root reads anything
+    with unprivileged_folder() as folder:  # as a user the mode stops (root reads anything)
+        cert, key = make_certificate(folder)
         key.chmod(0)
-        assert "not readable" in str(tls_problem(str(cert), str(key)))
+        assert "not readable" in str(
+            call_unprivileged(tls_problem, str(cert), str(key), cwd=folder)
+        )
 
 
 def test_a_missing_certificate_stops_a_local_deploy_with_exit_2(tmp_path, monkeypatch):

@@ -1,0 +1,44 @@
+"""The workers' process group: its rendezvous store listens on the master's address only (torch
+alone binds it to every interface)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from orchestrator.training.process_group import master_address
+
+SETUP = """
+import json, os, sys
+import psutil
+import torch.distributed as dist
+from orchestrator.training.process_group import setup_process_group
+setup_process_group("gloo", 0, 1, sys.argv[1], timeout_s=60)
+dist.all_reduce(__import__("torch").ones(1))
+listening = [c.laddr.ip for c in psutil.Process().net_connections("inet") if c.status == "LISTEN"]
+dist.destroy_process_group()
+print(json.dumps(listening))
+"""
+
+
+def test_master_address_from_either_init_method(monkeypatch):
+    assert master_address("tcp://127.0.0.1:29500") == ("127.0.0.1", 29500)
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    assert master_address("env://") == ("10.0.0.7", 1234)
+
+
+def test_the_store_listens_on_the_master_address_only():
+    from orchestrator.environment import free_port
+
+    url = f"tcp://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-c", SETUP, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    listening = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert listening == {"127.0.0.1"}, listening
