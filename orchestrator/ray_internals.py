@@ -27,7 +27,6 @@ from ray.train.v2._internal.execution import context as train_context
 TRAIN_REPORT_LOGGER = train_context.__file__  # Ray Train v2 logs each report at INFO under it
 
 
-
 @contextmanager
 def torch_backend_setup(setup: Callable[..., None]) -> Iterator[None]:
     """Within it, ``TorchBackend.on_start`` sends the workers ``setup`` (called with the same

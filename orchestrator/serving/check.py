@@ -11,7 +11,6 @@ from orchestrator.serving.api_keys import ApiKeys
 from orchestrator.serving.rollout import Deployment
 from orchestrator.serving.tls import client_verify, is_self_signed
 from serve_apps.model_bundle import ModelBundle
-from serve_apps.requests import form_for
 from serve_apps.requests.base import RequestForm
 from serve_apps.requests.series import per_target
 from trainers.tasks import task_for
@@ -63,13 +62,14 @@ def curl_line(deployment: Deployment, keys: ApiKeys, request: dict) -> str:
     )
 
 
-def check_requests(deployment: Deployment, keys: ApiKeys, sample: CheckInputs) -> bool:
-    """Send a few authenticated requests (single inputs, then all at once unless the model takes
-    one a request) and print the answers; check that every key is accepted and that a request
-    without one is refused."""
+def check_requests(
+    deployment: Deployment, keys: ApiKeys, form: RequestForm, sample: CheckInputs
+) -> bool:
+    """Send a few authenticated requests in the model's ``form`` (single inputs, then all at
+    once unless the model takes one a request) and print the answers; check that every key is
+    accepted and that a request without one is refused."""
     import httpx
 
-    form = form_for(deployment.bundle.spec)
     inputs, truth = sample.inputs, sample.truth
     headers = {"Authorization": f"Bearer {keys.first}"}
     cert = deployment.args.serve.tls_cert

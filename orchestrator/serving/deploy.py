@@ -174,14 +174,14 @@ def _serve(
     except ClusterTlsError as exc:
         console.print_error(str(exc))
         return EXIT_INVALID
-    sample = check_inputs(bundle)
+    sample, form = check_inputs(bundle), form_for(bundle.spec)
     console.print_summary(summary_rows(deployment, keys, show), title=f"serving {bundle.label}")
-    first = form_for(bundle.spec).body(sample.inputs[:1], 4)
+    first = form.body(sample.inputs[:1], 4)
     console.out.print("try it:\n  " + curl_line(deployment, keys, first))
     if check:
         from ray import serve
 
-        ok = check_requests(deployment, keys, sample)
+        ok = check_requests(deployment, keys, form, sample)
         serve.delete(args.name)
         console.err.print("removed the deployment")
         return 0 if ok else 1

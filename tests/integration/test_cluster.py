@@ -294,6 +294,38 @@ def test_a_job_that_fails_exits_1_with_its_message(cluster):
     assert "infinite values in rows.csv" in done.stdout, done.stdout[-3000:]  # the job's own log
 
 
+def test_submit_no_follow_returns_at_once_and_names_the_job(cluster):
+    """``--no-follow`` submits and returns 0 at once with the command that follows the job; the
+    job runs on to its end."""
+    folder, env, dashboard = cluster
+    jobs = job_folder(folder, "nofollow")
+    done = redblue(
+        "submit",
+        "--no-follow",
+        "--",
+        "train",
+        "job.yaml",
+        "--set",
+        "optim.epochs=0.5",
+        cwd=jobs,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (job_id,) = re.findall(r"ray job logs --follow (\S+)", done.stderr)
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+
+    def job(*args: str) -> str:
+        asked = [ray_cli, "job", *args, job_id, "--address", dashboard]
+        return subprocess.run(asked, env=env, capture_output=True, text=True, timeout=60).stdout
+
+    deadline = time.time() + 180
+    while time.time() < deadline and not re.search(r"failed|succeeded|stopped", job("status")):
+        time.sleep(1.0)
+    assert "succeeded" in job("status")
+    assert "training finished" in job("logs")
+    assert the_only_run(env, "nofollow").info.status == "FINISHED"
+
+
 def test_a_stopped_job_exits_130_and_its_run_is_marked_killed(cluster):
     from mlflow.tracking import MlflowClient
 

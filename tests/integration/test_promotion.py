@@ -176,3 +176,66 @@ def test_reload_does_not_roll_to_a_model_with_other_inputs(register, client, cap
     text = said.out + said.err
     assert text.count(f"moved to v{narrow}, whose inputs differ") == 1, text
     assert "8 features -> 5" in text
+
+
+def test_deploy_reload_follows_the_alias_on_an_autoscaling_deployment(
+    ray_session, register, client, serve_port, tmp_path
+):
+    """`redblue deploy --reload` with `serve.autoscaling`: serves the alias's version on 1-2
+    replicas, rolls to the version the alias moves to, and Ctrl-C removes the deployment."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from ray import serve
+
+    (first, _), (second, _) = register("reloaded", 1), register("reloaded", 2)
+    client.set_registered_model_alias("reloaded", CHAMPION, first)
+    key = "itest-Rl7Kq2Mv9Xw4Bn6Tz3Hs"
+    overrides = {
+        "serve.port": str(serve_port),
+        "serve.route_prefix": "/reloaded",
+        "serve.reload_interval_s": "1",
+        "serve.cpus_per_replica": "0.25",
+        "serve.autoscaling": "{min_replicas: 1, max_replicas: 2}",
+    }
+    command = [sys.executable, "-m", "orchestrator.cli", "deploy", "models:/reloaded@champion"]
+    command += ["--reload"] + [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+    env = {**os.environ, "RAY_ADDRESS": ray_session, "REDBLUE_API_KEY": key}
+    deploying = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+    def served_version() -> str | None:
+        try:
+            answer = httpx.get(
+                f"http://127.0.0.1:{serve_port}/reloaded/v1/model",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=5,
+            )
+        except httpx.TransportError:
+            return None
+        return answer.json()["model"]["version"] if answer.status_code == 200 else None
+
+    def until_served(version: str) -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and deploying.poll() is None:
+            if served_version() == version:
+                return
+            time.sleep(1)
+        raise AssertionError(f"v{version} not served; deploy ended {deploying.poll()}")
+
+    try:
+        until_served(first)
+        deployments = serve.status().applications["reloaded"].deployments.values()
+        assert all(d.status == "HEALTHY" for d in deployments)
+        client.set_registered_model_alias("reloaded", CHAMPION, second)
+        until_served(second)
+    finally:
+        deploying.send_signal(signal.SIGINT)  # Ctrl-C
+        out, err = deploying.communicate(timeout=120)
+    assert deploying.returncode == 0, err[-3000:]
+    assert "autoscaling 1-2" in out and "watching models:/reloaded@champion" in err
+    assert "reloaded" not in serve.status().applications

@@ -638,19 +638,25 @@ def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serv
     import yaml
     from ray import serve
 
-    from orchestrator.serving.application import DeployArgs
-    from orchestrator.serving.deploy import write_config
-    from serve_apps.guard import key_digest
-
     version = register_model("emitted", 5)
-    args = DeployArgs(
-        model=f"models:/emitted/{version}",
-        name="emitted",
-        serve=served["deployment"].args.serve.model_copy(update={"route_prefix": EMITTED}),
-        key_digests=[key_digest(KEY)],
-    )
     path = tmp_path / "serve.yaml"
-    write_config(args, path)
+    settings = served["deployment"].args.serve.model_copy(update={"route_prefix": EMITTED})
+    overrides = [
+        f"serve.{key}={getattr(settings, key)}"
+        for key in ("port", "num_replicas", "cpus_per_replica", "max_rows", "route_prefix")
+    ]
+    emitted = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "deploy", f"models:/emitted/{version}"]
+        + ["--emit-config", str(path)]
+        + [arg for override in overrides for arg in ("--set", override)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "REDBLUE_API_KEY": KEY},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert emitted.returncode == 0, emitted.stdout[-2000:] + emitted.stderr[-2000:]
+    assert path.is_file() and "wrote" in emitted.stdout
     config = yaml.safe_load(path.read_text())
     assert config["applications"][0]["import_path"] == "orchestrator.serving.application:app"
     assert KEY not in path.read_text()

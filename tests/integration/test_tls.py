@@ -56,6 +56,7 @@ def test_deploy_serves_https_only_with_the_given_certificate(
     from orchestrator.serving.check import check_requests
     from orchestrator.serving.rollout import Deployment, base_url
     from serve_apps.guard import key_digest
+    from serve_apps.requests.table import FORM as TABLE
     from serve_apps.settings import ServeSection
     from trainers.tasks.base import CheckInputs
 
@@ -90,7 +91,7 @@ def test_deploy_serves_https_only_with_the_given_certificate(
         args = DeployArgs(model="m", name="n", serve=settings, key_digests=[key_digest(KEY)])
         keys = ApiKeys((KEY,), "env", "REDBLUE_API_KEY")
         deployment = Deployment(args, None, base_url(settings))  # type: ignore[arg-type]
-        assert check_requests(deployment, keys, CheckInputs(sample_rows(3)))
+        assert check_requests(deployment, keys, TABLE, CheckInputs(sample_rows(3)))
         served = ssl.get_server_certificate(("127.0.0.1", port))
         assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(cert.read_text())
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):

@@ -138,3 +138,49 @@ def test_command_packages_import_the_shared_top_not_one_another():
             continue
         for target in orchestrator_targets(path) & set(COMMANDS):
             assert target == where or (where, target) in CROSSING, (path, target)
+
+
+# The rooms of trainers/, bottom up: a module imports its own room and the rooms below it only.
+# data/ and engine/ share a floor and import neither each other nor anything above.
+TRAINER_FLOORS = {
+    "bottom": 0,  # config.py, spec.py, dataset.py, errors.py: the shared types
+    "data": 1,
+    "engine": 1,
+    "families": 2,
+    "tasks": 3,
+    "models": 4,
+    "loop": 5,
+}
+
+
+def trainer_room(module: str) -> str:
+    """``trainers.data.series`` -> ``data``, ``trainers.models`` -> ``models``; the other
+    modules at the top of trainers/ are the ``bottom``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in TRAINER_FLOORS else "bottom"
+
+
+def test_the_rooms_of_trainers_import_downwards_only():
+    upward = []
+    for path in TRAINERS.rglob("*.py"):
+        if path.name == "prebuild.py":  # the install step; imports nothing of trainers
+            continue
+        relative = path.relative_to(ROOT).with_suffix("")
+        here = trainer_room(".".join(relative.parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+                if node.module == "trainers":
+                    names = [f"trainers.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if not name.startswith("trainers."):
+                    continue
+                there = trainer_room(name)
+                same_floor = TRAINER_FLOORS[there] == TRAINER_FLOORS[here]
+                if TRAINER_FLOORS[there] > TRAINER_FLOORS[here] or (same_floor and there != here):
+                    upward.append(f"{relative} ({here}) imports {name} ({there})")
+    assert not upward, upward
