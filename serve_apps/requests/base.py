@@ -17,6 +17,7 @@ import numpy as np
 from torch import nn
 
 from serve_apps.api_models import ModelRef
+from serve_apps.json_body import F32_MAX
 from trainers.spec import ModelSpec
 
 
@@ -32,6 +33,24 @@ class Shape(Protocol):
     def body_bytes(self) -> int: ...
     @property
     def limit(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class StepsShape:
+    """What one request of steps may hold: steps of ``schema``'s features (a sequence model's
+    ``SequenceInput`` or a forecaster's ``SeriesInput``), each value within ``limit``."""
+
+    schema: Any
+    max_rows: int
+    limit: float = F32_MAX
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.schema.feature_names
+
+    @property
+    def width(self) -> int:
+        return self.schema.width
 
 
 def target_scale(model: nn.Module, spec: ModelSpec) -> tuple[Any, Any]:

@@ -17,7 +17,6 @@ from serve_apps.json_body import (
     BASE_BYTES,
     BYTES_PER_ROW,
     BYTES_PER_VALUE,
-    F32_MAX,
     MAX_PROBLEMS,
     NUMBER_TYPES,
     BodyError,
@@ -27,6 +26,7 @@ from serve_apps.json_body import (
 )
 from serve_apps.requests.base import (
     RequestForm,
+    StepsShape,
     describe_predictions,
     predictions_answer,
     predictions_schema,
@@ -36,20 +36,10 @@ from trainers.spec import ModelSpec
 
 
 @dataclass(frozen=True)
-class SequenceShape:
+class SequenceShape(StepsShape):
     """What one request may hold: up to ``max_rows`` sequences of the model's steps."""
 
     schema: SequenceInput
-    max_rows: int
-    limit: float = F32_MAX
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self.schema.feature_names
-
-    @property
-    def width(self) -> int:
-        return self.schema.width
 
     @property
     def body_bytes(self) -> int:

@@ -19,7 +19,6 @@ from serve_apps.json_body import (
     BASE_BYTES,
     BYTES_PER_ROW,
     BYTES_PER_VALUE,
-    F32_MAX,
     MAX_PROBLEMS,
     NUMBER_TYPES,
     BodyError,
@@ -27,7 +26,7 @@ from serve_apps.json_body import (
     decode_json,
     kind_of,
 )
-from serve_apps.requests.base import RequestForm
+from serve_apps.requests.base import RequestForm, StepsShape
 from trainers.data.series import SeriesInput
 from trainers.errors import InputError as SchemaError
 from trainers.families.forecaster import target_scaling
@@ -41,21 +40,11 @@ INVALID_HISTORY = (
 
 
 @dataclass(frozen=True)
-class HistoryShape:
+class HistoryShape(StepsShape):
     """What one request may hold: one history of ``window`` to ``max_steps`` steps of the
     series' value columns (``max_rows`` bounds the steps beyond the window)."""
 
     schema: SeriesInput
-    max_rows: int
-    limit: float = F32_MAX
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self.schema.feature_names
-
-    @property
-    def width(self) -> int:
-        return self.schema.width
 
     @property
     def max_steps(self) -> int:
