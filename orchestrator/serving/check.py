@@ -11,8 +11,7 @@ from orchestrator.serving.api_keys import ApiKeys
 from orchestrator.serving.rollout import Deployment
 from orchestrator.serving.tls import client_verify, is_self_signed
 from serve_apps.model_bundle import ModelBundle
-from serve_apps.requests.base import RequestForm
-from serve_apps.requests.series import per_target
+from serve_apps.requests.base import RequestForm, per_target
 from trainers.tasks import task_for
 from trainers.tasks.base import CheckInputs
 

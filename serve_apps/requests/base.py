@@ -83,6 +83,12 @@ class RequestForm:
     noun: str = "row"
 
 
+def per_target(values: dict[str, list[float]]) -> str:
+    """``{name: values}`` in a line, each value to three decimals (a forecast, or the values that
+    followed a history)."""
+    return "; ".join(f"{name} {np.round(steps, 3).tolist()}" for name, steps in values.items())
+
+
 def predictions_answer(
     shape: Any, labels: np.ndarray, probabilities: np.ndarray | None, model: dict
 ) -> dict:

@@ -26,7 +26,7 @@ from serve_apps.json_body import (
     decode_json,
     kind_of,
 )
-from serve_apps.requests.base import RequestForm, StepsShape
+from serve_apps.requests.base import RequestForm, StepsShape, per_target
 from trainers.data.series import SeriesInput
 from trainers.errors import InputError as SchemaError
 from trainers.families.forecaster import target_scaling
@@ -217,11 +217,6 @@ def body(histories: Any, digits: int | None = None) -> dict[str, list]:
 def describe(body: dict) -> str:
     values = dict(zip(body["targets"], body["forecast"], strict=True))
     return f"forecast of the next {body['horizon']} steps: {per_target(values)}"
-
-
-def per_target(values: dict[str, list[float]]) -> str:
-    """``{target: values}`` in a line, each value to three decimals."""
-    return "; ".join(f"{name} {np.round(steps, 3).tolist()}" for name, steps in values.items())
 
 
 FORM = RequestForm(
