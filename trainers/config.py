@@ -93,8 +93,21 @@ class DataConfig(Section):
         ge=0.0,
         lt=1.0,
         description="Fraction of the training pool P' whose labels are replaced at random, "
-        "seeded by seed (classification: by another class; regression: by another training "
-        "row's value). T and V keep their labels. For studying robustness to noisy labels.",
+        "seeded by seed (classification: by another class, as data.label_noise_kind says; "
+        "regression: by another training row's value). T keeps its labels; V too unless "
+        "data.label_noise_scope is pool_and_val. For studying robustness to noisy labels.",
+    )
+    label_noise_kind: Literal["symmetric", "pairs"] = Field(
+        "symmetric",
+        description="Classification: symmetric replaces a label by another class drawn "
+        "uniformly; pairs makes class k class k+1 (mod the number of classes), the asymmetric "
+        "noise of the co-teaching and confident-learning papers.",
+    )
+    label_noise_scope: Literal["pool", "pool_and_val"] = Field(
+        "pool",
+        description="Where data.label_noise applies: the training pool P' only, or P' and the "
+        "validation slice V alike (held-out labels as dirty as the training labels, so early "
+        "stopping has no clean oracle). The test part T stays clean either way.",
     )
     train_fraction: float = Field(
         1.0,
@@ -267,6 +280,37 @@ class StrategyConfig(Section):
         description="Fusion weight rule: uniform (0.5), ratio (rho) or loss (held-out losses, "
         "clipped to [0.25, 0.75]).",
     )
+    clean: Literal["off", "report", "prune", "weight"] = Field(
+        "off",
+        description="Red-blue classification: find label issues with the replicas' "
+        "cross-predictions (confident learning, pruned by noise rate) at every evaluation. "
+        "report: flag and report only; prune: flagged rows get zero weight in their half's "
+        "training loss; weight: each row's loss is multiplied by its out-of-sample probability "
+        "of its given label. The run logs label_issues.csv.",
+    )
+    clean_start: float = Field(
+        0.3,
+        ge=0.0,
+        lt=1.0,
+        description="strategy.clean: the fraction of the rounds before which no row is flagged "
+        "(and no loss reweighted).",
+    )
+    clean_max_fraction: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="strategy.clean: never flag more than this share of a half (the most "
+        "confident issues are kept).",
+    )
+
+    @model_validator(mode="after")
+    def _clean_needs_red_blue(self) -> StrategyConfig:
+        if self.clean != "off" and self.kind != "red_blue":
+            raise ValueError(
+                f"strategy.clean {self.clean} needs strategy.kind red_blue: its cross-predictions "
+                "come from the two halves (standard training has none)"
+            )
+        return self
 
 
 class DeepSpeedConfig(Section):

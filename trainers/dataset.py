@@ -62,6 +62,10 @@ class Dataset:
     dropped_rows: int = 0
     # Sequences: each sample's sequence id.
     ids: np.ndarray | None = None
+    # Tables: each sample's position among the source file's data rows (0-based, header
+    # excluded; rows without a label or dropped by a rule are skipped); None: the same as its
+    # index.
+    row_numbers: np.ndarray | None = None
     # Sequences and series: the input schema, which also picks a sample's raw rows.
     schema: Any = None
 
@@ -83,6 +87,14 @@ class Dataset:
         rows = self.raw_rows(indices)
         assert not isinstance(rows, np.ndarray)
         return rows
+
+    def sample_names(self, indices: np.ndarray) -> tuple[str, np.ndarray]:
+        """How a user finds samples in their data: ("sequence", the sequence ids) or ("row",
+        the positions among the source's data rows)."""
+        if self.ids is not None:
+            return "sequence", self.ids[indices]
+        rows = self.row_numbers if self.row_numbers is not None else np.arange(len(self.labels))
+        return "row", rows[indices]
 
     @property
     def num_outputs(self) -> int:

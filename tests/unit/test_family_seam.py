@@ -37,7 +37,7 @@ class EncoderThenHead(tabular_net.Supervised):
     def outputs(self, replica, features):
         return replica["head"].forward(replica["encoder"].forward(features))
 
-    def train_step(self, replica, features, targets):
+    def train_step(self, replica, features, targets, weights=None):
         loss = self.loss(self.outputs(replica, features), targets)
         replica["head"].backward(loss)  # plain engines: one backward reaches both networks
         replica["encoder"].step()

@@ -93,25 +93,53 @@ def subsample_training(
     return Split(test=split.test, val=split.val, red=kept["red"], blue=kept["blue"])
 
 
-def with_label_noise(dataset: Dataset, indices: np.ndarray, fraction: float, seed: int) -> Dataset:
-    """``dataset`` with ``fraction`` of the labels at ``indices`` replaced (``data.label_noise``):
-    classification labels by another class, drawn uniformly; regression labels by the value of
-    another of ``indices``. Every other label is untouched."""
+def with_label_noise(
+    dataset: Dataset,
+    indices: np.ndarray,
+    fraction: float,
+    stream: tuple[int, ...],
+    kind: str = "symmetric",
+) -> tuple[Dataset, np.ndarray]:
+    """``dataset`` with ``fraction`` of the labels at ``indices`` replaced (``data.label_noise``),
+    and the indices replaced, sorted. Classification: by another class drawn uniformly
+    (``symmetric``), or class k by class k+1 mod K (``pairs``); regression: by the value of
+    another of ``indices``. Every other label is untouched; ``stream`` seeds the draw."""
     count = round(fraction * len(indices))
     if count == 0:
-        return dataset
-    rng = np.random.default_rng([seed, 4])
+        return dataset, np.array([], dtype=np.int64)
+    rng = np.random.default_rng(list(stream))
     chosen = rng.choice(indices, size=count, replace=False)
     labels = dataset.labels.copy()
     if dataset.task == "classification":
         num_classes = len(dataset.classes)
         if num_classes < 2:
             raise DataError("data.label_noise needs at least two classes")
-        shift = rng.integers(1, num_classes, size=count)
+        shift = 1 if kind == "pairs" else rng.integers(1, num_classes, size=count)
         labels[chosen] = (labels[chosen] + shift) % num_classes
+    elif kind == "pairs":
+        raise DataError(
+            "data.label_noise_kind pairs needs classification (it makes class k class k+1); "
+            f"this data is {dataset.task}"
+        )
     else:
         labels[chosen] = dataset.labels[rng.choice(indices, size=count)]
-    return replace(dataset, labels=labels)
+    return replace(dataset, labels=labels), np.sort(chosen)
+
+
+def add_label_noise(
+    dataset: Dataset, split: Split, cfg: RunSettings
+) -> tuple[Dataset, np.ndarray | None]:
+    """The run's label noise (``data.label_noise`` of ``data.label_noise_kind`` on
+    ``data.label_noise_scope``): the dataset and the rows of P' it changed (None without noise).
+    V draws its own rows at the same fraction; T stays clean."""
+    data = cfg.data
+    if data.label_noise <= 0:
+        return dataset, None
+    kind = data.label_noise_kind
+    dataset, noisy = with_label_noise(dataset, split.train, data.label_noise, (cfg.seed, 4), kind)
+    if data.label_noise_scope == "pool_and_val":
+        dataset, _ = with_label_noise(dataset, split.val, data.label_noise, (cfg.seed, 5), kind)
+    return dataset, noisy
 
 
 def split_samples(samples: Labelled, cfg: RunSettings) -> Split:

@@ -46,6 +46,7 @@ class Table:
     has_gaps: dict[str, bool]
     dropped_labels: int  # rows left out for a missing label
     dropped_rows: int  # rows left out by a ``missing: drop`` rule
+    row_numbers: np.ndarray | None = None  # each row's position among the source's data rows
 
 
 def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
@@ -95,6 +96,7 @@ def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
         has_gaps=has_gaps,
         dropped_labels=int((~has_label).sum()),
         dropped_rows=int((has_label & drop_rows).sum()),
+        row_numbers=np.flatnonzero(keep),
     )
 
 
@@ -160,6 +162,7 @@ def encode(table: Table, fit_rows: np.ndarray) -> Dataset:
         raw=table.frame,
         dropped_labels=table.dropped_labels,
         dropped_rows=table.dropped_rows,
+        row_numbers=table.row_numbers,
     )
 
 

@@ -9,13 +9,17 @@ Layout of one checkpoint folder (Ray Train merges the workers' folders into one)
     best_rank{N}.pt           worker N's copy of the best evaluation's replicas (its partition
                               of their fp32 master weights, and float buffers), with
                               checkpoint.select best
+    cross_predictions_rank{N}.npz  red-blue classification: worker N's cross-predictions and
+                              label-issue flags (``trainers.loop.cross_predictions``)
     final_model/              in the final checkpoint: weights.safetensors + model_config.json
+    label_issues.csv          in the final checkpoint, with strategy.clean: the flagged rows
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -37,7 +41,17 @@ class LoopState:
     last_alpha: float = 0.5  # the latest evaluation's fusion weight
     train_seconds: float = 0.0  # wall time of the rounds so far (training, evaluation, fusion)
     split_fingerprint: str = ""
+    val_losses: list[float] = field(default_factory=list)  # every evaluation's, in order
     final_metrics: dict[str, float] | None = None  # set in the final checkpoint only
+
+    def jitter(self) -> dict[str, float]:
+        """``val_loss_jitter``: the mean absolute change of val_loss from one evaluation to the
+        next over the second half of the run's evaluations (when it has two at least)."""
+        second_half = self.val_losses[len(self.val_losses) // 2 :]
+        if len(second_half) < 2:
+            return {}
+        changes = [abs(b - a) for a, b in pairwise(second_half)]
+        return {"val_loss_jitter": sum(changes) / len(changes)}
 
 
 def checkpoint_due(round_index: int, every_rounds: int) -> bool:

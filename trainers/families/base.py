@@ -29,9 +29,15 @@ class Objective(Protocol):
     optimizers per replica, and ``train_step`` decides how they step)."""
 
     def train_step(
-        self, replica: Replica, features: torch.Tensor, targets: torch.Tensor
+        self,
+        replica: Replica,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One micro-step of training on a batch; returns the detached training loss."""
+        """One micro-step of training on a batch; returns the detached training loss. ``weights``
+        (one per sample, from ``strategy.clean``) weigh each sample's loss: the batch's loss is
+        their weighted mean, and a sample of weight 0 contributes no gradient."""
         ...
 
     def outputs(self, replica: Replica, features: torch.Tensor) -> torch.Tensor:

@@ -147,15 +147,19 @@ class Supervised:
         return cls(spec.task, float(mean), float(std), class_weights)
 
     def train_step(
-        self, replica: Replica, features: torch.Tensor, targets: torch.Tensor
+        self,
+        replica: Replica,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One forward, backward and (micro-)step; returns the detached training loss."""
+        """One forward, backward and (micro-)step; returns the detached training loss (weighted
+        as it was trained: by class weights and sample weights, when given)."""
         engine = replica[NETWORK]
         outputs = engine.forward(features)
         targets = targets.to(outputs.device)
-        if self.class_weights is not None:  # weighted for training only; reported losses are not
-            weights = self.class_weights.to(outputs.device)
-            loss = nn.functional.cross_entropy(outputs.float(), targets, weight=weights)
+        if self.class_weights is not None or weights is not None:
+            loss = self._weighted_loss(outputs, targets, weights)
         else:
             loss = self.loss(outputs, targets)
         penalty = getattr(engine.module, "penalty", None)
@@ -164,6 +168,24 @@ class Supervised:
         engine.backward(loss)
         engine.step()
         return loss.detach()
+
+    def _weighted_loss(
+        self, outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The training loss as a weighted mean over the batch: each sample weighs its class's
+        weight (``optim.class_weights``) times its own (``strategy.clean``). A batch of weight 0
+        has loss 0 and no gradient."""
+        if self.task == "classification":
+            per_sample = nn.functional.cross_entropy(outputs.float(), targets, reduction="none")
+        else:
+            scaled = (targets.float() - self.target_mean) / self.target_std
+            per_sample = (outputs.float().squeeze(-1) - scaled).pow(2)
+        weight = torch.ones_like(per_sample)
+        if self.class_weights is not None:
+            weight = weight * self.class_weights.to(outputs.device)[targets]
+        if weights is not None:
+            weight = weight * weights.to(outputs.device, torch.float32)
+        return (weight * per_sample).sum() / weight.sum().clamp_min(1e-12)
 
     def outputs(self, replica: Replica, features: torch.Tensor) -> torch.Tensor:
         return replica[NETWORK].forward(features)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from trainers.config import RunSettings
-from trainers.data.splits import with_label_noise
+from trainers.data.splits import add_label_noise
 from trainers.dataset import Dataset, Split
 from trainers.errors import DataError
 from trainers.families import family_of
@@ -36,6 +36,9 @@ class RunPlan:
     class_weights: tuple[float, ...] | None = None  # optim.class_weights: balanced
     # Metrics of reference forecasts on T, logged beside the model's (series: the baselines).
     reference_metrics: dict[str, float] = field(default_factory=dict)
+    # The rows of P' whose labels data.label_noise changed (None without it): the truth that
+    # label-issue detection is measured against.
+    noisy_rows: np.ndarray | None = None
 
     @property
     def family(self) -> Family:
@@ -60,9 +63,13 @@ def plan_run(cfg: RunSettings) -> RunPlan:
             f"{cfg.data.kind}"
         )
     prepared = task_of(cfg.data.kind).prepare(cfg)
-    dataset, split = prepared.dataset, prepared.split
-    if cfg.data.label_noise > 0:
-        dataset = with_label_noise(dataset, split.train, cfg.data.label_noise, cfg.seed)
+    if cfg.strategy.clean != "off" and prepared.dataset.task != "classification":
+        raise DataError(
+            f"strategy.clean needs classification (it finds wrong class labels); this data is "
+            f"{prepared.dataset.task}: set strategy.clean: off"
+        )
+    dataset, noisy_rows = add_label_noise(prepared.dataset, prepared.split, cfg)
+    split = prepared.split
     weights = None
     if cfg.optim.class_weights == "balanced" and dataset.task == "classification":
         weights = balanced_weights(dataset.labels[split.train], dataset.num_outputs)
@@ -74,6 +81,7 @@ def plan_run(cfg: RunSettings) -> RunPlan:
         rounds_of(cfg, len(split.train)),
         class_weights=weights,
         reference_metrics=prepared.reference_metrics,
+        noisy_rows=noisy_rows,
     )
 
 

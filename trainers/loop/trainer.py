@@ -39,6 +39,7 @@ from trainers.engine.fusion import (
     fused_view,
     fusion_alpha,
 )
+from trainers.loop.cleaning import Cleaning
 from trainers.loop.plan import RunPlan
 from trainers.models import save_model
 
@@ -111,6 +112,8 @@ class Trainer:
         self.first_step_at: float | None = None
         self.finished_at: Path | None = None  # a restored final checkpoint
         self.best: Snapshot | None = None  # the best evaluation's replicas (select: best)
+        classifies = self.red_blue and self.spec.task == "classification"
+        self.cleaning = Cleaning(plan) if classifies else None  # cross-predictions, label issues
         self.state = LoopState(
             steps={name: 0 for name in replicas}, split_fingerprint=split.fingerprint()
         )
@@ -134,6 +137,8 @@ class Trainer:
             is_last = round_index == last_round
             if is_last or (round_index + 1) % self.cfg.strategy.eval_every == 0:
                 metrics.update(self._evaluate_round())
+                if self.cleaning is not None:
+                    metrics.update(self.cleaning.evaluate(round_index + 1))
                 stopped_early = self._record_evaluation(round_index, metrics) and not is_last
                 is_last = is_last or stopped_early
             if self.red_blue and not is_last:  # the end's fusion is the kept model's (_finish)
@@ -146,11 +151,7 @@ class Trainer:
                 break
             round_index += 1
         final = self._finish()
-        return TrainOutcome(
-            metrics=final,
-            rounds_run=self.state.next_round,
-            stopped_early=stopped_early,
-        )
+        return TrainOutcome(final, rounds_run=self.state.next_round, stopped_early=stopped_early)
 
     # -- one round -----------------------------------------------------------------------------
     def _train_round(self, round_index: int) -> dict[str, float]:
@@ -178,7 +179,10 @@ class Trainer:
             index = batch_indices(
                 self.local_parts[name], self.micro_batch, first_batch + offset, stream
             )
-            loss = self.objective.train_step(replica, self.features[index], self.labels[index])
+            weights = self.cleaning.weights(index) if self.cleaning is not None else None
+            loss = self.objective.train_step(
+                replica, self.features[index], self.labels[index], weights
+            )
             if self.first_step_at is None:
                 self.first_step_at = time.time()  # start-up cost, reported once per attempt
             total += loss.detach().double().cpu()
@@ -189,12 +193,12 @@ class Trainer:
         """Held-out (and cross) losses, alpha and the fused candidate's val_loss; every value is
         all-reduced, so every worker takes the same decisions from them."""
         if not self.red_blue:
-            return self._agreed({"val_loss": self._loss(self.replicas["standard"], self.split.val)})
+            return self._agreed(self._validation(self.replicas["standard"]))
         red, blue = self.replicas["red"], self.replicas["blue"]
         metrics = self._agreed(
             {
-                "red/val_loss": self._loss(red, self.split.blue),
-                "blue/val_loss": self._loss(blue, self.split.red),
+                "red/val_loss": self._cross_loss(red, self.split.blue),
+                "blue/val_loss": self._cross_loss(blue, self.split.red),
                 "red/holdout_loss": self._loss(red, self.split.val),
                 "blue/holdout_loss": self._loss(blue, self.split.val),
             }
@@ -206,10 +210,18 @@ class Trainer:
             blue_holdout=metrics["blue/holdout_loss"],
         )
         with fused_view(red, blue, alpha) as fused:
-            metrics.update(self._agreed({"val_loss": self._loss(fused, self.split.val)}))
+            metrics.update(self._agreed(self._validation(fused)))
         metrics["fusion/alpha"] = alpha
         metrics["fusion/divergence"] = divergence(red, blue, alpha)
         return metrics
+
+    def _cross_loss(self, replica: Replica, other_half: np.ndarray) -> float:
+        """A replica's loss on the other replica's half; its class probabilities there are
+        kept as the rows' cross-predictions (classification)."""
+        outputs, targets = self._predict_all(replica, other_half)
+        if self.cleaning is not None:
+            self.cleaning.record(other_half, outputs)
+        return float(self.objective.loss(outputs, targets))
 
     def _fuse_if_due(self, round_index: int, metrics: dict[str, float]) -> None:
         """Periodic fusion (``strategy.fuse_every``), with this round's alpha (from its
@@ -223,6 +235,7 @@ class Trainer:
         """Track the best evaluation (and keep its replicas, with ``checkpoint.select: best``);
         early stopping on val_loss after ``optim.patience`` evaluations without improvement."""
         self.state.last_alpha = metrics.get("fusion/alpha", 0.5)
+        self.state.val_losses.append(metrics["val_loss"])
         if metrics["val_loss"] < self.state.best_val_loss:
             self.state.best_val_loss, self.state.evals_since_best = metrics["val_loss"], 0
             self.state.best_round, self.state.best_alpha = round_index + 1, self.state.last_alpha
@@ -255,12 +268,15 @@ class Trainer:
         final.update(
             self._agreed(
                 {
-                    "val_loss": self._loss(result, self.split.val),
+                    **self._validation(result),
                     "final_train_loss": self._loss(result, self.split.train),
                 }
             )
         )
         final["train_seconds"] = self.state.train_seconds
+        final.update(self.state.jitter())
+        if self.cleaning is not None:
+            final.update(self.cleaning.metrics())
         weights = {name: engine.full_state_dict() for name, engine in result.items()}  # collective
         directory = Path(tempfile.mkdtemp(prefix="redblue-final-"))
         if self.rank == 0:
@@ -268,6 +284,8 @@ class Trainer:
             for network, module in self.family.networks(model).items():
                 module.load_state_dict(weights[network])
             save_model(directory / FINAL_MODEL_DIR, model, self.spec)
+            if self.cleaning is not None:
+                self.cleaning.write_report(directory)
         self.state.final_metrics = final
         write_state(directory, self.state, self.rank)
         self._report(final, directory)
@@ -289,6 +307,17 @@ class Trainer:
     def _loss(self, replica: Replica, index: np.ndarray) -> float:
         outputs, targets = self._predict_all(replica, index)
         return float(self.objective.loss(outputs, targets))
+
+    def _validation(self, replica: Replica) -> dict[str, float]:
+        """``val_loss`` on V; with ``strategy.clean`` under way, on V without its label issues
+        (``val/label_issues``: how many were left out)."""
+        outputs, targets = self._predict_all(replica, self.split.val)
+        keep = None if self.cleaning is None else self.cleaning.clean_validation(outputs, targets)
+        if keep is None:
+            return {"val_loss": float(self.objective.loss(outputs, targets))}
+        kept = torch.as_tensor(keep)
+        loss = self.objective.loss(outputs[kept], targets[kept])
+        return {"val_loss": float(loss), "val/label_issues": float((~keep).sum())}
 
     def _test_metrics(self, replica: Replica) -> dict[str, float]:
         outputs, targets = self._predict_all(replica, self.split.test)
@@ -339,6 +368,8 @@ class Trainer:
         for tag, engine in engines(self.replicas).items():
             engine.save(directory, tag)
         write_state(directory, self.state, self.rank, self.best.tensors if self.best else None)
+        if self.cleaning is not None:
+            self.cleaning.save(directory, self.rank)
         return directory
 
     def _report(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
@@ -365,3 +396,5 @@ class Trainer:
             engine.load(directory, tag)
         best = read_best(directory, self.rank)
         self.best = Snapshot(best) if best is not None else None
+        if self.cleaning is not None:
+            self.cleaning.load(directory, self.rank)
