@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -51,6 +52,22 @@ def print_summary(rows: list[tuple[str, str]], title: str) -> None:
     table.add_column(overflow="fold")
     for key, value in rows:
         table.add_row(key, value)
+    out.print(table)
+
+
+def print_label_issues(path: Path, shown: int = 5) -> None:
+    """How many label issues the run found (``strategy.clean``) and the most confident ones."""
+    import pandas as pd
+
+    issues = pd.read_csv(path)
+    out.print(f"label issues: {len(issues)} row(s) flagged, logged as {path.name}")
+    if len(issues) == 0:
+        return
+    table = Table(title=f"the {min(shown, len(issues))} most confident", title_justify="left")
+    for column in issues.columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for row in issues.head(shown).itertuples(index=False):
+        table.add_row(*(escape(str(value)) for value in row))
     out.print(table)
 
 

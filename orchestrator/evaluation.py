@@ -9,7 +9,7 @@ per-class precision / recall / F1 table, and weighted scores logged as ``test_*_
 confusion matrix as JSON; for regression a residual plot; for a forecaster a plot of its
 forecasts over the test block (``forecast.png``; the baselines' metrics are logged with the
 run's) and the mean absolute error at each step ahead, its and the baselines'
-(``forecast_errors.json``).
+(``forecast_errors.json``). A run with ``strategy.clean`` also gets its ``label_issues.csv``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.tracking import TrackedRun
+from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.loop.plan import RunPlan
 from trainers.models import load_model, predict
 
@@ -41,6 +42,9 @@ def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> Non
         _classification_report(run, truth, predicted, list(spec.classes))
     elif spec.task == "regression":
         _residual_plot(run, labels.astype(np.float64), np.asarray(predicted, np.float64))
+    issues = final_model_dir.parent / LABEL_ISSUES_FILE  # strategy.clean's report
+    if issues.exists():
+        run.client.log_artifact(run.run_id, str(issues))
     for name, artifact in task.artifacts(plan.dataset, plan.split, spec, predicted).items():
         if isinstance(artifact, dict):
             run.client.log_dict(run.run_id, artifact, name)

@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 import trainers
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import state_root
-from trainers.engine.checkpoint import FINAL_MODEL_DIR
+from trainers.engine.checkpoint import FINAL_MODEL_DIR, LABEL_ISSUES_FILE
 from trainers.models import as_output, load_model, predict
 from trainers.tasks import input_schema
 from trainers.tasks.base import DataReport
@@ -286,12 +286,16 @@ def node_tags(node_ids: list[str]) -> dict[str, str]:
 
 
 def download_final_model(checkpoint, into: Path | None = None) -> Path:
-    """Copy ``final_model/`` out of a Ray checkpoint into a local folder."""
+    """Copy ``final_model/`` out of a Ray checkpoint into a local folder, and beside it the
+    run's ``label_issues.csv`` when it has one (``strategy.clean``)."""
     target = Path(into or tempfile.mkdtemp(prefix="redblue-model-"))
     with checkpoint.as_directory() as directory:
         shutil.copytree(
             Path(directory) / FINAL_MODEL_DIR, target / FINAL_MODEL_DIR, dirs_exist_ok=True
         )
+        issues = Path(directory) / LABEL_ISSUES_FILE
+        if issues.exists():
+            shutil.copy(issues, target / LABEL_ISSUES_FILE)
     return target / FINAL_MODEL_DIR
 
 

@@ -1,6 +1,8 @@
 """The recurrent families on real DeepSpeed engines in two processes (gloo): every kind (the
-GRU bidirectional), both strategies, ZeRO-2 and ZeRO-3, on sequences and on a series; each run
-is checkpointed, resumed from its first checkpoint, and must end with exactly the same metrics.
+GRU bidirectional), both strategies, ZeRO-2 and ZeRO-3, on sequences and on a series; and
+``strategy.clean`` on noisy labels (a GRU on sequences, an MLP on a table) under ZeRO-3 and bf16.
+Each run is checkpointed, resumed from its first checkpoint, and must end with exactly the same
+metrics.
 
 ``run(rank, world_size, port, out_dir, settings)`` is the body of each process (started with
 torch.multiprocessing.spawn by tests/integration/test_recurrent_engines.py); each process
@@ -31,11 +33,25 @@ DATA: dict[str, dict[str, Any]] = {
 }
 DATA["series-bf16"] = {**DATA["series"], "deepspeed": {"precision": "bf16"}}
 DATA["sequence-bf16"] = {**DATA["sequence"], "deepspeed": {"precision": "bf16"}}
+# strategy.clean on noisy labels: flags, pruned rows and cross-predictions in the checkpoint.
+CLEAN = {"strategy": {"clean": "prune", "clean_start": 0.2}, "deepspeed": {"precision": "bf16"}}
+DATA["sequence-clean-bf16"] = {
+    **DATA["sequence"],
+    **CLEAN,
+    "data": {**DATA["sequence"]["data"], "label_noise": 0.3},
+}
+DATA["table-clean-bf16"] = {
+    **CLEAN,
+    "strategy": {"clean": "prune", "clean_start": 0.05},  # under way at the first checkpoint
+    "data": {"label_noise": 0.3},
+    "optim": {"epochs": 4, "lr": 0.01, "batch_size": 32},
+}
 # The GRU reads both ways: its two directions' last states feed the head.
 MODELS: dict[str, dict[str, Any]] = {
     "rnn": {"kind": "rnn", "hidden": 16},
     "lstm": {"kind": "lstm", "hidden": 16},
     "gru": {"kind": "gru", "hidden": 16, "bidirectional": True},
+    "mlp": {"kind": "mlp", "hidden": [32]},
 }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from orchestrator import console
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.loop.plan import RunPlan
 
 
@@ -36,7 +37,20 @@ def run_tags(cfg: RedblueConfig) -> dict[str, str]:
         "redblue.precision": cfg.deepspeed.precision,
         "redblue.world_size": str(cfg.scaling.num_workers),
         "redblue.data": cfg.data.source,
+        "redblue.train_loss": train_loss_weighting(cfg),
     }
+
+
+def train_loss_weighting(cfg: RedblueConfig) -> str:
+    """What the reported training losses are: plain means, or weighted as they were trained."""
+    weights = []
+    if cfg.optim.class_weights == "balanced":
+        weights.append("class weights (optim.class_weights)")
+    if cfg.strategy.clean == "prune":
+        weights.append("label issues at weight 0 (strategy.clean prune)")
+    elif cfg.strategy.clean == "weight":
+        weights.append("each row at its probability of its label (strategy.clean weight)")
+    return "weighted: " + ", ".join(weights) if weights else "unweighted"
 
 
 def train(
@@ -101,7 +115,8 @@ def train(
         console.err.print(
             f"training on {where}: {cfg.strategy.kind}, {cfg.scaling.num_workers} DeepSpeed "
             f"workers, ZeRO-{cfg.deepspeed.zero_stage}, {num_rounds} rounds of "
-            f"{sum(plan.rounds.steps_per_replica.values())} steps"
+            f"{sum(plan.rounds.steps_per_replica.values())} steps; training losses "
+            f"{train_loss_weighting(cfg)}"
         )
         result = run_training(
             cfg, plan, on_round, on_event, run_name=f"{cfg.name}-{tracked.run_id[:8]}"
@@ -151,4 +166,7 @@ def train(
         ("wall time", f"{time.perf_counter() - started:.1f} s"),
     ]
     console.print_summary(rows, title=f"{cfg.name}: {cfg.strategy.kind} training finished")
+    issues = model_dir.parent / LABEL_ISSUES_FILE
+    if issues.exists():
+        console.print_label_issues(issues)
     return EXIT_OK, summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -192,3 +193,22 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(train, mlflow
 
     state = json.loads((Path(checkpoint) / "loop_state.json").read_text())
     assert state["next_round"] >= 1
+
+
+def test_red_blue_finds_wrong_labels_while_it_trains(train, mlflow_client, tmp_path, capsys):
+    """strategy.clean prune on digits with 30% of P''s labels flipped: the flagged rows are
+    mostly the flipped ones, and the run logs them with its metrics and prints the first five."""
+    code, summary = train("clean", data={"label_noise": 0.3}, strategy={"clean": "prune"})
+    assert code == 0
+    metrics = summary.metrics
+    assert metrics["label_issues/precision"] >= 0.7 and metrics["label_issues/recall"] >= 0.5
+    run = mlflow_client.get_run(summary.run_id)
+    assert run.data.tags["redblue.train_loss"].startswith("weighted: label issues at weight 0")
+    assert run.data.metrics["label_issues/count"] == metrics["label_issues/count"]
+    path = mlflow_client.download_artifacts(summary.run_id, "label_issues.csv", str(tmp_path))
+    issues = pd.read_csv(path)
+    assert len(issues) == metrics["label_issues/count"]
+    assert set(issues.given_label) <= set(range(10)) and issues.row.is_unique
+    printed = capsys.readouterr().out
+    assert f"label issues: {len(issues)} row(s) flagged" in printed
+    assert "the 5 most confident" in printed

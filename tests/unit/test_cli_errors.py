@@ -53,6 +53,26 @@ CASES = {
         + ["--set", "data.target=y", "--set", "data.window=3", "--set", "model.kind=gru"],
         "NaN or infinite values in",  # in column a, a covariate
     ),
+    "cleaning a regression": (
+        ["--set", "data.source=diabetes", "--set", "strategy.clean=prune"],
+        "strategy.clean needs classification (it finds wrong class labels); the task here is "
+        "regression",
+    ),
+    "cleaning a series": (
+        ["--set", "data.kind=series", "--set", "data.source=co2", "--set", "data.window=24"]
+        + ["--set", "model.kind=lstm", "--set", "strategy.clean=weight"],
+        "strategy.clean needs classification (it finds wrong class labels); the task here is "
+        "forecast",
+    ),
+    "cleaning standard training": (
+        ["--set", "strategy.kind=standard", "--set", "strategy.clean=prune"],
+        "strategy.clean prune needs strategy.kind red_blue",
+    ),
+    "pair noise on a regression": (
+        ["--set", "data.source=diabetes", "--set", "data.label_noise=0.2"]
+        + ["--set", "data.label_noise_kind=pairs"],
+        "data.label_noise_kind pairs needs classification",
+    ),
 }
 SWEEP_CASES = {
     "sweep unknown space key": (

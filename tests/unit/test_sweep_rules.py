@@ -122,3 +122,15 @@ def test_pbt_perturbs_only_what_a_checkpoint_can_take_and_stays_in_range():
     assert pbt._perturbation_interval == 3  # perturb where every trial has a checkpoint
     clipped = pbt._custom_explore_fn({"optim.lr": 0.05, "model.dropout": 0.1})
     assert clipped == {"optim.lr": 1e-2, "model.dropout": 0.1}
+
+
+def test_cleaning_and_its_start_are_sweepable():
+    space = {
+        "strategy.clean": {"choice": ["off", "prune", "weight"]},
+        "strategy.clean_start": {"uniform": [0.1, 0.5]},
+    }
+    cfg = validate({"sweep": {"space": space}}, for_sweep=True)
+    assert set(cfg.sweep.space) == set(space)
+    assert "value 'sometimes' is rejected" in space_error(
+        {"strategy.clean": {"choice": ["off", "sometimes"]}}
+    )

@@ -26,6 +26,7 @@ import torch
 
 STATE_FILE = "loop_state.json"
 FINAL_MODEL_DIR = "final_model"
+LABEL_ISSUES_FILE = "label_issues.csv"
 
 
 @dataclass

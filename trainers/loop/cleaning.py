@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.loop.confident_learning import find_label_issues
 from trainers.loop.cross_predictions import CrossPredictions
 from trainers.loop.plan import RunPlan
-
-LABEL_ISSUES_FILE = "label_issues.csv"
 
 
 class Cleaning:

@@ -65,7 +65,7 @@ def plan_run(cfg: RunSettings) -> RunPlan:
     prepared = task_of(cfg.data.kind).prepare(cfg)
     if cfg.strategy.clean != "off" and prepared.dataset.task != "classification":
         raise DataError(
-            f"strategy.clean needs classification (it finds wrong class labels); this data is "
+            f"strategy.clean needs classification (it finds wrong class labels); the task here is "
             f"{prepared.dataset.task}: set strategy.clean: off"
         )
     dataset, noisy_rows = add_label_noise(prepared.dataset, prepared.split, cfg)
