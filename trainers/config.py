@@ -272,6 +272,14 @@ class StrategyConfig(Section):
         10, ge=1, description="K: a round is 2K optimizer steps (K_red + K_blue for red-blue)."
     )
     eval_every: int = Field(1, ge=1, description="Evaluate every N rounds (and at the end).")
+    eval_rows: int = Field(
+        8192,
+        ge=64,
+        description="The most rows of each part (red, blue, V) one evaluation scores, so that "
+        "an epoch costs O(rows): a larger part is scored in turn, a slice per evaluation. "
+        "val_loss (the kept model, early stopping) is always on all of V: every evaluation "
+        "when V fits, else every ceil(|V| / eval_rows)-th (the others log val/slice_loss).",
+    )
     fuse_every: int = Field(
         1, ge=0, description="Fuse the replicas every N rounds; 0 fuses only at the end."
     )

@@ -89,14 +89,25 @@ def test_best_finished_trial_is_champion(first_sweep, mlflow_client):
     assert kept == [f"trial-{summary.best.trial_id}"]
 
 
-def test_a_worse_sweep_becomes_challenger(first_sweep, sweep, mlflow_client):
+def test_a_worse_sweep_becomes_challenger(first_sweep, sweep, mlflow_client, tmp_path):
+    """Its one trial also sweeps strategy.clean: the trial's run reports its label issues."""
     _, first = first_sweep
+    space = {
+        "optim.lr": {"choice": [0.0001]},
+        "strategy.clean": {"choice": ["report"]},
+        "strategy.clean_start": {"choice": [0.0]},
+    }
     code, summary = sweep(
         "sweep-digits",
         **{**SMALL, "optim": {"epochs": 0.5}},
-        sweep={"space": {"optim.lr": {"choice": [0.0001]}}, "num_samples": 1},
+        sweep={"space": space, "num_samples": 1},
     )
     assert code == 0 and summary.alias == "challenger"
+    trial_run = mlflow_client.get_run(summary.best.run_id)
+    assert trial_run.data.params["strategy.clean"] == "report"
+    assert "label_issues/count" in trial_run.data.metrics
+    issues = mlflow_client.download_artifacts(trial_run.info.run_id, "label_issues.csv", tmp_path)
+    assert Path(issues).read_text().startswith("row,given_label,suggested_label,p_given,")
     assert "does not beat the champion" in summary.reason
     champion = mlflow_client.get_model_version_by_alias("sweep-digits", "champion")
     assert str(champion.version) == first.version

@@ -142,16 +142,16 @@ def test_each_replica_scores_only_the_other_half(tmp_path):
     )
     scored: list[tuple[str, np.ndarray]] = []
     in_sample: dict[str, np.ndarray] = {}
-    score = trainer._cross_loss
+    score = trainer.evaluator._cross_loss
 
     def spy(replica, other_half):
         name = "red" if replica is trainer.replicas["red"] else "blue"
         scored.append((name, other_half))
-        own, _ = trainer._predict_all(replica, getattr(trainer.split, name))
+        own, _ = trainer.evaluator.predict(replica, getattr(trainer.split, name))
         in_sample[name] = torch.softmax(own, dim=-1).numpy()
         return score(replica, other_half)
 
-    trainer._cross_loss = spy
+    trainer.evaluator._cross_loss = spy
     metrics = trainer.run().metrics
     split = trainer.split
     assert scored and all(

@@ -5,6 +5,7 @@ have)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -24,5 +25,14 @@ def batch_indices(
     """
     batches_per_epoch = -(-len(part) // batch_size)
     epoch, position = divmod(batch_number, batches_per_epoch)
-    order = np.random.default_rng([*stream, epoch]).permutation(len(part))
+    order = _epoch_order(tuple(stream), epoch, len(part))
     return part[order[position * batch_size : (position + 1) * batch_size]]
+
+
+@lru_cache(maxsize=8)
+def _epoch_order(stream: tuple[int, ...], epoch: int, size: int) -> np.ndarray:
+    """Epoch ``epoch``'s permutation of ``size`` rows, drawn once per epoch (not per batch: a
+    batch then costs O(batch), not O(rows))."""
+    order = np.random.default_rng([*stream, epoch]).permutation(size)
+    order.setflags(write=False)
+    return order

@@ -42,7 +42,8 @@ class LoopState:
     last_alpha: float = 0.5  # the latest evaluation's fusion weight
     train_seconds: float = 0.0  # wall time of the rounds so far (training, evaluation, fusion)
     split_fingerprint: str = ""
-    val_losses: list[float] = field(default_factory=list)  # every evaluation's, in order
+    val_losses: list[float] = field(default_factory=list)  # every decision's, in order
+    evaluations: int = 0  # evaluations so far (which slices the next one scores)
     final_metrics: dict[str, float] | None = None  # set in the final checkpoint only
 
     def jitter(self) -> dict[str, float]:

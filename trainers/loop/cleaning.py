@@ -52,11 +52,11 @@ class Cleaning:
         if not self.cross.active or self.strategy.clean == "off":
             return None
         held_out = torch.softmax(outputs.float(), dim=-1).numpy()
-        probabilities = np.concatenate([self.cross.probabilities, held_out])
-        pool = len(self.cross.rows)
-        groups = [self.cross.red, np.setdiff1d(np.arange(pool), self.cross.red)]
-        groups.append(np.arange(pool, pool + len(labels)))
-        given = np.concatenate([self.given, labels.numpy()])
+        scored = self.cross.scored
+        probabilities = np.concatenate([self.cross.probabilities[scored], held_out])
+        pool = len(scored)
+        groups = [*self.cross.halves(scored), np.arange(pool, pool + len(labels))]
+        given = np.concatenate([self.given[scored], labels.numpy()])
         flagged = find_label_issues(probabilities, given, groups, self.strategy.clean_max_fraction)
         return ~flagged[pool:]
 

@@ -57,10 +57,25 @@ class CrossPredictions:
             np.isnan(earlier), fresh, AVERAGE_KEEP * earlier + (1 - AVERAGE_KEEP) * fresh
         )
 
+    @property
+    def scored(self) -> np.ndarray:
+        """Positions of the rows scored at least once (evaluations score large halves in
+        slices: ``trainers.loop.evaluation``)."""
+        return np.flatnonzero(~np.isnan(self.probabilities).any(axis=1))
+
+    def halves(self, positions: np.ndarray) -> list[np.ndarray]:
+        """Which of ``positions``' entries are red's, which blue's (indices into it)."""
+        is_red = np.isin(positions, self.red)
+        return [np.flatnonzero(is_red), np.flatnonzero(~is_red)]
+
     def flag(self, labels: np.ndarray, max_fraction: float, round_number: int) -> None:
-        """Re-check every row (a row can be unflagged) with its given ``labels`` (of ``rows``)."""
-        blue = np.setdiff1d(np.arange(len(self.rows)), self.red)
-        now = find_label_issues(self.probabilities, labels, [self.red, blue], max_fraction)
+        """Re-check every scored row (a row can be unflagged) with its given ``labels`` (of
+        ``rows``); a row not scored yet is not flagged."""
+        scored = self.scored
+        now = np.zeros(len(self.rows), dtype=bool)
+        now[scored] = find_label_issues(
+            self.probabilities[scored], labels[scored], self.halves(scored), max_fraction
+        )
         self.first_flagged = np.where(
             now, np.where(self.flagged, self.first_flagged, round_number), 0
         ).astype(np.int32)
@@ -73,7 +88,8 @@ class CrossPredictions:
         if mode == "prune":
             weights[self.rows[self.flagged]] = 0.0
         elif mode == "weight":
-            weights[self.rows] = self.probabilities[np.arange(len(self.rows)), labels]
+            p_given = self.probabilities[np.arange(len(self.rows)), labels]
+            weights[self.rows] = np.where(np.isnan(p_given), 1.0, p_given)
         return weights
 
     def metrics(self, noisy_rows: np.ndarray | None) -> dict[str, float]:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from trainers.data.batches import batch_indices, shard
@@ -31,20 +30,13 @@ from trainers.engine.checkpoint import (
     write_state,
 )
 from trainers.engine.clock import RunClock
-from trainers.engine.fusion import (
-    Snapshot,
-    divergence,
-    engines,
-    fuse_into_both,
-    fused_view,
-    fusion_alpha,
-)
+from trainers.engine.fusion import Snapshot, engines, fuse_into_both
 from trainers.loop.cleaning import Cleaning
+from trainers.loop.evaluation import Evaluator
 from trainers.loop.plan import RunPlan
 from trainers.models import save_model
 
 Report = Callable[[dict[str, float], "Path | None"], None]
-EVAL_BATCH = 4096
 COLOR_STREAM = {"red": 1, "blue": 2, "standard": 3}
 
 
@@ -114,6 +106,8 @@ class Trainer:
         self.best: Snapshot | None = None  # the best evaluation's replicas (select: best)
         classifies = self.red_blue and self.spec.task == "classification"
         self.cleaning = Cleaning(plan) if classifies else None  # cross-predictions, label issues
+        data = (self.features, self.labels)
+        self.evaluator = Evaluator(cfg, split, self.objective, data, self.cleaning)
         self.state = LoopState(
             steps={name: 0 for name in replicas}, split_fingerprint=split.fingerprint()
         )
@@ -136,10 +130,8 @@ class Trainer:
                 metrics["first_step_at"] = self.first_step_at
             is_last = round_index == last_round
             if is_last or (round_index + 1) % self.cfg.strategy.eval_every == 0:
-                metrics.update(self._evaluate_round())
-                if self.cleaning is not None:
-                    metrics.update(self.cleaning.evaluate(round_index + 1))
-                stopped_early = self._record_evaluation(round_index, metrics) and not is_last
+                decided = self._evaluate(round_index, metrics, is_last)
+                stopped_early = decided and self._record_evaluation(round_index, metrics)
                 is_last = is_last or stopped_early
             if self.red_blue and not is_last:  # the end's fusion is the kept model's (_finish)
                 self._fuse_if_due(round_index, metrics)
@@ -189,52 +181,31 @@ class Trainer:
         self.state.steps[name] += steps
         return distributed.all_reduce_mean([float(total) / micro_steps])[0]
 
-    def _evaluate_round(self) -> dict[str, float]:
-        """Held-out (and cross) losses, alpha and the fused candidate's val_loss; every value is
-        all-reduced, so every worker takes the same decisions from them."""
-        if not self.red_blue:
-            return self._agreed(self._validation(self.replicas["standard"]))
-        red, blue = self.replicas["red"], self.replicas["blue"]
-        metrics = self._agreed(
-            {
-                "red/val_loss": self._cross_loss(red, self.split.blue),
-                "blue/val_loss": self._cross_loss(blue, self.split.red),
-                "red/holdout_loss": self._loss(red, self.split.val),
-                "blue/holdout_loss": self._loss(blue, self.split.val),
-            }
-        )
-        alpha = fusion_alpha(
-            self.cfg.strategy.fusion,
-            red_ratio=self.cfg.strategy.red_ratio,
-            red_holdout=metrics["red/holdout_loss"],
-            blue_holdout=metrics["blue/holdout_loss"],
-        )
-        with fused_view(red, blue, alpha) as fused:
-            metrics.update(self._agreed(self._validation(fused)))
-        metrics["fusion/alpha"] = alpha
-        metrics["fusion/divergence"] = divergence(red, blue, alpha)
-        return metrics
-
-    def _cross_loss(self, replica: Replica, other_half: np.ndarray) -> float:
-        """A replica's loss on the other replica's half; its class probabilities there are
-        kept as the rows' cross-predictions (classification)."""
-        outputs, targets = self._predict_all(replica, other_half)
+    def _evaluate(self, round_index: int, metrics: dict[str, float], is_last: bool) -> bool:
+        """Score this evaluation (``trainers.loop.evaluation``: slices of large parts), flag
+        label issues; returns whether it decided (scored all of V: the last one always does)."""
+        evaluation = self.state.evaluations
+        decide = is_last or self.evaluator.slices.decision_due(evaluation)
+        metrics.update(self.evaluator.evaluate(self.replicas, evaluation, decide))
+        self.state.evaluations += 1
+        self.state.last_alpha = metrics.get("fusion/alpha", 0.5)
         if self.cleaning is not None:
-            self.cleaning.record(other_half, outputs)
-        return float(self.objective.loss(outputs, targets))
+            metrics.update(self.cleaning.evaluate(round_index + 1))
+        return decide
 
     def _fuse_if_due(self, round_index: int, metrics: dict[str, float]) -> None:
         """Periodic fusion (``strategy.fuse_every``), with this round's alpha (from its
         evaluation, or from the held-out losses now)."""
         every = self.cfg.strategy.fuse_every
         if every > 0 and (round_index + 1) % every == 0:
-            alpha = metrics["fusion/alpha"] if "fusion/alpha" in metrics else self._alpha_now()
+            alpha = metrics.get("fusion/alpha")
+            if alpha is None:
+                alpha = self.evaluator.alpha_now(self.replicas, self.state.evaluations)
             fuse_into_both(self.replicas["red"], self.replicas["blue"], alpha)
 
     def _record_evaluation(self, round_index: int, metrics: dict[str, float]) -> bool:
         """Track the best evaluation (and keep its replicas, with ``checkpoint.select: best``);
         early stopping on val_loss after ``optim.patience`` evaluations without improvement."""
-        self.state.last_alpha = metrics.get("fusion/alpha", 0.5)
         self.state.val_losses.append(metrics["val_loss"])
         if metrics["val_loss"] < self.state.best_val_loss:
             self.state.best_val_loss, self.state.evals_since_best = metrics["val_loss"], 0
@@ -260,16 +231,17 @@ class Trainer:
         if self.red_blue:
             red, blue = self.replicas["red"], self.replicas["blue"]
             for name, replica in (("red", red), ("blue", blue)):
-                final.update({f"{name}/{k}": v for k, v in self._test_metrics(replica).items()})
+                scores = self.evaluator.test_metrics(replica)
+                final.update({f"{name}/{k}": v for k, v in scores.items()})
             fuse_into_both(red, blue, alpha)
         result = next(iter(self.replicas.values()))  # red holds theta_f after the fusion
-        final.update(self._test_metrics(result))
+        final.update(self.evaluator.test_metrics(result))
         final.update(self.reference_metrics)  # a forecaster's baselines on the same T
         final.update(
-            self._agreed(
+            self.evaluator.agreed(
                 {
-                    **self._validation(result),
-                    "final_train_loss": self._loss(result, self.split.train),
+                    **self.evaluator.validation(result),
+                    "final_train_loss": self.evaluator.loss(result, self.split.train),
                 }
             )
         )
@@ -292,37 +264,6 @@ class Trainer:
         return final
 
     # -- helpers -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _predict_all(
-        self, replica: Replica, index: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        for engine in replica.values():
-            engine.module.eval()
-        outputs = [
-            self.objective.outputs(replica, self.features[index[i : i + EVAL_BATCH]]).float().cpu()
-            for i in range(0, len(index), EVAL_BATCH)
-        ]
-        return torch.cat(outputs), self.labels[index]
-
-    def _loss(self, replica: Replica, index: np.ndarray) -> float:
-        outputs, targets = self._predict_all(replica, index)
-        return float(self.objective.loss(outputs, targets))
-
-    def _validation(self, replica: Replica) -> dict[str, float]:
-        """``val_loss`` on V; with ``strategy.clean`` under way, on V without its label issues
-        (``val/label_issues``: how many were left out)."""
-        outputs, targets = self._predict_all(replica, self.split.val)
-        keep = None if self.cleaning is None else self.cleaning.clean_validation(outputs, targets)
-        if keep is None:
-            return {"val_loss": float(self.objective.loss(outputs, targets))}
-        kept = torch.as_tensor(keep)
-        loss = self.objective.loss(outputs[kept], targets[kept])
-        return {"val_loss": float(loss), "val/label_issues": float((~keep).sum())}
-
-    def _test_metrics(self, replica: Replica) -> dict[str, float]:
-        outputs, targets = self._predict_all(replica, self.split.test)
-        return self._agreed(self.objective.metrics(outputs, targets))
-
     def _whole_model(self, replica: Replica) -> torch.nn.Module:
         """The family's model holding ``replica``'s networks (for its objective to read)."""
         if len(replica) == 1:
@@ -332,24 +273,6 @@ class Trainer:
     @staticmethod
     def _lr(replica: Replica) -> float:
         return next(iter(replica.values())).lr()
-
-    def _alpha_now(self) -> float:
-        """alpha from the held-out losses of now (a fusion in a round without evaluation)."""
-        red, blue = self.replicas["red"], self.replicas["blue"]
-        losses = self._agreed(
-            {"red": self._loss(red, self.split.val), "blue": self._loss(blue, self.split.val)}
-        )
-        return fusion_alpha(
-            self.cfg.strategy.fusion,
-            red_ratio=self.cfg.strategy.red_ratio,
-            red_holdout=losses["red"],
-            blue_holdout=losses["blue"],
-        )
-
-    @staticmethod
-    def _agreed(metrics: dict[str, float]) -> dict[str, float]:
-        """The values averaged over all workers: the same on each, whatever rounding differs."""
-        return dict(zip(metrics, distributed.all_reduce_mean(list(metrics.values())), strict=True))
 
     def _report_finished(self, directory: Path) -> TrainOutcome:
         """Report the final checkpoint again (a restart after the run had ended)."""
