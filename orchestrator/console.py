@@ -20,6 +20,7 @@ ROUND_FIELDS = (
     ("blue/train_loss", "blue {:.4f}"),
     ("train_loss", "train {:.4f}"),
     ("val_loss", "val {:.4f}"),
+    ("val/slice_loss", "val slice {:.4f}"),
     ("fusion/divergence", "div {:.3f}"),
     ("lr", "lr {:.2e}"),
     ("samples_per_s", "{:,.0f} samples/s"),

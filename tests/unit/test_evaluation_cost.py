@@ -25,6 +25,7 @@ def test_slices_cover_each_part_in_turn_without_overlap():
     assert np.array_equal(np.sort(np.concatenate(taken)), split.val)  # all of V, once
     assert np.array_equal(slices.take("val", 4), taken[0])  # then around again
     assert [slices.decision_due(e) for e in range(8)] == [False, False, False, True] * 2
+    assert [slices.halves_covered(e) for e in range(4)] == [False, True] * 2  # red: 2 slices
     assert np.array_equal(slices.take("blue", 3), split.blue)  # a part that fits: all, always
 
 
@@ -69,8 +70,12 @@ def test_cleaning_flags_from_slices_once_they_covered_the_halves(tmp_path):
         strategy={"clean": "prune", "eval_rows": 128},
         optim={"epochs": 10},
     )
+    recorder = trainer.report
     metrics = trainer.run().metrics
     assert len(trainer.cleaning.cross.scored) == len(trainer.split.train)  # every row, in turn
+    flagged = [m["round"] for m in recorder.metrics if "label_issues/count" in m and "round" in m]
+    turn = trainer.evaluator.slices.count("blue")  # blue, the larger half: 6 slices of 128
+    assert flagged and all(r % turn == 0 for r in flagged)  # once per turn over the halves
     assert metrics["label_issues/precision"] >= 0.7 and metrics["label_issues/recall"] >= 0.5
 
 

@@ -33,8 +33,9 @@ class Cleaning:
         self.cross.record(other_half, torch.softmax(outputs.float(), dim=-1).numpy())
 
     def evaluate(self, round_number: int) -> dict[str, float]:
-        """After an evaluation's cross-predictions: re-flag every row and reweigh training, once
-        ``clean_start`` of the rounds have run; the label-issue metrics."""
+        """After an evaluation's cross-predictions (that completed a turn over the halves):
+        re-flag every row and reweigh training, once ``clean_start`` of the rounds have run;
+        the label-issue metrics."""
         if self.strategy.clean == "off":
             return {}
         if round_number <= self.strategy.clean_start * self.num_rounds:

@@ -58,6 +58,11 @@ class Slices:
         start = (evaluation % self.count(name)) * self.rows
         return np.sort(self.parts[name][start : start + self.rows])
 
+    def halves_covered(self, evaluation: int) -> bool:
+        """Whether this evaluation completes a turn over both halves (label issues are flagged
+        then: once per turn, so that flagging too costs O(rows) an epoch)."""
+        return (evaluation + 1) % max(self.count("red"), self.count("blue")) == 0
+
     def decision_due(self, evaluation: int) -> bool:
         """Whether this evaluation scores all of V (and so decides)."""
         return (evaluation + 1) % self.count("val") == 0

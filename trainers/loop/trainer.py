@@ -189,7 +189,7 @@ class Trainer:
         metrics.update(self.evaluator.evaluate(self.replicas, evaluation, decide))
         self.state.evaluations += 1
         self.state.last_alpha = metrics.get("fusion/alpha", 0.5)
-        if self.cleaning is not None:
+        if self.cleaning is not None and self.evaluator.slices.halves_covered(evaluation):
             metrics.update(self.cleaning.evaluate(round_index + 1))
         return decide
 
