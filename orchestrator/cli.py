@@ -79,30 +79,31 @@ def sweep(
 @app.command()
 def compare(
     config: Path = typer.Argument(..., help="YAML run config, e.g. configs/digits.yaml."),
-    seeds: int = typer.Option(
-        5, "--seeds", "-n", min=1, help="Seeds 0..N-1; each trains both strategies."
+    seeds: int = typer.Option(5, "--seeds", "-n", min=1, help="Seeds 0..N-1."),
+    strategies: str = typer.Option(
+        "red_blue,standard",
+        help="Comma list, each paired with standard by seed: standard, red_blue, red_blue_prune "
+        "(= red_blue_clean), red_blue_weight, red_blue_report; standard is added if missing.",
     ),
     overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Override a config key: --set data.label_noise=0.2 (repeatable)."
     ),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue this config's unfinished comparison (same --seeds)."
+        False, "--resume", help="Continue this config's unfinished comparison (same options)."
     ),
     address: str | None = typer.Option(
         None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
     ),
 ) -> None:
-    """Compare red-blue with standard training on CONFIG, paired by seed.
+    """Compare red-blue (or other strategies) with standard training on CONFIG, paired by seed.
 
-    Each seed trains both strategies on the same split, initialisation and step budget, as
-    nested MLflow runs under one parent; the parent gets each strategy's mean and std, the paired
-    difference with its p-value, the overfitting gaps and the compute ratio, with comparison.csv
-    and comparison.png. The console ends with the table and a verdict.
+    Each seed trains every strategy (same split, initialisation, step budget) as a nested MLflow
+    run; the parent gets means, paired differences from standard, p-values (raw and Holm).
     """
     cfg, plan = _validated(config, overrides, address, for_sweep=False)
     from orchestrator.compare.run import compare as run_compare
 
-    code, _ = run_compare(cfg, plan, address, seeds, resume)
+    code, _ = run_compare(cfg, plan, address, seeds, resume, strategies)
     raise typer.Exit(code)
 
 

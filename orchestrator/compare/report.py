@@ -1,16 +1,30 @@
 """What a comparison leaves: the parent run's metrics, ``comparison.csv`` and
-``comparison.png`` in MLflow, and the same table with a one-line verdict on the console."""
+``comparison.png`` in MLflow, and the same table with one verdict line per strategy on the
+console."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from orchestrator import console
-from orchestrator.compare.stats import STRATEGIES, Child, paired, parent_metrics, verdict
+from orchestrator.compare.stats import (
+    JITTER,
+    Child,
+    delta_key,
+    finished,
+    label,
+    metric_names,
+    paired,
+    parent_metrics,
+    ratio_key,
+    strategies_of,
+    verdict,
+)
 
 CSV_FILE = "comparison.csv"
 PLOT_FILE = "comparison.png"
@@ -34,39 +48,47 @@ def csv_text(children: list[Child]) -> str:
     return pd.DataFrame(rows).to_csv(index=False)
 
 
-def figure(children: list[Child], metric: str) -> Any:
-    """Per seed, a line from standard to red-blue; each strategy's mean as a bar marker."""
+def figure(children: list[Child], metric: str, strategies: Sequence[str] | None = None) -> Any:
+    """A panel per metric (those any child has): one x position per strategy, standard first;
+    per seed, a grey line through its strategies' values; each strategy's mean as a red bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys((metric, "test_loss")))
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    order = strategies_of(children, strategies)
+    names = [n for n in metric_names(metric) if any(n in c.metrics for c in children)] or [metric]
+    width = max(5, 1.2 * len(order) + 2)
+    fig, axes = plt.subplots(1, len(names), figsize=(width * len(names), 4), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
-        pair = paired(children, name)
-        for seed, standard, red_blue in zip(pair.seeds, pair.standard, pair.red_blue, strict=True):
-            axis.plot([0, 1], [standard, red_blue], marker="o", color="0.6", linewidth=1)
-            axis.annotate(f"seed {seed}", (1, red_blue), xytext=(5, 0), textcoords="offset points")
-        for x, values in ((0, pair.standard), (1, pair.red_blue)):
-            if len(values):
-                axis.hlines(values.mean(), x - 0.15, x + 0.15, color="C3", linewidth=3)
-        axis.set_xticks([0, 1], ["standard", "red-blue"])
-        axis.set_xlim(-0.4, 1.6)
+        by_strategy = [finished(children, s, name) for s in order]
+        for seed in sorted(set().union(*by_strategy)):
+            points = [(x, values[seed]) for x, values in enumerate(by_strategy) if seed in values]
+            xs, ys = zip(*points, strict=True)
+            axis.plot(xs, ys, marker="o", color="0.6", linewidth=1)
+            axis.annotate(f"seed {seed}", points[-1], xytext=(5, 0), textcoords="offset points")
+        for x, values in enumerate(by_strategy):
+            if values:
+                mean = float(sum(values.values()) / len(values))
+                axis.hlines(mean, x - 0.15, x + 0.15, color="C3", linewidth=3)
+        axis.set_xticks(range(len(order)), [label(s) for s in order])
+        axis.set_xlim(-0.4, len(order) - 0.4)
         axis.set_title(f"{name}: per seed (grey), mean (red)")
     fig.tight_layout()
     return fig
 
 
-def log_to_parent(parent, children: list[Child], metric: str) -> dict[str, float]:
+def log_to_parent(
+    parent, children: list[Child], metric: str, strategies: Sequence[str] | None = None
+) -> dict[str, float]:
     """Metrics, ``comparison.csv`` and ``comparison.png`` on the parent run; returns the
     metrics."""
     import matplotlib.pyplot as plt
 
-    metrics = parent_metrics(children, metric)
+    metrics = parent_metrics(children, metric, strategies)
     parent.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
     parent.client.log_text(parent.run_id, csv_text(children), CSV_FILE)
-    fig = figure(children, metric)
+    fig = figure(children, metric, strategies)
     parent.client.log_figure(parent.run_id, fig, PLOT_FILE)
     plt.close(fig)
     return metrics
@@ -78,43 +100,72 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
-def print_comparison(
-    children: list[Child], metric: str, higher_is_better: bool, metrics: dict[str, float]
-) -> str:
-    """The table (per seed and the means) and the verdict; returns the verdict."""
-    names = list(dict.fromkeys((metric, "test_loss")))
-    table = Table(title="red-blue against standard training", title_justify="left")
-    for column in ("seed", *(f"{s} {n}" for n in names for s in STRATEGIES)):
-        table.add_column(column.replace("red_blue", "red-blue"), justify="right")
-    pairs = {name: paired(children, name) for name in names}
-    for i, seed in enumerate(pairs[metric].seeds):
-        cells = [str(seed)]
-        for name in names:
-            pair = pairs[name]
-            index = pair.seeds.index(seed) if seed in pair.seeds else None
-            for strategy in STRATEGIES:
-                cells.append("-" if index is None else f"{getattr(pair, strategy)[index]:.4f}")
-        table.add_row(*cells, end_section=i == len(pairs[metric].seeds) - 1)
-    means = ["mean ± std"]
-    for name in names:
-        for strategy in STRATEGIES:
-            means.append(
-                _cell(metrics[f"{strategy}/{name}_mean"], metrics[f"{strategy}/{name}_std"])
-            )
-    table.add_row(*means)
+def _number(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4f}"
+
+
+def _p(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.3g}"
+
+
+def _print_table(
+    children: list[Child], name: str, order: list[str], metrics: dict[str, float]
+) -> None:
+    """``name`` per seed (a row) and strategy (a column), then each strategy's mean and std."""
+    table = Table(title=f"{name} per seed", title_justify="left")
+    table.add_column("seed", justify="right")
+    for strategy in order:
+        table.add_column(label(strategy), justify="right", overflow="fold")
+    values = [finished(children, strategy, name) for strategy in order]
+    seeds = sorted(set().union(*values))
+    for i, seed in enumerate(seeds):
+        cells = [f"{by_seed[seed]:.4f}" if seed in by_seed else "-" for by_seed in values]
+        table.add_row(str(seed), *cells, end_section=i == len(seeds) - 1)
+    for what in ("mean", "std"):
+        table.add_row(what, *(_number(metrics[f"{s}/{name}_{what}"]) for s in order))
     console.out.print(table)
-    for name in names:
-        p_value = metrics[f"delta/{name}_p_value"]
-        console.out.print(
-            f"delta {name} (red-blue - standard): {metrics[f'delta/{name}_mean']:+.4f}, "
-            f"paired t-test p = {p_value:.3g}"
-        )
+
+
+def print_comparison(
+    children: list[Child],
+    metric: str,
+    higher_is_better: bool,
+    metrics: dict[str, float],
+    strategies: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """The tables (per seed and the means), each strategy's differences from standard training
+    with their p-values (raw and Holm-adjusted), the gaps, the compute ratios and one verdict
+    per strategy; returns the verdicts by strategy."""
+    order = strategies_of(children, strategies)
+    others = order[1:]
+    for name in metric_names(metric)[:2]:  # the score metric and test_loss; the jitter on a line
+        _print_table(children, name, order, metrics)
+    jitter = [
+        f"{label(s)} {_cell(metrics[f'{s}/{JITTER}_mean'], metrics[f'{s}/{JITTER}_std'])}"
+        for s in order
+    ]
+    console.out.print(f"{JITTER} (mean ± std): " + ", ".join(jitter))
+    tests = sum(1 for key, p in metrics.items() if key.endswith("_p_value") and not math.isnan(p))
+    for strategy in others:
+        for name in metric_names(metric):
+            console.out.print(
+                f"delta {name} ({label(strategy)} - standard): "
+                f"{metrics[delta_key(strategy, name, 'mean')]:+.4f}, paired t-test "
+                f"p = {_p(metrics[delta_key(strategy, name, 'p_value')])}, "
+                f"Holm p = {_p(metrics[delta_key(strategy, name, 'p_holm')])}"
+            )
+    console.out.print(f"Holm p: each p-value corrected for the {tests} tests of this comparison")
     gaps = [
-        f"{s} {metrics[f'{s}/gap_mean']:+.4f}" for s in STRATEGIES if f"{s}/gap_mean" in metrics
+        f"{label(s)} {metrics[f'{s}/gap_mean']:+.4f}" for s in order if f"{s}/gap_mean" in metrics
     ]
     if gaps:
         console.out.print("overfitting gap (final train loss - test loss): " + ", ".join(gaps))
-    ratio = metrics.get("compute_ratio")
-    line = verdict(pairs[metric], higher_is_better, ratio)
-    console.out.print(f"[bold]verdict:[/] {escape(line)}")
-    return line
+    verdicts = {}
+    for strategy in others:
+        ratio = metrics.get(ratio_key(strategy))
+        p_holm = metrics[delta_key(strategy, metric, "p_holm")]
+        verdicts[strategy] = verdict(
+            paired(children, metric, strategy), higher_is_better, ratio, p_holm
+        )
+        console.out.print(f"[bold]verdict:[/] {escape(verdicts[strategy])}")
+    return verdicts

@@ -5,6 +5,7 @@ the search algorithm. ``orchestrator.config.RedblueConfig`` composes it with the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -23,6 +24,22 @@ PBT_MUTABLE_KEYS = (
     "optim.grad_clip",
     *sorted({key for family in FAMILIES.values() for key in family.pbt_mutable}),
 )
+
+# Pseudo keys of a grid that are not config keys: each value of one names several config values
+# at once (``redblue compare``'s strategy names). Key -> value -> {dotted config key: value}.
+Presets = Mapping[str, Mapping[Any, Mapping[str, Any]]]
+
+
+def config_values(params: Mapping[str, Any], presets: Presets | None) -> dict[str, Any]:
+    """A trial's sampled ``params`` as dotted config keys: the value of a pseudo key of
+    ``presets`` replaced by the config values it names."""
+    values: dict[str, Any] = {}
+    for key, value in params.items():
+        if presets and key in presets:
+            values.update(presets[key][value])
+        else:
+            values[key] = value
+    return values
 
 
 class SpaceSpec(Section):

@@ -40,6 +40,7 @@ def find_unfinished(client, cfg: RedblueConfig, kind: str = "sweep") -> Any:
     if run.data.tags.get("redblue.config_hash") != config_hash(cfg):
         raise NothingToResume(
             f"the unfinished {kind} {run.data.tags.get('redblue.sweep_id')} was started with a "
-            "different config; resume it with the same file and --set options"
+            "different config; resume it with the same file and options (--set, and for a "
+            "comparison --seeds and --strategies)"
         )
     return run

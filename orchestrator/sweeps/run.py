@@ -24,6 +24,7 @@ from orchestrator import console, storage
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from orchestrator.sweeps.conclude import conclude
+from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.sweeps.results import SweepSummary, TrialOutcome, print_summary
 from orchestrator.sweeps.resume import NothingToResume, config_hash, find_unfinished
 from trainers.loop.plan import RunPlan
@@ -49,7 +50,7 @@ def max_concurrent(cfg: RedblueConfig, available: dict[str, float]) -> int:
     return max(1, fits)
 
 
-def max_rounds(cfg: RedblueConfig, train_size: int) -> int:
+def max_rounds(cfg: RedblueConfig, train_size: int, presets: Presets | None = None) -> int:
     """The most rounds any trial can run (batch size and epochs change the round count)."""
     from pydantic import ValidationError
 
@@ -59,7 +60,7 @@ def max_rounds(cfg: RedblueConfig, train_size: int) -> int:
     most = 1
     for values in itertools.product(*swept.values()):
         try:
-            trial = cfg.with_values(dict(zip(swept, values, strict=True)))
+            trial = cfg.with_values(config_values(dict(zip(swept, values, strict=True)), presets))
         except ValidationError:
             continue
         most = max(most, rounds_of(trial, train_size).num_rounds)
@@ -99,12 +100,15 @@ def run_trials(
     resume: bool,
     kind: str,
     finish: Finish[T],
+    presets: Presets | None = None,
 ) -> tuple[int, T | None]:
     """Run (or resume) ``cfg.sweep``'s trials as Tune trials under one parent MLflow run (tag
     ``redblue.kind=<kind>``: ``sweep`` or ``compare``), then ``finish(parent, sweep_id,
-    sweep_dir, trials)``. Returns (exit code, what ``finish`` returned); the code is 0 when it
-    returned, 2 when there is nothing to resume, 130 when interrupted (the parent stays open for
-    ``--resume``), 1 when anything failed (the parent is marked FAILED)."""
+    sweep_dir, trials)``; the space's pseudo keys are those of ``presets``
+    (:func:`orchestrator.sweeps.config.config_values`). Returns (exit code, what ``finish``
+    returned); the code is 0 when it returned, 2 when there is nothing to resume, 130 when
+    interrupted (the parent stays open for ``--resume``), 1 when anything failed (the parent is
+    marked FAILED)."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.environment import connect_ray_while, leave_ray_job_folder
@@ -139,7 +143,9 @@ def run_trials(
     try:
         if ray_problem is not None:
             raise ray_problem
-        trials = _run_tune(cfg, plan, where, parent.run_id, sweep_id, sweep_dir, resume, kind)
+        trials = _run_tune(
+            cfg, plan, where, parent.run_id, sweep_id, sweep_dir, resume, kind, presets
+        )
         result = finish(parent, sweep_id, sweep_dir, trials)
     except KeyboardInterrupt:
         console.print_error(
@@ -200,6 +206,7 @@ def _run_tune(
     sweep_dir: str,
     resume: bool,
     kind: str,
+    presets: Presets | None,
 ) -> list[TrialOutcome]:
     import ray
     from ray import tune
@@ -217,12 +224,13 @@ def _run_tune(
     from orchestrator.sweeps.trial import run_trial
     from orchestrator.tracking import tracking_uri
 
-    most_rounds = max_rounds(cfg, len(plan.split.train))
+    most_rounds = max_rounds(cfg, len(plan.split.train), presets)
     concurrency = max_concurrent(cfg, ray.available_resources())
     if kind == "compare":
         seeds = len(cfg.sweep.space["seed"].grid or [])
+        strategies = ", ".join(map(str, cfg.sweep.space["strategy"].grid or []))
         console.err.print(
-            f"comparing on {where}: red-blue and standard training on {seeds} seed(s), "
+            f"comparing on {where}: {strategies} on {seeds} seed(s), "
             f"{concurrency} at once, up to {most_rounds} rounds each"
         )
     else:
@@ -238,7 +246,9 @@ def _run_tune(
             "(sweep.max_concurrent, fewer scaling.cpus_per_worker, or more CPUs)."
         )
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base_config=cfg.model_dump(), sweep_dir=sweep_dir),
+        tune.with_parameters(
+            run_trial, base_config=cfg.model_dump(), sweep_dir=sweep_dir, presets=presets
+        ),
         TRIAL_RESOURCES,
     )
     space = param_space(cfg.sweep)
@@ -251,7 +261,7 @@ def _run_tune(
             param_space=space,
         )
     else:
-        tracker = SweepTracker(cfg, parent_run_id, sweep_id)
+        tracker = SweepTracker(cfg, parent_run_id, sweep_id, presets)
         tuner = tune.Tuner(
             trainable,
             param_space=space,

@@ -16,6 +16,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
+from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.sweeps.trial import in_tune_trial_folder
 from orchestrator.tracking import TrackedRun, node_tags, tracking_uri
 from orchestrator.training.launch import NODE_IDS_KEY
@@ -71,10 +72,19 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
 class SweepTracker(Callback):
     """Writes the child runs of one sweep and shows its progress. Picklable: Tune saves it."""
 
-    def __init__(self, cfg: RedblueConfig, parent_run_id: str, sweep_id: str) -> None:
+    presets: dict[str, dict[str, Any]] = {}  # also for a tracker saved before it had presets
+
+    def __init__(
+        self,
+        cfg: RedblueConfig,
+        parent_run_id: str,
+        sweep_id: str,
+        presets: Presets | None = None,
+    ) -> None:
         self.cfg = cfg
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
+        self.presets = {key: dict(values) for key, values in (presets or {}).items()}
         self.records: dict[str, TrialRecord] = {}
         self._live: Any = None  # a rich Live table on a terminal
 
@@ -109,7 +119,7 @@ class SweepTracker(Callback):
                 )
             client.update_run(run.run_id, status="RUNNING")
         else:
-            trial_cfg = self.cfg.with_values(params)
+            trial_cfg = self.cfg.with_values(config_values(params, self.presets))
             tags = {
                 "redblue.kind": "trial",
                 "redblue.sweep_id": self.sweep_id,
@@ -117,6 +127,8 @@ class SweepTracker(Callback):
                 "redblue.strategy": trial_cfg.strategy.kind,
                 "redblue.seed": str(trial_cfg.seed),
                 "redblue.world_size": str(self.cfg.scaling.num_workers),
+                # a pseudo key's value by its name (a comparison's strategy.kind + clean)
+                **{f"redblue.{key}": str(params[key]) for key in self.presets if key in params},
             }
             run = TrackedRun.start(
                 trial_cfg,

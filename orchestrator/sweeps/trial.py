@@ -27,6 +27,7 @@ from ray.util.queue import Queue
 
 from orchestrator import storage
 from orchestrator.config import RedblueConfig
+from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.training.launch import build_trainer
 from trainers.loop.plan import plan_run
 
@@ -49,9 +50,15 @@ def in_tune_trial_folder(path: str, trial_id: str) -> bool:
     return f"_{trial_id}_" in path
 
 
-def run_trial(params: dict[str, Any], base_config: dict[str, Any], sweep_dir: str) -> None:
-    """Train ``base_config`` with the sampled ``params`` (dotted keys) applied."""
-    cfg = RedblueConfig.model_validate(base_config).with_values(params)
+def run_trial(
+    params: dict[str, Any],
+    base_config: dict[str, Any],
+    sweep_dir: str,
+    presets: Presets | None = None,
+) -> None:
+    """Train ``base_config`` with the sampled ``params`` (dotted keys, or pseudo keys of
+    ``presets``) applied."""
+    cfg = RedblueConfig.model_validate(base_config).with_values(config_values(params, presets))
     trial_id = tune.get_context().get_trial_id()
     storage_path = storage.join(sweep_dir, TRIALS_DIR)
     if cfg.sweep.scheduler == "pbt":

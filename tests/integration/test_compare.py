@@ -1,6 +1,6 @@
-"""`redblue compare` end to end: a real Tune grid of Ray Train DeepSpeed runs, paired by seed,
-recorded in MLflow; SIGTERM part way, then --resume finishes it without training again what
-had finished."""
+"""`redblue compare` end to end: a real Tune grid of Ray Train DeepSpeed runs of three named
+strategies (standard, red-blue, red-blue with pruning), paired by seed, recorded in MLflow;
+SIGTERM part way, then --resume finishes it without training again what had finished."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import pandas as pd
 import pytest
 
+from orchestrator.compare.strategies import NAMED
 from tests.helpers import start_until_a_trial_finished
 
 pytestmark = pytest.mark.integration
@@ -20,16 +21,17 @@ pytestmark = pytest.mark.integration
 CONFIG = (
     "name: compare-test\n"
     "optim: {epochs: 2, lr: 0.005}\n"
-    "scaling: {num_workers: 2, cpus_per_worker: 0.5}\n"
+    "scaling: {num_workers: 1, cpus_per_worker: 1}\n"
     "checkpoint: {every_rounds: 1, keep: 1}\n"
     "sweep: {max_concurrent: 1}\n"
 )
 
 
-def test_compare_two_seeds_interrupted_by_sigterm_then_resumed(tmp_path, mlflow_client):
+def test_compare_three_strategies_interrupted_by_sigterm_then_resumed(tmp_path, mlflow_client):
     config = tmp_path / "compare.yaml"
     config.write_text(CONFIG)
     command = [sys.executable, "-m", "orchestrator.cli", "compare", str(config), "--seeds", "2"]
+    command += ["--strategies", "standard,red_blue,red_blue_clean"]  # the alias of red_blue_prune
     driver, finished_before = start_until_a_trial_finished(
         command, tmp_path, mlflow_client, "compare-test"
     )
@@ -55,18 +57,19 @@ def test_compare_two_seeds_interrupted_by_sigterm_then_resumed(tmp_path, mlflow_
         [experiment.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
     )
+    strategies = ("red_blue", "red_blue_prune", "standard")
     assert sorted((r.data.tags["redblue.strategy"], r.data.tags["redblue.seed"]) for r in runs) == [
-        ("red_blue", "0"),
-        ("red_blue", "1"),
-        ("standard", "0"),
-        ("standard", "1"),
+        (strategy, seed) for strategy in strategies for seed in "01"
     ]
     assert all(r.info.status == "FINISHED" for r in runs)
     for run in runs:  # children that had finished were not trained again
         if run.info.run_id in finished_before:
             assert run.info.end_time == finished_before[run.info.run_id]
-        assert run.data.params["strategy.kind"] == run.data.tags["redblue.strategy"]
+        named = NAMED[run.data.tags["redblue.strategy"]]
+        assert run.data.params["strategy.kind"] == named["strategy.kind"]
+        assert run.data.params["strategy.clean"] == named["strategy.clean"]
         assert run.data.params["seed"] == run.data.tags["redblue.seed"]
+        assert "val_loss_jitter" in run.data.metrics
 
     metrics = parent.data.metrics
     for key in (
@@ -82,8 +85,21 @@ def test_compare_two_seeds_interrupted_by_sigterm_then_resumed(tmp_path, mlflow_
         "red_blue/gap_mean",
         "standard/gap_mean",
         "compute_ratio",
+        "red_blue_prune/test_accuracy_mean",
+        "red_blue_prune/test_accuracy_std",
+        "delta/red_blue_prune/test_accuracy_mean",
+        "delta/red_blue_prune/test_loss_mean",
+        "red_blue_prune/gap_mean",
+        "red_blue_prune/compute_ratio",
+        "standard/val_loss_jitter_mean",
+        "red_blue_prune/val_loss_jitter_mean",
+        "delta/val_loss_jitter_mean",
+        "delta/red_blue_prune/val_loss_jitter_mean",
     ):
         assert key in metrics, key
+    for key in ("delta/test_accuracy", "delta/red_blue_prune/test_accuracy"):
+        if f"{key}_p_value" in metrics:  # absent only when a difference had no spread
+            assert metrics[f"{key}_p_value"] <= metrics[f"{key}_p_holm"] <= 1
     by_child = {
         (r.data.tags["redblue.strategy"], r.data.tags["redblue.seed"]): r.data.metrics for r in runs
     }
@@ -97,8 +113,10 @@ def test_compare_two_seeds_interrupted_by_sigterm_then_resumed(tmp_path, mlflow_
     assert {"comparison.csv", "comparison.png"} <= artifacts
     csv = mlflow_client.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
     frame = pd.read_csv(csv)
-    assert len(frame) == 4 and {"strategy", "seed", "train_seconds", "test_accuracy"} <= set(
+    assert len(frame) == 6 and {"strategy", "seed", "train_seconds", "test_accuracy"} <= set(
         frame.columns
     )
-    assert "verdict:" in resumed.stdout and "paired t-test" in resumed.stdout
-    assert parent.data.tags["redblue.verdict"] in " ".join(resumed.stdout.split())
+    assert "paired t-test" in resumed.stdout and "Holm p" in resumed.stdout
+    verdicts = parent.data.tags["redblue.verdict"].splitlines()
+    assert len(verdicts) == 2 and resumed.stdout.count("verdict:") == 2
+    assert all(line in " ".join(resumed.stdout.split()) for line in verdicts)

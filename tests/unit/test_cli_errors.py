@@ -106,6 +106,11 @@ COMPARE_CASES = {
         "data.train_fraction: Input should be greater than 0",
     ),
     "compare no seeds": (["--seeds", "0"], "Invalid value for '--seeds'"),
+    "compare unknown strategy": (
+        ["--strategies", "red_blue,red_blue_prnue"],
+        "--strategies: unknown strategy 'red_blue_prnue'; valid: standard, red_blue, "
+        "red_blue_prune, red_blue_weight, red_blue_report, red_blue_clean (= red_blue_prune)",
+    ),
     "compare nothing to resume": (
         ["--resume"],
         "no unfinished compare in experiment 'clitest' to resume",
