@@ -335,12 +335,12 @@ def defaults_with(overrides: list[str] | tuple[str, ...]) -> RedblueConfig:
 def resolve_paths(cfg: RedblueConfig) -> None:
     """Make the config's paths absolute, since trials and workers run in other folders: a local
     ``run.storage_path`` from the state root (the working directory; ``~/.redblue`` inside a Ray
-    job), a data file from the working directory. Raises ``storage.StorageError`` when the
-    storage cannot be reached."""
+    job), a local data path from the working directory (a URI stays as it is). Raises
+    ``storage.StorageError`` when the storage cannot be reached."""
     from orchestrator.environment import state_root
-    from trainers.data.sources import BUNDLED
+    from trainers.data.sources import BUNDLED, is_uri
 
     cfg.run.storage_path = storage.absolute(cfg.run.storage_path, state_root())
     storage.check_reachable(cfg.run.storage_path)
-    if cfg.data.source not in BUNDLED:
+    if cfg.data.source not in BUNDLED and not is_uri(cfg.data.source):
         cfg.data.source = str(Path(cfg.data.source).expanduser().resolve())

@@ -72,8 +72,10 @@ class DataConfig(Section):
         "digits",
         description="A bundled data set (scikit-learn's digits, breast_cancer, wine, diabetes; "
         "penguins, from the palmerpenguins package; digits_rows, the digits as sequences of "
-        "pixel rows; co2, statsmodels' Mauna Loa CO2 as a monthly series) or a path to a .csv "
-        "or .parquet file.",
+        "pixel rows; co2, statsmodels' Mauna Loa CO2 as a monthly series) or files: a .csv "
+        "or .parquet file, a folder of parts (hive partitions such as year=2024/ become "
+        "columns) or a glob of them, local or at a URI (s3://, gs://, file://, anything "
+        "pyarrow.fs opens). Parts must share one format and one schema.",
     )
     label: str | None = Field(
         None,

@@ -102,7 +102,7 @@ def test_bad_tables_name_the_problem(tmp_path, mutate, label, expected):
 def test_missing_file_and_unknown_source(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_dataset(DataConfig(source=str(tmp_path / "nope.csv"), label="y"))
-    with pytest.raises(DataError, match="neither a bundled"):
+    with pytest.raises(DataError, match="data source not found: .*mnist .a bundled data set is"):
         load_dataset(DataConfig(source="mnist"))
 
 

@@ -1,5 +1,7 @@
 """Where data comes from: a bundled data set by name (``trainers.data.bundled``, scikit-learn's
-and palmerpenguins' tables), or a .csv / .parquet file by path."""
+and palmerpenguins' tables), or files: a .csv or .parquet file, a folder or glob of parts (hive
+partitions included), local or at a URI (``s3://``, ``gs://``, ``file://``), read with
+``pyarrow.dataset``."""
 
 from __future__ import annotations
 
@@ -43,15 +45,140 @@ def read_table(source: str) -> pd.DataFrame:
         from sklearn import datasets
 
         return getattr(datasets, f"load_{source}")(as_frame=True).frame
-    path = Path(source).expanduser()
-    if path.suffix.lower() not in {".csv", ".parquet"}:
+    return read_files(source)
+
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def is_uri(source: str) -> bool:
+    """``s3://...``, ``gs://...``, ``file://...``: anything with a scheme ``pyarrow.fs`` opens."""
+    return "://" in source
+
+
+def read_files(source: str) -> pd.DataFrame:
+    """A .csv or .parquet file, a folder of parts (hive partitions included: ``year=2024/``
+    becomes a column), or a glob of parts, local or at a URI (``s3://``, ``gs://``,
+    ``file://``, anything ``pyarrow.fs`` opens). Parts are read in the order of their paths;
+    they must share one format and one schema."""
+    import pyarrow.dataset as ds
+
+    filesystem, path, paths = _parts(source)
+    suffixes = sorted({Path(path).suffix.lower() or "(no suffix)" for path in paths})
+    formats = {FORMATS.get(suffix) for suffix in suffixes}
+    if None in formats or len(formats) != 1:
         raise DataError(
-            f"data.source {source!r} is neither a bundled data set ({', '.join(BUNDLED)}) "
-            "nor a .csv or .parquet file"
+            f"data.source {source!r}: every part must be .csv or .parquet, all of one kind "
+            f"(found {', '.join(suffixes)})"
         )
-    if not path.is_file():
-        raise DataError(f"data file not found: {path.resolve()}")
     try:
-        return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-    except Exception as exc:  # any parser error is a property of the user's file
-        raise DataError(f"cannot read data file {path}: {exc}") from exc
+        dataset = ds.dataset(
+            paths,
+            format=formats.pop(),
+            filesystem=filesystem,
+            partitioning=ds.HivePartitioning.discover(infer_dictionary=False),
+            partition_base_dir=_base_dir(path, paths),
+        )
+        _check_schemas(source, dataset)
+        return dataset.to_table().to_pandas()
+    except DataError:
+        raise
+    except Exception as exc:  # any parser or reading error is a property of the user's data
+        raise DataError(f"cannot read data.source {source!r}: {exc}") from exc
+
+
+def _parts(source: str) -> tuple[object, str, list[str]]:
+    """(the filesystem, the path in it, the data files of ``source``, sorted); DataError when
+    there are none."""
+    import pyarrow.fs as pafs
+
+    try:
+        if is_uri(source):
+            filesystem, path = pafs.FileSystem.from_uri(source)
+        else:
+            filesystem, path = pafs.LocalFileSystem(), str(Path(source).expanduser())
+        if GLOB_CHARACTERS & set(path):
+            return filesystem, path, _glob(filesystem, path, source)
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            return filesystem, path, [path]
+        if info.type == pafs.FileType.Directory:
+            selector = pafs.FileSelector(path, recursive=True)
+            files = [i.path for i in filesystem.get_file_info(selector) if _is_data_file(i)]
+            if not files:
+                raise DataError(f"data.source {source!r} is a folder with no data files in it")
+            return filesystem, path, sorted(files)
+    except DataError:
+        raise
+    except Exception as exc:  # an unreachable bucket, a refused credential, a bad URI
+        raise DataError(f"cannot reach data.source {source!r}: {exc}") from exc
+    where = source if is_uri(source) else str(Path(source).expanduser().resolve())
+    bucket = path.split("/", 1)[0]  # an object store's: the first part of the path
+    in_a_bucket = is_uri(source) and not source.startswith("file://")
+    if in_a_bucket and filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+        raise DataError(
+            f"cannot reach data.source {source!r}: bucket {bucket} does not exist (or these "
+            "credentials cannot see it)"
+        )
+    if Path(path).suffix.lower() in FORMATS:
+        raise DataError(f"data file not found: {where}")
+    raise DataError(
+        f"data source not found: {where} (a bundled data set is one of {', '.join(BUNDLED)})"
+    )
+
+
+def _glob(filesystem, pattern: str, source: str) -> list[str]:
+    """The files matching ``pattern`` (``*`` within a path part, ``**`` across parts)."""
+    import fnmatch
+
+    import pyarrow.fs as pafs
+
+    parts = pattern.split("/")
+    fixed = next(i for i, part in enumerate(parts) if GLOB_CHARACTERS & set(part))
+    base = "/".join(parts[:fixed]) or "/"
+    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    files = sorted(
+        info.path
+        for info in filesystem.get_file_info(selector)
+        if _is_data_file(info) and fnmatch.fnmatch(info.path, pattern)
+    )
+    if not files:
+        raise DataError(f"data.source {source!r} matches no file")
+    return files
+
+
+def _is_data_file(info) -> bool:
+    """A file, not a marker (``_SUCCESS``) or a hidden one (``.crc``)."""
+    import pyarrow.fs as pafs
+
+    name = info.base_name
+    return info.type == pafs.FileType.File and not name.startswith(("_", "."))
+
+
+def _base_dir(path: str, files: list[str]) -> str:
+    """The folder hive partitions are named under: a folder source itself, a glob's fixed part,
+    a single file's folder (whose own path names no partition)."""
+    if files == [path]:
+        return path.rsplit("/", 1)[0]
+    parts = path.split("/")
+    fixed = next((i for i, part in enumerate(parts) if GLOB_CHARACTERS & set(part)), len(parts))
+    return "/".join(parts[:fixed])
+
+
+def _check_schemas(source: str, dataset) -> None:
+    """Every part has the first part's columns and types (pyarrow would otherwise take the
+    first part's schema and fill or drop the others' columns silently)."""
+    fragments = list(dataset.get_fragments())
+    first = fragments[0].physical_schema
+    for fragment in fragments[1:]:
+        schema = fragment.physical_schema
+        if schema.names != first.names or schema.types != first.types:
+            raise DataError(
+                f"data.source {source!r}: the parts' columns differ: {fragment.path} has "
+                f"{_columns(schema)}, {fragments[0].path} has {_columns(first)}"
+            )
+
+
+def _columns(schema) -> str:
+    return ", ".join(f"{field.name} ({field.type})" for field in schema)
