@@ -7,6 +7,11 @@ on one worker per training (``scaling.num_workers=1``) so that two trainings run
 2-core machine. Run: ``python benchmarks/redblue_study.py [--seeds 5] [--output study.md]
 [--only digits] [--regime "label noise"]``; it prints the table and its wall time, and writes
 the table to ``--output``.
+
+``--regime noisy`` is the label-noise study instead (``benchmarks/label_noise_study.py``):
+label-issue detection and cleaning (``strategy.clean``) against standard training and a
+two-stage cleanlab pipeline, in this process on plain PyTorch engines; ``--only`` and
+``--seeds`` apply to it too. It needs cleanlab: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
@@ -110,8 +115,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--output", type=Path, default=Path("redblue_study.md"))
     parser.add_argument("--only", help="only the rows of this data set")
-    parser.add_argument("--regime", help="only the rows whose regime contains this text")
+    parser.add_argument(
+        "--regime",
+        help="only the rows whose regime contains this text; noisy: the label-noise study",
+    )
     args = parser.parse_args()
+    if args.regime == "noisy":
+        from label_noise_study import study
+
+        print(study(args.seeds, args.only, args.output))
+        return
     started = time.time()
     results = []
     with tempfile.TemporaryDirectory(prefix="redblue-study-") as folder:
