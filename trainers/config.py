@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -312,6 +312,12 @@ class StrategyConfig(Section):
         description="strategy.clean: never flag more than this share of a half (the most "
         "confident issues are kept).",
     )
+
+    @field_validator("clean", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` as false: it means ``off`` here."""
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _clean_needs_red_blue(self) -> StrategyConfig:

@@ -131,6 +131,9 @@ def test_cleaning_and_its_start_are_sweepable():
     }
     cfg = validate({"sweep": {"space": space}}, for_sweep=True)
     assert set(cfg.sweep.space) == set(space)
+    # YAML reads a bare `off` as false, in a file and in --set alike: it means off.
+    assert validate({"strategy": {"clean": False}}).strategy.clean == "off"
+    assert cfg.with_values({"strategy.clean": False}).strategy.clean == "off"
     assert "value 'sometimes' is rejected" in space_error(
         {"strategy.clean": {"choice": ["off", "sometimes"]}}
     )
