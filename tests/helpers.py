@@ -245,3 +245,33 @@ def start_until_a_trial_finished(
             return driver, {r.info.run_id: r.info.end_time for r in done}
     driver.kill()
     raise AssertionError(log_path.read_text()[-3000:])
+
+
+@contextlib.contextmanager
+def loopback_s3(bucket: str):
+    """An S3-compatible object store on 127.0.0.1 (moto's server) holding ``bucket``: yields the
+    environment that reaches it, as a cloud node's would (pyarrow and boto3 read these)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "redblue-test",
+        "AWS_SECRET_ACCESS_KEY": "redblue-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+    boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    ).create_bucket(Bucket=bucket)
+    try:
+        yield env
+    finally:
+        server.stop()

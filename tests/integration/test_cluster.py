@@ -22,6 +22,7 @@ from tests.cluster_tools import (
     redblue,
     the_only_run,
 )
+from tests.helpers import loopback_s3
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,23 +31,10 @@ BUCKET = "redblue"
 
 @pytest.fixture(scope="module")
 def s3_env():
-    """An S3-compatible object store on 127.0.0.1 (moto's server) holding one bucket, and the
-    environment that reaches it, as a cloud node's would (pyarrow reads AWS_ENDPOINT_URL)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "redblue-test",
-        "AWS_SECRET_ACCESS_KEY": "redblue-test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-    }
-    s3_client(env).create_bucket(Bucket=BUCKET)
-    yield env
-    server.stop()
+    """An S3-compatible object store on 127.0.0.1 holding one bucket, and the environment that
+    reaches it, as a cloud node's would (pyarrow reads AWS_ENDPOINT_URL)."""
+    with loopback_s3(BUCKET) as env:
+        yield env
 
 
 def s3_client(env: dict):

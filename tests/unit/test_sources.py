@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import Recorder, plain_trainer
+from tests.helpers import Recorder, loopback_s3, plain_trainer
 from trainers.data.sources import read_table
 from trainers.errors import DataError
 
@@ -73,26 +73,13 @@ def test_each_problem_is_one_message_naming_it(folders, source, expected):
 
 @pytest.fixture()
 def s3(monkeypatch):
-    """A bucket on an S3-compatible server on 127.0.0.1 (moto), reached as pyarrow reaches S3."""
+    """A bucket ``tables`` on a loopback S3 server, reached as pyarrow reaches S3 (its env)."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "redblue-test",
-        "AWS_SECRET_ACCESS_KEY": "redblue-test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    client.create_bucket(Bucket="tables")
-    yield client
-    server.stop()
+    with loopback_s3("tables") as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        yield boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
 
 
 def test_a_partitioned_parquet_folder_on_s3_trains(s3, tmp_path):
