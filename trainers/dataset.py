@@ -114,6 +114,7 @@ class Split:
 
     @property
     def train(self) -> np.ndarray:
+        """P' = R ∪ B, sorted (computed at each call: O(n log n))."""
         return np.sort(np.concatenate([self.red, self.blue]))
 
     def fingerprint(self) -> str:

@@ -8,7 +8,6 @@ driver alone writes MLflow and the console, wherever the workers run. Checkpoint
 
 from __future__ import annotations
 
-import copy
 import os
 import queue as stdlib_queue
 import threading
@@ -74,7 +73,9 @@ class TrainResult:
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Body of every Ray Train worker: engines and the loop on the driver's data and split."""
-    plan: RunPlan = copy.deepcopy(ray.get(loop_config["plan"]))  # writable copies of the arrays
+    # The plan's arrays come read-only from the object store, shared by the node's workers (the
+    # loop never writes them): one copy of the table a node, not one a worker.
+    plan: RunPlan = ray.get(loop_config["plan"])
     settings = plan.loop
     prepare_worker_env(settings.use_gpu)
     from trainers.engine.clock import RunClock

@@ -12,10 +12,12 @@ import math
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from trainers.data.batches import batch_indices, shard
@@ -59,6 +61,14 @@ class TrainOutcome:
     stopped_early: bool
 
 
+def shared(array: np.ndarray) -> torch.Tensor:
+    """A tensor over ``array``'s memory, also when it is read-only (a worker's plan, shared
+    through Ray's object store): the loop reads the data, it never writes it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(array)
+
+
 def build_replicas(
     plan: RunPlan, make_engine: Callable[[torch.nn.Module, str, RunClock], Engine]
 ) -> dict[str, Replica]:
@@ -90,8 +100,7 @@ class Trainer:
         cfg, split, dataset = plan.loop, plan.split, plan.dataset
         self.red_blue = cfg.strategy.kind == "red_blue"
         self.rank, self.world_size = distributed.world()
-        self.features = torch.as_tensor(dataset.features)
-        self.labels = torch.as_tensor(dataset.labels)
+        self.features, self.labels = shared(dataset.features), shared(dataset.labels)
         self.micro_batch = cfg.micro_batch
         parts = {"red": split.red, "blue": split.blue, "standard": split.train}
         self.local_parts = {
@@ -284,7 +293,8 @@ class Trainer:
         return sum(self.rounds.steps_per_replica.values()) * self.cfg.optim.batch_size
 
     def _epochs_done(self, rounds: int) -> float:
-        return rounds * self._samples_per_round() / max(1, len(self.split.train))
+        train_size = len(self.split.red) + len(self.split.blue)  # not split.train: it sorts
+        return rounds * self._samples_per_round() / max(1, train_size)
 
     def _write_checkpoint(self) -> Path:
         directory = Path(tempfile.mkdtemp(prefix="redblue-ckpt-"))
