@@ -243,3 +243,13 @@ def test_val_loss_jitter_is_the_mean_change_over_the_second_half():
     state = LoopState(val_losses=[9.0, 9.0, 1.0, 1.5, 1.0, 1.25])
     assert state.jitter() == {"val_loss_jitter": pytest.approx((0.5 + 0.25) / 2)}
     assert LoopState(val_losses=[1.0, 2.0]).jitter() == {}  # a second half of one evaluation
+
+
+def test_the_linear_family_cleans_too(tmp_path):
+    """Every family that classifies takes strategy.clean (the GRU and the MLP on real engines:
+    tests/integration/test_recurrent_engines.py)."""
+    trainer = plain_trainer(
+        Recorder(tmp_path), model={"kind": "linear"}, strategy={"clean": "prune"}, **NOISY
+    )
+    metrics = trainer.run().metrics
+    assert metrics["label_issues/precision"] >= 0.7 and metrics["label_issues/recall"] >= 0.5
