@@ -109,21 +109,29 @@ def _parts(source: str) -> tuple[object, str, list[str]]:
             if not files:
                 raise DataError(f"data.source {source!r} is a folder with no data files in it")
             return filesystem, path, sorted(files)
+        raise _not_found(source, filesystem, path)
     except DataError:
         raise
     except Exception as exc:  # an unreachable bucket, a refused credential, a bad URI
         raise DataError(f"cannot reach data.source {source!r}: {exc}") from exc
+
+
+def _not_found(source: str, filesystem, path: str) -> DataError:
+    """The error for a source with nothing at its path: its bucket missing, or the file or
+    folder."""
+    import pyarrow.fs as pafs
+
     where = source if is_uri(source) else str(Path(source).expanduser().resolve())
     bucket = path.split("/", 1)[0]  # an object store's: the first part of the path
     in_a_bucket = is_uri(source) and not source.startswith("file://")
     if in_a_bucket and filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
-        raise DataError(
+        return DataError(
             f"cannot reach data.source {source!r}: bucket {bucket} does not exist (or these "
             "credentials cannot see it)"
         )
     if Path(path).suffix.lower() in FORMATS:
-        raise DataError(f"data file not found: {where}")
-    raise DataError(
+        return DataError(f"data file not found: {where}")
+    return DataError(
         f"data source not found: {where} (a bundled data set is one of {', '.join(BUNDLED)})"
     )
 

@@ -31,7 +31,7 @@ class CrossPredictions:
     evaluation that flagged it (0 when not flagged)."""
 
     rows: np.ndarray
-    red: np.ndarray  # positions in ``rows`` of the red half (blue's are the rest)
+    is_red: np.ndarray  # per row: in the red half (else in blue's)
     probabilities: np.ndarray
     flagged: np.ndarray
     first_flagged: np.ndarray
@@ -42,7 +42,7 @@ class CrossPredictions:
         rows = split.train
         return cls(
             rows=rows,
-            red=np.flatnonzero(np.isin(rows, split.red)),
+            is_red=np.isin(rows, split.red),
             probabilities=np.full((len(rows), num_classes), np.nan, dtype=np.float32),
             flagged=np.zeros(len(rows), dtype=bool),
             first_flagged=np.zeros(len(rows), dtype=np.int32),
@@ -65,7 +65,7 @@ class CrossPredictions:
 
     def halves(self, positions: np.ndarray) -> list[np.ndarray]:
         """Which of ``positions``' entries are red's, which blue's (indices into it)."""
-        is_red = np.isin(positions, self.red)
+        is_red = self.is_red[positions]
         return [np.flatnonzero(is_red), np.flatnonzero(~is_red)]
 
     def flag(self, labels: np.ndarray, max_fraction: float, round_number: int) -> None:
