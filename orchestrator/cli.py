@@ -207,14 +207,14 @@ def _validated(config: Path, overrides: list[str], address: str | None, for_swee
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, load_config, resolve_paths
     from orchestrator.storage import StorageError
+    from orchestrator.streaming.choice import plan_input
     from trainers.errors import DataError
-    from trainers.loop.plan import plan_run
 
     try:
         cfg = load_config(config, overrides, for_sweep, warn=console.print_warning)
-        plan = plan_run(cfg)
+        plan, report = plan_input(cfg, for_sweep)
         resolve_paths(cfg)
-        console.print_data(plan.task.describe(plan.dataset, plan.split))
+        console.print_data(report)
     except (ConfigError, DataError, StorageError) as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None

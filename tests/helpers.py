@@ -275,3 +275,24 @@ def loopback_s3(bucket: str):
         yield env
     finally:
         server.stop()
+
+
+def write_partitioned_table(folder: Path, rows: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """A hive-partitioned Parquet folder (year=2024/, year=2025/; row groups smaller than a read
+    batch): numbers with gaps, a category with gaps, a boolean, and a 3-class label that the
+    numbers decide. Returns the rows written, in order."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(rows, 4)), columns=["a", "b", "c", "d"])
+    frame.loc[rng.random(rows) < 0.1, "c"] = np.nan
+    frame["color"] = rng.choice(["red", "green", "blue", None], rows)
+    frame["flag"] = rng.random(rows) < 0.3
+    frame["label"] = np.where(frame["a"] + frame["b"] > 0.5, "hi", "lo")
+    frame.loc[frame["d"] > 1.2, "label"] = "mid"
+    half = rows // 2
+    for year, part in ((2024, frame.iloc[:half]), (2025, frame.iloc[half:])):
+        (folder / f"year={year}").mkdir(parents=True, exist_ok=True)
+        part.to_parquet(folder / f"year={year}" / "part-0.parquet", row_group_size=700)
+    return frame

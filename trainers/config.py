@@ -51,7 +51,7 @@ KIND_KEYS = {
     ("sequence",): ("id", "max_length", "truncate"),
     ("sequence", "series"): ("time",),
     ("series",): ("target", "window", "horizon", "season", "blocks", "scaling"),
-    ("table",): ("features", "max_one_hot"),
+    ("table",): ("features", "max_one_hot", "row_key", "split"),
 }
 
 
@@ -184,6 +184,40 @@ class DataConfig(Section):
         "above it, a learned embedding.",
     )
 
+    streaming: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="data.kind table from files: on streams the rows into the workers with Ray "
+        "Data (no worker holds the table; the split by a hash of data.row_key, preprocessing "
+        "statistics by Ray Data aggregations over P'); off reads the whole table into memory; "
+        "auto streams when the table is larger than data.stream_above of one worker's memory "
+        "(see docs/training.md#streaming for what streaming refuses).",
+    )
+    stream_above: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="data.streaming auto: stream when the table (as float64 numbers) exceeds "
+        "this share of one worker's memory (this machine's memory over scaling.num_workers).",
+    )
+    split: Literal["auto", "stratified", "hash"] = Field(
+        "auto",
+        description="How rows are split into T, V, red and blue. stratified: drawn at random, "
+        "seeded by seed, by class (in memory only); hash: by a seeded hash of data.row_key, so "
+        "every part of a pipeline agrees without reading the table; auto: hash when streamed, "
+        "else stratified.",
+    )
+    row_key: str | None = Field(
+        None,
+        description="data.split hash: the column whose value keys a row (an id; left out of "
+        "the features); unset: the row's position in its file (with the file's path).",
+    )
+
+    @field_validator("streaming", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: object) -> object:
+        """YAML reads a bare ``on``/``off`` as true/false: they mean ``on``/``off`` here."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _series_settings(self) -> DataConfig:
         for kind, keys in KIND_KEYS.items():
@@ -193,6 +227,17 @@ class DataConfig(Section):
                     f"{', '.join(stray)} {'apply' if len(stray) > 1 else 'applies'} to data.kind "
                     f"{' and '.join(kind)} only (data.kind is {self.kind})"
                 )
+        if self.streaming == "on" and self.kind != "table":
+            raise ValueError(
+                f"data.streaming on streams tables only; data.kind {self.kind} needs every row in "
+                "memory (sequences are grouped by data.id, series cut into windows): set "
+                "data.streaming: off"
+            )
+        if self.streaming == "on" and self.split == "stratified":
+            raise ValueError(
+                "data.split stratified draws from the whole table in memory; streamed rows are "
+                "split by a hash of data.row_key: set data.split: hash (or auto)"
+            )
         if self.kind == "series" and self.window is None:
             raise ValueError("data.kind series needs data.window (steps of history)")
         if self.season is not None and self.window is not None and self.season > self.window:

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
-from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from orchestrator.streaming.choice import PendingStream
 from trainers.engine.checkpoint import LABEL_ISSUES_FILE
+from trainers.errors import DataError
 from trainers.loop.plan import RunPlan
+from trainers.tasks.base import DataReport
 
 
 @dataclass
@@ -41,6 +44,36 @@ def run_tags(cfg: RedblueConfig) -> dict[str, str]:
     }
 
 
+def plan_stream(cfg: RedblueConfig, pending: PendingStream) -> RunPlan:
+    """Plan a streamed run with one Ray Data pass over its source, saying so as it goes."""
+    import time
+
+    from orchestrator.streaming.plan import plan_streamed
+
+    console.err.print(
+        f"reading {len(pending.parts.paths)} file(s) of {pending.parts.source} with Ray Data: "
+        "parts' sizes, classes and preprocessing over the training pool"
+    )
+    started = time.perf_counter()
+    plan = plan_streamed(cfg, pending.parts, pending.layout)
+    assert plan.stream is not None
+    sizes = ", ".join(f"{name} {rows:,}" for name, rows in plan.stream.sizes.items())
+    console.err.print(f"  rows: {sizes} ({time.perf_counter() - started:.1f} s)")
+    return plan
+
+
+def describe(plan: RunPlan) -> DataReport:
+    """The data's report; a streamed table's says how many rows its fit read."""
+    report = plan.task.describe(plan.dataset, plan.split)
+    if plan.stream is None:
+        return report
+    pool = plan.stream.sizes["red"] + plan.stream.sizes["blue"]
+    lines = [f"streamed with Ray Data; preprocessing fitted on the training pool ({pool:,} rows)"]
+    params = {**report.params, "data.streamed": "true"}
+    params.update({f"data.rows.{name}": str(rows) for name, rows in plan.stream.sizes.items()})
+    return DataReport(lines + report.lines[1:], report.warnings, params, report.artifacts)
+
+
 def train_loss_weighting(cfg: RedblueConfig) -> str:
     """What the reported training losses are: plain means, or weighted as they were trained."""
     weights = []
@@ -54,9 +87,10 @@ def train_loss_weighting(cfg: RedblueConfig) -> str:
 
 
 def train(
-    cfg: RedblueConfig, plan: RunPlan, address: str | None
+    cfg: RedblueConfig, plan: RunPlan | PendingStream, address: str | None
 ) -> tuple[int, TrainSummary | None]:
-    """Run one training end to end; returns (exit code, summary when it succeeded).
+    """Run one training end to end; returns (exit code, summary when it succeeded). A streamed
+    table is planned once Ray is up (:mod:`orchestrator.streaming.plan`).
 
     ``cfg``'s paths are absolute (:func:`orchestrator.config.resolve_paths`)."""
     from orchestrator.environment import connect_ray_while, leave_ray_job_folder
@@ -81,8 +115,18 @@ def train(
     console.err.print(
         f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True
     )
-    tracked.log_data(plan.task.describe(plan.dataset, plan.split))
-    num_rounds = plan.rounds.num_rounds
+    if isinstance(plan, PendingStream) and ray_problem is None:
+        try:
+            plan = plan_stream(cfg, plan)
+        except DataError as exc:
+            tracked.fail(str(exc))
+            console.print_error(str(exc))
+            return EXIT_INVALID, None
+    if isinstance(plan, PendingStream):  # Ray did not start: the problem is raised below
+        num_rounds = 0
+    else:
+        tracked.log_data(describe(plan))
+        num_rounds = plan.rounds.num_rounds
     startup: dict[str, float] = {}
 
     def on_round(metrics: dict[str, float]) -> None:
@@ -112,6 +156,7 @@ def train(
     try:
         if ray_problem is not None:
             raise ray_problem
+        assert not isinstance(plan, PendingStream)
         console.err.print(
             f"training on {where}: {cfg.strategy.kind}, {cfg.scaling.num_workers} DeepSpeed "
             f"workers, ZeRO-{cfg.deepspeed.zero_stage}, {num_rounds} rounds of "

@@ -5,8 +5,9 @@ partitions included), local or at a URI (``s3://``, ``gs://``, ``file://``), rea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainers.data.bundled import co2_monthly, digits_rows
 from trainers.errors import DataError
@@ -50,6 +51,7 @@ def read_table(source: str) -> pd.DataFrame:
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 GLOB_CHARACTERS = frozenset("*?[")
+PARTS_ATTR = "redblue_parts"  # a frame read from files: [(part path below the source, rows)]
 
 
 def is_uri(source: str) -> bool:
@@ -57,11 +59,45 @@ def is_uri(source: str) -> bool:
     return "://" in source
 
 
-def read_files(source: str) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Parts:
+    """A source's files, opened as one ``pyarrow.dataset`` (schemas checked, nothing read)."""
+
+    source: str
+    filesystem: Any  # a pyarrow.fs.FileSystem (picklable: a node opens it with its own keys)
+    base: str  # the folder hive partitions are named under
+    paths: tuple[str, ...]  # the data files, sorted
+    format: str  # csv or parquet
+    dataset: Any  # pyarrow.dataset.Dataset over all of them
+
+    @property
+    def partitions(self) -> Any:
+        """The hive partition fields (a pyarrow schema; empty without partitions): the columns
+        that no file holds."""
+        import pyarrow as pa
+
+        held = set(next(iter(self.dataset.get_fragments())).physical_schema.names)
+        return pa.schema([field for field in self.dataset.schema if field.name not in held])
+
+    def part(self, path: str) -> Any:
+        """A dataset over one of the files, with the whole source's schema and partitions."""
+        import pyarrow.dataset as ds
+
+        return ds.dataset(
+            [path],
+            schema=self.dataset.schema,
+            format=self.format,
+            filesystem=self.filesystem,
+            partitioning=ds.partitioning(self.partitions, flavor="hive"),
+            partition_base_dir=self.base,
+        )
+
+
+def open_parts(source: str) -> Parts:
     """A .csv or .parquet file, a folder of parts (hive partitions included: ``year=2024/``
     becomes a column), or a glob of parts, local or at a URI (``s3://``, ``gs://``,
-    ``file://``, anything ``pyarrow.fs`` opens). Parts are read in the order of their paths;
-    they must share one format and one schema."""
+    ``file://``, anything ``pyarrow.fs`` opens), opened without reading its rows. Parts must
+    share one format and one schema; DataError otherwise."""
     import pyarrow.dataset as ds
 
     filesystem, path, paths = _parts(source)
@@ -72,20 +108,44 @@ def read_files(source: str) -> pd.DataFrame:
             f"data.source {source!r}: every part must be .csv or .parquet, all of one kind "
             f"(found {', '.join(suffixes)})"
         )
+    base, file_format = _base_dir(path, paths), str(formats.pop())
     try:
         dataset = ds.dataset(
             paths,
-            format=formats.pop(),
+            format=file_format,
             filesystem=filesystem,
             partitioning=ds.HivePartitioning.discover(infer_dictionary=False),
-            partition_base_dir=_base_dir(path, paths),
+            partition_base_dir=base,
         )
         _check_schemas(source, dataset)
-        return dataset.to_table().to_pandas()
     except DataError:
         raise
     except Exception as exc:  # any parser or reading error is a property of the user's data
         raise DataError(f"cannot read data.source {source!r}: {exc}") from exc
+    return Parts(source, filesystem, base, tuple(paths), file_format, dataset)
+
+
+def read_files(source: str) -> pd.DataFrame:
+    """All rows of :func:`open_parts`'s files, in the order of their paths; the frame's
+    ``attrs[PARTS_ATTR]`` says how many rows each part has (a row's key: ``data.split``)."""
+    import pyarrow as pa
+
+    parts = open_parts(source)
+    try:
+        batches, rows = [], dict.fromkeys(parts.paths, 0)
+        for tagged in parts.dataset.scanner().scan_batches():  # in the order of the parts
+            batches.append(tagged.record_batch)
+            rows[tagged.fragment.path] += tagged.record_batch.num_rows
+        frame = pa.Table.from_batches(batches, schema=parts.dataset.schema).to_pandas()
+    except Exception as exc:  # any parser or reading error is a property of the user's data
+        raise DataError(f"cannot read data.source {source!r}: {exc}") from exc
+    frame.attrs[PARTS_ATTR] = [(relative_path(parts.base, p), rows[p]) for p in parts.paths]
+    return frame
+
+
+def relative_path(base: str, path: str) -> str:
+    """A part's path below the source's folder (a row's key names it: ``data.split: hash``)."""
+    return path[len(base) :].lstrip("/") if path.startswith(base) else path
 
 
 def _parts(source: str) -> tuple[object, str, list[str]]:

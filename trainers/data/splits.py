@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from trainers.config import RunSettings
+from trainers.data.keyed_split import HashSplit, split_by_hash
 from trainers.dataset import Dataset, Split
 from trainers.errors import DataError
 
@@ -142,17 +143,31 @@ def add_label_noise(
     return dataset, noisy
 
 
-def split_samples(samples: Labelled, cfg: RunSettings) -> Split:
-    """The run's split of independent samples (rows, sequences): T, V, red and blue as
-    :func:`make_split` draws them, then ``data.train_fraction`` of red and blue."""
-    split = make_split(
-        samples,
+def hash_split_of(cfg: RunSettings) -> HashSplit:
+    """The config's shares for the split by a row key's hash."""
+    return HashSplit(
         test_fraction=cfg.data.test_fraction,
         val_fraction=cfg.strategy.val_fraction,
         red_ratio=cfg.strategy.red_ratio,
         seed=cfg.seed,
-        num_workers=cfg.scaling.num_workers,
     )
+
+
+def split_samples(samples: Labelled, cfg: RunSettings) -> Split:
+    """The run's split of independent samples (rows, sequences): T, V, red and blue as
+    :func:`make_split` draws them, then ``data.train_fraction`` of red and blue."""
+    row_keys = getattr(samples, "row_keys", None)
+    if cfg.data.split == "hash" and row_keys is not None:
+        split = split_by_hash(row_keys, hash_split_of(cfg))
+    else:
+        split = make_split(
+            samples,
+            test_fraction=cfg.data.test_fraction,
+            val_fraction=cfg.strategy.val_fraction,
+            red_ratio=cfg.strategy.red_ratio,
+            seed=cfg.seed,
+            num_workers=cfg.scaling.num_workers,
+        )
     stratify = samples.task == "classification"
     split = subsample_training(split, samples.labels, cfg.data.train_fraction, cfg.seed, stratify)
     check_parts(split, cfg.scaling.num_workers, len(samples.labels))

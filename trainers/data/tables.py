@@ -11,7 +11,7 @@ import numpy as np
 from trainers.config import DataConfig
 from trainers.data.preprocessing import fit as fit_preprocessing
 from trainers.data.preprocessing import infer_type
-from trainers.data.sources import BUNDLED_LABELS, read_table
+from trainers.data.sources import BUNDLED_LABELS, PARTS_ATTR, read_table
 from trainers.dataset import Dataset
 from trainers.errors import DataError, InputError
 
@@ -47,6 +47,7 @@ class Table:
     dropped_labels: int  # rows left out for a missing label
     dropped_rows: int  # rows left out by a ``missing: drop`` rule
     row_numbers: np.ndarray | None = None  # each row's position among the source's data rows
+    row_keys: np.ndarray | None = None  # each row's key for data.split: hash (row_keys_of)
 
 
 def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
@@ -57,24 +58,27 @@ def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
         raise DataError(f"data.label must name the label column of {cfg.source}")
     columns = [str(c) for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
-    named = {"label": [label], "drop": cfg.drop, "features": list(cfg.features)}
-    for key, names in named.items():
+    key = [cfg.row_key] if cfg.row_key else []
+    named = {"label": [label], "drop": cfg.drop, "features": list(cfg.features), "row_key": key}
+    for name, names in named.items():
         unknown = [name for name in names if name not in columns]
         if unknown:
-            what = "label column" if key == "label" else f"data.{key} names column(s)"
+            what = "label column" if name == "label" else f"data.{name} names column(s)"
             raise DataError(
                 f"{what} {', '.join(map(repr, unknown))} not found in {cfg.source}; columns are: "
                 + ", ".join(columns)
             )
-    clash = sorted(set(cfg.features) & ({label} | set(cfg.drop)))
+    clash = sorted(set(cfg.features) & ({label} | set(cfg.drop) | set(key)))
     if clash:
-        raise DataError(f"data.features names {clash}, which is the label or dropped")
+        raise DataError(
+            f"data.features names {clash}, which is the label or dropped (or data.row_key)"
+        )
     labels = frame[label]
     has_label = labels.notna().to_numpy()
-    feature_frame = frame.drop(columns=[label, *cfg.drop])
+    feature_frame = frame.drop(columns=list(dict.fromkeys([label, *cfg.drop, *key])))
     if feature_frame.shape[1] == 0:
         raise DataError(f"{cfg.source} has no feature columns besides the label {label!r}")
-    _check_declared_types(feature_frame, cfg)
+    check_declared_types(feature_frame, cfg)
     drop_rows = np.zeros(len(frame), dtype=bool)
     for name, rule in cfg.features.items():
         if rule.missing == "drop":
@@ -97,7 +101,19 @@ def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
         dropped_labels=int((~has_label).sum()),
         dropped_rows=int((has_label & drop_rows).sum()),
         row_numbers=np.flatnonzero(keep),
+        row_keys=row_keys_of(frame, cfg)[keep],
     )
+
+
+def row_keys_of(frame: pd.DataFrame, cfg: DataConfig) -> np.ndarray:
+    """Every row's key (``trainers.data.keyed_split``): its ``data.row_key`` value, or its
+    position in its file with the file's path (one part named by the source without parts)."""
+    from trainers.data.keyed_split import position_keys
+
+    if cfg.row_key:
+        return frame[cfg.row_key].to_numpy()
+    parts = frame.attrs.get(PARTS_ATTR) or [(cfg.source, len(frame))]
+    return np.concatenate([position_keys(path, np.arange(rows)) for path, rows in parts])
 
 
 def encode_labels(labels: pd.Series, task: str | None, label: str) -> tuple[str, np.ndarray, list]:
@@ -123,7 +139,7 @@ def encode_labels(labels: pd.Series, task: str | None, label: str) -> tuple[str,
     return task, values.astype(np.float32), []
 
 
-def _check_declared_types(frame: pd.DataFrame, cfg: DataConfig) -> None:
+def check_declared_types(frame: pd.DataFrame, cfg: DataConfig) -> None:
     """A column declared (or inferred) a number must hold finite numbers or gaps only."""
     import pandas as pd
 

@@ -89,6 +89,17 @@ def read_state(directory: Path, rank: int) -> LoopState:
     return state
 
 
+def write_positions(directory: Path, rank: int, positions: dict[str, list[int]]) -> None:
+    """This rank's place in its streams (``trainers.loop.streamed``): each its own shard."""
+    (directory / f"stream_rank{rank}.json").write_text(json.dumps(positions))
+
+
+def read_positions(directory: Path, rank: int) -> dict[str, list[int]]:
+    """This rank's place in its streams; a checkpoint without one starts them over."""
+    path = directory / f"stream_rank{rank}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def read_best(directory: Path, rank: int) -> dict[str, list[torch.Tensor]] | None:
     """This rank's part of the best evaluation's replicas, if the checkpoint holds one."""
     best_file = directory / f"best_rank{rank}.pt"

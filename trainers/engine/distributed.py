@@ -32,3 +32,17 @@ def all_reduce_mean(values: list[float]) -> list[float]:
 def any_true(flag: bool) -> bool:
     """True on every worker when the flag is set on any of them."""
     return all_reduce_sum([1.0 if flag else 0.0])[0] > 0
+
+
+def gather_rows(pieces: list[torch.Tensor]) -> torch.Tensor:
+    """This worker's ``pieces`` and every other worker's, concatenated along rows in rank order
+    (the same tensor on every worker)."""
+    import torch.distributed as dist
+
+    mine = torch.cat(pieces) if pieces else None
+    if world()[1] == 1:
+        assert mine is not None
+        return mine
+    everyone: list[torch.Tensor | None] = [None] * world()[1]
+    dist.all_gather_object(everyone, mine)
+    return torch.cat([piece for piece in everyone if piece is not None])

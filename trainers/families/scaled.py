@@ -3,9 +3,14 @@ the weights and a served model takes raw values. Shared by the tabular and recur
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from trainers.data.streamed_table import Standardization
 
 
 class Scaled(nn.Module):
@@ -36,3 +41,11 @@ class Scaled(nn.Module):
         if targets is not None:
             self.target_mean.fill_(float(targets.mean()))
             self.target_std.fill_(float(max(targets.std(), 1e-8)))
+
+    def set_standardization(self, fitted: Standardization) -> None:
+        """Set the buffers to statistics computed elsewhere (a streamed table's, over P')."""
+        self.input_mean.copy_(torch.tensor(fitted.input_mean))
+        self.input_std.copy_(torch.tensor(fitted.input_std))
+        if fitted.target_mean is not None:
+            self.target_mean.fill_(float(fitted.target_mean))
+            self.target_std.fill_(float(fitted.target_std or 1.0))

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainers.data.row_stream import StreamPlan
 from trainers.dataset import Split
 from trainers.engine import distributed
 from trainers.engine.base import Replica
 from trainers.engine.fusion import divergence, fused_view, fusion_alpha
 from trainers.loop.cleaning import Cleaning
 from trainers.loop.rounds import LoopConfig
+from trainers.loop.streamed import score_parts
 
 EVAL_BATCH = 4096
 SLICE_STREAM = 6  # seeds the slices' permutations (after the split's and the noise's streams)
@@ -37,9 +39,10 @@ class Slices:
 
     parts: dict[str, np.ndarray]
     rows: int
+    val_rows: int  # all of V: more than the slices' when they are a streamed V's sample
 
     @classmethod
-    def of(cls, split: Split, rows: int, seed: int) -> Slices:
+    def of(cls, split: Split, rows: int, seed: int, val_rows: int | None = None) -> Slices:
         parts = {"red": split.red, "blue": split.blue, "val": split.val}
         return cls(
             {
@@ -47,6 +50,7 @@ class Slices:
                 for i, (name, part) in enumerate(parts.items())
             },
             rows,
+            len(split.val) if val_rows is None else val_rows,
         )
 
     def count(self, name: str) -> int:
@@ -65,7 +69,7 @@ class Slices:
 
     def decision_due(self, evaluation: int) -> bool:
         """Whether this evaluation scores all of V (and so decides)."""
-        return (evaluation + 1) % self.count("val") == 0
+        return (evaluation + 1) % max(1, math.ceil(self.val_rows / self.rows)) == 0
 
 
 class Evaluator:
@@ -78,10 +82,13 @@ class Evaluator:
         objective,
         data: tuple[torch.Tensor, torch.Tensor],
         cleaning: Cleaning | None,
+        stream: StreamPlan | None = None,
     ) -> None:
         self.cfg, self.split, self.objective, self.cleaning = cfg, split, objective, cleaning
         self.features, self.labels = data
-        self.slices = Slices.of(split, cfg.strategy.eval_rows, cfg.seed)
+        self.stream = stream  # a streamed table: split is its sample's, whole parts stream
+        val_rows = stream.sizes["val"] if stream is not None else None
+        self.slices = Slices.of(split, cfg.strategy.eval_rows, cfg.seed, val_rows)
 
     def evaluate(
         self, replicas: dict[str, Replica], evaluation: int, decide: bool
@@ -118,7 +125,7 @@ class Evaluator:
     def validation(self, replica: Replica) -> dict[str, float]:
         """``val_loss`` on all of V; with ``strategy.clean`` under way, on V without its label
         issues (``val/label_issues``: how many were left out)."""
-        outputs, targets = self.predict(replica, self.split.val)
+        outputs, targets = self._whole(replica, "val")
         keep = None if self.cleaning is None else self.cleaning.clean_validation(outputs, targets)
         if keep is None:
             return {"val_loss": float(self.objective.loss(outputs, targets))}
@@ -127,8 +134,25 @@ class Evaluator:
         return {"val_loss": float(loss), "val/label_issues": float((~keep).sum())}
 
     def test_metrics(self, replica: Replica) -> dict[str, float]:
-        outputs, targets = self.predict(replica, self.split.test)
+        outputs, targets = self._whole(replica, "test")
         return self.agreed(self.objective.metrics(outputs, targets))
+
+    def train_loss(self, replica: Replica) -> float:
+        """The loss on all of the training pool P'."""
+        outputs, targets = self._whole(replica, "red", "blue")
+        return float(self.objective.loss(outputs, targets))
+
+    def _whole(self, replica: Replica, *parts: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and labels on every row of ``parts`` (streamed, or from memory)."""
+        if self.stream is not None:
+            width = self.features.shape[1]
+            return score_parts(self.stream, parts, self.objective, replica, width, EVAL_BATCH)
+        index = {
+            ("val",): self.split.val,
+            ("test",): self.split.test,
+            ("red", "blue"): self.split.train,
+        }[parts]
+        return self.predict(replica, index)
 
     @torch.no_grad()
     def predict(self, replica: Replica, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from trainers.config import RunSettings
+from trainers.data.row_stream import StreamPlan
 from trainers.data.splits import add_label_noise
 from trainers.dataset import Dataset, Split
 from trainers.errors import DataError
@@ -39,6 +40,9 @@ class RunPlan:
     # The rows of P' whose labels data.label_noise changed (None without it): the truth that
     # label-issue detection is measured against.
     noisy_rows: np.ndarray | None = None
+    # A streamed table (data.streaming): the workers stream its parts; ``dataset`` and ``split``
+    # are then a sample of each part (the rounds' monitoring, the logged examples).
+    stream: StreamPlan | None = None
 
     @property
     def family(self) -> Family:
@@ -117,6 +121,11 @@ def rounds_of(cfg: RunSettings, train_size: int) -> RoundPlan:
 def balanced_weights(labels: np.ndarray, num_classes: int) -> tuple[float, ...]:
     """scikit-learn's "balanced": n / (classes * count) per class (a class absent from the
     training pool weighs 1)."""
-    counts = np.bincount(labels, minlength=num_classes)
-    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 1.0)
+    return balanced_from_counts(np.bincount(labels, minlength=num_classes))
+
+
+def balanced_from_counts(counts: np.ndarray) -> tuple[float, ...]:
+    """:func:`balanced_weights` from each class's count in the training pool."""
+    total, num_classes = int(counts.sum()), len(counts)
+    weights = np.where(counts > 0, total / (num_classes * np.maximum(counts, 1)), 1.0)
     return tuple(float(w) for w in weights)

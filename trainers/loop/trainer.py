@@ -28,14 +28,18 @@ from trainers.engine.checkpoint import (
     LoopState,
     checkpoint_due,
     read_best,
+    read_positions,
     read_state,
+    write_positions,
     write_state,
 )
 from trainers.engine.clock import RunClock
 from trainers.engine.fusion import Snapshot, engines, fuse_into_both
+from trainers.families.scaled import Scaled
 from trainers.loop.cleaning import Cleaning
 from trainers.loop.evaluation import Evaluator
 from trainers.loop.plan import RunPlan
+from trainers.loop.streamed import TrainingStreams
 from trainers.models import save_model
 
 Report = Callable[[dict[str, float], "Path | None"], None]
@@ -80,7 +84,11 @@ def build_replicas(
     for name in plan.rounds.steps_per_replica:
         torch.manual_seed(plan.loop.seed)
         model = family.build(plan.spec)
-        family.fit(model, dataset.features[train], targets)
+        if plan.stream is not None:  # fitted by the stream's aggregation over P'
+            assert isinstance(model, Scaled)
+            model.set_standardization(plan.stream.standardization)
+        else:
+            family.fit(model, dataset.features[train], targets)
         clock = plan.rounds.clock(name)
         replicas[name] = {
             network: make_engine(module, name, clock)
@@ -106,6 +114,12 @@ class Trainer:
         self.local_parts = {
             name: shard(parts[name], self.rank, self.world_size) for name in replicas
         }
+        self.stream = plan.stream  # a streamed table: dataset and split are its sample's
+        self.streams = (
+            TrainingStreams(plan.stream, self.micro_batch, self.rank, self.world_size)
+            if plan.stream is not None
+            else None
+        )
         first = next(iter(replicas.values()))
         self.objective = self.family.objective(
             self.spec, self._whole_model(first), plan.class_weights
@@ -113,13 +127,12 @@ class Trainer:
         self.first_step_at: float | None = None
         self.finished_at: Path | None = None  # a restored final checkpoint
         self.best: Snapshot | None = None  # the best evaluation's replicas (select: best)
-        classifies = self.red_blue and self.spec.task == "classification"
+        classifies = self.red_blue and self.spec.task == "classification" and not self.stream
         self.cleaning = Cleaning(plan) if classifies else None  # cross-predictions, label issues
         data = (self.features, self.labels)
-        self.evaluator = Evaluator(cfg, split, self.objective, data, self.cleaning)
-        self.state = LoopState(
-            steps={name: 0 for name in replicas}, split_fingerprint=split.fingerprint()
-        )
+        self.evaluator = Evaluator(cfg, split, self.objective, data, self.cleaning, plan.stream)
+        fingerprint = plan.stream.fingerprint if plan.stream else split.fingerprint()
+        self.state = LoopState(steps={name: 0 for name in replicas}, split_fingerprint=fingerprint)
 
     # -- the algorithm -------------------------------------------------------------------------
     def run(self) -> TrainOutcome:
@@ -177,13 +190,17 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64)
         micro_steps = steps * self.cfg.grad_accum_steps
         for offset in range(micro_steps):
-            index = batch_indices(
-                self.local_parts[name], self.micro_batch, first_batch + offset, stream
-            )
-            weights = self.cleaning.weights(index) if self.cleaning is not None else None
-            loss = self.objective.train_step(
-                replica, self.features[index], self.labels[index], weights
-            )
+            if self.streams is not None:
+                features, labels = self.streams.next(name)
+                loss = self.objective.train_step(replica, shared(features), shared(labels), None)
+            else:
+                index = batch_indices(
+                    self.local_parts[name], self.micro_batch, first_batch + offset, stream
+                )
+                weights = self.cleaning.weights(index) if self.cleaning is not None else None
+                loss = self.objective.train_step(
+                    replica, self.features[index], self.labels[index], weights
+                )
             if self.first_step_at is None:
                 self.first_step_at = time.time()  # start-up cost, reported once per attempt
             total += loss.detach().double().cpu()
@@ -250,7 +267,7 @@ class Trainer:
             self.evaluator.agreed(
                 {
                     **self.evaluator.validation(result),
-                    "final_train_loss": self.evaluator.loss(result, self.split.train),
+                    "final_train_loss": self.evaluator.train_loss(result),
                 }
             )
         )
@@ -293,7 +310,10 @@ class Trainer:
         return sum(self.rounds.steps_per_replica.values()) * self.cfg.optim.batch_size
 
     def _epochs_done(self, rounds: int) -> float:
-        train_size = len(self.split.red) + len(self.split.blue)  # not split.train: it sorts
+        if self.stream is not None:
+            train_size = self.stream.sizes["red"] + self.stream.sizes["blue"]
+        else:
+            train_size = len(self.split.red) + len(self.split.blue)  # not split.train: it sorts
         return rounds * self._samples_per_round() / max(1, train_size)
 
     def _write_checkpoint(self) -> Path:
@@ -303,6 +323,8 @@ class Trainer:
         write_state(directory, self.state, self.rank, self.best.tensors if self.best else None)
         if self.cleaning is not None:
             self.cleaning.save(directory, self.rank)
+        if self.streams is not None:
+            write_positions(directory, self.rank, self.streams.positions())
         return directory
 
     def _report(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
@@ -331,3 +353,5 @@ class Trainer:
         self.best = Snapshot(best) if best is not None else None
         if self.cleaning is not None:
             self.cleaning.load(directory, self.rank)
+        if self.streams is not None:
+            self.streams.restore(read_positions(directory, self.rank))

@@ -94,3 +94,4 @@ class Task:
     artifacts: Callable[[Dataset, Split, ModelSpec, np.ndarray], dict] = no_artifacts
     score: Callable[[ModelSpec], ScoreRule] = lambda spec: ScoreRule.for_task(spec.task)
     batch_prediction: bool = True  # ``redblue predict``: rows that Ray Data may batch apart
+    streams: bool = False  # data.streaming: its samples are independent rows of files

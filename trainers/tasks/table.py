@@ -113,4 +113,5 @@ TASK = Task(
     example_input=example_input,
     check_inputs=check_inputs,
     describe=describe,
+    streams=True,
 )

@@ -1,0 +1,124 @@
+"""A streamed run's plan, from one Ray Data pass over the source (on the cluster, where the files
+are): an aggregation folds every batch's statistics (``trainers.data.table_stats``) into the
+parts' sizes, the classes, the preprocessing and standardization fitted over P' only, and a
+sample of each part; the plan then holds that sample in memory and the stream for the rest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from trainers.config import RunSettings
+from trainers.data.drift import summarize
+from trainers.data.row_stream import StreamPlan
+from trainers.data.sources import Parts
+from trainers.data.streamed_table import StreamedTable, finish
+from trainers.data.table_stats import Layout, TableStats
+from trainers.errors import DataError
+from trainers.loop.plan import RunPlan, balanced_from_counts, loop_config, rounds_of
+from trainers.tasks.base import model_spec
+
+
+def table_stats(parts: Parts, layout: Layout, sample_rows: int) -> TableStats:
+    """Every batch's statistics, folded by a Ray Data aggregation; DataError from a task (a
+    bad value in row 90,000) comes back as itself."""
+    import ray.data
+    from ray.data.aggregate import AggregateFnV2
+    from ray.data.block import BlockAccessor
+
+    from orchestrator.streaming.rows import configure_ray_data, keyed_batches
+
+    class Fold(AggregateFnV2):
+        def __init__(self) -> None:
+            super().__init__(name="stats", zero_factory=TableStats, on=None, ignore_nulls=False)
+
+        def aggregate_block(self, block) -> TableStats:
+            folded = TableStats()
+            for path in BlockAccessor.for_block(block).to_pandas()["path"]:
+                for keyed in keyed_batches(parts, layout, str(path)):
+                    folded = folded.merged(TableStats.of(keyed, layout, sample_rows), sample_rows)
+            return folded
+
+        def combine(self, current: TableStats, new: TableStats) -> TableStats:
+            return current.merged(new, sample_rows)
+
+    configure_ray_data()
+    files = ray.data.from_items(
+        [{"path": path} for path in parts.paths], override_num_blocks=len(parts.paths)
+    )
+    try:
+        return files.aggregate(Fold())["stats"]
+    except Exception as exc:
+        cause = _data_error(exc)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _data_error(exc: BaseException) -> DataError | None:
+    """The DataError a Ray task raised, however Ray wrapped it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DataError):
+            return DataError(str(seen))
+        cause = getattr(seen, "cause", None)
+        seen = cause if isinstance(cause, BaseException) else seen.__cause__
+    return None
+
+
+def plan_streamed(cfg: RunSettings, parts: Parts, layout: Layout) -> RunPlan:
+    """The run's plan over the streamed table (Ray must be up: the pass runs on it)."""
+    return plan_from_stats(cfg, parts, layout, table_stats(parts, layout, cfg.strategy.eval_rows))
+
+
+def plan_from_stats(cfg: RunSettings, parts: Parts, layout: Layout, stats: TableStats) -> RunPlan:
+    """The plan from the table's folded statistics: its sample in memory, the rest streamed."""
+    from orchestrator.streaming.rows import StreamedRows
+
+    table = finish(stats, layout)
+    _check_sizes(table, cfg.scaling.num_workers)
+    dataset, split = table.sample, table.sample_split
+    fitted = table.preprocessing
+    dense = dataset.features[split.train][:, : len(fitted.dense_names)]
+    spec = model_spec(
+        cfg,
+        dataset,
+        fitted.width,
+        input_summary=summarize(dense, fitted.dense_names),
+        preprocessing=fitted.to_dict(),
+    )
+    rows = StreamedRows(parts, layout, fitted.to_dict(), table.task, table.classes, cfg.seed)
+    stream = StreamPlan(rows, table.sizes, table.standardization, fingerprint(parts, cfg))
+    weights = None
+    if cfg.optim.class_weights == "balanced" and table.pool_class_counts is not None:
+        weights = balanced_from_counts(table.pool_class_counts)
+    train_rows = table.sizes["red"] + table.sizes["blue"]
+    return RunPlan(
+        dataset,
+        split,
+        spec,
+        loop_config(cfg),
+        rounds_of(cfg, train_rows),
+        class_weights=weights,
+        stream=stream,
+    )
+
+
+def _check_sizes(table: StreamedTable, workers: int) -> None:
+    for name, size in table.sizes.items():
+        if size < workers:
+            raise DataError(
+                f"data set too small for the split: the {name} part has {size} row(s) but there "
+                f"are {workers} workers"
+            )
+
+
+def fingerprint(parts: Parts, cfg: RunSettings) -> str:
+    """The source's files and the split's settings: a resume on other data is refused."""
+    described = {
+        "paths": list(parts.paths),
+        "split": [cfg.data.test_fraction, cfg.strategy.val_fraction, cfg.strategy.red_ratio],
+        "seed": cfg.seed,
+        "key": cfg.data.row_key,
+    }
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]

@@ -1,0 +1,135 @@
+"""Rows of a streamed table, read with Ray Data on the cluster: the keyed batches of one file
+(:func:`keyed_batches`, read by a Ray Data task where the file is reachable, never first on the
+driver), and :class:`StreamedRows`, the ``trainers.data.row_stream.RowStream`` each worker reads
+its shard of a part from.
+
+A worker's stream is a Ray Data pipeline of its own: one task per file (in an order drawn per
+epoch from the seed), each keeping the rows of the wanted parts whose hash picks this worker and
+encoding them with the fitted preprocessing; then a local shuffle buffer seeded by (seed, epoch,
+rank). With Ray Data's ``preserve_order`` the order is a function of the seed alone, so a resumed
+run skips exactly the batches it had taken. The tasks take no CPU reservation: the training
+workers hold theirs, and reading runs beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trainers.data.keyed_split import PART_CODES
+from trainers.data.preprocessing import Preprocessing
+from trainers.data.sources import Parts, relative_path
+from trainers.data.streamed_table import encode_labels
+from trainers.data.table_stats import KeyedRows, Layout, keyed_rows
+from trainers.errors import DataError, InputError
+
+READ_ROWS = 65_536  # rows per batch read from a file
+SHUFFLE_ROWS = 16_384  # a worker's local shuffle buffer
+ORDER_STREAM = 7  # seeds the files' order per epoch (after the split's and the slices' streams)
+
+
+def keyed_batches(
+    parts: Parts,
+    layout: Layout,
+    path: str,
+    wanted: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> Iterator[KeyedRows]:
+    """The kept rows of the file at ``path`` (only the ``wanted`` ones, when given: see
+    ``trainers.data.table_stats.keyed_rows``), batch by batch, keyed and split."""
+    offset = 0
+    name = relative_path(parts.base, path)
+    try:
+        for batch in parts.part(path).to_batches(batch_size=READ_ROWS):
+            yield keyed_rows(batch, layout, name, offset, wanted)
+            offset += batch.num_rows
+    except (DataError, InputError) as exc:
+        raise DataError(f"{name}: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {name} of data.source {parts.source!r}: {exc}") from None
+
+
+def configure_ray_data() -> None:
+    """This process's Ray Data: outputs in order (a stream's order is then the seed's), and no
+    progress bars (the loop prints its own rounds)."""
+    import logging
+
+    from ray.data import DataContext
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context = DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+@dataclass(frozen=True)
+class StreamedRows:
+    """Parts' rows streamed into a worker (``trainers.data.row_stream.RowStream``)."""
+
+    parts: Parts
+    layout: Layout
+    preprocessing: dict  # the fitted Preprocessing, as JSON
+    task: str
+    classes: list
+    seed: int
+
+    def batches(
+        self,
+        parts: tuple[str, ...],
+        *,
+        epoch: int,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        skip: int,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        import ray.data
+
+        configure_ray_data()
+        training = set(parts) <= {"red", "blue"}
+        paths = list(self.parts.paths)
+        if training:  # a new order of the files each epoch
+            order = np.random.default_rng([self.seed, ORDER_STREAM, epoch]).permutation(len(paths))
+            paths = [paths[i] for i in order]
+        encode = _Encode(self, tuple(PART_CODES[p] for p in parts), rank, world_size)
+        dataset = ray.data.from_items(
+            [{"path": path} for path in paths], override_num_blocks=len(paths)
+        ).map_batches(encode, batch_size=1, num_cpus=0, zero_copy_batch=True)
+        seed = np.random.default_rng([self.seed, ORDER_STREAM, epoch, rank]).integers(2**31)
+        batches = dataset.iter_batches(
+            batch_size=batch_size,
+            batch_format="numpy",
+            prefetch_batches=4,
+            local_shuffle_buffer_size=SHUFFLE_ROWS if training else None,
+            local_shuffle_seed=int(seed) if training else None,
+        )
+        for number, batch in enumerate(batches):
+            if number >= skip:
+                yield batch["features"], batch["labels"]
+
+
+class _Encode:
+    """A Ray Data task's work on one file: the rows of the wanted parts that this worker streams,
+    encoded as the model takes them."""
+
+    def __init__(self, rows: StreamedRows, codes: tuple[int, ...], rank: int, world: int):
+        self.rows, self.codes, self.rank, self.world = rows, codes, rank, world
+
+    def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        rows = self.rows
+        fitted = Preprocessing.from_dict(rows.preprocessing)
+        for path in batch["path"]:
+            for keyed in keyed_batches(rows.parts, rows.layout, str(path), self._mine):
+                if len(keyed.parts):
+                    yield {
+                        "features": fitted.transform(keyed.features),
+                        "labels": encode_labels(keyed.labels.to_numpy(), rows.task, rows.classes),
+                    }
+
+    def _mine(self, hashes: np.ndarray, parts: np.ndarray) -> np.ndarray:
+        """The rows of the wanted parts that this worker streams."""
+        shards = self.rows.layout.how.shards(hashes, self.world)
+        return np.isin(parts, self.codes) & (shards == self.rank)

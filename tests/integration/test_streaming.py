@@ -1,0 +1,74 @@
+"""A table streamed into the workers with Ray Data (``data.streaming: on``) on the session's
+Ray: a hive-partitioned Parquet folder trains end to end, and each worker's stream is the same
+on every read, skips exactly, and shares a part out without overlap (the split, the fit and the
+loop's resume without Ray: tests/unit/test_streaming.py; from S3 on a cluster:
+tests/integration/test_cluster.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import write_partitioned_table
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def streamed(ray_session, workspace, tmp_path_factory):
+    """(config, plan, exit code, summary) of a streamed red-blue run on two workers."""
+    from orchestrator.config import validate
+    from orchestrator.streaming.choice import PendingStream
+    from orchestrator.streaming.plan import plan_streamed
+    from orchestrator.training.run import train
+
+    folder = tmp_path_factory.mktemp("streamed") / "table"
+    write_partitioned_table(folder, rows=4000)
+    cfg = validate(
+        {
+            "name": "streamed",
+            "data": {"source": str(folder), "label": "label", "streaming": "on"},
+            "model": {"hidden": [32]},
+            "optim": {"epochs": 4, "batch_size": 64, "lr": 0.003},
+            "strategy": {"eval_every": 4, "eval_rows": 256},
+            "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+            "checkpoint": {"every_rounds": 4},
+            "run": {"storage_path": str(workspace / "ray_results")},
+        }
+    )
+    pending = PendingStream.open(cfg)
+    code, summary = train(cfg, pending, None)
+    return cfg, plan_streamed(cfg, pending.parts, pending.layout), code, summary
+
+
+def test_a_partitioned_folder_trains_streamed_and_is_recorded(streamed, mlflow_client):
+    cfg, plan, code, summary = streamed
+    assert code == 0 and summary is not None
+    assert summary.metrics["test_accuracy"] > 0.8, summary.metrics
+    run = mlflow_client.get_run(summary.run_id)
+    assert run.data.params["data.streamed"] == "true"
+    assert int(run.data.params["data.rows.test"]) == plan.stream.sizes["test"]
+    assert "year" in plan.spec.feature_names  # the hive partition is a column
+
+
+def test_each_workers_stream_repeats_skips_exactly_and_shares_the_part(streamed):
+    _, plan, _, _ = streamed
+    rows = plan.stream.rows
+
+    def read(rank: int, skip: int = 0, epoch: int = 1) -> list:
+        return list(
+            rows.batches(("red",), epoch=epoch, batch_size=50, rank=rank, world_size=2, skip=skip)
+        )
+
+    first, again = read(0), read(0)
+    assert len(first) > 5
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    skipped = read(0, skip=3)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first[3:], skipped, strict=True))
+    other = read(1)
+    count = sum(len(b[1]) for b in first) + sum(len(b[1]) for b in other)
+    assert count == plan.stream.sizes["red"]  # the shards cover the part, once
+    mine = {tuple(row) for b in first for row in b[0]}
+    assert not mine & {tuple(row) for b in other for row in b[0]}
+    next_epoch = read(0, epoch=2)
+    assert not np.array_equal(next_epoch[0][0], first[0][0])  # another order each epoch

@@ -1,0 +1,220 @@
+"""Streamed tables (``data.streaming``) without Ray: the split by a row key's hash, the same
+split and preprocessing as the in-memory path, P' alone fitting it, the refusals, and the loop
+streaming its batches and resuming exactly mid-stream (Ray Data's stream: tests/integration/
+test_streaming.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from orchestrator.config import RedblueConfig
+from orchestrator.streaming.choice import PendingStream, streams
+from orchestrator.streaming.plan import plan_from_stats
+from orchestrator.streaming.rows import ORDER_STREAM, _Encode, keyed_batches
+from tests.helpers import Recorder, without_timing, write_partitioned_table
+from trainers.data.keyed_split import PART_CODES, HashSplit
+from trainers.data.splits import split_samples
+from trainers.data.streamed_table import finish
+from trainers.data.table_stats import TableStats
+from trainers.data.tables import encode, load_table
+from trainers.errors import DataError
+
+SAMPLE_ROWS = 256
+
+
+def config(source: Path, **data) -> RedblueConfig:
+    return RedblueConfig.model_validate(
+        {
+            "data": {"source": str(source), "label": "label", "streaming": "on", **data},
+            "scaling": {"num_workers": 1},
+            "strategy": {"eval_rows": SAMPLE_ROWS, "eval_every": 2},
+            "optim": {"epochs": 3, "batch_size": 64},
+            "checkpoint": {"every_rounds": 2},
+        }
+    )
+
+
+def folded(pending: PendingStream) -> TableStats:
+    """What the Ray Data aggregation computes, folded here in one process."""
+    stats = TableStats()
+    for path in pending.parts.paths:
+        for keyed in keyed_batches(pending.parts, pending.layout, path):
+            stats = stats.merged(TableStats.of(keyed, pending.layout, SAMPLE_ROWS), SAMPLE_ROWS)
+    return stats
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("stream") / "table"
+    write_partitioned_table(folder)
+    return folder
+
+
+def test_hash_parts_are_stable_shared_as_configured_and_sharded_evenly():
+    how = HashSplit(test_fraction=0.2, val_fraction=0.25, red_ratio=0.5, seed=3)
+    keys = np.arange(200_000)
+    parts = how.parts(how.hashes(keys))
+    assert np.array_equal(parts, how.parts(how.hashes(keys)))  # stable
+    shares = np.bincount(parts, minlength=4) / len(keys)
+    assert np.allclose(shares, [0.2, 0.2, 0.3, 0.3], atol=0.005)
+    other_seed = dataclasses.replace(how, seed=4)
+    assert (other_seed.parts(other_seed.hashes(keys)) != parts).mean() > 0.4
+    hashes = how.hashes(keys)
+    for world in (2, 3):
+        shards = HashSplit.shards(hashes, world)
+        assert np.allclose(np.bincount(shards) / len(keys), 1 / world, atol=0.01)
+    assert np.array_equal(how.parts(hashes[::7]), parts[::7])  # a row's part is its own
+
+
+def test_streamed_and_in_memory_paths_split_and_fit_alike(table):
+    cfg = config(table)
+    pending = PendingStream.open(cfg)
+    stats = folded(pending)
+    streamed = finish(stats, pending.layout)
+    memory = RedblueConfig.model_validate(
+        {**cfg.model_dump(), "data": {**cfg.data.model_dump(), "streaming": "off", "split": "hash"}}
+    )
+    in_memory = load_table(memory.data)
+    split = split_samples(in_memory, memory)
+    assert streamed.sizes == {
+        name: len(getattr(split, name)) for name in ("test", "val", "red", "blue")
+    }
+    assert streamed.classes == in_memory.classes == ["hi", "lo", "mid"]
+    dataset = encode(in_memory, split.train)
+    fitted, expected = streamed.preprocessing, dataset.preprocessing
+    assert [c.name for c in fitted.columns] == [c.name for c in expected.columns]
+    for got, want in zip(fitted.columns, expected.columns, strict=True):
+        assert (got.type, got.missing, got.categories, got.had_missing) == (
+            want.type,
+            want.missing,
+            want.categories,
+            want.had_missing,
+        ), got.name
+        if want.fill is None:
+            assert got.fill is None, got.name
+        else:
+            assert got.fill == pytest.approx(want.fill, rel=1e-9, abs=1e-12), got.name
+    dense = dataset.features[split.train][:, : len(expected.dense_names)].astype(np.float64)
+    std = dense.std(axis=0)
+    standardization = streamed.standardization
+    assert np.allclose(standardization.input_mean, dense.mean(axis=0), atol=1e-5)
+    assert np.allclose(standardization.input_std, np.where(std > 1e-8, std, 1.0), atol=1e-5)
+    assert streamed.sizes["red"] + streamed.sizes["blue"] == len(split.train)
+
+
+def test_values_only_in_the_test_part_change_no_fitted_value(table, tmp_path):
+    cfg = config(table)
+    memory = RedblueConfig.model_validate(
+        {**cfg.model_dump(), "data": {**cfg.data.model_dump(), "streaming": "off", "split": "hash"}}
+    )
+    in_test = split_samples(load_table(memory.data), memory).test  # every row has a label
+    changed = pd.concat([pd.read_parquet(p) for p in sorted(table.rglob("*.parquet"))])
+    changed = changed.reset_index(drop=True)
+    changed.loc[in_test, "a"] = 1e6
+    changed.loc[in_test, "color"] = "purple"
+    folder = tmp_path / "changed"
+    for year, part in ((2024, changed.iloc[:1500]), (2025, changed.iloc[1500:])):
+        (folder / f"year={year}").mkdir(parents=True)
+        part.to_parquet(folder / f"year={year}" / "part-0.parquet", row_group_size=700)
+    pending = PendingStream.open(cfg)
+    before = finish(folded(pending), pending.layout)
+    changed_pending = PendingStream.open(config(folder))
+    after = finish(folded(changed_pending), changed_pending.layout)
+    assert after.preprocessing == before.preprocessing
+    assert np.array_equal(after.standardization.input_mean, before.standardization.input_mean)
+    assert after.sizes == before.sizes
+    assert (after.sample.raw["a"] == 1e6).any()  # the changed rows are there, in T's sample
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"strategy": {"clean": "report"}}, "strategy.clean report"),
+        ({"data": {"label_noise": 0.2}}, "data.label_noise"),
+        ({"data": {"train_fraction": 0.5}}, "data.train_fraction"),
+    ],
+)
+def test_streaming_on_refuses_what_needs_every_row_in_memory(table, change, named):
+    cfg = config(table).model_dump()
+    for section, values in change.items():
+        cfg[section] = {**cfg[section], **values}
+    with pytest.raises(DataError, match=f"{named}.*needs every row in memory"):
+        streams(RedblueConfig.model_validate(cfg))
+
+
+def test_streaming_refuses_bundled_data_and_auto_keeps_small_files_in_memory(table):
+    with pytest.raises(DataError, match="bundled data set"):
+        streams(RedblueConfig.model_validate({"data": {"streaming": "on"}}))
+    assert not streams(config(table, streaming="auto"))  # 3,000 rows fit any worker
+    assert streams(config(table, streaming="auto", stream_above=1e-9))
+    with pytest.raises(ValueError, match="streams tables only"):
+        RedblueConfig.model_validate(
+            {"data": {"kind": "series", "window": 4, "streaming": "on", "source": "co2"}}
+        )
+
+
+def test_a_missing_label_column_is_named(table):
+    with pytest.raises(DataError, match="label column 'nope' not found"):
+        PendingStream.open(config(table, label="nope"))
+
+
+class LocalRows:
+    """``orchestrator.streaming.rows.StreamedRows``' stream without Ray Data: the same files,
+    order, shard and encoding, shuffled by numpy."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def batches(self, parts, *, epoch, batch_size, rank, world_size, skip):
+        paths = list(self.rows.parts.paths)
+        training = set(parts) <= {"red", "blue"}
+        if training:
+            order = np.random.default_rng([self.rows.seed, ORDER_STREAM, epoch])
+            paths = [paths[i] for i in order.permutation(len(paths))]
+        encode = _Encode(self.rows, tuple(PART_CODES[p] for p in parts), rank, world_size)
+        pieces = [piece for path in paths for piece in encode({"path": [path]})]
+        features = np.concatenate([p["features"] for p in pieces])
+        labels = np.concatenate([p["labels"] for p in pieces])
+        if training:
+            shuffled = np.random.default_rng([epoch, rank]).permutation(len(labels))
+            features, labels = features[shuffled], labels[shuffled]
+        for number, start in enumerate(range(0, len(labels), batch_size)):
+            if number >= skip:
+                yield features[start : start + batch_size], labels[start : start + batch_size]
+
+
+def streamed_trainer(source: Path, report):
+    from trainers.engine.plain import PlainEngine
+    from trainers.loop.trainer import Trainer, build_replicas
+
+    cfg = config(source)
+    pending = PendingStream.open(cfg)
+    plan = plan_from_stats(cfg, pending.parts, pending.layout, folded(pending))
+    assert plan.stream is not None
+    stream = dataclasses.replace(plan.stream, rows=LocalRows(plan.stream.rows))
+    plan = dataclasses.replace(plan, stream=stream)
+
+    def make(model, name, clock):
+        return PlainEngine(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
+
+    return Trainer(plan, build_replicas(plan, make), report)
+
+
+def test_the_loop_streams_its_batches_and_resumes_exactly_mid_stream(table, tmp_path):
+    full = streamed_trainer(table, Recorder(tmp_path / "full"))
+    expected = full.run().metrics
+    assert expected["test_accuracy"] > 0.8
+    first = Recorder(tmp_path / "first")
+    streamed_trainer(table, first).run()
+    resumed = streamed_trainer(table, Recorder(tmp_path / "resumed"))
+    torch.manual_seed(12345)
+    resumed.restore(first.checkpoints[0])  # after round 2, inside the first epoch of a half
+    positions = resumed.streams.positions()
+    assert positions and all(batches > 0 for _, batches in positions.values()), positions
+    assert without_timing(resumed.run().metrics) == without_timing(expected)
