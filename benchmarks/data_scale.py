@@ -1,6 +1,8 @@
 """How training scales with the table: a generated table of N rows x 32 float32 features and a
-4-class label, trained by ``redblue train`` for one epoch (red-blue, ``model.hidden: [64]``,
-batch 512, 2 workers), at several sizes in one run.
+4-class label (a folder of Parquet parts of 1M rows, as a data lake holds it), trained by
+``redblue train`` for one epoch (red-blue, ``model.hidden: [64]``, batch 512, 2 workers), at
+several sizes in one run, streamed with Ray Data (``data.streaming: on``) and read into memory
+(``off``; only up to ``--max-in-memory`` rows: beyond, the in-memory path does not fit).
 
 For each size it measures the wall time of the command, the training time of the rounds
 (``train_seconds``), the rounds, training samples/s, the time to the first optimizer step, and the
@@ -10,7 +12,11 @@ training time per row should stay flat (cost linear in the rows). ``--eval-rows`
 ``strategy.eval_rows`` (default: the config's); a value at least the size of the table scores
 every part in full at every evaluation.
 
-Run: ``python benchmarks/data_scale.py [--rows 1000000,4000000] [--eval-rows N] [--json F]``.
+Both paths split by a hash of each row's position (``data.split: hash``), so they train on
+the same rows.
+
+Run: ``python benchmarks/data_scale.py [--rows 1000000,4000000,10000000,40000000]
+[--streaming on,off] [--max-in-memory 10000000] [--eval-rows N] [--json F]``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,28 +39,26 @@ REPO = Path(__file__).resolve().parents[1]
 FEATURES, CLASSES = 32, 4
 
 
-def write_table(path: Path, rows: int, seed: int = 0) -> int:
+def write_table(folder: Path, rows: int, seed: int = 0) -> int:
     """A learnable table: the label is the argmax of a fixed linear map of the features, with
-    10% of the labels drawn at random. Written in chunks, as Parquet; returns its size in bytes."""
+    10% of the labels drawn at random. Written as Parquet parts of at most 1M rows; returns the
+    folder's size in bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
     weights = rng.normal(size=(FEATURES, CLASSES)).astype(np.float32)
     names = [f"x{i}" for i in range(FEATURES)]
-    writer = None
-    for start in range(0, rows, 1_000_000):
+    folder.mkdir(parents=True)
+    for part, start in enumerate(range(0, rows, 1_000_000)):
         count = min(1_000_000, rows - start)
         features = rng.normal(size=(count, FEATURES)).astype(np.float32)
         labels = (features @ weights).argmax(axis=1)
         noisy = rng.random(count) < 0.1
         labels[noisy] = rng.integers(0, CLASSES, size=int(noisy.sum()))
         table = pa.table({**{n: features[:, i] for i, n in enumerate(names)}, "y": labels})
-        writer = writer or pq.ParquetWriter(path, table.schema)
-        writer.write_table(table)
-    assert writer is not None
-    writer.close()
-    return path.stat().st_size
+        pq.write_table(table, folder / f"part-{part:05d}.parquet", row_group_size=131_072)
+    return sum(path.stat().st_size for path in folder.iterdir())
 
 
 class PeakMemory:
@@ -89,7 +94,7 @@ class PeakMemory:
         return self.peak
 
 
-def train(table: Path, workdir: Path, name: str, eval_rows: int | None) -> dict:
+def train(table: Path, workdir: Path, name: str, eval_rows: int | None, streaming: str) -> dict:
     """One ``redblue train`` of the table; its figures."""
     from mlflow.tracking import MlflowClient
 
@@ -102,6 +107,8 @@ def train(table: Path, workdir: Path, name: str, eval_rows: int | None) -> dict:
         "optim.epochs": 1,
         "scaling.num_workers": 2,
         "checkpoint.every_rounds": 10**6,
+        "data.streaming": streaming,
+        "data.split": "hash",
     }
     if eval_rows is not None:
         sets["strategy.eval_rows"] = eval_rows
@@ -138,38 +145,66 @@ def train(table: Path, workdir: Path, name: str, eval_rows: int | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="1000000,4000000", help="comma-separated table sizes")
+    parser.add_argument("--streaming", default="on,off", help="data.streaming values to run")
+    parser.add_argument(
+        "--max-in-memory", type=int, default=10_000_000, help="largest table read into memory"
+    )
     parser.add_argument("--eval-rows", type=int, default=None, help="strategy.eval_rows")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
     sizes = [int(size) for size in args.rows.split(",")]
-    results = {}
+    modes = args.streaming.split(",")
+    results: dict[tuple[int, str], dict] = {}
     with tempfile.TemporaryDirectory(prefix="redblue-scale-") as folder:
         workdir = Path(folder)
         for rows in sizes:
-            table = workdir / f"table-{rows}.parquet"
+            table = workdir / f"table-{rows}"
             size = write_table(table, rows)
-            figures = train(table, workdir, f"scale-{rows}", args.eval_rows)
-            figures["parquet_mb"] = size / 1e6
-            results[rows] = figures
-            print(f"{rows:,} rows: {json.dumps(figures)}", file=sys.stderr, flush=True)
-            table.unlink()
-    first = sizes[0]
-    print(
-        "| rows | wall s | train s | rounds | samples/s | first step s | peak memory GB | "
-        "test accuracy | wall / row vs first | train / row vs first |"
-    )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for rows, f in results.items():
-        scale = rows / first
-        wall_ratio = f["wall_s"] / results[first]["wall_s"] / scale
-        train_ratio = f["train_s"] / results[first]["train_s"] / scale
-        print(
-            f"| {rows:,} | {f['wall_s']:.0f} | {f['train_s']:.0f} | {f['rounds']} | "
-            f"{f['samples_per_s']:,.0f} | {f['first_step_s']:.1f} | {f['peak_memory_gb']:.1f} | "
-            f"{f['test_accuracy']:.4f} | {wall_ratio:.2f} | {train_ratio:.2f} |"
-        )
+            for mode in modes:
+                if mode == "off" and rows > args.max_in_memory:
+                    continue
+                figures = train(table, workdir, f"scale-{rows}-{mode}", args.eval_rows, mode)
+                figures["parquet_mb"] = size / 1e6
+                results[rows, mode] = figures
+                print(f"{rows:,} rows, streaming {mode}: {json.dumps(figures)}", file=sys.stderr)
+            shutil.rmtree(table)
+    print_tables(results, sizes)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({f"{r}/{m}": f for (r, m), f in results.items()}, indent=2))
+
+
+def print_tables(results: dict[tuple[int, str], dict], sizes: list[int]) -> None:
+    """One row per run, then the ratios the targets read."""
+    print(
+        "| rows | streaming | wall s | train s | rounds | samples/s | first step s | "
+        "peak memory GB | test accuracy | wall / row vs first |"
+    )
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (rows, mode), f in results.items():
+        base = results[sizes[0], mode]
+        wall_ratio = f["wall_s"] / base["wall_s"] / (rows / sizes[0])
+        print(
+            f"| {rows:,} | {mode} | {f['wall_s']:.0f} | {f['train_s']:.0f} | {f['rounds']} | "
+            f"{f['samples_per_s']:,.0f} | {f['first_step_s']:.1f} | {f['peak_memory_gb']:.1f} | "
+            f"{f['test_accuracy']:.4f} | {wall_ratio:.2f} |"
+        )
+    for rows in sizes:
+        both = results.get((rows, "on")), results.get((rows, "off"))
+        if both[0] and both[1]:
+            print(
+                f"{rows:,} rows: streamed / in-memory samples/s "
+                f"{both[0]['samples_per_s'] / both[1]['samples_per_s']:.2f}, test accuracy "
+                f"{both[0]['test_accuracy']:.4f} vs {both[1]['test_accuracy']:.4f}"
+            )
+    streamed = [results[r, "on"] for r in sizes if (r, "on") in results]
+    if len(streamed) > 1:
+        first, last = streamed[0], streamed[-1]
+        print(
+            f"streamed, {sizes[0]:,} to {sizes[-1]:,} rows: peak memory x"
+            f"{last['peak_memory_gb'] / first['peak_memory_gb']:.2f}, first step "
+            f"{last['first_step_s'] - first['first_step_s']:+.1f} s, wall time x"
+            f"{last['wall_s'] / first['wall_s']:.2f} for x{sizes[-1] / sizes[0]:.0f} rows"
+        )
 
 
 if __name__ == "__main__":

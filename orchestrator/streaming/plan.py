@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle  # only this pass's own statistics, between its own tasks
 
 from trainers.config import RunSettings
 from trainers.data.drift import summarize
@@ -29,30 +30,38 @@ def table_stats(parts: Parts, layout: Layout, sample_rows: int) -> TableStats:
     from orchestrator.streaming.rows import configure_ray_data, keyed_batches
 
     class Fold(AggregateFnV2):
-        def __init__(self) -> None:
-            super().__init__(name="stats", zero_factory=TableStats, on=None, ignore_nulls=False)
+        """Folds TableStats, carried between Ray Data's tasks as their pickle (Arrow stores
+        bytes as they are; an object it would convert, warning)."""
 
-        def aggregate_block(self, block) -> TableStats:
+        def __init__(self) -> None:
+            super().__init__(name="stats", zero_factory=_empty, on=None, ignore_nulls=False)
+
+        def aggregate_block(self, block) -> bytes:
             folded = TableStats()
             for path in BlockAccessor.for_block(block).to_pandas()["path"]:
                 for keyed in keyed_batches(parts, layout, str(path)):
                     folded = folded.merged(TableStats.of(keyed, layout, sample_rows), sample_rows)
-            return folded
+            return pickle.dumps(folded)
 
-        def combine(self, current: TableStats, new: TableStats) -> TableStats:
-            return current.merged(new, sample_rows)
+        def combine(self, current: bytes, new: bytes) -> bytes:
+            merged = pickle.loads(current).merged(pickle.loads(new), sample_rows)
+            return pickle.dumps(merged)
 
     configure_ray_data()
     files = ray.data.from_items(
         [{"path": path} for path in parts.paths], override_num_blocks=len(parts.paths)
     )
     try:
-        return files.aggregate(Fold())["stats"]
+        return pickle.loads(files.aggregate(Fold())["stats"])
     except Exception as exc:
         cause = _data_error(exc)
         if cause is None:
             raise
         raise cause from None
+
+
+def _empty() -> bytes:
+    return pickle.dumps(TableStats())
 
 
 def _data_error(exc: BaseException) -> DataError | None:

@@ -5,14 +5,15 @@ its shard of a part from.
 
 A worker's stream is a Ray Data pipeline of its own: one task per file (in an order drawn per
 epoch from the seed), each keeping the rows of the wanted parts whose hash picks this worker and
-encoding them with the fitted preprocessing; then a local shuffle buffer seeded by (seed, epoch,
-rank). With Ray Data's ``preserve_order`` the order is a function of the seed alone, so a resumed
-run skips exactly the batches it had taken. The tasks take no CPU reservation: the training
+encoding them with the fitted preprocessing, each batch of a file in an order drawn from (seed,
+epoch, rank, file, batch). With Ray Data's ``preserve_order`` the order is a function of the seed
+alone, so a resumed run skips exactly the batches it had taken. The tasks take no CPU reservation: the training
 workers hold theirs, and reading runs beside them.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +27,7 @@ from trainers.data.streamed_table import encode_labels
 from trainers.data.table_stats import KeyedRows, Layout, keyed_rows
 from trainers.errors import DataError, InputError
 
-READ_ROWS = 65_536  # rows per batch read from a file
-SHUFFLE_ROWS = 16_384  # a worker's local shuffle buffer
+READ_ROWS = 65_536  # rows per batch read from a file (and shuffled: a worker's share of them)
 ORDER_STREAM = 7  # seeds the files' order per epoch (after the split's and the slices' streams)
 
 
@@ -58,8 +58,9 @@ def configure_ray_data() -> None:
 
     from ray.data import DataContext
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     context = DataContext.get_current()
+    for name in ("ray.data", "ray.data._internal.progress"):  # "progress bars disabled"
+        logging.getLogger(name).setLevel(logging.ERROR)
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -94,17 +95,13 @@ class StreamedRows:
         if training:  # a new order of the files each epoch
             order = np.random.default_rng([self.seed, ORDER_STREAM, epoch]).permutation(len(paths))
             paths = [paths[i] for i in order]
-        encode = _Encode(self, tuple(PART_CODES[p] for p in parts), rank, world_size)
+        shuffle = (self.seed, epoch, rank) if training else None
+        encode = _Encode(self, tuple(PART_CODES[p] for p in parts), rank, world_size, shuffle)
         dataset = ray.data.from_items(
             [{"path": path} for path in paths], override_num_blocks=len(paths)
         ).map_batches(encode, batch_size=1, num_cpus=0, zero_copy_batch=True)
-        seed = np.random.default_rng([self.seed, ORDER_STREAM, epoch, rank]).integers(2**31)
         batches = dataset.iter_batches(
-            batch_size=batch_size,
-            batch_format="numpy",
-            prefetch_batches=4,
-            local_shuffle_buffer_size=SHUFFLE_ROWS if training else None,
-            local_shuffle_seed=int(seed) if training else None,
+            batch_size=batch_size, batch_format="numpy", prefetch_batches=4
         )
         for number, batch in enumerate(batches):
             if number >= skip:
@@ -115,19 +112,32 @@ class _Encode:
     """A Ray Data task's work on one file: the rows of the wanted parts that this worker streams,
     encoded as the model takes them."""
 
-    def __init__(self, rows: StreamedRows, codes: tuple[int, ...], rank: int, world: int):
+    def __init__(
+        self,
+        rows: StreamedRows,
+        codes: tuple[int, ...],
+        rank: int,
+        world: int,
+        shuffle: tuple[int, int, int] | None = None,
+    ):
         self.rows, self.codes, self.rank, self.world = rows, codes, rank, world
+        self.shuffle = shuffle  # (seed, epoch, rank): each batch's rows in a seeded order
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
         rows = self.rows
         fitted = Preprocessing.from_dict(rows.preprocessing)
         for path in batch["path"]:
-            for keyed in keyed_batches(rows.parts, rows.layout, str(path), self._mine):
-                if len(keyed.parts):
-                    yield {
-                        "features": fitted.transform(keyed.features),
-                        "labels": encode_labels(keyed.labels.to_numpy(), rows.task, rows.classes),
-                    }
+            batches = keyed_batches(rows.parts, rows.layout, str(path), self._mine)
+            for number, keyed in enumerate(batches):
+                if not len(keyed.parts):
+                    continue
+                features = fitted.transform(keyed.features)
+                labels = encode_labels(keyed.labels.to_numpy(), rows.task, rows.classes)
+                if self.shuffle is not None:
+                    stream = [*self.shuffle, zlib.crc32(str(path).encode()), number]
+                    order = np.random.default_rng(stream).permutation(len(labels))
+                    features, labels = features[order], labels[order]
+                yield {"features": features, "labels": labels}
 
     def _mine(self, hashes: np.ndarray, parts: np.ndarray) -> np.ndarray:
         """The rows of the wanted parts that this worker streams."""

@@ -166,7 +166,7 @@ def test_a_missing_label_column_is_named(table):
 
 class LocalRows:
     """``orchestrator.streaming.rows.StreamedRows``' stream without Ray Data: the same files,
-    order, shard and encoding, shuffled by numpy."""
+    order, shard, encoding and shuffle, batched by numpy."""
 
     def __init__(self, rows):
         self.rows = rows
@@ -177,13 +177,11 @@ class LocalRows:
         if training:
             order = np.random.default_rng([self.rows.seed, ORDER_STREAM, epoch])
             paths = [paths[i] for i in order.permutation(len(paths))]
-        encode = _Encode(self.rows, tuple(PART_CODES[p] for p in parts), rank, world_size)
+        shuffle = (self.rows.seed, epoch, rank) if training else None
+        encode = _Encode(self.rows, tuple(PART_CODES[p] for p in parts), rank, world_size, shuffle)
         pieces = [piece for path in paths for piece in encode({"path": [path]})]
         features = np.concatenate([p["features"] for p in pieces])
         labels = np.concatenate([p["labels"] for p in pieces])
-        if training:
-            shuffled = np.random.default_rng([epoch, rank]).permutation(len(labels))
-            features, labels = features[shuffled], labels[shuffled]
         for number, start in enumerate(range(0, len(labels), batch_size)):
             if number >= skip:
                 yield features[start : start + batch_size], labels[start : start + batch_size]

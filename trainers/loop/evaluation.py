@@ -30,6 +30,7 @@ from trainers.loop.rounds import LoopConfig
 from trainers.loop.streamed import score_parts
 
 EVAL_BATCH = 4096
+STREAM_BATCH = 32_768  # a streamed part: fewer, larger batches (each one a collective)
 SLICE_STREAM = 6  # seeds the slices' permutations (after the split's and the noise's streams)
 
 
@@ -146,7 +147,7 @@ class Evaluator:
         """Outputs and labels on every row of ``parts`` (streamed, or from memory)."""
         if self.stream is not None:
             width = self.features.shape[1]
-            return score_parts(self.stream, parts, self.objective, replica, width, EVAL_BATCH)
+            return score_parts(self.stream, parts, self.objective, replica, width, STREAM_BATCH)
         index = {
             ("val",): self.split.val,
             ("test",): self.split.test,
