@@ -199,20 +199,19 @@ def predict(
 
 
 def _validated(config: Path, overrides: list[str], address: str | None, for_sweep: bool):
-    """The config (its paths made absolute) and its plan, or exit 2 with one message (before Ray
-    is imported). Training checks what it uses and warns about a sweep section a sweep would
-    refuse."""
+    """The config (its paths made absolute) and its plan (a streamed table's once Ray is up), or
+    exit 2 with one message (before Ray is imported). Training checks what it uses and warns
+    about a sweep section a sweep would refuse."""
     from orchestrator.environment import prepare_driver_env
 
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, load_config, resolve_paths
     from orchestrator.storage import StorageError
-    from orchestrator.streaming.choice import plan_input
-    from trainers.errors import DataError
+    from orchestrator.streaming.choice import DataError, plan_input
 
     try:
         cfg = load_config(config, overrides, for_sweep, warn=console.print_warning)
-        plan, report = plan_input(cfg, for_sweep)
+        plan, report = plan_input(cfg)
         resolve_paths(cfg)
         console.print_data(report)
     except (ConfigError, DataError, StorageError) as exc:

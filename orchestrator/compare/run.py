@@ -24,6 +24,7 @@ from orchestrator.compare.stats import STRATEGIES, Child
 from orchestrator.compare.strategies import DEFAULT, STRATEGY_KEY, parse_strategies, presets
 from orchestrator.config import ConfigError, RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from orchestrator.streaming.choice import PendingStream
 from orchestrator.sweeps.conclude import delete_checkpoints
 from orchestrator.sweeps.config import SpaceSpec, SweepSection
 from orchestrator.sweeps.results import TrialOutcome
@@ -63,7 +64,7 @@ def compare_config(
 
 def compare(
     cfg: RedblueConfig,
-    plan: RunPlan,
+    plan: RunPlan | PendingStream,
     address: str | None,
     seeds: int,
     resume: bool,
@@ -82,9 +83,11 @@ def compare(
             "--strategies: standard added, the baseline every strategy is paired with"
         )
     grid = compare_config(cfg, seeds, names)
-    rule = plan.task.score(plan.spec)
 
-    def finish(parent, compare_id: str, folder: str, trials: list[TrialOutcome]) -> Comparison:
+    def finish(
+        parent, compare_id: str, folder: str, trials: list[TrialOutcome], planned: RunPlan
+    ) -> Comparison:
+        rule = planned.task.score(planned.spec)
         children = [_child(trial) for trial in trials]
         metrics = log_to_parent(parent, children, rule.metric, names)
         verdicts = print_comparison(children, rule.metric, rule.higher_is_better, metrics, names)

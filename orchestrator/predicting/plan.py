@@ -50,6 +50,9 @@ class PredictPlan:
     output_format: str
     output: str  # absolute path or URI
     added: list[str] = field(default_factory=list)  # the columns the predictions add
+    # A folder's hive partitions (year=2024/ -> year), typed as training read them.
+    partitions: dict[str, type] = field(default_factory=dict)
+    source: str = ""  # the input, absolute: the folder partitions are named under
 
 
 def plan_prediction(args: PredictArgs) -> PredictPlan:
@@ -64,7 +67,10 @@ def plan_prediction(args: PredictArgs) -> PredictPlan:
     spec = ModelSpec.from_dict(bundle.model_config)
     rules.check_family(spec)
     added = rules.prediction_columns(spec, args.proba)
+    partitions = hive_partitions(source, files, in_fmt) if is_folder else {}
     sample = read_sample(files[0], in_fmt)
+    for name, kind in partitions.items():  # as Ray Data adds them to every row of a file
+        sample[name] = kind(partition_value(files[0], name))
     rules.check_columns(list(sample.columns), added)
     rules.check_sample(spec, sample, args.source)
     return PredictPlan(
@@ -76,6 +82,8 @@ def plan_prediction(args: PredictArgs) -> PredictPlan:
         output_format=rules.output_format(output, in_fmt),
         output=output,
         added=added,
+        partitions=partitions,
+        source=source,
     )
 
 
@@ -121,6 +129,40 @@ def list_input(source: str) -> tuple[list[str], bool]:
         if entry.type == pafs.FileType.File and not rules.is_hidden(entry.path[len(inner) :])
     ]
     return files, True
+
+
+def hive_partitions(source: str, files: list[str], fmt: str) -> dict[str, type]:
+    """The hive partition columns of a folder's files (``year=2024/``), each typed as
+    ``trainers.data.sources`` reads them for training (pyarrow's discovery: integers, else
+    text)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    folders = files[0][len(source) :].strip("/").split("/")[:-1]
+    names = [folder.split("=", 1)[0] for folder in folders if "=" in folder]
+    if not names:
+        return {}
+    filesystem, inner = file_system(source)
+    try:
+        dataset = ds.dataset(
+            [file_system(path)[1] for path in files],
+            format=fmt,
+            filesystem=filesystem,
+            partitioning=ds.HivePartitioning.discover(infer_dictionary=False),
+            partition_base_dir=inner,
+        )
+    except (OSError, ValueError) as exc:
+        raise PredictError(f"input {source}: cannot read its partitions: {exc}") from None
+    kinds: dict[str, type] = {}
+    for name in names:
+        arrow_type = dataset.schema.field(name).type
+        kinds[name] = int if pa.types.is_integer(arrow_type) else str
+    return kinds
+
+
+def partition_value(path: str, name: str) -> str:
+    """The value of partition ``name`` in a file's path."""
+    return next(s.split("=", 1)[1] for s in path.split("/") if s.startswith(f"{name}="))
 
 
 def csv_options() -> Any:

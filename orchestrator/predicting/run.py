@@ -82,6 +82,8 @@ def predict(plan: PredictPlan, address: str | None) -> int:
 def predictions(plan: PredictPlan) -> Any:
     """The lazy Ray Dataset: the input read and mapped through the model's actors."""
     import ray.data
+    from ray.data.datasource import Partitioning
+    from ray.data.datasource.partitioning import PartitionStyle
 
     # Ray's default (128 MiB) reads a 100 MB input as one block: the progress bars then jump from
     # 0 to done, one actor gets all the work, and nothing is written until everything is
@@ -90,10 +92,16 @@ def predictions(plan: PredictPlan) -> Any:
     # so the output keeps every input column, ids included, to join on.
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES
     args = plan.args
+    # A folder's hive partitions typed as training read them (Ray Data's default: text).
+    partitioning = Partitioning(
+        PartitionStyle.HIVE, base_dir=plan.source, field_types=plan.partitions
+    )
     if plan.input_format == "parquet":
-        dataset = ray.data.read_parquet(plan.files)
+        dataset = ray.data.read_parquet(plan.files, partitioning=partitioning)
     else:
-        dataset = ray.data.read_csv(plan.files, convert_options=csv_options())
+        dataset = ray.data.read_csv(
+            plan.files, convert_options=csv_options(), partitioning=partitioning
+        )
     return dataset.map_batches(
         BatchPredictor,
         fn_constructor_kwargs={

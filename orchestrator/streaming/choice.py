@@ -73,7 +73,7 @@ def streams(cfg: RunSettings) -> bool:
     return table_bytes(open_parts(data.source)) > data.stream_above * worker_memory(cfg)
 
 
-def plan_input(cfg: RunSettings, for_sweep: bool) -> tuple[RunPlan | PendingStream, DataReport]:
+def plan_input(cfg: RunSettings) -> tuple[RunPlan | PendingStream, DataReport]:
     """What the CLI checks before Ray starts: the in-memory plan, or a streamed table's source
     and layout (planned once Ray is up); and what to print about the data."""
     from trainers.loop.plan import plan_run
@@ -81,11 +81,6 @@ def plan_input(cfg: RunSettings, for_sweep: bool) -> tuple[RunPlan | PendingStre
     if not streams(cfg):
         plan = plan_run(cfg)
         return plan, plan.task.describe(plan.dataset, plan.split)
-    if for_sweep:
-        raise DataError(
-            "sweeps read the table in memory; set data.streaming: off (streamed trials are not "
-            "supported yet)"
-        )
     pending = PendingStream.open(cfg)
     return pending, DataReport(lines=pending.lines())
 

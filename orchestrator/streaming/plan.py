@@ -8,7 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle  # only this pass's own statistics, between its own tasks
+import time
 
+from orchestrator import console
+from orchestrator.streaming.choice import PendingStream
 from trainers.config import RunSettings
 from trainers.data.drift import summarize
 from trainers.data.row_stream import StreamPlan
@@ -16,8 +19,8 @@ from trainers.data.sources import Parts
 from trainers.data.streamed_table import StreamedTable, finish
 from trainers.data.table_stats import Layout, TableStats
 from trainers.errors import DataError
-from trainers.loop.plan import RunPlan, balanced_from_counts, loop_config, rounds_of
-from trainers.tasks.base import model_spec
+from trainers.loop.plan import RunPlan, balanced_from_counts, loop_config, plan_run, rounds_of
+from trainers.tasks.base import DataReport, model_spec
 
 
 def table_stats(parts: Parts, layout: Layout, sample_rows: int) -> TableStats:
@@ -131,3 +134,47 @@ def fingerprint(parts: Parts, cfg: RunSettings) -> str:
         "key": cfg.data.row_key,
     }
     return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
+
+
+def plan_announced(cfg: RunSettings, pending: PendingStream) -> RunPlan:
+    """Plan a streamed run with one Ray Data pass over its source, saying so as it goes."""
+    console.err.print(
+        f"reading {len(pending.parts.paths)} file(s) of {pending.parts.source} with Ray Data: "
+        "parts' sizes, classes and preprocessing over the training pool"
+    )
+    started = time.perf_counter()
+    plan = plan_streamed(cfg, pending.parts, pending.layout)
+    assert plan.stream is not None
+    sizes = ", ".join(f"{name} {rows:,}" for name, rows in plan.stream.sizes.items())
+    console.err.print(f"  rows: {sizes} ({time.perf_counter() - started:.1f} s)")
+    return plan
+
+
+def describe(plan: RunPlan) -> DataReport:
+    """The data's report; a streamed table's says how many rows its fit read."""
+    report = plan.task.describe(plan.dataset, plan.split)
+    if plan.stream is None:
+        return report
+    pool = plan.stream.sizes["red"] + plan.stream.sizes["blue"]
+    lines = [f"streamed with Ray Data; preprocessing fitted on the training pool ({pool:,} rows)"]
+    params = {**report.params, "data.streamed": "true"}
+    params.update({f"data.rows.{name}": str(rows) for name, rows in plan.stream.sizes.items()})
+    return DataReport(lines + report.lines[1:], report.warnings, params, report.artifacts)
+
+
+def train_rows(plan: RunPlan) -> int:
+    """Rows of the training pool P' (a streamed plan's split is its sample's)."""
+    if plan.stream is not None:
+        return plan.stream.sizes["red"] + plan.stream.sizes["blue"]
+    return len(plan.split.red) + len(plan.split.blue)
+
+
+def plan_trial(cfg: RunSettings) -> RunPlan:
+    """A Tune trial's plan, made in the trial: in memory, or its own pass over a streamed table
+    (a trial may sweep the seed and the split's shares)."""
+    from orchestrator.streaming.choice import streams
+
+    if not streams(cfg):
+        return plan_run(cfg)
+    pending = PendingStream.open(cfg)
+    return plan_streamed(cfg, pending.parts, pending.layout)

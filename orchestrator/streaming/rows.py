@@ -7,8 +7,8 @@ A worker's stream is a Ray Data pipeline of its own: one task per file (in an or
 epoch from the seed), each keeping the rows of the wanted parts whose hash picks this worker and
 encoding them with the fitted preprocessing, each batch of a file in an order drawn from (seed,
 epoch, rank, file, batch). With Ray Data's ``preserve_order`` the order is a function of the seed
-alone, so a resumed run skips exactly the batches it had taken. The tasks take no CPU reservation: the training
-workers hold theirs, and reading runs beside them.
+alone, so a resumed run skips exactly the batches it had taken. The tasks take no CPU
+reservation: the training workers hold theirs, and reading runs beside them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from trainers.data.table_stats import KeyedRows, Layout, keyed_rows
 from trainers.errors import DataError, InputError
 
 READ_ROWS = 65_536  # rows per batch read from a file (and shuffled: a worker's share of them)
+READ_TASKS = 2  # files a stream reads at once (0-CPU tasks unbounded crowd the cores)
+STREAM_BUFFER_BYTES = 256 * 1024**2  # what a stream may hold in the object store, read ahead
+FETCH_ROWS = 8192  # rows a worker takes from Ray Data at once (then cut into its batches)
 ORDER_STREAM = 7  # seeds the files' order per epoch (after the split's and the slices' streams)
 
 
@@ -52,16 +55,19 @@ def keyed_batches(
 
 
 def configure_ray_data() -> None:
-    """This process's Ray Data: outputs in order (a stream's order is then the seed's), and no
-    progress bars (the loop prints its own rounds)."""
+    """This process's Ray Data: outputs in order (a stream's order is then the seed's), a bounded
+    read-ahead in the object store, and no progress bars (the loop prints its own rounds)."""
     import logging
 
-    from ray.data import DataContext
+    from ray.data import DataContext, ExecutionResources
 
     context = DataContext.get_current()
     for name in ("ray.data", "ray.data._internal.progress"):  # "progress bars disabled"
         logging.getLogger(name).setLevel(logging.ERROR)
     context.execution_options.preserve_order = True
+    context.execution_options.resource_limits = ExecutionResources(
+        object_store_memory=STREAM_BUFFER_BYTES
+    )
     context.enable_progress_bars = False
     context.print_on_execution_start = False
 
@@ -99,13 +105,25 @@ class StreamedRows:
         encode = _Encode(self, tuple(PART_CODES[p] for p in parts), rank, world_size, shuffle)
         dataset = ray.data.from_items(
             [{"path": path} for path in paths], override_num_blocks=len(paths)
-        ).map_batches(encode, batch_size=1, num_cpus=0, zero_copy_batch=True)
-        batches = dataset.iter_batches(
-            batch_size=batch_size, batch_format="numpy", prefetch_batches=4
+        ).map_batches(
+            encode,
+            batch_size=1,
+            num_cpus=0,
+            concurrency=min(READ_TASKS, len(paths)),
+            zero_copy_batch=True,
         )
-        for number, batch in enumerate(batches):
-            if number >= skip:
-                yield batch["features"], batch["labels"]
+        # Ray Data hands over large batches (its cost is per batch); they are cut here.
+        per_fetch = max(1, FETCH_ROWS // batch_size)
+        fetched = dataset.iter_batches(
+            batch_size=batch_size * per_fetch, batch_format="numpy", prefetch_batches=2
+        )
+        number = 0
+        for batch in fetched:
+            features, labels = batch["features"], batch["labels"]
+            for start in range(0, len(labels), batch_size):
+                if number >= skip:
+                    yield features[start : start + batch_size], labels[start : start + batch_size]
+                number += 1
 
 
 class _Encode:

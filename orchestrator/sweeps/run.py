@@ -23,10 +23,13 @@ import yaml
 from orchestrator import console, storage
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from orchestrator.streaming.choice import PendingStream
+from orchestrator.streaming.plan import describe, plan_announced, train_rows
 from orchestrator.sweeps.conclude import conclude
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.sweeps.results import SweepSummary, TrialOutcome, print_summary
 from orchestrator.sweeps.resume import NothingToResume, config_hash, find_unfinished
+from trainers.errors import DataError
 from trainers.loop.plan import RunPlan
 
 # A trial's own process only launches its Train run. It reserves memory, not CPU: 0.01 CPU
@@ -69,7 +72,7 @@ def max_rounds(cfg: RedblueConfig, train_size: int, presets: Presets | None = No
 
 def sweep(
     cfg: RedblueConfig,
-    plan: RunPlan,
+    plan: RunPlan | PendingStream,
     address: str | None,
     resume: bool,
     allow_schema_change: bool = False,
@@ -80,8 +83,8 @@ def sweep(
     alias safely (it stays registered; the message says why). ``cfg``'s paths are absolute
     (:func:`orchestrator.config.resolve_paths`)."""
 
-    def finish(parent, sweep_id: str, sweep_dir: str, trials: list[TrialOutcome]):
-        return conclude(cfg, plan, parent, sweep_id, sweep_dir, trials, allow_schema_change)
+    def finish(parent, sweep_id: str, sweep_dir: str, trials: list[TrialOutcome], planned):
+        return conclude(cfg, planned, parent, sweep_id, sweep_dir, trials, allow_schema_change)
 
     code, summary = run_trials(cfg, plan, address, resume, "sweep", finish)
     if summary is None:
@@ -90,12 +93,13 @@ def sweep(
     return (EXIT_OK if summary.best and summary.alias else EXIT_FAILED), summary
 
 
-Finish = Callable[[Any, str, str, list[TrialOutcome]], T]
+# (parent run, sweep id, sweep folder, trials, the plan (a streamed table's made once Ray is up))
+Finish = Callable[[Any, str, str, list[TrialOutcome], RunPlan], T]
 
 
 def run_trials(
     cfg: RedblueConfig,
-    plan: RunPlan,
+    plan: RunPlan | PendingStream,
     address: str | None,
     resume: bool,
     kind: str,
@@ -134,19 +138,26 @@ def run_trials(
         sweep_dir = storage.join(cfg.run.storage_path, sweep_id)
 
         def open_parent() -> TrackedRun:
-            parent = _start_parent(cfg, sweep_id, sweep_dir, kind)
-            parent.log_data(plan.task.describe(plan.dataset, plan.split))
-            return parent
+            return _start_parent(cfg, sweep_id, sweep_dir, kind)
 
     wanted = trial_cpus(cfg) * (cfg.sweep.max_concurrent or 1)
     parent, where, ray_problem = connect_ray_while(open_parent, address, wanted)
     try:
         if ray_problem is not None:
             raise ray_problem
+        if isinstance(plan, PendingStream):  # each trial makes its own pass too
+            try:
+                plan = plan_announced(cfg, plan)
+            except DataError as exc:
+                parent.fail(str(exc))
+                console.print_error(str(exc))
+                return EXIT_INVALID, None
+        if not resume:
+            parent.log_data(describe(plan))
         trials = _run_tune(
             cfg, plan, where, parent.run_id, sweep_id, sweep_dir, resume, kind, presets
         )
-        result = finish(parent, sweep_id, sweep_dir, trials)
+        result = finish(parent, sweep_id, sweep_dir, trials, plan)
     except KeyboardInterrupt:
         console.print_error(
             f"interrupted; continue with: redblue {kind} ... --resume ({kind} {sweep_id})"
@@ -224,7 +235,7 @@ def _run_tune(
     from orchestrator.sweeps.trial import run_trial
     from orchestrator.tracking import tracking_uri
 
-    most_rounds = max_rounds(cfg, len(plan.split.train), presets)
+    most_rounds = max_rounds(cfg, train_rows(plan), presets)
     concurrency = max_concurrent(cfg, ray.available_resources())
     if kind == "compare":
         seeds = len(cfg.sweep.space["seed"].grid or [])

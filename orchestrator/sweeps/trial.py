@@ -27,9 +27,9 @@ from ray.util.queue import Queue
 
 from orchestrator import storage
 from orchestrator.config import RedblueConfig
+from orchestrator.streaming.plan import plan_trial
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.training.launch import build_trainer
-from trainers.loop.plan import plan_run
 
 TRIALS_DIR = "trials"
 
@@ -66,7 +66,7 @@ def run_trial(
         return
     trainer = build_trainer(
         cfg,
-        plan_run(cfg),
+        plan_trial(cfg),
         None,
         name=trial_run_name(trial_id),
         storage_path=storage_path,
@@ -96,7 +96,7 @@ def _run_population_member(cfg: RedblueConfig, trial_id: str, storage_path: str)
     reports = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(
         cfg,
-        plan_run(cfg),
+        plan_trial(cfg),
         None,
         name=name,
         storage_path=storage_path,

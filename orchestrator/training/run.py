@@ -10,10 +10,10 @@ from orchestrator import console
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from orchestrator.streaming.choice import PendingStream
+from orchestrator.streaming.plan import describe, plan_announced
 from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.errors import DataError
 from trainers.loop.plan import RunPlan
-from trainers.tasks.base import DataReport
 
 
 @dataclass
@@ -42,36 +42,6 @@ def run_tags(cfg: RedblueConfig) -> dict[str, str]:
         "redblue.data": cfg.data.source,
         "redblue.train_loss": train_loss_weighting(cfg),
     }
-
-
-def plan_stream(cfg: RedblueConfig, pending: PendingStream) -> RunPlan:
-    """Plan a streamed run with one Ray Data pass over its source, saying so as it goes."""
-    import time
-
-    from orchestrator.streaming.plan import plan_streamed
-
-    console.err.print(
-        f"reading {len(pending.parts.paths)} file(s) of {pending.parts.source} with Ray Data: "
-        "parts' sizes, classes and preprocessing over the training pool"
-    )
-    started = time.perf_counter()
-    plan = plan_streamed(cfg, pending.parts, pending.layout)
-    assert plan.stream is not None
-    sizes = ", ".join(f"{name} {rows:,}" for name, rows in plan.stream.sizes.items())
-    console.err.print(f"  rows: {sizes} ({time.perf_counter() - started:.1f} s)")
-    return plan
-
-
-def describe(plan: RunPlan) -> DataReport:
-    """The data's report; a streamed table's says how many rows its fit read."""
-    report = plan.task.describe(plan.dataset, plan.split)
-    if plan.stream is None:
-        return report
-    pool = plan.stream.sizes["red"] + plan.stream.sizes["blue"]
-    lines = [f"streamed with Ray Data; preprocessing fitted on the training pool ({pool:,} rows)"]
-    params = {**report.params, "data.streamed": "true"}
-    params.update({f"data.rows.{name}": str(rows) for name, rows in plan.stream.sizes.items()})
-    return DataReport(lines + report.lines[1:], report.warnings, params, report.artifacts)
 
 
 def train_loss_weighting(cfg: RedblueConfig) -> str:
@@ -117,7 +87,7 @@ def train(
     )
     if isinstance(plan, PendingStream) and ray_problem is None:
         try:
-            plan = plan_stream(cfg, plan)
+            plan = plan_announced(cfg, plan)
         except DataError as exc:
             tracked.fail(str(exc))
             console.print_error(str(exc))

@@ -22,7 +22,7 @@ from tests.cluster_tools import (
     redblue,
     the_only_run,
 )
-from tests.helpers import loopback_s3
+from tests.helpers import loopback_s3, write_partitioned_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -178,6 +178,55 @@ def test_deploy_to_the_cluster_returns_and_the_endpoint_answers(cluster, spread)
             capture_output=True,
             timeout=120,
         )
+
+
+@pytest.fixture(scope="module")
+def s3_table(s3_env, tmp_path_factory) -> str:
+    """A hive-partitioned Parquet folder in the S3 store: its URI."""
+    folder = tmp_path_factory.mktemp("s3table")
+    write_partitioned_table(folder, rows=3000)
+    client = s3_client(s3_env)
+    for path in sorted(folder.rglob("*.parquet")):
+        client.upload_file(str(path), BUCKET, f"tables/{path.relative_to(folder)}")
+    return f"s3://{BUCKET}/tables/"
+
+
+def test_a_partitioned_parquet_folder_on_s3_streams_into_the_workers_and_predicts(
+    cluster, s3_table
+):
+    """Ray Data reads the bucket on the cluster's nodes; the driver reads its listing only."""
+    folder, env, _ = cluster
+    config = config_file(
+        folder,
+        "s3stream",
+        f"data: {{source: '{s3_table}', label: label, streaming: on}}\n"
+        "model: {hidden: [32]}\n"
+        "optim: {epochs: 3, batch_size: 64, lr: 0.003}\n"
+        "strategy: {eval_rows: 256}\n"
+        "scaling: {num_workers: 2, cpus_per_worker: 1}\n",
+    )
+    trained = redblue("train", str(config), cwd=folder, env=env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "streamed with Ray Data" in trained.stderr
+    run = the_only_run(env, "s3stream")
+    assert run.data.params["data.streamed"] == "true"
+    assert run.data.metrics["test_accuracy"] > 0.75
+    output = folder / "s3-predictions"
+    predicted = redblue(
+        "predict",
+        f"runs:/{run.info.run_id}/model",
+        s3_table,
+        "--output",
+        str(output),
+        cwd=folder,
+        env=env,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    import pandas as pd
+
+    rows = pd.read_parquet(output)
+    assert len(rows) == 3000 and set(rows["prediction"]) <= {"hi", "lo", "mid"}
+    assert (rows["prediction"] == rows["label"]).mean() > 0.75
 
 
 def test_sweep_trials_spread_over_the_nodes(cluster):

@@ -7,9 +7,9 @@ of a fixed, seeded permutation, one slice per evaluation in turn, so that consec
 cover all of it. The round's monitoring and the fusion weight read the slices (the cross and
 held-out losses). The fused candidate's ``val_loss``, which the decisions read (the kept model,
 early stopping), is always on all of V: at every evaluation when V fits in ``eval_rows``; else
-once every ``ceil(|V| / eval_rows)`` evaluations (a *decision*), the others reporting
-``val/slice_loss`` on their slice of V. Every value is all-reduced over the workers, so every
-worker takes the same decisions from them.
+once every ``ceil(|V| / eval_rows)`` evaluations (a *decision*; a streamed table's at most
+twice an epoch), the others reporting ``val/slice_loss`` on their slice of V. Every value is
+all-reduced over the workers, so every worker takes the same decisions from them.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from trainers.loop.rounds import LoopConfig
 from trainers.loop.streamed import score_parts
 
 EVAL_BATCH = 4096
+STREAMED_DECISIONS = 2  # a streamed table's decisions an epoch, at most
 STREAM_BATCH = 32_768  # a streamed part: fewer, larger batches (each one a collective)
 SLICE_STREAM = 6  # seeds the slices' permutations (after the split's and the noise's streams)
 
@@ -40,10 +41,10 @@ class Slices:
 
     parts: dict[str, np.ndarray]
     rows: int
-    val_rows: int  # all of V: more than the slices' when they are a streamed V's sample
+    decide_every: int  # evaluations from one decision (all of V scored) to the next
 
     @classmethod
-    def of(cls, split: Split, rows: int, seed: int, val_rows: int | None = None) -> Slices:
+    def of(cls, split: Split, rows: int, seed: int, decide_every: int | None = None) -> Slices:
         parts = {"red": split.red, "blue": split.blue, "val": split.val}
         return cls(
             {
@@ -51,7 +52,7 @@ class Slices:
                 for i, (name, part) in enumerate(parts.items())
             },
             rows,
-            len(split.val) if val_rows is None else val_rows,
+            decide_every or max(1, math.ceil(len(split.val) / rows)),
         )
 
     def count(self, name: str) -> int:
@@ -70,7 +71,18 @@ class Slices:
 
     def decision_due(self, evaluation: int) -> bool:
         """Whether this evaluation scores all of V (and so decides)."""
-        return (evaluation + 1) % max(1, math.ceil(self.val_rows / self.rows)) == 0
+        return (evaluation + 1) % self.decide_every == 0
+
+
+def streamed_decisions(cfg: LoopConfig, sizes: dict[str, int]) -> int:
+    """Evaluations from one decision to the next on a streamed table: as in memory (all of V
+    once per turn of its slices), but at most ``STREAMED_DECISIONS`` an epoch, since each reads
+    the whole table to find V's rows."""
+    strategy = cfg.strategy
+    per_evaluation = 2 * strategy.phase_steps * cfg.optim.batch_size * strategy.eval_every
+    evaluations = (sizes["red"] + sizes["blue"]) / per_evaluation  # an epoch's
+    turn = math.ceil(sizes["val"] / strategy.eval_rows)
+    return max(1, turn, math.ceil(evaluations / STREAMED_DECISIONS))
 
 
 class Evaluator:
@@ -88,8 +100,8 @@ class Evaluator:
         self.cfg, self.split, self.objective, self.cleaning = cfg, split, objective, cleaning
         self.features, self.labels = data
         self.stream = stream  # a streamed table: split is its sample's, whole parts stream
-        val_rows = stream.sizes["val"] if stream is not None else None
-        self.slices = Slices.of(split, cfg.strategy.eval_rows, cfg.seed, val_rows)
+        decide_every = streamed_decisions(cfg, stream.sizes) if stream is not None else None
+        self.slices = Slices.of(split, cfg.strategy.eval_rows, cfg.seed, decide_every)
 
     def evaluate(
         self, replicas: dict[str, Replica], evaluation: int, decide: bool
