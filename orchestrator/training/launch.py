@@ -99,12 +99,16 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     node_ids = _worker_node_ids(world_size)
     placement: dict[str, Any] = {NODE_IDS_KEY: ",".join(node_ids)}
 
+    decided: dict[str, float] = {}
+
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         if rank == 0 and events is not None:
             events.put(("round" if "round" in metrics else "final", metrics))
         # A Tune trial learns where its workers run from its first report after each start.
         reported = {**metrics, **placement} if report_every_round else metrics
         placement.clear()
+        if report_every_round:  # Tune's schedulers read val_loss every round: the latest
+            tune_val_loss(reported, decided)
         if checkpoint_dir is not None:
             ray.train.report(reported, checkpoint=Checkpoint.from_directory(str(checkpoint_dir)))
         elif report_every_round:  # a Tune trial: each round is a result for the scheduler
@@ -125,6 +129,17 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             raise
         if rank == 0:
             events.put(("diverged", {"round": float(exc.round_number), "message": str(exc)}))
+
+
+def tune_val_loss(reported: dict[str, float], decided: dict[str, float]) -> None:
+    """A round without a decision (a large V is scored in slices) reports the latest val_loss
+    on all of V, or before the first one its slice's, for Tune's schedulers to read."""
+    if "val_loss" in reported:
+        decided["val_loss"] = reported["val_loss"]
+    elif "round" in reported:
+        latest = decided.get("val_loss", reported.get("val/slice_loss"))
+        if latest is not None:
+            reported["val_loss"] = latest
 
 
 def _worker_node_ids(world_size: int) -> list[str]:

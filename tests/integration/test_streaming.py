@@ -96,6 +96,7 @@ def test_a_streamed_sweep_plans_each_trial_from_its_own_pass(
         table,
         "streamed-sweep",
         optim={"epochs": 2, "batch_size": 64},
+        strategy={"eval_rows": 256},  # Tune reads val_loss from every round's report
         scaling={"num_workers": 1, "cpus_per_worker": 1},
         sweep={
             "space": {"optim.lr": {"choice": [0.001, 0.003]}, "seed": {"choice": [0, 1]}},

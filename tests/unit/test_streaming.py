@@ -216,3 +216,18 @@ def test_the_loop_streams_its_batches_and_resumes_exactly_mid_stream(table, tmp_
     positions = resumed.streams.positions()
     assert positions and all(batches > 0 for _, batches in positions.values()), positions
     assert without_timing(resumed.run().metrics) == without_timing(expected)
+
+
+def test_a_tune_report_without_a_decision_carries_the_latest_val_loss():
+    from orchestrator.training.launch import tune_val_loss
+
+    decided: dict[str, float] = {}
+    reports = [
+        {"round": 1.0, "val/slice_loss": 0.9},  # before any decision: the slice's
+        {"round": 2.0, "val_loss": 0.8},
+        {"round": 3.0, "val/slice_loss": 0.7},  # then the latest decided value
+        {"best_round": 2.0, "test_accuracy": 0.9},  # the final report is left alone
+    ]
+    for report in reports:
+        tune_val_loss(report, decided)
+    assert [r.get("val_loss") for r in reports] == [0.9, 0.8, 0.8, None]
