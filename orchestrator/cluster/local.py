@@ -12,6 +12,7 @@ file it creates is readable by its owner only (:mod:`orchestrator.cluster.auth`)
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from orchestrator.cluster.state import (
     save_state,
 )
 from orchestrator.cluster.stop import down
-from orchestrator.environment import free_ports, state_root
+from orchestrator.environment import RAY_SYSTEM_CONFIG, free_ports, state_root
 
 NODE_PORTS = 4  # per node: the dashboard agent's two, the runtime env agent's, metrics export
 
@@ -156,6 +157,7 @@ def _start_node(
     if index == 0:
         command += [
             "--head",
+            f"--system-config={json.dumps(RAY_SYSTEM_CONFIG)}",
             f"--port={state.gcs_port}",
             f"--dashboard-host={HOST}",
             f"--dashboard-port={state.dashboard_port}",

@@ -3,12 +3,12 @@
 driver), and :class:`StreamedRows`, the ``trainers.data.row_stream.RowStream`` each worker reads
 its shard of a part from.
 
-A worker's stream is a Ray Data pipeline of its own: one task per file (in an order drawn per
-epoch from the seed), each keeping the rows of the wanted parts whose hash picks this worker and
-encoding them with the fitted preprocessing, each batch of a file in an order drawn from (seed,
-epoch, rank, file, batch). With Ray Data's ``preserve_order`` the order is a function of the seed
-alone, so a resumed run skips exactly the batches it had taken. The tasks take no CPU
-reservation: the training workers hold theirs, and reading runs beside them.
+A worker's stream reads the files one after another, in an order drawn per epoch from the seed,
+each by a Ray Data pipeline of its own: one task that keeps the rows of the wanted parts whose
+hash picks this worker and encodes them with the fitted preprocessing, each read batch in an
+order drawn from (seed, epoch, rank, file, batch). The order is a function of the seed alone, so
+a resumed run skips exactly the batches it had taken. The tasks take no CPU reservation: the
+training workers hold theirs, and reading runs beside them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from trainers.data.table_stats import KeyedRows, Layout, keyed_rows
 from trainers.errors import DataError, InputError
 
 READ_ROWS = 65_536  # rows per batch read from a file (and shuffled: a worker's share of them)
-READ_TASKS = 2  # files a stream reads at once (0-CPU tasks unbounded crowd the cores)
 STREAM_BUFFER_BYTES = 256 * 1024**2  # what a stream may hold in the object store, read ahead
 FETCH_ROWS = 8192  # rows a worker takes from Ray Data at once (then cut into its batches)
 ORDER_STREAM = 7  # seeds the files' order per epoch (after the split's and the slices' streams)
@@ -93,8 +92,6 @@ class StreamedRows:
         world_size: int,
         skip: int,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        import ray.data
-
         configure_ray_data()
         training = set(parts) <= {"red", "blue"}
         paths = list(self.parts.paths)
@@ -103,27 +100,46 @@ class StreamedRows:
             paths = [paths[i] for i in order]
         shuffle = (self.seed, epoch, rank) if training else None
         encode = _Encode(self, tuple(PART_CODES[p] for p in parts), rank, world_size, shuffle)
-        dataset = ray.data.from_items(
-            [{"path": path} for path in paths], override_num_blocks=len(paths)
-        ).map_batches(
-            encode,
-            batch_size=1,
-            num_cpus=0,
-            concurrency=min(READ_TASKS, len(paths)),
-            zero_copy_batch=True,
-        )
-        # Ray Data hands over large batches (its cost is per batch); they are cut here.
-        per_fetch = max(1, FETCH_ROWS // batch_size)
-        fetched = dataset.iter_batches(
-            batch_size=batch_size * per_fetch, batch_format="numpy", prefetch_batches=2
-        )
-        number = 0
-        for batch in fetched:
-            features, labels = batch["features"], batch["labels"]
-            for start in range(0, len(labels), batch_size):
-                if number >= skip:
-                    yield features[start : start + batch_size], labels[start : start + batch_size]
-                number += 1
+        batches = _rebatched((_file_rows(path, encode) for path in paths), batch_size)
+        for number, batch in enumerate(batches):
+            if number >= skip:
+                yield batch
+
+
+def _file_rows(path: str, encode: _Encode) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One file's wanted rows, by a Ray Data pipeline of its own: one task, which Ray pauses
+    when it is ahead (a pipeline over many files would, once paused, poll in a busy loop in the
+    training process)."""
+    import ray.data
+
+    dataset = ray.data.from_items([{"path": path}]).map_batches(
+        encode, batch_size=1, num_cpus=0, zero_copy_batch=True
+    )
+    for batch in dataset.iter_batches(
+        batch_size=FETCH_ROWS, batch_format="numpy", prefetch_batches=2
+    ):
+        yield batch["features"], batch["labels"]
+
+
+def _rebatched(
+    pieces: Iterator[Iterator[tuple[np.ndarray, np.ndarray]]], batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches of exactly ``batch_size`` rows across the files' pieces (the last one smaller)."""
+    held: list[tuple[np.ndarray, np.ndarray]] = []
+    count = 0
+    for piece in (p for file in pieces for p in file):
+        held.append(piece)
+        count += len(piece[1])
+        if count < batch_size:
+            continue
+        features = np.concatenate([h[0] for h in held])
+        labels = np.concatenate([h[1] for h in held])
+        whole = len(labels) - len(labels) % batch_size
+        for start in range(0, whole, batch_size):
+            yield features[start : start + batch_size], labels[start : start + batch_size]
+        held, count = [(features[whole:], labels[whole:])], len(labels) - whole
+    if count:
+        yield np.concatenate([h[0] for h in held]), np.concatenate([h[1] for h in held])
 
 
 class _Encode:

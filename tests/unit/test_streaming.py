@@ -106,6 +106,10 @@ def test_streamed_and_in_memory_paths_split_and_fit_alike(table):
     assert np.allclose(standardization.input_mean, dense.mean(axis=0), atol=1e-5)
     assert np.allclose(standardization.input_std, np.where(std > 1e-8, std, 1.0), atol=1e-5)
     assert streamed.sizes["red"] + streamed.sizes["blue"] == len(split.train)
+    three = config(table).model_dump()  # four workers
+    three["scaling"]["num_workers"] = 4
+    wider = PendingStream.open(RedblueConfig.model_validate(three))
+    assert finish(folded(wider), wider.layout).sizes == streamed.sizes  # whatever the workers
 
 
 def test_values_only_in_the_test_part_change_no_fitted_value(table, tmp_path):
