@@ -13,14 +13,14 @@ import time
 from orchestrator import console
 from orchestrator.streaming.choice import PendingStream
 from trainers.config import RunSettings
-from trainers.data.drift import summarize
 from trainers.data.row_stream import StreamPlan
 from trainers.data.sources import Parts
 from trainers.data.streamed_table import StreamedTable, finish
 from trainers.data.table_stats import Layout, TableStats
 from trainers.errors import DataError
 from trainers.loop.plan import RunPlan, balanced_from_counts, loop_config, plan_run, rounds_of
-from trainers.tasks.base import DataReport, model_spec
+from trainers.tasks.base import DataReport
+from trainers.tasks.table import table_spec
 
 
 def table_stats(parts: Parts, layout: Layout, sample_rows: int) -> TableStats:
@@ -91,14 +91,7 @@ def plan_from_stats(cfg: RunSettings, parts: Parts, layout: Layout, stats: Table
     _check_sizes(table, cfg.scaling.num_workers)
     dataset, split = table.sample, table.sample_split
     fitted = table.preprocessing
-    dense = dataset.features[split.train][:, : len(fitted.dense_names)]
-    spec = model_spec(
-        cfg,
-        dataset,
-        fitted.width,
-        input_summary=summarize(dense, fitted.dense_names),
-        preprocessing=fitted.to_dict(),
-    )
+    spec = table_spec(cfg, dataset, split.train)
     rows = StreamedRows(parts, layout, fitted.to_dict(), table.task, table.classes, cfg.seed)
     stream = StreamPlan(rows, table.sizes, table.standardization, fingerprint(parts, cfg))
     weights = None
@@ -147,6 +140,7 @@ def plan_announced(cfg: RunSettings, pending: PendingStream) -> RunPlan:
     assert plan.stream is not None
     sizes = ", ".join(f"{name} {rows:,}" for name, rows in plan.stream.sizes.items())
     console.err.print(f"  rows: {sizes} ({time.perf_counter() - started:.1f} s)")
+    console.print_data(describe(plan))
     return plan
 
 

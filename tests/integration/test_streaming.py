@@ -2,7 +2,7 @@
 Ray: a hive-partitioned Parquet folder trains end to end and sweeps (each trial making its own
 pass), and each worker's stream is the same on every read, skips exactly, and shares a part out
 without overlap (the split, the fit and the loop's resume without Ray:
-tests/unit/test_streaming.py; from S3 on a cluster: tests/integration/test_cluster.py)."""
+tests/unit/test_stream_planning.py; from S3 on a cluster: tests/integration/test_cluster.py)."""
 
 from __future__ import annotations
 

@@ -277,6 +277,22 @@ def infer_type(values: pd.Series, declared: str | None) -> str:
     return "category"
 
 
+def category_column(
+    name: str, counts: Mapping[str, int], had_missing: bool, max_one_hot: int
+) -> Column:
+    """A category column from its values' counts over P': most frequent first (ties by name),
+    a learned embedding above ``max_one_hot`` categories."""
+    ordered = sorted(counts, key=lambda c: (-counts[c], c))
+    return Column(
+        name,
+        "category",
+        missing="category",
+        categories=list(ordered),
+        embedded=len(ordered) > max_one_hot,
+        had_missing=had_missing,
+    )
+
+
 def fit(
     frame: pd.DataFrame, rules: Mapping[str, Any], max_one_hot: int, has_gaps: Mapping[str, bool]
 ) -> Preprocessing:
@@ -295,18 +311,8 @@ def fit(
         kind = infer_type(values, getattr(rule, "type", None))
         if kind == "category":
             keys = pd.Series([category_key(v) for v in values], dtype=object)
-            counts = keys.dropna().value_counts(sort=False)
-            ordered = sorted(counts.index, key=lambda c: (-counts[c], c))
-            columns.append(
-                Column(
-                    name,
-                    "category",
-                    missing="category",
-                    categories=list(ordered),
-                    embedded=len(ordered) > max_one_hot,
-                    had_missing=bool(keys.isna().any()),
-                )
-            )
+            counts = keys.dropna().value_counts(sort=False).to_dict()
+            columns.append(category_column(name, counts, bool(keys.isna().any()), max_one_hot))
             continue
         probe = Column(name, kind)
         numbers = _numbers(values, probe)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainers.data.keyed_split import BLUE, PART_NAMES, RED
-from trainers.data.preprocessing import FILLING, Column, Preprocessing
+from trainers.data.preprocessing import FILLING, Column, Preprocessing, category_column
 from trainers.data.table_stats import ColumnStats, Layout, Moments, TableStats
 from trainers.dataset import Dataset, Split
 from trainers.errors import DataError
@@ -101,17 +101,8 @@ def fit_from_stats(stats: TableStats, layout: Layout) -> Preprocessing:
     for name, kind in layout.kinds.items():
         seen = stats.columns.get(name, ColumnStats())
         if kind == "category":
-            ordered = sorted(seen.counts, key=lambda c: (-seen.counts[c], c))
-            columns.append(
-                Column(
-                    name,
-                    "category",
-                    missing="category",
-                    categories=list(ordered),
-                    embedded=len(ordered) > layout.data.max_one_hot,
-                    had_missing=seen.missing > 0,
-                )
-            )
+            max_one_hot = layout.data.max_one_hot
+            columns.append(category_column(name, seen.counts, seen.missing > 0, max_one_hot))
             continue
         rule = layout.data.features.get(name)
         missing = getattr(rule, "missing", None) or ("mean" if stats.gaps.get(name) else "none")

@@ -24,17 +24,22 @@ def prepare(cfg: RunSettings) -> PreparedData:
     table = load_table(cfg.data)
     split = split_samples(table, cfg)
     dataset = encode(table, split.train)  # preprocessing fitted on P' only
+    return PreparedData(dataset, split, table_spec(cfg, dataset, split.train))
+
+
+def table_spec(cfg: RunSettings, dataset: Dataset, pool: np.ndarray) -> ModelSpec:
+    """The model's spec: its fitted preprocessing and the drift summary of the rows ``pool`` of
+    P' (all of it, or a streamed table's sample)."""
     fitted = dataset.preprocessing
     assert fitted is not None
-    dense = dataset.features[split.train][:, : len(fitted.dense_names)]
-    spec = model_spec(
+    dense = dataset.features[pool][:, : len(fitted.dense_names)]
+    return model_spec(
         cfg,
         dataset,
         fitted.width,
         input_summary=summarize(dense, fitted.dense_names),
         preprocessing=fitted.to_dict(),
     )
-    return PreparedData(dataset, split, spec)
 
 
 def input_schema(spec: ModelSpec) -> TabularInput:
