@@ -102,6 +102,7 @@ def test_a_streamed_sweep_plans_each_trial_from_its_own_pass(
             "space": {"optim.lr": {"choice": [0.001, 0.003]}, "seed": {"choice": [0, 1]}},
             "num_samples": 2,
             "max_concurrent": 2,
+            "scheduler": "fifo",  # both run to the end (ASHA may stop one early)
         },
     )
     code, summary = sweep(cfg, PendingStream.open(cfg), None, resume=False)
