@@ -28,7 +28,8 @@ INTRO = f"""\
 <!-- Generated from orchestrator.config.RedblueConfig; do not edit by hand. -->
 
 Generated from the pydantic schema (`orchestrator.config.RedblueConfig`, whose compute sections
-live in `trainers/config.py` and whose `serve` section lives in `serve_apps/settings.py`).
+live in `trainers/config.py` and `trainers/data_config.py`, and whose `serve` section lives in
+`serve_apps/settings.py`).
 Regenerate after changing the schema (a unit test fails until you do):
 
 ```bash

@@ -21,6 +21,7 @@ KINDS = set(TASKS)
 KNOWS_KINDS = (
     "trainers/tasks/",
     "trainers/config.py",
+    "trainers/data_config.py",
     "trainers/data/",
     "trainers/families/",
     "serve_apps/requests/",
