@@ -172,3 +172,14 @@ def plan_trial(cfg: RunSettings) -> RunPlan:
         return plan_run(cfg)
     pending = PendingStream.open(cfg)
     return plan_streamed(cfg, pending.parts, pending.layout)
+
+
+def plan_or_refuse(cfg: RunSettings, pending: PendingStream, run) -> RunPlan | None:
+    """:func:`plan_announced`; on bad data (found by the pass) the MLflow ``run`` is failed with
+    the message, which is printed, and None returned (the command exits 2)."""
+    try:
+        return plan_announced(cfg, pending)
+    except DataError as exc:
+        run.fail(str(exc))
+        console.print_error(str(exc))
+        return None

@@ -24,12 +24,11 @@ from orchestrator import console, storage
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from orchestrator.streaming.choice import PendingStream
-from orchestrator.streaming.plan import describe, plan_announced, train_rows
+from orchestrator.streaming.plan import describe, plan_or_refuse, train_rows
 from orchestrator.sweeps.conclude import conclude
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.sweeps.results import SweepSummary, TrialOutcome, print_summary
 from orchestrator.sweeps.resume import NothingToResume, config_hash, find_unfinished
-from trainers.errors import DataError
 from trainers.loop.plan import RunPlan
 
 # A trial's own process only launches its Train run. It reserves memory, not CPU: 0.01 CPU
@@ -146,12 +145,10 @@ def run_trials(
         if ray_problem is not None:
             raise ray_problem
         if isinstance(plan, PendingStream):  # each trial makes its own pass too
-            try:
-                plan = plan_announced(cfg, plan)
-            except DataError as exc:
-                parent.fail(str(exc))
-                console.print_error(str(exc))
+            planned = plan_or_refuse(cfg, plan, parent)
+            if planned is None:
                 return EXIT_INVALID, None
+            plan = planned
         if not resume:
             parent.log_data(describe(plan))
         trials = _run_tune(

@@ -10,9 +10,8 @@ from orchestrator import console
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from orchestrator.streaming.choice import PendingStream
-from orchestrator.streaming.plan import describe, plan_announced
+from orchestrator.streaming.plan import describe, plan_or_refuse
 from trainers.engine.checkpoint import LABEL_ISSUES_FILE
-from trainers.errors import DataError
 from trainers.loop.plan import RunPlan
 
 
@@ -86,12 +85,10 @@ def train(
         f"MLflow run {tracked.run_id} in experiment '{cfg.name}' ({tracked.uri})", soft_wrap=True
     )
     if isinstance(plan, PendingStream) and ray_problem is None:
-        try:
-            plan = plan_announced(cfg, plan)
-        except DataError as exc:
-            tracked.fail(str(exc))
-            console.print_error(str(exc))
+        planned = plan_or_refuse(cfg, plan, tracked)
+        if planned is None:
             return EXIT_INVALID, None
+        plan = planned
     if isinstance(plan, PendingStream):  # Ray did not start: the problem is raised below
         num_rounds = 0
     else:

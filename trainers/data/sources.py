@@ -69,15 +69,7 @@ class Parts:
     paths: tuple[str, ...]  # the data files, sorted
     format: str  # csv or parquet
     dataset: Any  # pyarrow.dataset.Dataset over all of them
-
-    @property
-    def partitions(self) -> Any:
-        """The hive partition fields (a pyarrow schema; empty without partitions): the columns
-        that no file holds."""
-        import pyarrow as pa
-
-        held = set(next(iter(self.dataset.get_fragments())).physical_schema.names)
-        return pa.schema([field for field in self.dataset.schema if field.name not in held])
+    partitions: Any  # the hive partition fields (a pyarrow schema; empty without partitions)
 
     def part(self, path: str) -> Any:
         """A dataset over one of the files, with the whole source's schema and partitions."""
@@ -98,6 +90,7 @@ def open_parts(source: str) -> Parts:
     becomes a column), or a glob of parts, local or at a URI (``s3://``, ``gs://``,
     ``file://``, anything ``pyarrow.fs`` opens), opened without reading its rows. Parts must
     share one format and one schema; DataError otherwise."""
+    import pyarrow as pa
     import pyarrow.dataset as ds
 
     filesystem, path, paths = _parts(source)
@@ -122,7 +115,9 @@ def open_parts(source: str) -> Parts:
         raise
     except Exception as exc:  # any parser or reading error is a property of the user's data
         raise DataError(f"cannot read data.source {source!r}: {exc}") from exc
-    return Parts(source, filesystem, base, tuple(paths), file_format, dataset)
+    held = set(next(iter(dataset.get_fragments())).physical_schema.names)
+    partitions = pa.schema([field for field in dataset.schema if field.name not in held])
+    return Parts(source, filesystem, base, tuple(paths), file_format, dataset, partitions)
 
 
 def read_files(source: str) -> pd.DataFrame:

@@ -11,10 +11,9 @@ import numpy as np
 from trainers.data.keyed_split import BLUE, PART_NAMES, RED
 from trainers.data.preprocessing import FILLING, Column, Preprocessing, category_column
 from trainers.data.table_stats import ColumnStats, Layout, Moments, TableStats
+from trainers.data.tables import MAX_CLASSES_FOR_INTEGER_LABELS
 from trainers.dataset import Dataset, Split
 from trainers.errors import DataError
-
-MAX_CLASSES_FOR_INTEGER_LABELS = 20  # as trainers.data.tables infers the task
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def finish(stats: TableStats, layout: Layout) -> StreamedTable:
         raise DataError(f"data.task is regression but label column {label!r} is not numeric")
     fitted = fit_from_stats(stats, layout)
     target = (stats.pool_labels.mean, max(stats.pool_labels.std, 1e-8))
-    sample, split = _sample(stats, layout, fitted, classes)
+    sample, split = _sample(stats, layout, fitted, task, classes)
     return StreamedTable(
         task=task,
         classes=classes,
@@ -153,7 +152,7 @@ def encode_labels(values: np.ndarray, task: str, classes: list) -> np.ndarray:
 
 
 def _sample(
-    stats: TableStats, layout: Layout, fitted: Preprocessing, classes: list
+    stats: TableStats, layout: Layout, fitted: Preprocessing, task: str, classes: list
 ) -> tuple[Dataset, Split]:
     """The sampled rows of every part as one small Dataset (raw columns kept) and its Split."""
     import pandas as pd
@@ -161,7 +160,6 @@ def _sample(
     frames = [stats.samples[code] for code in PART_NAMES if code in stats.samples]
     rows = pd.concat(frames, ignore_index=True)
     raw = rows[layout.feature_columns]
-    task = _task(stats, layout)
     bounds = np.cumsum([0] + [len(f) for f in frames])
     parts = {
         PART_NAMES[code]: np.arange(bounds[i], bounds[i + 1])
