@@ -5,10 +5,15 @@ several sizes in one run, streamed with Ray Data (``data.streaming: on``) and re
 (``off``; only up to ``--max-in-memory`` rows: beyond, the in-memory path does not fit).
 
 For each size it measures the wall time of the command, the training time of the rounds
-(``train_seconds``), the rounds, training samples/s, the time to the first optimizer step, and the
-peak resident memory summed over every process of the run (the driver and everything it starts:
-the local Ray, its workers). The ratios that matter are between sizes of the same run: wall and
-training time per row should stay flat (cost linear in the rows). ``--eval-rows`` sets
+(``train_seconds``), the rounds, training samples/s, the time to the first optimizer step, and
+the peak memory summed over every process of the run (the driver and everything it starts: the
+local Ray, its workers), both resident (RSS, which counts a page that several processes share,
+such as Ray's object store, once in each) and proportional (PSS: a shared page split among the
+processes that map it, so the sum is what the run holds), with each process's share at the PSS
+peak in the JSON. A streamed run is then started again and stopped at its first step: its
+statistics are kept from the first run's pass (``data.cache_stats``), so that time is the
+start-up alone. The ratios that matter are between sizes of the same run: wall and training
+time per row should stay flat (cost linear in the rows). ``--eval-rows`` sets
 ``strategy.eval_rows`` (default: the config's); a value at least the size of the table scores
 every part in full at every evaluation.
 
@@ -26,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,10 +68,16 @@ def write_table(folder: Path, rows: int, seed: int = 0) -> int:
 
 
 class PeakMemory:
-    """Samples the resident memory of a process and all its descendants, keeps the peak."""
+    """Samples the memory of a process and all its descendants and keeps the peak of two sums:
+    resident memory (RSS, which counts a page shared by several processes, such as Ray's object
+    store, once in each) and proportional memory (PSS, which splits a shared page among the
+    processes that map it, so the sum is what the run really holds). At the PSS peak it also
+    keeps each process's share, by process title (``ray::...`` for Ray's workers)."""
 
     def __init__(self, pid: int, every_s: float = 0.5) -> None:
-        self.pid, self.every_s, self.peak = pid, every_s, 0
+        self.pid, self.every_s = pid, every_s
+        self.peak, self.peak_pss, self.at_peak, self.peak_at_s = 0, 0, {}, 0.0
+        self.started = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -79,25 +91,39 @@ class PeakMemory:
                 processes = [root, *root.children(recursive=True)]
             except psutil.Error:
                 processes = []
-            total = 0
+            rss, pss, shares = 0, 0, {}
             for process in processes:
                 try:
-                    total += process.memory_info().rss
+                    memory = process.memory_full_info()
+                    title = " ".join(process.cmdline()[:1])[:40] or process.name()
                 except psutil.Error:
                     continue
-            self.peak = max(self.peak, total)
+                rss, pss = rss + memory.rss, pss + memory.pss
+                shares[title] = shares.get(title, 0) + memory.pss
+            self.peak = max(self.peak, rss)
+            if pss > self.peak_pss:
+                self.peak_pss, self.at_peak = pss, shares
+                self.peak_at_s = time.perf_counter() - self.started
             self._stop.wait(self.every_s)
 
-    def stop(self) -> int:
+    def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
-        return self.peak
+        return {
+            "peak_memory_gb": self.peak / 1e9,
+            "peak_pss_gb": self.peak_pss / 1e9,
+            "pss_peak_at_s": round(self.peak_at_s, 1),
+            "pss_at_peak_gb": {
+                title: round(share / 1e9, 2)
+                for title, share in sorted(self.at_peak.items(), key=lambda item: -item[1])
+            },
+        }
 
 
-def train(table: Path, workdir: Path, name: str, eval_rows: int | None, streaming: str) -> dict:
-    """One ``redblue train`` of the table; its figures."""
-    from mlflow.tracking import MlflowClient
-
+def train_command(
+    table: Path, workdir: Path, name: str, eval_rows: int | None, streaming: str
+) -> tuple[list[str], dict[str, str]]:
+    """The ``redblue train`` command line of the table, and its environment."""
     sets = {
         "name": name,
         "data.source": str(table),
@@ -114,8 +140,20 @@ def train(table: Path, workdir: Path, name: str, eval_rows: int | None, streamin
         sets["strategy.eval_rows"] = eval_rows
     command = [sys.executable, "-m", "orchestrator.cli", "train", str(REPO / "configs/digits.yaml")]
     command += [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+        "REDBLUE_CACHE": str(workdir / "cache"),  # a streamed table's statistics, kept
+    }
     env.pop("RAY_ADDRESS", None)
+    return command, env
+
+
+def train(table: Path, workdir: Path, name: str, eval_rows: int | None, streaming: str) -> dict:
+    """One ``redblue train`` of the table; its figures."""
+    from mlflow.tracking import MlflowClient
+
+    command, env = train_command(table, workdir, name, eval_rows, streaming)
     started = time.perf_counter()
     process = subprocess.Popen(
         command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -123,7 +161,7 @@ def train(table: Path, workdir: Path, name: str, eval_rows: int | None, streamin
     memory = PeakMemory(process.pid)
     out, err = process.communicate()
     wall = time.perf_counter() - started
-    peak = memory.stop()
+    peaks = memory.stop()
     if process.returncode != 0:
         raise RuntimeError(f"{name} exited {process.returncode}:\n{err[-3000:]}")
     first = re.search(r"first optimizer step ([\d.]+) s after", err)
@@ -137,9 +175,34 @@ def train(table: Path, workdir: Path, name: str, eval_rows: int | None, streamin
         "rounds": len(rates),
         "samples_per_s": float(np.median(rates)),
         "first_step_s": float(first.group(1)) if first else float("nan"),
-        "peak_memory_gb": peak / 1e9,
+        **peaks,
         "test_accuracy": run.data.metrics["test_accuracy"],
     }
+
+
+def first_step_again(
+    table: Path, workdir: Path, name: str, eval_rows: int | None, streaming: str
+) -> float:
+    """The time to the first optimizer step of the same run started again (a streamed table's
+    statistics then kept from the first run's pass); the run is stopped there."""
+    command, env = train_command(table, workdir, name, eval_rows, streaming)
+    process = subprocess.Popen(
+        command, cwd=workdir, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    assert process.stderr is not None
+    seconds = float("nan")
+    for line in process.stderr:
+        found = re.search(r"first optimizer step ([\d.]+) s after", line)
+        if found:
+            seconds = float(found.group(1))
+            break
+    process.send_signal(signal.SIGINT)
+    try:
+        process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+    return seconds
 
 
 def main() -> None:
@@ -163,7 +226,12 @@ def main() -> None:
             for mode in modes:
                 if mode == "off" and rows > args.max_in_memory:
                     continue
-                figures = train(table, workdir, f"scale-{rows}-{mode}", args.eval_rows, mode)
+                name = f"scale-{rows}-{mode}"
+                figures = train(table, workdir, name, args.eval_rows, mode)
+                if mode == "on":
+                    figures["first_step_again_s"] = first_step_again(
+                        table, workdir, f"{name}-again", args.eval_rows, mode
+                    )
                 figures["parquet_mb"] = size / 1e6
                 results[rows, mode] = figures
                 print(f"{rows:,} rows, streaming {mode}: {json.dumps(figures)}", file=sys.stderr)
@@ -177,16 +245,18 @@ def print_tables(results: dict[tuple[int, str], dict], sizes: list[int]) -> None
     """One row per run, then the ratios the targets read."""
     print(
         "| rows | streaming | wall s | train s | rounds | samples/s | first step s | "
-        "peak memory GB | test accuracy | wall / row vs first |"
+        "first step again s | peak RSS GB | peak PSS GB | test accuracy | wall / row vs first |"
     )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (rows, mode), f in results.items():
         base = results[sizes[0], mode]
         wall_ratio = f["wall_s"] / base["wall_s"] / (rows / sizes[0])
+        again = f.get("first_step_again_s")
         print(
             f"| {rows:,} | {mode} | {f['wall_s']:.0f} | {f['train_s']:.0f} | {f['rounds']} | "
-            f"{f['samples_per_s']:,.0f} | {f['first_step_s']:.1f} | {f['peak_memory_gb']:.1f} | "
-            f"{f['test_accuracy']:.4f} | {wall_ratio:.2f} |"
+            f"{f['samples_per_s']:,.0f} | {f['first_step_s']:.1f} | "
+            f"{'-' if again is None else f'{again:.1f}'} | {f['peak_memory_gb']:.1f} | "
+            f"{f['peak_pss_gb']:.1f} | {f['test_accuracy']:.4f} | {wall_ratio:.2f} |"
         )
     for rows in sizes:
         both = results.get((rows, "on")), results.get((rows, "off"))
@@ -200,10 +270,12 @@ def print_tables(results: dict[tuple[int, str], dict], sizes: list[int]) -> None
     if len(streamed) > 1:
         first, last = streamed[0], streamed[-1]
         print(
-            f"streamed, {sizes[0]:,} to {sizes[-1]:,} rows: peak memory x"
-            f"{last['peak_memory_gb'] / first['peak_memory_gb']:.2f}, first step "
-            f"{last['first_step_s'] - first['first_step_s']:+.1f} s, wall time x"
-            f"{last['wall_s'] / first['wall_s']:.2f} for x{sizes[-1] / sizes[0]:.0f} rows"
+            f"streamed, {sizes[0]:,} to {sizes[-1]:,} rows (x{sizes[-1] / sizes[0]:.0f}): "
+            f"peak RSS x{last['peak_memory_gb'] / first['peak_memory_gb']:.2f}, peak PSS "
+            f"x{last['peak_pss_gb'] / first['peak_pss_gb']:.2f}, first step "
+            f"{last['first_step_s'] - first['first_step_s']:+.1f} s (started again: "
+            f"{last['first_step_again_s'] - first['first_step_again_s']:+.1f} s), wall time "
+            f"x{last['wall_s'] / first['wall_s']:.2f}"
         )
 
 

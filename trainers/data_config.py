@@ -44,7 +44,7 @@ KIND_KEYS = {
     ("sequence",): ("id", "max_length", "truncate"),
     ("sequence", "series"): ("time",),
     ("series",): ("target", "window", "horizon", "season", "blocks", "scaling"),
-    ("table",): ("features", "max_one_hot", "row_key", "split"),
+    ("table",): ("features", "max_one_hot", "row_key", "split", "cache_stats"),
 }
 
 
@@ -203,6 +203,13 @@ class DataConfig(Section):
         None,
         description="data.split hash: the column whose value keys a row (an id; left out of "
         "the features); unset: the row's position in its file (with the file's path).",
+    )
+    cache_stats: bool = Field(
+        True,
+        description="A streamed table: keep the statistics of its pass over every row (the "
+        "parts' sizes, classes and preprocessing) in the local cache (REDBLUE_CACHE, else "
+        "~/.cache/redblue), keyed by the files' paths, sizes and modification times and by the "
+        "split and columns, so that a later run over the same files starts without the pass.",
     )
 
     @field_validator("streaming", mode="before")

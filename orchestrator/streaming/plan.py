@@ -1,7 +1,8 @@
 """A streamed run's plan, from one Ray Data pass over the source (on the cluster, where the files
 are): an aggregation folds every batch's statistics (``trainers.data.table_stats``) into the
 parts' sizes, the classes, the preprocessing and standardization fitted over P' only, and a
-sample of each part; the plan then holds that sample in memory and the stream for the rest."""
+sample of each part; the plan then holds that sample in memory and the stream for the rest.
+The statistics are kept (``stats_cache``): a later run over the same files skips the pass."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 
 from orchestrator import console
 from orchestrator.streaming.choice import PendingStream
+from orchestrator.streaming.stats_cache import StatsCache
 from trainers.config import RunSettings
 from trainers.data.row_stream import StreamPlan
 from trainers.data.sources import Parts
@@ -80,7 +82,29 @@ def _data_error(exc: BaseException) -> DataError | None:
 
 def plan_streamed(cfg: RunSettings, parts: Parts, layout: Layout) -> RunPlan:
     """The run's plan over the streamed table (Ray must be up: the pass runs on it)."""
-    return plan_from_stats(cfg, parts, layout, table_stats(parts, layout, cfg.strategy.eval_rows))
+    return plan_from_stats(cfg, parts, layout, kept_stats(cfg, parts, layout))
+
+
+def kept_stats(cfg: RunSettings, parts: Parts, layout: Layout) -> TableStats:
+    """The table's statistics, kept from an earlier pass (``stats_cache``), else from a pass
+    now (then kept), saying which."""
+    sample_rows = cfg.strategy.eval_rows
+    cache = StatsCache.of(parts, layout, sample_rows) if cfg.data.cache_stats else None
+    stats = cache.load() if cache is not None else None
+    if cache is not None and stats is not None:
+        console.err.print(
+            f"statistics of {parts.source} kept from an earlier pass over the same files "
+            f"({cache.folder}; data.cache_stats: false makes a new pass)"
+        )
+        return stats
+    console.err.print(
+        f"reading {len(parts.paths)} file(s) of {parts.source} with Ray Data: parts' sizes, "
+        "classes and preprocessing over the training pool"
+    )
+    stats = table_stats(parts, layout, sample_rows)
+    if cache is not None:
+        cache.save(stats)
+    return stats
 
 
 def plan_from_stats(cfg: RunSettings, parts: Parts, layout: Layout, stats: TableStats) -> RunPlan:
@@ -131,10 +155,6 @@ def fingerprint(parts: Parts, cfg: RunSettings) -> str:
 
 def plan_announced(cfg: RunSettings, pending: PendingStream) -> RunPlan:
     """Plan a streamed run with one Ray Data pass over its source, saying so as it goes."""
-    console.err.print(
-        f"reading {len(pending.parts.paths)} file(s) of {pending.parts.source} with Ray Data: "
-        "parts' sizes, classes and preprocessing over the training pool"
-    )
     started = time.perf_counter()
     plan = plan_streamed(cfg, pending.parts, pending.layout)
     assert plan.stream is not None

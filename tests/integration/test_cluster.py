@@ -229,18 +229,23 @@ def test_a_partitioned_parquet_folder_on_s3_streams_into_the_workers_and_predict
     assert (rows["prediction"] == rows["label"]).mean() > 0.75
 
 
-def test_sweep_trials_spread_over_the_nodes(cluster):
+def test_sweep_trials_stream_from_s3_and_spread_over_the_nodes(cluster, s3_table):
+    """The bucket's table streams into each trial's worker. The driver reads its listing only
+    and plans from one Ray Data pass on the cluster; the trial with the driver's seed plans
+    from the statistics that pass kept, the other from a pass of its own."""
     from mlflow.tracking import MlflowClient
 
     folder, env, _ = cluster
     config = config_file(
         folder,
         "spreadsweep",
-        "optim: {epochs: 1, batch_size: 96}\n"
+        f"data: {{source: '{s3_table}', label: label, streaming: on}}\n"
+        "strategy: {eval_rows: 256}\n"
+        "optim: {epochs: 2, batch_size: 96, lr: 0.003}\n"
         "scaling: {num_workers: 1, cpus_per_worker: 1}\n"
         f"run: {{storage_path: 's3://{BUCKET}/sweeps'}}\n"
         "sweep:\n"
-        "  space: {optim.lr: {grid: [0.001, 0.003]}}\n"
+        "  space: {seed: {grid: [0, 7]}}\n"
         "  num_samples: 1\n"
         "  max_concurrent: 2\n"
         "  scheduler: fifo\n",
@@ -251,6 +256,9 @@ def test_sweep_trials_spread_over_the_nodes(cluster):
     experiment = client.get_experiment_by_name("spreadsweep").experiment_id
     trials = client.search_runs([experiment], filter_string="tags.`redblue.kind` = 'trial'")
     assert len(trials) == 2
+    (parent,) = client.search_runs([experiment], filter_string="tags.`redblue.kind` = 'sweep'")
+    assert parent.data.params["data.streamed"] == "true"
+    assert all(run.data.metrics["test_accuracy"] > 0.6 for run in trials)
     # Each trial's one worker needs a whole 1-CPU node: two trials at once take two nodes.
     nodes = {run.data.tags["redblue.node_ids"] for run in trials}
     assert len(nodes) == 2, nodes

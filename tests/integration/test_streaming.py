@@ -1,8 +1,8 @@
 """A table streamed into the workers with Ray Data (``data.streaming: on``) on the session's
-Ray: a hive-partitioned Parquet folder trains end to end and sweeps (each trial making its own
-pass), and each worker's stream is the same on every read, skips exactly, and shares a part out
-without overlap (the split, the fit and the loop's resume without Ray:
-tests/unit/test_stream_planning.py; from S3 on a cluster: tests/integration/test_cluster.py)."""
+Ray: a hive-partitioned Parquet folder trains end to end, and each worker's stream is the same
+on every read, skips exactly, and shares a part out without overlap (the split, the fit, the
+kept statistics and the loop's resume without Ray: tests/unit/test_stream_planning.py; from S3
+on a cluster, trained, swept and predicted: tests/integration/test_cluster.py)."""
 
 from __future__ import annotations
 
@@ -83,31 +83,3 @@ def test_each_workers_stream_repeats_skips_exactly_and_shares_the_part(streamed)
     assert not mine & {tuple(row) for b in other for row in b[0]}
     next_epoch = read(0, epoch=2)
     assert not np.array_equal(next_epoch[0][0], first[0][0])  # another order each epoch
-
-
-def test_a_streamed_sweep_plans_each_trial_from_its_own_pass(
-    ray_session, workspace, table, mlflow_client
-):
-    from orchestrator.streaming.choice import PendingStream
-    from orchestrator.sweeps.run import sweep
-
-    cfg = streamed_config(
-        workspace,
-        table,
-        "streamed-sweep",
-        optim={"epochs": 2, "batch_size": 64},
-        strategy={"eval_rows": 256},  # Tune reads val_loss from every round's report
-        scaling={"num_workers": 1, "cpus_per_worker": 1},
-        sweep={
-            "space": {"optim.lr": {"choice": [0.001, 0.003]}, "seed": {"choice": [0, 1]}},
-            "num_samples": 2,
-            "max_concurrent": 2,
-            "scheduler": "fifo",  # both run to the end (ASHA may stop one early)
-        },
-    )
-    code, summary = sweep(cfg, PendingStream.open(cfg), None, resume=False)
-    assert code == 0 and summary is not None and summary.best is not None
-    assert len(summary.trials) == 2 and all(t.status == "FINISHED" for t in summary.trials)
-    parent = mlflow_client.get_run(summary.parent_run_id)
-    assert parent.data.params["data.streamed"] == "true"
-    assert summary.best.metrics["test_accuracy"] > 0.7

@@ -235,3 +235,42 @@ def test_a_tune_report_without_a_decision_carries_the_latest_val_loss():
     for report in reports:
         tune_val_loss(report, decided)
     assert [r.get("val_loss") for r in reports] == [0.9, 0.8, 0.8, None]
+
+
+def test_kept_statistics_plan_the_same_run_and_a_rewritten_file_is_a_new_entry(
+    table, tmp_path, monkeypatch
+):
+    import shutil
+
+    from orchestrator.streaming.stats_cache import StatsCache
+
+    monkeypatch.setenv("REDBLUE_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "table"
+    shutil.copytree(table, copy)
+    cfg = config(copy, features={"c": {"missing": "median"}})  # kept values, too
+    pending = PendingStream.open(cfg)
+    stats = folded(pending)
+    cache = StatsCache.of(pending.parts, pending.layout, SAMPLE_ROWS)
+    assert cache.load() is None
+    cache.save(stats)
+    kept = cache.load()
+    assert kept is not None
+    fresh, again = (plan_from_stats(cfg, pending.parts, pending.layout, s) for s in (stats, kept))
+    assert fresh.stream.sizes == again.stream.sizes
+    assert fresh.stream.rows.preprocessing == again.stream.rows.preprocessing
+    assert fresh.stream.rows.classes == again.stream.rows.classes
+    for a, b in zip(
+        dataclasses.astuple(fresh.stream.standardization),
+        dataclasses.astuple(again.stream.standardization),
+        strict=True,
+    ):
+        assert np.array_equal(a, b)
+    assert np.array_equal(fresh.dataset.features, again.dataset.features)
+    assert np.array_equal(fresh.split.red, again.split.red)
+    other_split = config(copy, features={"c": {"missing": "median"}}, test_fraction=0.3)
+    assert (
+        StatsCache.of(pending.parts, PendingStream.open(other_split).layout, SAMPLE_ROWS) != cache
+    )
+    rewritten = next(copy.rglob("*.parquet"))
+    pd.read_parquet(rewritten).iloc[:-1].to_parquet(rewritten)
+    assert StatsCache.of(PendingStream.open(cfg).parts, pending.layout, SAMPLE_ROWS) != cache

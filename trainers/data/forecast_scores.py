@@ -11,16 +11,33 @@ import numpy as np
 def forecast_metrics(predicted: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> dict:
     """MAE, RMSE and sMAPE (in %) over every window, step and target, and MASE (each target's
     MAE over its naive scale, averaged over targets); ``[windows, horizon, targets]`` arrays."""
+    return scores_of(error_sums(predicted, truth), scale)
+
+
+def error_sums(predicted: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """The errors' additive sums (over batches of windows, and workers): what
+    :func:`scores_of` reads."""
+    predicted, truth = predicted.astype(np.float64), truth.astype(np.float64)
     error = predicted - truth
     denominator = np.abs(predicted) + np.abs(truth)
     ratio = np.divide(
         2 * np.abs(error), denominator, out=np.zeros_like(error), where=denominator > 0
     )
-    per_target = np.abs(error).mean(axis=(0, 1))
     return {
-        "mae": float(np.abs(error).mean()),
-        "rmse": float(np.sqrt((error**2).mean())),
-        "smape": float(100 * ratio.mean()),
+        "target_steps": np.float64(error.shape[0] * error.shape[1]),
+        "absolute_error": np.abs(error).sum(axis=(0, 1)),
+        "squared_error": np.float64((error**2).sum()),
+        "smape_sum": np.float64(ratio.sum()),
+    }
+
+
+def scores_of(sums: dict[str, np.ndarray], scale: np.ndarray) -> dict[str, float]:
+    count = float(sums["target_steps"]) * len(sums["absolute_error"])
+    per_target = sums["absolute_error"] / sums["target_steps"]
+    return {
+        "mae": float(sums["absolute_error"].sum()) / count,
+        "rmse": float(np.sqrt(float(sums["squared_error"]) / count)),
+        "smape": 100 * float(sums["smape_sum"]) / count,
         "mase": float((per_target / scale).mean()),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -34,15 +35,18 @@ def any_true(flag: bool) -> bool:
     return all_reduce_sum([1.0 if flag else 0.0])[0] > 0
 
 
-def gather_rows(pieces: list[torch.Tensor]) -> torch.Tensor:
-    """This worker's ``pieces`` and every other worker's, concatenated along rows in rank order
-    (the same tensor on every worker)."""
-    import torch.distributed as dist
-
-    mine = torch.cat(pieces) if pieces else None
+def all_reduce_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sum each array over all workers, in float64, in one collective (the same on each)."""
     if world()[1] == 1:
-        assert mine is not None
-        return mine
-    everyone: list[torch.Tensor | None] = [None] * world()[1]
-    dist.all_gather_object(everyone, mine)
-    return torch.cat([piece for piece in everyone if piece is not None])
+        return arrays
+    names = sorted(arrays)
+    shaped = [np.asarray(arrays[name], dtype=np.float64) for name in names]
+    flat = torch.from_numpy(np.concatenate([array.ravel() for array in shaped]))
+    if dist.get_backend() == "nccl":
+        flat = flat.cuda()
+    dist.all_reduce(flat)
+    pieces = np.split(flat.cpu().numpy(), np.cumsum([array.size for array in shaped])[:-1])
+    return {
+        name: piece.reshape(array.shape)
+        for name, piece, array in zip(names, pieces, shaped, strict=True)
+    }

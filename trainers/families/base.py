@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from trainers.engine.base import Replica
+    from trainers.families.summed_metrics import Sums
 
 
 class Objective(Protocol):
@@ -49,7 +50,17 @@ class Objective(Protocol):
         ...
 
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Test metrics on T: ``test_loss`` and the family's own (the score's metric among them)."""
+        """Test metrics on T: ``test_loss`` and the family's own (the score's metric among them);
+        ``metrics_of(summary(outputs, targets))``."""
+        ...
+
+    def summary(self, outputs: torch.Tensor, targets: torch.Tensor) -> Sums:
+        """A batch's additive sums, ``loss_sum`` and ``loss_count`` among them: what a part
+        streamed batch by batch is scored by (``trainers.families.summed_metrics``)."""
+        ...
+
+    def metrics_of(self, sums: Sums) -> dict[str, float]:
+        """The test metrics from the sums of every batch of T."""
         ...
 
 

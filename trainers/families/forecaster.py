@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.data.forecast_scores import forecast_metrics
+from trainers.data.forecast_scores import error_sums, scores_of
 from trainers.data.series import SeriesInput
+from trainers.families.summed_metrics import Sums
 from trainers.families.tabular_net import Supervised
 from trainers.spec import ModelSpec
 
@@ -40,14 +41,25 @@ class Forecasting(Supervised):
         mean, std = self.mean.to(outputs.device), self.std.to(outputs.device)
         return nn.functional.mse_loss(outputs.float(), (targets.float() - mean) / std)
 
-    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def summary(self, outputs: torch.Tensor, targets: torch.Tensor) -> Sums:
+        """The batch's additive sums (``trainers.families.summed_metrics``)."""
         values = (outputs.float().cpu() * self.std + self.mean).numpy()
-        truth = targets.float().cpu().numpy()
-        result = {"test_loss": float(self.loss(outputs, targets))}
-        scores = forecast_metrics(values, truth, self.naive_scale)
-        result.update({f"test_{name}": value for name, value in scores.items()})
-        result["test_mse"] = float(np.mean((values - truth) ** 2))
-        return result
+        elements = float(targets.numel())
+        return {
+            "loss_sum": np.float64(self.loss(outputs, targets)) * elements if elements else 0.0,
+            "loss_count": np.float64(elements),
+            **error_sums(values, targets.float().cpu().numpy()),
+        }
+
+    def metrics_of(self, sums: Sums) -> dict[str, float]:
+        """``test_loss``; ``test_mae``, ``test_rmse``, ``test_smape``, ``test_mase``
+        (``trainers.data.forecast_scores``) and ``test_mse``, in the targets' own units."""
+        scores = scores_of(sums, self.naive_scale)
+        return {
+            "test_loss": float(sums["loss_sum"] / sums["loss_count"]),
+            **{f"test_{name}": value for name, value in scores.items()},
+            "test_mse": float(sums["squared_error"] / sums["loss_count"]),
+        }
 
 
 @torch.no_grad()

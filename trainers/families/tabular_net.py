@@ -13,6 +13,7 @@ from torch import nn
 
 from trainers.data.preprocessing import of_model
 from trainers.engine.base import Replica
+from trainers.families import summed_metrics as summed
 from trainers.families.scaled import Scaled
 from trainers.spec import ModelSpec
 
@@ -200,27 +201,18 @@ class Supervised:
         """Test metrics on T: the loss; for classification accuracy, macro F1, ROC-AUC (binary,
         or one-vs-rest macro; left out when T lacks a class) and the expected calibration error;
         for regression MSE, MAE and R² (in the target's own units)."""
-        from sklearn import metrics as sk
+        return self.metrics_of(self.summary(outputs, targets))
 
-        result = {"test_loss": float(self.loss(outputs, targets))}
-        truth = targets.cpu().numpy()
+    def summary(self, outputs: torch.Tensor, targets: torch.Tensor) -> summed.Sums:
+        """The batch's additive sums (``trainers.families.summed_metrics``)."""
         if self.task == "classification":
-            probabilities = torch.softmax(outputs.float(), dim=-1).cpu().numpy()
-            predicted = probabilities.argmax(axis=1)
-            result["test_accuracy"] = float(np.mean(predicted == truth))
-            result["test_macro_f1"] = float(
-                sk.f1_score(truth, predicted, average="macro", zero_division=0)
-            )
-            result["test_ece"] = expected_calibration_error(probabilities, truth)
-            if len(np.unique(truth)) == probabilities.shape[1]:  # every class in T
-                scores = probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities
-                result["test_roc_auc"] = float(sk.roc_auc_score(truth, scores, multi_class="ovr"))
-            return result
-        values = (outputs.float().squeeze(-1) * self.target_std + self.target_mean).cpu().numpy()
-        result["test_mse"] = float(np.mean((values - truth) ** 2))
-        result["test_mae"] = float(np.mean(np.abs(values - truth)))
-        result["test_r2"] = float(sk.r2_score(truth, values))
-        return result
+            return summed.classification_summary(outputs, targets)
+        return summed.regression_summary(outputs, targets, self.target_mean, self.target_std)
+
+    def metrics_of(self, sums: summed.Sums) -> dict[str, float]:
+        if self.task == "classification":
+            return summed.classification_metrics(sums)
+        return summed.regression_metrics(sums)
 
 
 def expected_calibration_error(

@@ -25,9 +25,10 @@ from trainers.dataset import Split
 from trainers.engine import distributed
 from trainers.engine.base import Replica
 from trainers.engine.fusion import divergence, fused_view, fusion_alpha
+from trainers.families.summed_metrics import Sums
 from trainers.loop.cleaning import Cleaning
 from trainers.loop.rounds import LoopConfig
-from trainers.loop.streamed import score_parts
+from trainers.loop.streamed import summed_parts
 
 EVAL_BATCH = 4096
 STREAMED_DECISIONS = 2  # a streamed table's decisions an epoch, at most
@@ -138,7 +139,9 @@ class Evaluator:
     def validation(self, replica: Replica) -> dict[str, float]:
         """``val_loss`` on all of V; with ``strategy.clean`` under way, on V without its label
         issues (``val/label_issues``: how many were left out)."""
-        outputs, targets = self._whole(replica, "val")
+        if self.stream is not None:  # no strategy.clean when streamed
+            return {"val_loss": self._streamed_loss(replica, "val")}
+        outputs, targets = self.predict(replica, self.split.val)
         keep = None if self.cleaning is None else self.cleaning.clean_validation(outputs, targets)
         if keep is None:
             return {"val_loss": float(self.objective.loss(outputs, targets))}
@@ -147,25 +150,26 @@ class Evaluator:
         return {"val_loss": float(loss), "val/label_issues": float((~keep).sum())}
 
     def test_metrics(self, replica: Replica) -> dict[str, float]:
-        outputs, targets = self._whole(replica, "test")
+        if self.stream is not None:
+            return self.objective.metrics_of(self._summed(replica, "test"))
+        outputs, targets = self.predict(replica, self.split.test)
         return self.agreed(self.objective.metrics(outputs, targets))
 
     def train_loss(self, replica: Replica) -> float:
         """The loss on all of the training pool P'."""
-        outputs, targets = self._whole(replica, "red", "blue")
-        return float(self.objective.loss(outputs, targets))
-
-    def _whole(self, replica: Replica, *parts: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Outputs and labels on every row of ``parts`` (streamed, or from memory)."""
         if self.stream is not None:
-            width = self.features.shape[1]
-            return score_parts(self.stream, parts, self.objective, replica, width, STREAM_BATCH)
-        index = {
-            ("val",): self.split.val,
-            ("test",): self.split.test,
-            ("red", "blue"): self.split.train,
-        }[parts]
-        return self.predict(replica, index)
+            return self._streamed_loss(replica, "red", "blue")
+        return self.loss(replica, self.split.train)
+
+    def _summed(self, replica: Replica, *parts: str) -> Sums:
+        """The objective's sums over every row of a streamed table's ``parts``."""
+        assert self.stream is not None
+        width = self.features.shape[1]
+        return summed_parts(self.stream, parts, self.objective, replica, width, STREAM_BATCH)
+
+    def _streamed_loss(self, replica: Replica, *parts: str) -> float:
+        sums = self._summed(replica, *parts)
+        return float(sums["loss_sum"] / sums["loss_count"])
 
     @torch.no_grad()
     def predict(self, replica: Replica, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

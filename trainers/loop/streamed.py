@@ -1,6 +1,6 @@
 """The loop's side of a streamed table (``data.streaming``): what it asks of the stream, where
 each replica is in it (saved in checkpoints, so a resumed run continues with exactly the batches
-it would have seen), and scoring a whole part as it streams by.
+it would have seen), and scoring a whole part as it streams by (by additive sums: no row is kept).
 
 The stream itself (``orchestrator.streaming.rows``: Ray Data reading the source's files on the
 cluster) is handed in through the plan (``trainers.data.row_stream``). Each worker streams its own
@@ -18,6 +18,7 @@ import torch
 
 from trainers.data.row_stream import PARTS_OF, Batch, StreamPlan
 from trainers.engine import distributed
+from trainers.families.summed_metrics import Sums, added
 
 
 @dataclass
@@ -80,27 +81,29 @@ class TrainingStreams:
 
 
 @torch.no_grad()
-def score_parts(
+def summed_parts(
     plan: StreamPlan, parts: tuple[str, ...], objective, replica, width: int, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A replica's outputs on every row of ``parts`` and their labels, the same on every worker:
-    each scores its shard as it streams by, then the workers gather them. The workers take the
-    same number of forward passes (ZeRO-3 gathers weights in each), the ones whose shard ended
-    first on an empty stand-in."""
+) -> Sums:
+    """The objective's sums (``trainers.families.summed_metrics``) of a replica's outputs on
+    every row of ``parts``, the same on every worker: each sums its shard batch by batch as it
+    streams by, keeping no row, then the workers add their sums up. The workers take the same
+    number of forward passes (ZeRO-3 gathers weights in each), the ones whose shard ended first
+    on an empty stand-in."""
     rank, world_size = distributed.world()
     for engine in replica.values():
         engine.module.eval()
     stream = plan.rows.batches(
         parts, epoch=0, batch_size=batch_size, rank=rank, world_size=world_size, skip=0
     )
-    outputs, labels = [], []
+    total: Sums | None = None
     stand_in = np.zeros((1, width), dtype=np.float32)
     while True:
         batch = next(stream, None)
         if not distributed.any_true(batch is not None):
             break
         scored = objective.outputs(replica, torch.as_tensor(batch[0] if batch else stand_in))
-        if batch is not None:
-            outputs.append(scored.float().cpu())
-            labels.append(torch.as_tensor(batch[1]))
-    return distributed.gather_rows(outputs), distributed.gather_rows(labels)
+        targets = torch.as_tensor(batch[1]) if batch else torch.zeros(0, dtype=torch.long)
+        total = added(total, objective.summary(scored[: len(targets)], targets))
+    if total is None:
+        raise RuntimeError(f"no worker streams a row of {' and '.join(parts)}")
+    return distributed.all_reduce_arrays(total)
