@@ -16,12 +16,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from trainers.data.keyed_split import PART_CODES
 from trainers.data.preprocessing import Preprocessing
+from trainers.data.row_stream import PartBatch
 from trainers.data.sources import Parts, relative_path
 from trainers.data.streamed_table import encode_labels
 from trainers.data.table_stats import KeyedRows, Layout, keyed_rows
@@ -92,7 +93,6 @@ class StreamedRows:
         world_size: int,
         skip: int,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        configure_ray_data()
         training = set(parts) <= {"red", "blue"}
         paths = list(self.parts.paths)
         if training:  # a new order of the files each epoch
@@ -100,46 +100,56 @@ class StreamedRows:
             paths = [paths[i] for i in order]
         shuffle = (self.seed, epoch, rank) if training else None
         encode = _Encode(self, tuple(PART_CODES[p] for p in parts), rank, world_size, shuffle)
-        batches = _rebatched((_file_rows(path, encode) for path in paths), batch_size)
-        for number, batch in enumerate(batches):
+        for number, (features, labels, _) in enumerate(self._stream(paths, encode, batch_size)):
             if number >= skip:
-                yield batch
+                yield features, labels
 
+    def scored_batches(
+        self, parts: tuple[str, ...], *, batch_size: int, rank: int, world_size: int
+    ) -> Iterator[PartBatch]:
+        encode = _Encode(self, tuple(PART_CODES[p] for p in parts), rank, world_size)
+        return cast(Iterator[PartBatch], self._stream(list(self.parts.paths), encode, batch_size))
 
-def _file_rows(path: str, encode: _Encode) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One file's wanted rows, by a Ray Data pipeline of its own: one task, which Ray pauses
-    when it is ahead (a pipeline over many files would, once paused, poll in a busy loop in the
-    training process)."""
-    import ray.data
+    def _stream(
+        self, paths: list[str], encode: _Encode, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, ...]]:
+        return _rebatched((self._file_rows(path, encode) for path in paths), batch_size)
 
-    dataset = ray.data.from_items([{"path": path}]).map_batches(
-        encode, batch_size=1, num_cpus=0, zero_copy_batch=True
-    )
-    for batch in dataset.iter_batches(
-        batch_size=FETCH_ROWS, batch_format="numpy", prefetch_batches=2
-    ):
-        yield batch["features"], batch["labels"]
+    def _file_rows(self, path: str, encode: _Encode) -> Iterator[tuple[np.ndarray, ...]]:
+        """One file's wanted rows (features, labels, part codes), by a Ray Data pipeline of its
+        own: one task, which Ray pauses when it is ahead (a pipeline over many files would, once
+        paused, poll in a busy loop in the training process)."""
+        import ray.data
+
+        configure_ray_data()
+        dataset = ray.data.from_items([{"path": path}]).map_batches(
+            encode, batch_size=1, num_cpus=0, zero_copy_batch=True
+        )
+        for batch in dataset.iter_batches(
+            batch_size=FETCH_ROWS, batch_format="numpy", prefetch_batches=2
+        ):
+            yield batch["features"], batch["labels"], batch["parts"]
 
 
 def _rebatched(
-    pieces: Iterator[Iterator[tuple[np.ndarray, np.ndarray]]], batch_size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Batches of exactly ``batch_size`` rows across the files' pieces (the last one smaller)."""
-    held: list[tuple[np.ndarray, np.ndarray]] = []
+    pieces: Iterator[Iterator[tuple[np.ndarray, ...]]], batch_size: int
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """Batches of exactly ``batch_size`` rows across the files' pieces (the last one smaller);
+    a piece is a tuple of arrays of the same rows."""
+    held: list[tuple[np.ndarray, ...]] = []
     count = 0
     for piece in (p for file in pieces for p in file):
         held.append(piece)
-        count += len(piece[1])
+        count += len(piece[0])
         if count < batch_size:
             continue
-        features = np.concatenate([h[0] for h in held])
-        labels = np.concatenate([h[1] for h in held])
-        whole = len(labels) - len(labels) % batch_size
+        joined = [np.concatenate(arrays) for arrays in zip(*held, strict=True)]
+        whole = count - count % batch_size
         for start in range(0, whole, batch_size):
-            yield features[start : start + batch_size], labels[start : start + batch_size]
-        held, count = [(features[whole:], labels[whole:])], len(labels) - whole
+            yield tuple(array[start : start + batch_size] for array in joined)
+        held, count = [tuple(array[whole:] for array in joined)], count - whole
     if count:
-        yield np.concatenate([h[0] for h in held]), np.concatenate([h[1] for h in held])
+        yield tuple(np.concatenate(arrays) for arrays in zip(*held, strict=True))
 
 
 class _Encode:
@@ -167,11 +177,12 @@ class _Encode:
                     continue
                 features = fitted.transform(keyed.features)
                 labels = encode_labels(keyed.labels.to_numpy(), rows.task, rows.classes)
+                codes = keyed.parts
                 if self.shuffle is not None:
                     stream = [*self.shuffle, zlib.crc32(str(path).encode()), number]
                     order = np.random.default_rng(stream).permutation(len(labels))
-                    features, labels = features[order], labels[order]
-                yield {"features": features, "labels": labels}
+                    features, labels, codes = features[order], labels[order], codes[order]
+                yield {"features": features, "labels": labels, "parts": codes}
 
     def _mine(self, hashes: np.ndarray, parts: np.ndarray) -> np.ndarray:
         """The rows of the wanted parts that this worker streams."""

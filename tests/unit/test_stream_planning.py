@@ -16,9 +16,9 @@ import torch
 from orchestrator.config import RedblueConfig
 from orchestrator.streaming.choice import PendingStream, streams
 from orchestrator.streaming.plan import plan_from_stats
-from orchestrator.streaming.rows import ORDER_STREAM, _Encode, keyed_batches
+from orchestrator.streaming.rows import StreamedRows, keyed_batches
 from tests.helpers import Recorder, without_timing, write_partitioned_table
-from trainers.data.keyed_split import PART_CODES, HashSplit
+from trainers.data.keyed_split import HashSplit
 from trainers.data.splits import split_samples
 from trainers.data.streamed_table import finish
 from trainers.data.table_stats import TableStats
@@ -168,27 +168,17 @@ def test_a_missing_label_column_is_named(table):
         PendingStream.open(config(table, label="nope"))
 
 
-class LocalRows:
-    """``orchestrator.streaming.rows.StreamedRows``' stream without Ray Data: the same files,
-    order, shard, encoding and shuffle, batched by numpy."""
+class LocalRows(StreamedRows):
+    """``StreamedRows``' stream without Ray Data: the same files, order, shard, encoding,
+    shuffle and batches, each file encoded in this process."""
 
-    def __init__(self, rows):
-        self.rows = rows
+    @classmethod
+    def of(cls, rows: StreamedRows) -> LocalRows:
+        return cls(*(getattr(rows, field.name) for field in dataclasses.fields(rows)))
 
-    def batches(self, parts, *, epoch, batch_size, rank, world_size, skip):
-        paths = list(self.rows.parts.paths)
-        training = set(parts) <= {"red", "blue"}
-        if training:
-            order = np.random.default_rng([self.rows.seed, ORDER_STREAM, epoch])
-            paths = [paths[i] for i in order.permutation(len(paths))]
-        shuffle = (self.rows.seed, epoch, rank) if training else None
-        encode = _Encode(self.rows, tuple(PART_CODES[p] for p in parts), rank, world_size, shuffle)
-        pieces = [piece for path in paths for piece in encode({"path": [path]})]
-        features = np.concatenate([p["features"] for p in pieces])
-        labels = np.concatenate([p["labels"] for p in pieces])
-        for number, start in enumerate(range(0, len(labels), batch_size)):
-            if number >= skip:
-                yield features[start : start + batch_size], labels[start : start + batch_size]
+    def _file_rows(self, path, encode):
+        for piece in encode({"path": [path]}):
+            yield piece["features"], piece["labels"], piece["parts"]
 
 
 def streamed_trainer(source: Path, report):
@@ -199,7 +189,7 @@ def streamed_trainer(source: Path, report):
     pending = PendingStream.open(cfg)
     plan = plan_from_stats(cfg, pending.parts, pending.layout, folded(pending))
     assert plan.stream is not None
-    stream = dataclasses.replace(plan.stream, rows=LocalRows(plan.stream.rows))
+    stream = dataclasses.replace(plan.stream, rows=LocalRows.of(plan.stream.rows))
     plan = dataclasses.replace(plan, stream=stream)
 
     def make(model, name, clock):
@@ -274,3 +264,31 @@ def test_kept_statistics_plan_the_same_run_and_a_rewritten_file_is_a_new_entry(
     rewritten = next(copy.rglob("*.parquet"))
     pd.read_parquet(rewritten).iloc[:-1].to_parquet(rewritten)
     assert StatsCache.of(PendingStream.open(cfg).parts, pending.layout, SAMPLE_ROWS) != cache
+
+
+def test_one_pass_scores_several_parts_as_separate_passes_would(table, tmp_path):
+    """The end of a streamed run scores T, V and P' (and each replica on T) in one pass."""
+    from trainers.loop.streamed import summed_parts
+
+    trainer = streamed_trainer(table, Recorder(tmp_path))
+    red, blue = trainer.replicas["red"], trainer.replicas["blue"]
+    stream, objective = trainer.evaluator.stream, trainer.objective
+    width = trainer.evaluator.features.shape[1]
+    together = summed_parts(
+        stream,
+        {"red": (red, ("test",)), "blue": (blue, ("test",)), "pool": (red, ("red", "blue"))},
+        objective,
+        width,
+        100,
+    )
+    for name, replica, parts in (
+        ("red", red, ("test",)),
+        ("blue", blue, ("test",)),
+        ("pool", red, ("red", "blue")),
+    ):
+        alone = summed_parts(stream, {name: (replica, parts)}, objective, width, 100)[name]
+        assert together[name].keys() == alone.keys()
+        for key in alone:
+            assert np.allclose(together[name][key], alone[key], rtol=1e-5), key  # float32 sums
+    assert together["pool"]["loss_count"] == stream.sizes["red"] + stream.sizes["blue"]
+    assert together["red"]["loss_count"] == stream.sizes["test"]

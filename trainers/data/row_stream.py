@@ -13,6 +13,7 @@ import numpy as np
 from trainers.data.streamed_table import Standardization
 
 Batch = tuple[np.ndarray, np.ndarray]  # encoded features (float32), labels
+PartBatch = tuple[np.ndarray, np.ndarray, np.ndarray]  # features, labels, each row's part code
 PARTS_OF = {"standard": ("red", "blue")}  # a replica's parts, when not the one it is named by
 
 
@@ -32,6 +33,13 @@ class RowStream(Protocol):
         """This worker's shard of the rows of ``parts``, in batches of ``batch_size`` rows (the
         last one may be smaller), in epoch ``epoch``'s order, its first ``skip`` batches left
         out."""
+        ...
+
+    def scored_batches(
+        self, parts: tuple[str, ...], *, batch_size: int, rank: int, world_size: int
+    ) -> Iterator[PartBatch]:
+        """This worker's shard of the rows of ``parts`` in their stored order, each row with its
+        part's code (``trainers.data.keyed_split``): several parts scored in one pass."""
         ...
 
 

@@ -28,7 +28,7 @@ from trainers.engine.fusion import divergence, fused_view, fusion_alpha
 from trainers.families.summed_metrics import Sums
 from trainers.loop.cleaning import Cleaning
 from trainers.loop.rounds import LoopConfig
-from trainers.loop.streamed import summed_parts
+from trainers.loop.streamed import Scoring, summed_parts
 
 EVAL_BATCH = 4096
 STREAMED_DECISIONS = 2  # a streamed table's decisions an epoch, at most
@@ -140,7 +140,7 @@ class Evaluator:
         """``val_loss`` on all of V; with ``strategy.clean`` under way, on V without its label
         issues (``val/label_issues``: how many were left out)."""
         if self.stream is not None:  # no strategy.clean when streamed
-            return {"val_loss": self._streamed_loss(replica, "val")}
+            return {"val_loss": _loss(self._summed({"val": (replica, ("val",))})["val"])}
         outputs, targets = self.predict(replica, self.split.val)
         keep = None if self.cleaning is None else self.cleaning.clean_validation(outputs, targets)
         if keep is None:
@@ -149,27 +149,48 @@ class Evaluator:
         loss = self.objective.loss(outputs[kept], targets[kept])
         return {"val_loss": float(loss), "val/label_issues": float((~keep).sum())}
 
-    def test_metrics(self, replica: Replica) -> dict[str, float]:
+    def test_metrics(self, replicas: dict[str, Replica]) -> dict[str, dict[str, float]]:
+        """Each replica's test metrics on T (a streamed T: all of them in one pass)."""
         if self.stream is not None:
-            return self.objective.metrics_of(self._summed(replica, "test"))
+            summed = self._summed({name: (r, ("test",)) for name, r in replicas.items()})
+            return {name: self.objective.metrics_of(sums) for name, sums in summed.items()}
+        return {name: self._test_metrics(replica) for name, replica in replicas.items()}
+
+    def final_scores(self, replica: Replica) -> dict[str, float]:
+        """The kept model's test metrics on T, ``val_loss`` on V and ``final_train_loss`` on P'
+        (streamed: in one pass over the table)."""
+        if self.stream is None:
+            return {
+                **self._test_metrics(replica),
+                **self.agreed(
+                    {
+                        **self.validation(replica),
+                        "final_train_loss": self.loss(replica, self.split.train),
+                    }
+                ),
+            }
+        summed = self._summed(
+            {
+                "test": (replica, ("test",)),
+                "val": (replica, ("val",)),
+                "pool": (replica, ("red", "blue")),
+            }
+        )
+        return {
+            **self.objective.metrics_of(summed["test"]),
+            "val_loss": _loss(summed["val"]),
+            "final_train_loss": _loss(summed["pool"]),
+        }
+
+    def _test_metrics(self, replica: Replica) -> dict[str, float]:
         outputs, targets = self.predict(replica, self.split.test)
         return self.agreed(self.objective.metrics(outputs, targets))
 
-    def train_loss(self, replica: Replica) -> float:
-        """The loss on all of the training pool P'."""
-        if self.stream is not None:
-            return self._streamed_loss(replica, "red", "blue")
-        return self.loss(replica, self.split.train)
-
-    def _summed(self, replica: Replica, *parts: str) -> Sums:
-        """The objective's sums over every row of a streamed table's ``parts``."""
+    def _summed(self, scoring: Scoring) -> dict[str, Sums]:
+        """The objective's sums over every row of a streamed table's parts, per name."""
         assert self.stream is not None
         width = self.features.shape[1]
-        return summed_parts(self.stream, parts, self.objective, replica, width, STREAM_BATCH)
-
-    def _streamed_loss(self, replica: Replica, *parts: str) -> float:
-        sums = self._summed(replica, *parts)
-        return float(sums["loss_sum"] / sums["loss_count"])
+        return summed_parts(self.stream, scoring, self.objective, width, STREAM_BATCH)
 
     @torch.no_grad()
     def predict(self, replica: Replica, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,3 +231,7 @@ class Evaluator:
             red_holdout=red_holdout,
             blue_holdout=blue_holdout,
         )
+
+
+def _loss(sums: Sums) -> float:
+    return float(sums["loss_sum"] / sums["loss_count"])

@@ -1,6 +1,6 @@
 """The loop's side of a streamed table (``data.streaming``): what it asks of the stream, where
 each replica is in it (saved in checkpoints, so a resumed run continues with exactly the batches
-it would have seen), and scoring a whole part as it streams by (by additive sums: no row is kept).
+it would have seen), and scoring whole parts as they stream by (by additive sums: no row is kept).
 
 The stream itself (``orchestrator.streaming.rows``: Ray Data reading the source's files on the
 cluster) is handed in through the plan (``trainers.data.row_stream``). Each worker streams its own
@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from trainers.data.keyed_split import PART_CODES, PART_NAMES
 from trainers.data.row_stream import PARTS_OF, Batch, StreamPlan
 from trainers.engine import distributed
+from trainers.engine.base import Replica
 from trainers.families.summed_metrics import Sums, added
 
 
@@ -80,30 +82,51 @@ class TrainingStreams:
         return sum(self.plan.sizes[part] for part in PARTS_OF.get(replica, (replica,)))
 
 
+Scoring = dict[str, tuple[Replica, tuple[str, ...]]]  # a name -> a replica, the parts it scores
+
+
 @torch.no_grad()
 def summed_parts(
-    plan: StreamPlan, parts: tuple[str, ...], objective, replica, width: int, batch_size: int
-) -> Sums:
-    """The objective's sums (``trainers.families.summed_metrics``) of a replica's outputs on
-    every row of ``parts``, the same on every worker: each sums its shard batch by batch as it
-    streams by, keeping no row, then the workers add their sums up. The workers take the same
-    number of forward passes (ZeRO-3 gathers weights in each), the ones whose shard ended first
-    on an empty stand-in."""
+    plan: StreamPlan, scoring: Scoring, objective, width: int, batch_size: int
+) -> dict[str, Sums]:
+    """For each name of ``scoring``, the objective's sums (``trainers.families.summed_metrics``)
+    of its replica's outputs on every row of its parts, the same on every worker. One pass over
+    the table scores them all: each worker sums its shard batch by batch as it streams by,
+    keeping no row, then the workers add their sums up. The workers take the same number of
+    forward passes (ZeRO-3 gathers weights in each), the ones whose shard ended first on an
+    empty stand-in."""
     rank, world_size = distributed.world()
-    for engine in replica.values():
-        engine.module.eval()
-    stream = plan.rows.batches(
-        parts, epoch=0, batch_size=batch_size, rank=rank, world_size=world_size, skip=0
+    replicas = {id(replica): replica for replica, _ in scoring.values()}
+    for replica in replicas.values():
+        for engine in replica.values():
+            engine.module.eval()
+    wanted = {PART_CODES[part] for _, parts in scoring.values() for part in parts}
+    stream = plan.rows.scored_batches(
+        tuple(PART_NAMES[code] for code in sorted(wanted)),
+        batch_size=batch_size,
+        rank=rank,
+        world_size=world_size,
     )
-    total: Sums | None = None
+    totals: dict[str, Sums | None] = dict.fromkeys(scoring)
     stand_in = np.zeros((1, width), dtype=np.float32)
     while True:
         batch = next(stream, None)
         if not distributed.any_true(batch is not None):
             break
-        scored = objective.outputs(replica, torch.as_tensor(batch[0] if batch else stand_in))
-        targets = torch.as_tensor(batch[1]) if batch else torch.zeros(0, dtype=torch.long)
-        total = added(total, objective.summary(scored[: len(targets)], targets))
-    if total is None:
-        raise RuntimeError(f"no worker streams a row of {' and '.join(parts)}")
-    return distributed.all_reduce_arrays(total)
+        features = torch.as_tensor(batch[0] if batch else stand_in)
+        outputs = {key: objective.outputs(replica, features) for key, replica in replicas.items()}
+        for name, (replica, parts) in scoring.items():
+            if batch is None:
+                rows = torch.zeros(len(features), dtype=torch.bool)
+                targets = torch.zeros(0, dtype=torch.long)
+            else:
+                rows = torch.as_tensor(np.isin(batch[2], [PART_CODES[p] for p in parts]))
+                targets = torch.as_tensor(batch[1])[rows]
+            summary = objective.summary(outputs[id(replica)][rows], targets)
+            totals[name] = added(totals[name], summary)
+    done = {name: total for name, total in totals.items() if total is not None}
+    if len(done) < len(totals):
+        raise RuntimeError(f"no worker streams a row of {sorted(wanted)}")
+    flat = {f"{name}/{key}": value for name, total in done.items() for key, value in total.items()}
+    summed = distributed.all_reduce_arrays(flat)
+    return {name: {key: summed[f"{name}/{key}"] for key in total} for name, total in done.items()}

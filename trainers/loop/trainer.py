@@ -256,21 +256,13 @@ class Trainer:
         final: dict[str, float] = {"best_round": float(kept_round)}
         if self.red_blue:
             red, blue = self.replicas["red"], self.replicas["blue"]
-            for name, replica in (("red", red), ("blue", blue)):
-                scores = self.evaluator.test_metrics(replica)
+            each = self.evaluator.test_metrics({"red": red, "blue": blue})
+            for name, scores in each.items():
                 final.update({f"{name}/{k}": v for k, v in scores.items()})
             fuse_into_both(red, blue, alpha)
         result = next(iter(self.replicas.values()))  # red holds theta_f after the fusion
-        final.update(self.evaluator.test_metrics(result))
+        final.update(self.evaluator.final_scores(result))
         final.update(self.reference_metrics)  # a forecaster's baselines on the same T
-        final.update(
-            self.evaluator.agreed(
-                {
-                    **self.evaluator.validation(result),
-                    "final_train_loss": self.evaluator.train_loss(result),
-                }
-            )
-        )
         final["train_seconds"] = self.state.train_seconds
         final.update(self.state.jitter())
         if self.cleaning is not None:
