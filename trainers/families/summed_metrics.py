@@ -41,7 +41,7 @@ def classification_summary(logits: torch.Tensor, targets: torch.Tensor) -> Sums:
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1, initial=0.0)
     cells = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-    bins = auc_bins(classes)
+    bins = _auc_bins(classes)
     score = np.clip(_logits(probabilities), -AUC_LOGIT, AUC_LOGIT)
     cell = np.minimum(((score + AUC_LOGIT) / (2 * AUC_LOGIT) * bins).astype(np.int64), bins - 1)
     offsets = np.arange(classes) * bins
@@ -122,7 +122,7 @@ def regression_metrics(sums: Sums) -> dict[str, float]:
     }
 
 
-def auc_bins(classes: int) -> int:
+def _auc_bins(classes: int) -> int:
     return int(min(AUC_BINS, max(256, AUC_CELLS // max(classes, 1))))
 
 

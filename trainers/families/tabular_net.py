@@ -213,18 +213,3 @@ class Supervised:
         if self.task == "classification":
             return summed.classification_metrics(sums)
         return summed.regression_metrics(sums)
-
-
-def expected_calibration_error(
-    probabilities: np.ndarray, truth: np.ndarray, bins: int = 15
-) -> float:
-    """Top-label ECE: over ``bins`` equal-width bins of confidence (the top probability), the
-    share-weighted gap between each bin's accuracy and its mean confidence."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == truth
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    error = 0.0
-    for b in np.unique(which):
-        members = which == b
-        error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(error)
