@@ -139,8 +139,8 @@ def train(plan: Any, cfg: Any, report: Callable | None = None) -> tuple[dict, np
     from trainers.engine.plain import PlainEngine
     from trainers.loop.trainer import Trainer, build_replicas
 
-    def make(model, name, clock):
-        return PlainEngine(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
+    def make(model, name, clock, optim):
+        return PlainEngine(model, optim=optim, grad_accum_steps=1, clock=clock)
 
     def ignore(metrics: dict[str, float], checkpoint: Path | None) -> None:
         pass

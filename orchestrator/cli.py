@@ -139,7 +139,8 @@ def deploy(
         "without it, only the file's path is printed.",
     ),
 ) -> None:
-    """Serve MODEL on Ray Serve behind an authenticated HTTP API (POST /v1/predict).
+    """Serve MODEL on Ray Serve behind an authenticated HTTP API (POST /v1/predict; a GAN's
+    /v1/generate).
 
     With a local Ray it serves in the foreground until Ctrl-C; with a cluster address it deploys
     and returns. Deploying again rolls the replicas to the new model without downtime.

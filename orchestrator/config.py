@@ -26,7 +26,7 @@ from trainers.config import (
     Section,
     StrategyConfig,
 )
-from trainers.families import DEFAULT_KIND, FAMILIES, ModelConfig
+from trainers.families import DEFAULT_KIND, FAMILIES, ModelConfig, family_of
 from trainers.families.mlp import MLPConfig
 from trainers.loop.rounds import micro_batch_size
 
@@ -131,6 +131,10 @@ class RedblueConfig(Section):
         )
         if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
             raise ValueError("deepspeed.precision fp16 needs scaling.use_gpu: true")
+        defaults = family_of(str(self.model.model_dump()["kind"])).optim_defaults
+        unset = {k: v for k, v in defaults.items() if k not in self.optim.model_fields_set}
+        if unset:
+            self.optim = self.optim.model_copy(update=unset)
         return self
 
     def flat(self) -> dict[str, Any]:

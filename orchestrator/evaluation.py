@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestrator.generation_report import log_generation
 from orchestrator.tracking import TrackedRun
 from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.loop.plan import RunPlan
@@ -33,6 +34,9 @@ def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> Non
     """Predict T with the saved model and log the report to ``run``: by what it predicts
     (classes or values), then its task's own artifacts."""
     model, spec = load_model(final_model_dir)
+    if plan.task.asks_requests:  # a generative model: rows generated for T's classes
+        log_generation(run, model, spec, plan)
+        return
     test, task = plan.split.test, plan.task
     features = task.input_schema(spec).rows(plan.dataset.raw_rows(test))
     predicted, _ = predict(model, spec, features)  # the model's own preprocessing of T

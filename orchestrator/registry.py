@@ -163,6 +163,10 @@ def score_model(final_model_dir: Path, dataset: Dataset, split: Split) -> Score:
     """Score saved weights on the test part T of ``split``."""
     model, spec = load_model(final_model_dir)
     task = task_for(spec)
+    rule = task.score(spec)
+    if task.measure is not None:  # a score that is not a function of predictions (generation)
+        value = task.measure(model, spec, dataset, split)
+        return Score(rule.metric, value, rule.higher_is_better)
     try:  # the model's own preprocessing, on the raw rows
         features = task.input_schema(spec).rows(dataset.raw_rows(split.test))
     except InputError as exc:
@@ -170,7 +174,6 @@ def score_model(final_model_dir: Path, dataset: Dataset, split: Split) -> Score:
     predictions, _ = predict(model, spec, features)
     labels = dataset.labels[split.test]
     truth = np.asarray(dataset.classes)[labels] if dataset.task == "classification" else labels
-    rule = task.score(spec)
     return Score(rule.metric, rule.score(predictions, truth), rule.higher_is_better)
 
 

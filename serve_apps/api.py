@@ -1,5 +1,6 @@
-"""The HTTP API: ``POST /v1/predict``, ``GET /v1/model``, ``GET /v1/monitor``, ``GET /healthz``
-(OpenAPI at ``/openapi.json`` and ``/docs``).
+"""The HTTP API: ``POST /v1/predict`` (a generative model's ``POST /v1/generate``),
+``GET /v1/model``, ``GET /v1/monitor``, ``GET /healthz`` (OpenAPI at ``/openapi.json`` and
+``/docs``).
 
 :func:`build_api` makes the FastAPI app around anything that can predict (a Serve replica, or a
 plain in-process model for a bare uvicorn server), so both serve exactly the same API. Every
@@ -118,7 +119,7 @@ def build_api(
     )
 
     @api.post(
-        "/v1/predict",
+        form.route,
         responses={
             200: {
                 "description": "One prediction per row (a forecaster: the history's forecast), "
@@ -146,7 +147,7 @@ def build_api(
         prediction = await predictor.predict(rows)
         request.state.batch_rows = prediction.batch_rows
         _check_finite(prediction)
-        metrics.predicted(prediction.labels, prediction.batch_rows)
+        metrics.predicted(form.counted(prediction.labels), prediction.batch_rows)
         drift.observe(rows)
         return JSONResponse(
             form.answer(shape, prediction.labels, prediction.probabilities, model_ref)

@@ -44,6 +44,21 @@ def saved_model(
     return save_model(directory, model, spec)
 
 
+def saved_gan(directory: Path, epochs: float = 2) -> Path:
+    """A conditional GAN of the penguins table (categories and gaps), trained ``epochs`` on the
+    real loop with plain engines: its final model's folder."""
+    from trainers.engine.checkpoint import FINAL_MODEL_DIR
+
+    report = Recorder(directory)
+    plain_trainer(
+        report,
+        data={"source": "penguins", "label": "species"},
+        model={"kind": "gan"},
+        optim={"epochs": epochs, "batch_size": 32},
+    ).run()
+    return report.checkpoints[-1] / FINAL_MODEL_DIR
+
+
 def saved_table_model(directory: Path, *, seed: int = 0) -> tuple[Path, pd.DataFrame]:
     """A 3-class MLP with random weights on the bundled penguins table (string categories and
     gaps), its preprocessing fitted on every row; returns the folder and the raw feature rows."""
@@ -203,8 +218,8 @@ def plain_trainer(report, spec_changes: dict[str, Any] | None = None, **sections
     if spec_changes:
         plan = dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, **spec_changes))
 
-    def make(model, name, clock):
-        return PlainEngine(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
+    def make(model, name, clock, optim):
+        return PlainEngine(model, optim=optim, grad_accum_steps=1, clock=clock)
 
     return Trainer(plan, build_replicas(plan, make), report)
 

@@ -55,16 +55,29 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(rank: int, world_size: int, port: int, out_dir: str, settings: list) -> None:
+def run(
+    rank: int,
+    world_size: int,
+    port: int,
+    out_dir: str,
+    settings: list,
+    tables: tuple[dict, dict] | None = None,
+) -> None:
+    """``settings``: (model, strategy, ZeRO stage, data) each, the model and data named in
+    ``tables`` (``(DATA, MODELS)``, this module's by default)."""
     gloo_ranks.join(rank, world_size, port)
+    data, models = tables or (DATA, MODELS)
     results = {
-        "-".join(map(str, setting)): check(*setting, Path(out_dir), rank) for setting in settings
+        "-".join(map(str, setting)): check(*setting, Path(out_dir), rank, data, models)
+        for setting in settings
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
     gloo_ranks.leave()
 
 
-def check(kind: str, strategy: str, stage: int, data: str, out: Path, rank: int) -> dict:
+def check(
+    kind: str, strategy: str, stage: int, data: str, out: Path, rank: int, datas: dict, models: dict
+) -> dict:
     """Train to the end, then again from the first checkpoint; both runs' final metrics."""
     import torch
 
@@ -73,11 +86,11 @@ def check(kind: str, strategy: str, stage: int, data: str, out: Path, rank: int)
     from trainers.loop.plan import plan_run
     from trainers.loop.trainer import Trainer, build_replicas
 
-    sections = DATA[data]
+    sections = datas[data]
     cfg = RedblueConfig.model_validate(
         {
             **sections,
-            "model": MODELS[kind],
+            "model": models[kind],
             "strategy": {**sections.get("strategy", {}), "kind": strategy, "phase_steps": 4},
             "deepspeed": {**sections.get("deepspeed", {}), "zero_stage": stage},
             "scaling": {"num_workers": 2},
@@ -88,12 +101,12 @@ def check(kind: str, strategy: str, stage: int, data: str, out: Path, rank: int)
     saved = out / f"{kind}-{strategy}-{stage}-{data}"
 
     def trainer(report) -> Trainer:
-        def make(model, name, clock):
+        def make(model, name, clock, optim):
             loop = plan.loop
             return DeepSpeedEngine(
                 model,
                 ds=loop.deepspeed,
-                optim=loop.optim,
+                optim=optim,
                 micro_batch=loop.micro_batch,
                 clock=clock,
             )

@@ -22,6 +22,15 @@ class OptimConfig(Section):
     )
     lr: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum for sgd.")
+    beta1: float = Field(
+        0.9,
+        ge=0.0,
+        lt=1.0,
+        description="adam/adamw: decay of the gradient's running mean (GANs train with 0.5).",
+    )
+    beta2: float = Field(
+        0.999, ge=0.0, lt=1.0, description="adam/adamw: decay of the squared gradient's mean."
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="Weight decay.")
     schedule: Literal["constant", "step", "cosine"] = Field(
         "constant", description="Learning-rate schedule after warm-up."

@@ -19,7 +19,7 @@ CHECK_ROWS = 3
 
 
 def summary_rows(
-    deployment: Deployment, keys: ApiKeys, show_key: bool = False
+    deployment: Deployment, keys: ApiKeys, show_key: bool = False, route: str = "/v1/predict"
 ) -> list[tuple[str, str]]:
     args, bundle = deployment.args, deployment.bundle
     replicas = (
@@ -32,7 +32,7 @@ def summary_rows(
         ("model", f"{bundle.label}  ({bundle.uri})"),
         ("run_id", bundle.run_id or "-"),
         ("test metrics", metrics or "-"),
-        ("endpoint", f"{deployment.url}/v1/predict"),
+        ("endpoint", f"{deployment.url}{route}"),
         ("openapi", f"{deployment.url}/openapi.json (key required; /docs too)"),
         ("health", f"{deployment.url}/healthz (the only route without a key)"),
         ("replicas", replicas),
@@ -48,7 +48,9 @@ def summary_rows(
     return rows
 
 
-def curl_line(deployment: Deployment, keys: ApiKeys, request: dict) -> str:
+def curl_line(
+    deployment: Deployment, keys: ApiKeys, request: dict, route: str = "/v1/predict"
+) -> str:
     """A ready-to-paste curl command sending ``request``; the key is read from where it lives,
     never inlined."""
     secret = keys.shell_reference()
@@ -57,7 +59,7 @@ def curl_line(deployment: Deployment, keys: ApiKeys, request: dict) -> str:
     trust = f"--cacert {shlex.quote(cert)} " if cert and is_self_signed(cert) else ""
     return (
         f"curl -s {trust}-H \"Authorization: Bearer {secret}\" -H 'Content-Type: application/json' "
-        f"-d '{body}' {deployment.url}/v1/predict"
+        f"-d '{body}' {deployment.url}{route}"
     )
 
 
@@ -78,12 +80,12 @@ def check_requests(
         base_url=deployment.url, headers=headers, timeout=30, verify=verify
     ) as client:
         for index in range(len(inputs)):
-            response = client.post("/v1/predict", json=form.body(inputs[index : index + 1], None))
+            response = client.post(form.route, json=form.body(inputs[index : index + 1], None))
             ok &= response.status_code == 200
             shown = _answer(form, response)
             console.out.print(f"{form.noun} {index}: HTTP {response.status_code}  {shown}")
         if not form.one_per_request:
-            response = client.post("/v1/predict", json=form.body(inputs, None))
+            response = client.post(form.route, json=form.body(inputs, None))
             ok &= response.status_code == 200
             answer = _answer(form, response)
             console.out.print(f"all {len(inputs)} rows: HTTP {response.status_code}  {answer}")

@@ -175,9 +175,10 @@ def _serve(
         console.print_error(str(exc))
         return EXIT_INVALID
     sample, form = check_inputs(bundle), form_for(bundle.spec)
-    console.print_summary(summary_rows(deployment, keys, show), title=f"serving {bundle.label}")
+    rows = summary_rows(deployment, keys, show, form.route)
+    console.print_summary(rows, title=f"serving {bundle.label}")
     first = form.body(sample.inputs[:1], 4)
-    console.out.print("try it:\n  " + curl_line(deployment, keys, first))
+    console.out.print("try it:\n  " + curl_line(deployment, keys, first, form.route))
     if check:
         from ray import serve
 

@@ -94,6 +94,8 @@ def in_memory_reasons(cfg: RunSettings) -> list[str]:
         reasons.append("data.label_noise (the noisy rows are drawn from P' in memory)")
     if cfg.data.train_fraction < 1:
         reasons.append("data.train_fraction (drawn from P' in memory)")
+    if cfg.model.model_dump()["kind"] == "gan":
+        reasons.append("model.kind gan (its judge is fitted on P' in memory)")
     if cfg.data.split == "stratified":
         reasons.append("data.split stratified (drawn by class from the whole table)")
     return reasons

@@ -57,9 +57,7 @@ def conclude(
     model_dir = download_final_model(
         Checkpoint(storage.on_same_storage(best.checkpoint_path, sweep_dir))
     )
-    summary.model_uri = TrackedRun(best.run_id, cfg.name).log_model(
-        model_dir, plan.dataset.sample_input(plan.split.test[:5])
-    )
+    summary.model_uri = TrackedRun(best.run_id, cfg.name).log_model(model_dir, plan.model_sample())
     log_reports(cfg, plan, sweep_dir, ranked, {best.run_id: model_dir})
     version = register_version(
         summary.model_uri,

@@ -78,6 +78,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     plan: RunPlan = ray.get(loop_config["plan"])
     settings = plan.loop
     prepare_worker_env(settings.use_gpu)
+    from trainers.config import OptimConfig
     from trainers.engine.clock import RunClock
     from trainers.engine.deepspeed_engine import DeepSpeedEngine
     from trainers.loop.trainer import Trainer, TrainingDiverged, build_replicas
@@ -87,11 +88,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
 
-    def make_engine(model, name: str, clock: RunClock) -> DeepSpeedEngine:
+    def make_engine(model, name: str, clock: RunClock, optim: OptimConfig) -> DeepSpeedEngine:
         return DeepSpeedEngine(
             model,
             ds=settings.deepspeed,
-            optim=settings.optim,
+            optim=optim,
             micro_batch=settings.micro_batch,
             clock=clock,
         )
@@ -106,9 +107,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             events.put(("round" if "round" in metrics else "final", metrics))
         # A Tune trial learns where its workers run from its first report after each start.
         reported = {**metrics, **placement} if report_every_round else metrics
-        placement.clear()
         if report_every_round:  # Tune's schedulers read val_loss every round: the latest
             tune_val_loss(reported, decided)
+            if "val_loss" not in reported:  # before the first evaluation (strategy.eval_every)
+                return  # nothing for a scheduler yet (nor a checkpoint worth resuming)
+        placement.clear()
         if checkpoint_dir is not None:
             ray.train.report(reported, checkpoint=Checkpoint.from_directory(str(checkpoint_dir)))
         elif report_every_round:  # a Tune trial: each round is a result for the scheduler

@@ -145,7 +145,7 @@ def train(
             raise RuntimeError("training ended without a final checkpoint")
         tracked.log_metrics(result.final_metrics, step=num_rounds)
         model_dir = download_final_model(result.checkpoint)
-        model_uri = tracked.log_model(model_dir, plan.dataset.sample_input(plan.split.test[:5]))
+        model_uri = tracked.log_model(model_dir, plan.model_sample())
         log_evaluation(tracked, model_dir, plan)
         tracked.finish()
     except KeyboardInterrupt:

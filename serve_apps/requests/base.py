@@ -81,6 +81,9 @@ class RequestForm:
     scale: Callable[[nn.Module, ModelSpec], tuple[Any, Any]] = target_scale
     one_per_request: bool = False  # deploy --check sends the inputs one by one only
     noun: str = "row"
+    # What the metrics count as predicted labels (a generative model's: each row's class).
+    counted: Callable[[np.ndarray], np.ndarray] = lambda predictions: predictions
+    route: str = "/v1/predict"  # a generative model's: /v1/generate
 
 
 def per_target(values: dict[str, list[float]]) -> str:

@@ -192,8 +192,8 @@ def streamed_trainer(source: Path, report):
     stream = dataclasses.replace(plan.stream, rows=LocalRows.of(plan.stream.rows))
     plan = dataclasses.replace(plan, stream=stream)
 
-    def make(model, name, clock):
-        return PlainEngine(model, optim=cfg.optim, grad_accum_steps=1, clock=clock)
+    def make(model, name, clock, optim):
+        return PlainEngine(model, optim=optim, grad_accum_steps=1, clock=clock)
 
     return Trainer(plan, build_replicas(plan, make), report)
 

@@ -11,12 +11,19 @@ from typing import Annotated, Any
 
 from pydantic import Discriminator, Tag
 
-from trainers.families import linear, mlp, recurrent
+from trainers.families import gan, linear, mlp, recurrent
 from trainers.families.base import Family
 
 FAMILIES: dict[str, Family] = {
     family.kind: family
-    for family in (mlp.FAMILY, linear.FAMILY, recurrent.RNN, recurrent.LSTM, recurrent.GRU)
+    for family in (
+        mlp.FAMILY,
+        linear.FAMILY,
+        recurrent.RNN,
+        recurrent.LSTM,
+        recurrent.GRU,
+        gan.FAMILY,
+    )
 }
 
 DEFAULT_KIND = "mlp"
@@ -34,7 +41,8 @@ ModelConfig = Annotated[
     | Annotated[linear.LinearConfig, Tag("linear")]
     | Annotated[recurrent.RecurrentConfig, Tag("rnn")]
     | Annotated[recurrent.RecurrentConfig, Tag("lstm")]
-    | Annotated[recurrent.RecurrentConfig, Tag("gru")],
+    | Annotated[recurrent.RecurrentConfig, Tag("gru")]
+    | Annotated[gan.GANConfig, Tag("gan")],
     Discriminator(_kind),
 ]
 

@@ -7,13 +7,13 @@ plans a run before torch loads. A family module imports torch inside the functio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from trainers.config import Section
+from trainers.config import OptimConfig, Section
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ class Objective(Protocol):
         targets: torch.Tensor,
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One micro-step of training on a batch; returns the detached training loss. ``weights``
+        """One micro-step of training on a batch; returns the detached training loss (a vector
+        with the losses the objective names in an ``extra_losses`` attribute after it, where it
+        has one: a GAN's discriminator loss). ``weights``
         (one per sample, from ``strategy.clean``) weigh each sample's loss: the batch's loss is
         their weighted mean, and a sample of weight 0 contributes no gradient."""
         ...
@@ -69,6 +71,11 @@ def one_network(model: nn.Module) -> dict[str, nn.Module]:
     return {"model": model}
 
 
+def same_optim(network: str, optim: OptimConfig, options: dict) -> OptimConfig:
+    """Every network of a family trains with the run's ``optim`` section."""
+    return optim
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family (torchtitan's ``TrainSpec`` is the pattern): registered by ``kind`` in
@@ -82,5 +89,11 @@ class Family:
     objective: Callable[[ModelSpec, nn.Module, Sequence[float] | None], Objective]
     predict: Callable[[nn.Module, ModelSpec, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
     networks: Callable[[nn.Module], dict[str, nn.Module]] = one_network  # engine + fusion each
+    # The optimizer settings of one network (by name) from ``optim`` and the ``model:`` options.
+    network_optim: Callable[[str, OptimConfig, dict], OptimConfig] = same_optim
     pbt_mutable: tuple[str, ...] = ()  # ``model.*`` keys PBT may change while a trial runs
     data_kinds: tuple[str, ...] = ("table",)  # the data.kind(s) it trains on
+    # The task its models are, when not their data's kind (a GAN's: generation, from a table).
+    task: str | None = None
+    # ``optim.*`` defaults of its own (a key the config sets keeps the config's value).
+    optim_defaults: Mapping[str, Any] = field(default_factory=dict)

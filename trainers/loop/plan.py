@@ -9,6 +9,7 @@ workers take the plan only, never the config again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,16 @@ class RunPlan:
 
     @property
     def task(self) -> Task:
-        return task_of(self.loop.data_kind)
+        return task_of(self.family.task or self.loop.data_kind)
+
+    def model_sample(self) -> Any:
+        """A few inputs of the trained model as a user gives them (its logged signature): rows
+        of T, or a task's example requests (a generative model's)."""
+        if self.task.asks_requests:
+            import pandas as pd
+
+            return pd.DataFrame(self.task.example_input(self.spec, 5))
+        return self.dataset.sample_input(self.split.test[:5])
 
     def for_workers(self) -> RunPlan:
         """This plan without the raw table (workers train on the encoded features)."""
@@ -60,13 +70,14 @@ class RunPlan:
 def plan_run(cfg: RunSettings) -> RunPlan:
     """Load and split the data and size the rounds; raises DataError on unusable data."""
     kind = str(cfg.model.model_dump()["kind"])
-    takes = family_of(kind).data_kinds
+    family = family_of(kind)
+    takes = family.data_kinds
     if cfg.data.kind not in takes:
         raise DataError(
             f"model.kind {kind} takes data.kind: {' or '.join(takes)}, but data.kind is "
             f"{cfg.data.kind}"
         )
-    prepared = task_of(cfg.data.kind).prepare(cfg)
+    prepared = task_of(family.task or cfg.data.kind).prepare(cfg)
     if cfg.strategy.clean != "off" and prepared.dataset.task != "classification":
         raise DataError(
             f"strategy.clean needs classification (it finds wrong class labels); the task here is "

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainers.config import OptimConfig
 from trainers.data.batches import batch_indices, shard
 from trainers.engine import distributed
 from trainers.engine.base import Engine, Replica
@@ -73,13 +74,16 @@ def shared(array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array)
 
 
-def build_replicas(
-    plan: RunPlan, make_engine: Callable[[torch.nn.Module, str, RunClock], Engine]
-) -> dict[str, Replica]:
+MakeEngine = Callable[[torch.nn.Module, str, RunClock, OptimConfig], Engine]
+
+
+def build_replicas(plan: RunPlan, make_engine: MakeEngine) -> dict[str, Replica]:
     """The replicas (red and blue, or standard) from one initialization (same seed), fitted on
-    the training pool P' by their family: an engine per network of the family."""
+    the training pool P' by their family: an engine per network of the family, each with its
+    optimizer settings (``Family.network_optim``)."""
     family, dataset, train = plan.family, plan.dataset, plan.split.train
     targets = dataset.labels[train] if plan.spec.task == "regression" else None
+    options = plan.spec.options
     replicas = {}
     for name in plan.rounds.steps_per_replica:
         torch.manual_seed(plan.loop.seed)
@@ -91,7 +95,9 @@ def build_replicas(
             family.fit(model, dataset.features[train], targets)
         clock = plan.rounds.clock(name)
         replicas[name] = {
-            network: make_engine(module, name, clock)
+            network: make_engine(
+                module, name, clock, family.network_optim(network, plan.loop.optim, options)
+            )
             for network, module in family.networks(model).items()
         }
     return replicas
@@ -170,19 +176,22 @@ class Trainer:
     # -- one round -----------------------------------------------------------------------------
     def _train_round(self, round_index: int) -> dict[str, float]:
         metrics: dict[str, float] = {"round": float(round_index + 1)}
+        names = ("train_loss", *getattr(self.objective, "extra_losses", ()))
         for name, replica in self.replicas.items():
-            loss = self._train_phase(name, replica, self.rounds.steps_per_replica[name])
-            if not math.isfinite(loss):
+            losses = self._train_phase(name, replica, self.rounds.steps_per_replica[name])
+            if not all(math.isfinite(loss) for loss in losses):
                 raise TrainingDiverged(round_index + 1, name)
-            metrics["train_loss" if name == "standard" else f"{name}/train_loss"] = loss
+            for loss_name, loss in zip(names, losses, strict=True):
+                metrics[loss_name if name == "standard" else f"{name}/{loss_name}"] = loss
             if self.red_blue:
                 metrics[f"{name}/lr"] = self._lr(replica)
         # Schedules run on the round clock: at the end of a round every replica has this lr.
         metrics["lr"] = self._lr(next(iter(self.replicas.values())))
         return metrics
 
-    def _train_phase(self, name: str, replica: Replica, steps: int) -> float:
-        """``steps`` optimizer steps of one replica on its part; returns the mean loss."""
+    def _train_phase(self, name: str, replica: Replica, steps: int) -> list[float]:
+        """``steps`` optimizer steps of one replica on its part; returns the mean loss (and the
+        objective's ``extra_losses``, a GAN's discriminator loss)."""
         for engine in replica.values():
             engine.module.train()
         stream = (self.cfg.seed, COLOR_STREAM[name], self.rank)
@@ -203,9 +212,9 @@ class Trainer:
                 )
             if self.first_step_at is None:
                 self.first_step_at = time.time()  # start-up cost, reported once per attempt
-            total += loss.detach().double().cpu()
+            total = total + loss.detach().double().cpu().reshape(-1)
         self.state.steps[name] += steps
-        return distributed.all_reduce_mean([float(total) / micro_steps])[0]
+        return distributed.all_reduce_mean([float(value) / micro_steps for value in total])
 
     def _evaluate(self, round_index: int, metrics: dict[str, float], is_last: bool) -> bool:
         """Score this evaluation (``trainers.loop.evaluation``: slices of large parts), flag

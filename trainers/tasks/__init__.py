@@ -12,14 +12,17 @@ from __future__ import annotations
 from trainers.dataset import InputSchema
 from trainers.families import family_of
 from trainers.spec import ModelSpec
-from trainers.tasks import sequence, series, table
+from trainers.tasks import generation, sequence, series, table
 from trainers.tasks.base import Task
 
-TASKS: dict[str, Task] = {task.kind: task for task in (table.TASK, sequence.TASK, series.TASK)}
+TASKS: dict[str, Task] = {
+    task.kind: task for task in (table.TASK, sequence.TASK, series.TASK, generation.TASK)
+}
 
 
 def task_of(kind: str) -> Task:
-    """The registered task of ``data.kind``; a ValueError names the known ones otherwise."""
+    """The registered task of ``data.kind`` (or a family's own, ``generation``); a ValueError
+    names the known ones otherwise."""
     try:
         return TASKS[kind]
     except KeyError:
@@ -28,7 +31,7 @@ def task_of(kind: str) -> Task:
 
 def task_for(spec: ModelSpec) -> Task:
     """The task a model was trained on: the kind whose entry its stored preprocessing holds
-    (``sequence``, ``series``), else the first data kind its family takes."""
+    (``sequence``, ``series``, ``generation``), else the first data kind its family takes."""
     stored = [kind for kind in TASKS if kind in spec.preprocessing]
     return TASKS[stored[0] if stored else family_of(spec.kind).data_kinds[0]]
 

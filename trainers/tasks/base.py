@@ -95,3 +95,9 @@ class Task:
     score: Callable[[ModelSpec], ScoreRule] = lambda spec: ScoreRule.for_task(spec.task)
     batch_prediction: bool = True  # ``redblue predict``: rows that Ray Data may batch apart
     streams: bool = False  # data.streaming: its samples are independent rows of files
+    # Its model takes requests, not samples of the data (generation): examples come from
+    # ``example_input``, and a model is scored by ``measure`` rather than by its predictions.
+    asks_requests: bool = False
+    # (model, spec, dataset, split) -> the score's metric on T, for a task whose score is not a
+    # function of predictions and truth (generation: test_fd, in the model's judge's features).
+    measure: Callable[[Any, ModelSpec, Dataset, Split], float] | None = None

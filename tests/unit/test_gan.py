@@ -1,0 +1,167 @@
+"""``model.kind: gan`` through the real loop on plain PyTorch engines (one process): every loss,
+with and without conditioning and spectral normalization, learns the penguins table (categories
+and gaps) and improves ``test_fd``; both networks are fused exactly and resume exactly; the
+config, the refusals, the judge, the Fréchet distance, and the requests a model takes and the
+rows it answers."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from orchestrator.config import ConfigError, validate
+from tests.helpers import Recorder, plain_trainer, saved_gan, without_timing
+from trainers.engine.checkpoint import FINAL_MODEL_DIR
+from trainers.engine.fusion import engines, fuse_into_both, fuse_tensors
+from trainers.errors import DataError, InputError
+from trainers.families.gan_net import frechet_distance, moments
+from trainers.loop.plan import plan_run
+from trainers.models import as_output, load_model, predict
+from trainers.tasks import input_schema, task_for
+
+PENGUINS = {"data": {"source": "penguins", "label": "species"}}
+SMALL: dict = {}  # the default widths
+
+
+def gan_trainer(report, model: dict, epochs: float = 50, **sections):
+    return plain_trainer(
+        report,
+        **PENGUINS,
+        model={"kind": "gan", **SMALL, **model},
+        optim={"epochs": epochs, "batch_size": 32},
+        **sections,
+    )
+
+
+@pytest.mark.parametrize(
+    "loss, conditional, spectral_norm",
+    list(itertools.product(("bce", "hinge", "wgan_gp"), (True, False), (True, False))),
+)
+def test_each_loss_learns_the_table(tmp_path, loss, conditional, spectral_norm):
+    model = {"loss": loss, "conditional": conditional, "spectral_norm": spectral_norm}
+    trainer = gan_trainer(Recorder(tmp_path), model, strategy={"kind": "standard"})
+    before = trainer.evaluator.test_metrics({"untrained": trainer.replicas["standard"]})
+    after = trainer.run().metrics
+    assert after["test_fd"] < 0.75 * before["untrained"]["test_fd"], (before, after)
+    assert after["test_fd_real"] == before["untrained"]["test_fd_real"] > 0
+    assert ("test_label_accuracy" in after) == conditional
+
+
+def test_red_blue_trains_two_pairs_logs_both_losses_and_saves_a_generator(tmp_path):
+    report = Recorder(tmp_path)
+    final = gan_trainer(report, {}, epochs=100).run().metrics
+    rounds = [m for m in report.metrics if "round" in m]
+    assert {"red/train_loss", "red/d_loss", "blue/train_loss", "blue/d_loss"} <= set(rounds[0])
+    assert final["test_label_accuracy"] > 0.6 and final["test_classes_covered"] >= 2  # of 3
+    model, spec = load_model(report.checkpoints[-1] / FINAL_MODEL_DIR)
+    assert spec.task == "generation" and task_for(spec).kind == "generation"
+    rows = as_output(spec, predict(model, spec, input_schema(spec).rows({"n": 4, "seed": 3}))[0])
+    assert list(rows.columns) == [*spec.feature_names, "species"]
+    assert set(rows["island"]) <= {"Biscoe", "Dream", "Torgersen"}
+    assert rows["sex"].isin(["male", "female", None]).all()
+    assert (rows["body_mass_g"] % 1 == 0).all()  # whole grams, as in the table
+
+
+def test_fusion_writes_theta_f_into_both_networks_of_both_replicas(tmp_path):
+    trainer = gan_trainer(Recorder(tmp_path), {}, epochs=2)
+    trainer.run()
+    red, blue = trainer.replicas["red"], trainer.replicas["blue"]
+    with torch.no_grad():  # make the replicas differ
+        for param in blue["generator"].module.parameters():
+            param.add_(0.1)
+        for param in blue["discriminator"].module.parameters():
+            param.mul_(0.5)
+    before = {
+        t: [p.clone() for p in e.masters().tensors] for t, e in engines(trainer.replicas).items()
+    }
+    fuse_into_both(red, blue, 0.3)
+    for network in ("generator", "discriminator"):
+        fused = fuse_tensors(0.3, before[f"red-{network}"], before[f"blue-{network}"])
+        for replica in (red, blue):
+            for value, expected in zip(replica[network].masters().tensors, fused, strict=True):
+                assert torch.equal(value, expected)
+
+
+def test_a_gan_resumes_exactly_from_a_checkpoint(tmp_path):
+    sections = {"checkpoint": {"every_rounds": 2}}
+    report = Recorder(tmp_path / "full")
+    full = gan_trainer(report, {"loss": "wgan_gp"}, epochs=8, **sections).run()
+    resumed = gan_trainer(Recorder(tmp_path / "again"), {"loss": "wgan_gp"}, epochs=8, **sections)
+    torch.manual_seed(999)  # the checkpoint restores the RNG
+    resumed.restore(report.checkpoints[0])
+    assert without_timing(resumed.run().metrics) == without_timing(full.metrics)
+
+
+def test_the_config_names_a_bad_key_and_gives_gans_their_own_defaults():
+    cfg = validate({"model": {"kind": "gan"}})
+    assert (cfg.optim.lr, cfg.optim.beta1) == (1e-4, 0.5)
+    assert validate({"model": {"kind": "gan"}, "optim": {"lr": 0.01}}).optim.lr == 0.01
+    with pytest.raises(ConfigError, match="model.loss"):
+        validate({"model": {"kind": "gan", "loss": "lsgan"}})
+    with pytest.raises(ConfigError, match="model.d_steps"):
+        validate({"model": {"kind": "gan", "d_steps": 0}})
+    with pytest.raises(ConfigError, match="model.latent"):
+        validate({"model": {"kind": "gan", "latent": 0}})
+
+
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"strategy": {"clean": "prune"}}, "strategy.clean"),
+        ({"optim": {"class_weights": "balanced"}}, "optim.class_weights"),
+        ({"data": {"source": "diabetes"}}, "data.label 'target' is regression"),
+        ({"data": {"source": "penguins", "max_one_hot": 2}}, "data.max_one_hot to at least 3"),
+        (
+            {"model": {"kind": "gan", "loss": "wgan_gp"}, "deepspeed": {"zero_stage": 3}},
+            "ZeRO-3",
+        ),
+    ],
+)
+def test_what_a_gan_cannot_train_on_is_refused_before_ray(sections, message):
+    cfg = validate({"model": {"kind": "gan"}} | sections)
+    with pytest.raises(DataError, match=message):
+        plan_run(cfg)
+
+
+def test_the_frechet_distance_is_the_fid_formula():
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=(400, 3)), rng.normal(1.0, 2.0, size=(300, 3))
+    sums = {**moments("a", first), **moments("b", second)}
+    from scipy import linalg
+
+    c1, c2 = np.cov(first, rowvar=False), np.cov(second, rowvar=False)
+    expected = np.sum((first.mean(0) - second.mean(0)) ** 2) + np.trace(
+        c1 + c2 - 2 * np.real(linalg.sqrtm(c1 @ c2))
+    )
+    assert frechet_distance(sums, "a", "b") == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance({**moments("a", first), **moments("b", first)}, "a", "b") < 1e-6
+
+
+def test_requests_are_checked_and_the_same_seed_gives_the_same_rows(tmp_path):
+    model, spec = load_model(saved_gan(tmp_path))
+    schema = input_schema(spec)
+
+    def generate(request):
+        return as_output(spec, predict(model, spec, schema.rows(request))[0])
+
+    asked = generate({"n": 3, "label": "Gentoo", "seed": 7})
+    assert asked["species"].tolist() == ["Gentoo"] * 3
+    pd.testing.assert_frame_equal(asked, generate({"n": 3, "label": "Gentoo", "seed": 7}))
+    assert not asked.equals(generate({"n": 3, "label": "Gentoo", "seed": 8}))
+    frame = pd.DataFrame({"n": [1, 2], "label": ["Adelie", "Chinstrap"], "seed": [0, 1]})
+    assert generate(frame)["species"].tolist() == ["Adelie", "Chinstrap", "Chinstrap"]
+    for bad, message in [
+        ({"n": 2, "label": "Emperor"}, "unknown label 'Emperor'"),
+        ({"n": 0}, "n must be an integer from 1"),
+        ({"n": 1.5}, "n must be an integer"),
+        ({"n": "3"}, "n must be an integer"),
+        ({"n": 1, "colour": "red"}, r"unknown field\(s\) \['colour'\]"),
+        ({"n": 10**7}, "n must be an integer from 1 to"),
+        ([], "no request"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            schema.rows(bad)
