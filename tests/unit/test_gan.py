@@ -56,6 +56,7 @@ def test_red_blue_trains_two_pairs_logs_both_losses_and_saves_a_generator(tmp_pa
     final = gan_trainer(report, {}, epochs=100).run().metrics
     rounds = [m for m in report.metrics if "round" in m]
     assert {"red/train_loss", "red/d_loss", "blue/train_loss", "blue/d_loss"} <= set(rounds[0])
+    assert {"val/classes_covered", "val/label_accuracy"} <= set(rounds[-1])  # collapse shows
     assert final["test_label_accuracy"] > 0.6 and final["test_classes_covered"] >= 2  # of 3
     model, spec = load_model(report.checkpoints[-1] / FINAL_MODEL_DIR)
     assert spec.task == "generation" and task_for(spec).kind == "generation"

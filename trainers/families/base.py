@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 class Objective(Protocol):
     """How a family trains and is measured. A ``Replica`` maps each network's name to its engine
     (one per network: a family with two networks, such as a GAN, has two engines and two
-    optimizers per replica, and ``train_step`` decides how they step)."""
+    optimizers per replica, and ``train_step`` decides how they step).
+
+    Optional, where a family has them: ``extra_losses`` (the names of the losses ``train_step``
+    returns after the training loss) and ``monitored(outputs, targets)`` (more metrics of V at
+    each evaluation, logged as ``val/<name>``; a GAN's label accuracy and classes covered)."""
 
     def train_step(
         self,

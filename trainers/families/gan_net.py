@@ -365,6 +365,13 @@ class Adversarial:
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return torch.tensor(frechet_distance(self.summary(outputs, targets), "real", "fake"))
 
+    def monitored(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """At each evaluation, on V: what shows mode collapse (``val/classes_covered``) and a
+        generator that ignores the class (``val/label_accuracy``)."""
+        metrics = self.metrics(outputs, targets)
+        names = ("test_classes_covered", "test_label_accuracy")
+        return {f"val/{name[5:]}": metrics[name] for name in names if name in metrics}
+
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return self.metrics_of(self.summary(outputs, targets))
 

@@ -144,7 +144,9 @@ class Evaluator:
         outputs, targets = self.predict(replica, self.split.val)
         keep = None if self.cleaning is None else self.cleaning.clean_validation(outputs, targets)
         if keep is None:
-            return {"val_loss": float(self.objective.loss(outputs, targets))}
+            monitored = getattr(self.objective, "monitored", None)  # a GAN's collapse, on V
+            extra = monitored(outputs, targets) if monitored is not None else {}
+            return {"val_loss": float(self.objective.loss(outputs, targets)), **extra}
         kept = torch.as_tensor(keep)
         loss = self.objective.loss(outputs[kept], targets[kept])
         return {"val_loss": float(loss), "val/label_issues": float((~keep).sum())}
