@@ -40,16 +40,26 @@ def test_a_gan_trains_on_ray_and_its_run_generates_rows(train, mlflow_client):
     pd.testing.assert_frame_equal(rows, model.predict(asked))  # the same seed, the same rows
 
 
-def test_a_gan_sweep_registers_a_champion_by_test_fd(sweep, mlflow_client):
-    space = {"optim.lr": {"loguniform": [5e-5, 3e-4]}, "model.d_lr": {"choice": [2e-4, 8e-4]}}
+def test_a_pbt_sweep_of_both_learning_rates_registers_a_champion(sweep, mlflow_client):
+    """Population-based training of the generator's and the discriminator's learning rates (as
+    Ray's PBT DCGAN does): a trial continues from the other's checkpoint with perturbed rates,
+    and the best trial's model is registered as the champion, ranked by test_fd."""
+    space = {"optim.lr": {"loguniform": [5e-5, 3e-4]}, "model.d_lr": {"loguniform": [2e-4, 1e-3]}}
     code, summary = sweep(
-        "gan-sweep",
-        **{**PENGUINS, "optim": {"epochs": 10, "batch_size": 32}},
-        sweep={"space": space, "num_samples": 2, "max_concurrent": 2, "scheduler": "fifo"},
+        "gan-pbt",
+        **{**PENGUINS, "optim": {"epochs": 12, "batch_size": 32}, "strategy": {"eval_every": 1}},
+        checkpoint={"every_rounds": 2, "keep": 1},
+        sweep={"space": space, "num_samples": 2, "max_concurrent": 2, "scheduler": "pbt"},
     )
     assert code == 0 and summary is not None and summary.alias == "champion"
-    champion = mlflow_client.get_model_version_by_alias("gan-sweep", "champion")
+    champion = mlflow_client.get_model_version_by_alias("gan-pbt", "champion")
     assert str(champion.version) == summary.version
     trials = children(mlflow_client, summary.parent_run_id)
-    assert len(trials) == 2 and all("model.d_lr" in t.data.params for t in trials)
-    assert all("test_fd" in t.data.metrics for t in trials)
+    assert len(trials) == 2 and all("test_fd" in t.data.metrics for t in trials)
+    exploited = [t for t in trials if "redblue.pbt.exploits" in t.data.tags]
+    assert exploited, [t.data.tags for t in trials]
+    rates = [
+        {m.value for m in mlflow_client.get_metric_history(t.info.run_id, "pbt/model.d_lr")}
+        for t in exploited
+    ]
+    assert max(len(values) for values in rates) >= 2, rates  # the discriminator's, perturbed

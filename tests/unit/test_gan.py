@@ -166,3 +166,33 @@ def test_requests_are_checked_and_the_same_seed_gives_the_same_rows(tmp_path):
     ]:
         with pytest.raises(InputError, match=message):
             schema.rows(bad)
+
+
+def test_the_quality_report_follows_sdmetrics_definitions():
+    from scipy.stats import ks_2samp
+
+    from trainers.data.table_quality import (
+        correlation_similarity,
+        ks_complement,
+        quality,
+        tv_complement,
+    )
+
+    rng = np.random.default_rng(1)
+    first, second = rng.normal(size=300), rng.normal(0.3, 1.2, size=200)
+    expected = 1 - ks_2samp(first, second).statistic
+    assert ks_complement(pd.Series(first), pd.Series(second)) == pytest.approx(expected)
+    real, generated = pd.Series(["x", "x", "y", None]), pd.Series(["x", "y", "y", "y"])
+    assert tv_complement(real, generated) == pytest.approx(0.5)  # 1 - (0.25 + 0.5 + 0.25) / 2
+    assert tv_complement(pd.Series([2007, 2008]), pd.Series(["2007", 2008.0], dtype=object)) == 1.0
+    pairs = pd.DataFrame({"a": first[:200], "b": first[:200] * 2 + rng.normal(size=200)})
+    shuffled = pairs.assign(b=rng.permutation(pairs["b"].to_numpy()))
+    r_real, r_shuffled = pairs.corr().iloc[0, 1], shuffled.corr().iloc[0, 1]
+    similarity = correlation_similarity(pairs, shuffled)
+    assert similarity == pytest.approx(1 - abs(r_real - r_shuffled) / 2)
+    table = pairs.assign(c=rng.choice(["p", "q"], size=200))
+    assert quality(table, table, ["a", "b"]) == {
+        "quality": 1.0,
+        "column_shapes": 1.0,
+        "column_pair_trends": 1.0,
+    }

@@ -21,7 +21,10 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from trainers.data.preprocessing import category_key
+
 PAIR_BINS = 10
+MISSING = "<missing>"
 
 
 def quality(real: pd.DataFrame, generated: pd.DataFrame, numbers: list[str]) -> dict[str, float]:
@@ -69,10 +72,8 @@ def ks_complement(real: pd.Series, generated: pd.Series) -> float:
 
 def tv_complement(real: pd.Series, generated: pd.Series) -> float:
     """1 - half the summed differences of each value's share (a gap is a value)."""
-    first = real.astype(object).where(real.notna(), "<missing>").value_counts(normalize=True)
-    second = (
-        generated.astype(object).where(generated.notna(), "<missing>").value_counts(normalize=True)
-    )
+    first = _categories(real).value_counts(normalize=True)
+    second = _categories(generated).value_counts(normalize=True)
     both = first.index.union(second.index)
     difference = first.reindex(both, fill_value=0.0) - second.reindex(both, fill_value=0.0)
     return float(1.0 - 0.5 * difference.abs().sum())
@@ -98,6 +99,11 @@ def contingency_similarity(
     return float(1.0 - 0.5 * difference.abs().sum())
 
 
+def _categories(values: pd.Series) -> pd.Series:
+    """Category values as the preprocessing keys them (2007 and 2007.0 alike), a gap a value."""
+    return values.map(lambda value: category_key(value) or MISSING)
+
+
 def _correlation(values: np.ndarray) -> float:
     if len(values) < 2 or np.any(values.std(axis=0) == 0):
         return 0.0
@@ -110,15 +116,12 @@ def _binned(
     """A column's (real, generated) values as categories: numbers in ``PAIR_BINS`` bins of the
     real range (values beyond it in the edge bins), gaps as a category of their own."""
     if column not in numbers:
-        return tuple(
-            frame[column].astype(object).where(frame[column].notna(), "<missing>").astype(str)
-            for frame in (real, generated)
-        )  # type: ignore[return-value]
+        return _categories(real[column]), _categories(generated[column])
     low, high = real[column].min(), real[column].max()
     edges = np.linspace(low, high, PAIR_BINS + 1)[1:-1]
 
     def bins(values: pd.Series) -> pd.Series:
         codes = np.digitize(values.to_numpy(np.float64), edges).astype(str)
-        return pd.Series(np.where(values.isna(), "<missing>", codes), index=values.index)
+        return pd.Series(np.where(values.isna(), MISSING, codes), index=values.index)
 
     return bins(real[column]), bins(generated[column])
