@@ -6,6 +6,9 @@ holds, generated for T's classes (seed 0), against T's own rows.
 - ``generated_rows.csv``: the generated rows, with the source's columns;
 - ``generated_grid.png`` for a table of pixels (a square number of number columns, such as the
   digits' 64): the rows drawn as images, a row of them per class.
+
+At each evaluation of ``redblue train`` the rows the model draws (its objective's ``samples``)
+go under ``samples/``: such a grid, or a CSV for other tables.
 """
 
 from __future__ import annotations
@@ -54,25 +57,50 @@ def log_generation(run: TrackedRun, model, spec: ModelSpec, plan: RunPlan) -> No
     }
     run.client.log_dict(run.run_id, {**scores, "column_shapes_by_column": shapes}, "quality.json")
     run.client.log_text(run.run_id, generated.to_csv(index=False), "generated_rows.csv")
-    side = math.isqrt(len(numbers))
-    if side >= 4 and side * side == len(numbers) == len(of_model(spec).columns):
-        figure = _grid(model, spec, side)
-        run.client.log_figure(run.run_id, figure, GRID_FILE)
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
+    if pixels_side(spec):
+        labels = [c for c in spec.classes for _ in range(GRID_PER_CLASS)]
+        _log_grid(run, spec, generated_for(model, spec, labels, seed=1000), GRID_FILE)
 
 
-def _grid(model, spec: ModelSpec, side: int):
-    """``GRID_PER_CLASS`` generated rows of each class, drawn as ``side`` x ``side`` images."""
+def log_samples(run: TrackedRun, spec: ModelSpec, round_number: int, rows: np.ndarray) -> None:
+    """The rows a generative model drew at an evaluation (``samples`` of its objective): a grid
+    of images for a table of pixels, else a CSV, under ``samples/``."""
+    from trainers.models import as_output
+
+    generated = as_output(spec, rows)
+    name = f"samples/round_{round_number:05d}"
+    if pixels_side(spec):
+        _log_grid(run, spec, generated, f"{name}.png")
+    else:
+        run.client.log_text(run.run_id, generated.to_csv(index=False), f"{name}.csv")
+
+
+def pixels_side(spec: ModelSpec) -> int:
+    """The side of the images a table of pixels holds (a square number, 16 or more, of number
+    columns and nothing else), else 0."""
+    fitted = of_model(spec)
+    side = math.isqrt(len(fitted.columns))
+    square = side >= 4 and side * side == len(fitted.columns)
+    return side if square and all(c.type == "number" for c in fitted.columns) else 0
+
+
+def _log_grid(run: TrackedRun, spec: ModelSpec, rows: pd.DataFrame, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    figure = _grid(spec, rows)
+    run.client.log_figure(run.run_id, figure, name)
+    plt.close(figure)
+
+
+def _grid(spec: ModelSpec, rows: pd.DataFrame):
+    """Generated ``rows`` (``GRID_PER_CLASS`` of each class, in class order) as images."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    classes = list(spec.classes)
-    labels = [c for c in classes for _ in range(GRID_PER_CLASS)]
-    rows = generated_for(model, spec, labels, seed=1000)
+    classes, side = list(spec.classes), pixels_side(spec)
+    labels = rows.iloc[:, -1].tolist()
     pixels = rows[list(of_model(spec).names)].to_numpy(np.float64)
     figure, axes = plt.subplots(
         len(classes), GRID_PER_CLASS, figsize=(GRID_PER_CLASS * 0.8, len(classes) * 0.8)

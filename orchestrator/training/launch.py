@@ -104,6 +104,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         if rank == 0 and events is not None:
+            samples = trainer.evaluator.samples  # a generative model's rows of this evaluation
+            if samples is not None and "round" in metrics:
+                events.put(("samples", {"round": metrics["round"], "rows": samples.tolist()}))
+                trainer.evaluator.samples = None
             events.put(("round" if "round" in metrics else "final", metrics))
         # A Tune trial learns where its workers run from its first report after each start.
         reported = {**metrics, **placement} if report_every_round else metrics

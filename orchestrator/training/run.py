@@ -6,9 +6,12 @@ import time
 import traceback
 from dataclasses import dataclass
 
+import numpy as np
+
 from orchestrator import console
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from orchestrator.generation_report import log_samples
 from orchestrator.streaming.choice import PendingStream
 from orchestrator.streaming.plan import describe, plan_or_refuse
 from trainers.engine.checkpoint import LABEL_ISSUES_FILE
@@ -119,6 +122,8 @@ def train(
             )
         elif kind == "diverged":
             console.print_error(str(payload["message"]))
+        elif kind == "samples":  # a generative model's rows at an evaluation
+            log_samples(tracked, plan.spec, int(payload["round"]), np.asarray(payload["rows"]))
 
     try:
         if ray_problem is not None:

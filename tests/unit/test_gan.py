@@ -53,7 +53,12 @@ def test_each_loss_learns_the_table(tmp_path, loss, conditional, spectral_norm):
 
 def test_red_blue_trains_two_pairs_logs_both_losses_and_saves_a_generator(tmp_path):
     report = Recorder(tmp_path)
-    final = gan_trainer(report, {}, epochs=100).run().metrics
+    trainer = gan_trainer(report, {}, epochs=100)
+    final = trainer.run().metrics
+    samples = trainer.evaluator.samples  # the last evaluation's rows, 8 of each class
+    assert samples is not None and samples[:, -1].tolist() == [
+        c for c in (0, 1, 2) for _ in range(8)
+    ]
     rounds = [m for m in report.metrics if "round" in m]
     assert {"red/train_loss", "red/d_loss", "blue/train_loss", "blue/d_loss"} <= set(rounds[0])
     assert {"val/classes_covered", "val/label_accuracy"} <= set(rounds[-1])  # collapse shows

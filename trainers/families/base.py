@@ -30,8 +30,10 @@ class Objective(Protocol):
     optimizers per replica, and ``train_step`` decides how they step).
 
     Optional, where a family has them: ``extra_losses`` (the names of the losses ``train_step``
-    returns after the training loss) and ``monitored(outputs, targets)`` (more metrics of V at
-    each evaluation, logged as ``val/<name>``; a GAN's label accuracy and classes covered)."""
+    returns after the training loss), ``monitored(outputs, targets)`` (more metrics of V at
+    each evaluation, logged as ``val/<name>``; a GAN's label accuracy and classes covered) and
+    ``samples(replica)`` (what the evaluated model generates, as ``predict`` answers: a GAN's
+    rows of each class, drawn in MLflow at each evaluation)."""
 
     def train_step(
         self,

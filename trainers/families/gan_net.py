@@ -35,6 +35,7 @@ from trainers.spec import ModelSpec
 
 GUMBEL_TAU = 0.2
 COVERED_SHARE = 0.25  # a class is covered when at least this share of its asked rows read as it
+SAMPLES_PER_CLASS, SAMPLES_SEED = 8, 1000  # the rows drawn at each evaluation
 
 
 def _weight_dtype(module: nn.Module) -> torch.dtype:
@@ -364,6 +365,18 @@ class Adversarial:
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return torch.tensor(frechet_distance(self.summary(outputs, targets), "real", "fake"))
+
+    @torch.no_grad()
+    def samples(self, replica: Replica) -> np.ndarray:
+        """``SAMPLES_PER_CLASS`` rows of each class from fixed noise (the same at every
+        evaluation, so the pictures show the generator change), as ``predict`` answers them."""
+        codes = np.repeat(np.arange(self.classes), SAMPLES_PER_CLASS)
+        offsets = np.arange(len(codes))
+        noise = noise_for(np.full(len(codes), SAMPLES_SEED), offsets, self)
+        for engine in replica.values():
+            engine.module.eval()
+        rows = self.generate(replica, torch.as_tensor(codes), noise).numpy()
+        return np.column_stack([rows, codes]).astype(np.float32)
 
     def monitored(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """At each evaluation, on V: what shows mode collapse (``val/classes_covered``) and a

@@ -103,6 +103,8 @@ class Evaluator:
         self.stream = stream  # a streamed table: split is its sample's, whole parts stream
         decide_every = streamed_decisions(cfg, stream.sizes) if stream is not None else None
         self.slices = Slices.of(split, cfg.strategy.eval_rows, cfg.seed, decide_every)
+        # A generative objective's rows from the latest evaluation's model (``samples``).
+        self.samples: np.ndarray | None = None
 
     def evaluate(
         self, replicas: dict[str, Replica], evaluation: int, decide: bool
@@ -111,6 +113,7 @@ class Evaluator:
         candidate's ``val_loss`` on all of V when ``decide`` (else ``val/slice_loss``)."""
         val = self.slices.take("val", evaluation)
         if "standard" in replicas:
+            self._sample(replicas["standard"])
             return self.agreed(self._fused_loss(replicas["standard"], decide, val))
         red, blue = replicas["red"], replicas["blue"]
         metrics = self.agreed(
@@ -124,9 +127,16 @@ class Evaluator:
         alpha = self._alpha(metrics["red/holdout_loss"], metrics["blue/holdout_loss"])
         with fused_view(red, blue, alpha) as fused:
             metrics.update(self.agreed(self._fused_loss(fused, decide, val)))
+            self._sample(fused)
         metrics["fusion/alpha"] = alpha
         metrics["fusion/divergence"] = divergence(red, blue, alpha)
         return metrics
+
+    def _sample(self, replica: Replica) -> None:
+        """The evaluated model's rows, where the objective draws them (every worker: under
+        ZeRO-3 a forward pass is a collective)."""
+        sampler = getattr(self.objective, "samples", None)
+        self.samples = sampler(replica) if sampler is not None else None
 
     def alpha_now(self, replicas: dict[str, Replica], evaluation: int) -> float:
         """alpha from the held-out losses of now (a fusion in a round without evaluation)."""

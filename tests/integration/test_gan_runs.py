@@ -32,6 +32,8 @@ def test_a_gan_trains_on_ray_and_its_run_generates_rows(train, mlflow_client):
         assert len(mlflow_client.get_metric_history(summary.run_id, loss)) > 5, loss
     artifacts = {a.path for a in mlflow_client.list_artifacts(summary.run_id)}
     assert {"generated_rows.csv", "quality.json", "preprocessing.json"} <= artifacts
+    drawn = [a.path for a in mlflow_client.list_artifacts(summary.run_id, "samples")]
+    assert len(drawn) >= 2 and all(path.endswith(".csv") for path in drawn)  # each evaluation
     model = mlflow.pyfunc.load_model(summary.model_uri)
     asked = pd.DataFrame({"n": [2, 1], "label": ["Gentoo", "Adelie"], "seed": [4, 4]})
     rows = model.predict(asked)
