@@ -29,6 +29,23 @@ def test_red_blue_on_gpus_with_bf16(train, zero_stage):
     assert summary.metrics["test_accuracy"] >= 0.9
 
 
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_a_gan_trains_two_engines_per_replica_on_gpus(train, zero_stage):
+    """The generator's and discriminator's engines on CUDA (bf16, NCCL): noise, labels and rows
+    on the engines' device, a served model's rows back on the CPU."""
+    workers = max(1, min(2, torch.cuda.device_count()))
+    code, summary = train(
+        f"gpu-gan-zero{zero_stage}",
+        data={"source": "penguins", "label": "species"},
+        model={"kind": "gan"},
+        optim={"epochs": 30, "batch_size": 32},
+        scaling={"use_gpu": True, "num_workers": workers},
+        deepspeed={"zero_stage": zero_stage, "precision": "bf16"},
+    )
+    assert code == 0
+    assert 0 < summary.metrics["test_fd"] < 10 * summary.metrics["test_fd_real"]
+
+
 def test_a_checkpoint_restores_the_cuda_generator(tmp_path):
     """Dropout on a GPU draws from the CUDA generator: a resumed run must get it back."""
     from trainers.engine.checkpoint import LoopState, read_state, write_state

@@ -258,12 +258,14 @@ class Adversarial:
         """``d_steps`` discriminator steps, one generator step; returns (g_loss, d_loss)."""
         generator, discriminator = replica["generator"], replica["discriminator"]
         shaper: Generator = generator.module  # type: ignore[assignment]
-        real = shaper.scale(features)
+        device = shaper.input_mean.device  # the engines' (a GPU's, where they train on one)
+        real, targets = shaper.scale(features.to(device)), targets.to(device)
         count = len(real)
         d_loss = torch.zeros(())
         for _ in range(self.d_steps):
             with torch.no_grad():
-                raw = generator.forward(self._beside(torch.randn(count, self.latent), targets))
+                noise = torch.randn(count, self.latent, device=device)
+                raw = generator.forward(self._beside(noise, targets))
                 fake = shaper.shaped(raw, hard=False)
             d_loss = self._discriminator_loss(discriminator, real, fake, targets)
             discriminator.backward(d_loss)
@@ -272,7 +274,8 @@ class Adversarial:
         # and outside its engine: an engine's forward takes any backward through its output
         # for its own (DeepSpeed refuses it, or scales and reduces for its optimizer).
         with frozen(discriminator.module):
-            raw = generator.forward(self._beside(torch.randn(count, self.latent), targets))
+            noise = torch.randn(count, self.latent, device=device)
+            raw = generator.forward(self._beside(noise, targets))
             rows = self._beside(shaper.shaped(raw, hard=False), targets)
             scores = discriminator.module(rows)
             g_loss = F.softplus(-scores).mean() if self.loss_kind == "bce" else -scores.mean()
@@ -301,7 +304,7 @@ class Adversarial:
     ) -> torch.Tensor:
         """WGAN-GP's gradient penalty on rows between real and generated ones (a double
         backward through the discriminator)."""
-        mix = torch.rand(len(real), 1)
+        mix = torch.rand(len(real), 1, device=real.device)
         between = (mix * real + (1.0 - mix) * fake).requires_grad_(True)
         scores = discriminator.module(self._beside(between, labels))  # no engine hooks, as above
         (grads,) = torch.autograd.grad(scores.sum(), between, create_graph=True)
@@ -312,8 +315,9 @@ class Adversarial:
         """Encoded rows of the asked classes from ``noise`` (a row each), as a user gets them."""
         generator = replica["generator"]
         shaper: Generator = generator.module  # type: ignore[assignment]
-        raw = generator.forward(self._beside(noise, labels))
-        return shaper.encoded(shaper.shaped(raw, hard=True))
+        device = shaper.input_mean.device
+        raw = generator.forward(self._beside(noise.to(device), labels.to(device)))
+        return shaper.encoded(shaper.shaped(raw, hard=True)).cpu()
 
     @torch.no_grad()
     def outputs(self, replica: Replica, features: torch.Tensor) -> torch.Tensor:
