@@ -15,11 +15,16 @@ from trainers.tasks.base import DataReport
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-ROUND_FIELDS = (
+ROUND_FIELDS = (  # a GAN's train_loss is its generator's, d_loss its discriminator's
     ("red/train_loss", "red {:.4f}"),
+    ("red/d_loss", "(D {:.4f})"),
     ("blue/train_loss", "blue {:.4f}"),
+    ("blue/d_loss", "(D {:.4f})"),
     ("train_loss", "train {:.4f}"),
+    ("d_loss", "(D {:.4f})"),
     ("val_loss", "val {:.4f}"),
+    ("val/label_accuracy", "label acc {:.3f}"),
+    ("val/classes_covered", "classes {:.0f}"),
     ("val/slice_loss", "val slice {:.4f}"),
     ("fusion/divergence", "div {:.3f}"),
     ("lr", "lr {:.2e}"),

@@ -201,3 +201,15 @@ def test_the_quality_report_follows_sdmetrics_definitions():
         "column_shapes": 1.0,
         "column_pair_trends": 1.0,
     }
+
+
+def test_the_round_line_shows_both_losses_and_collapse():
+    from orchestrator.console import round_line
+
+    metrics = {"round": 3, "red/train_loss": 0.7, "red/d_loss": 1.2, "blue/train_loss": 0.6,
+               "blue/d_loss": 1.3, "val_loss": 8.1, "val/label_accuracy": 0.9,
+               "val/classes_covered": 10}  # fmt: skip
+    assert round_line(metrics, 9) == (
+        "round 3/9  red 0.7000  (D 1.2000)  blue 0.6000  (D 1.3000)  val 8.1000  label acc 0.900"
+        "  classes 10"
+    )
