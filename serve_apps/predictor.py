@@ -4,7 +4,9 @@ Requests from different clients are merged into one forward pass with ``@serve.b
 in rows (a 10-row request takes 10 of ``max_batch_size``; a forecaster's request is one row, its
 history's window). With ``batch_wait_timeout_s: 0`` a batch takes whatever is already queued and
 never waits: a lone request pays no batching delay, and under load the requests that arrive
-during one forward pass form the next batch.
+during one forward pass form the next batch. A generative model's requests are never merged: a
+forward pass over other rows could change the last bits of a request's rows, which must be the
+same for the same request.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ray import serve
 from serve_apps.api import Prediction, build_api
 from serve_apps.guard import AuditLog, KeyRing, audit_log_at
 from serve_apps.model_bundle import ModelBundle
+from serve_apps.requests import form_for
 from serve_apps.settings import ServeSection
 from trainers.models import predict
 
@@ -45,6 +48,7 @@ class ModelServer:
         self.bundle = bundle
         self.settings = settings
         self.model, self.spec = bundle.load()
+        self.batched = form_for(self.spec).batched
         self.keys = KeyRing(key_digests)
         self.audit = (
             AuditLog(
@@ -71,8 +75,10 @@ class ModelServer:
         )
 
     async def predict(self, rows: np.ndarray) -> Prediction:
-        """Predict ``rows``, batched with other requests unless batching is off or it is full."""
-        if self.settings.max_batch_size <= 1 or len(rows) >= self.settings.max_batch_size:
+        """Predict ``rows``, batched with other requests unless batching is off or it is full
+        (or the model's form asks for a forward pass of its own: a generative model's)."""
+        full = len(rows) >= self.settings.max_batch_size
+        if not self.batched or self.settings.max_batch_size <= 1 or full:
             return Prediction(*predict(self.model, self.spec, rows), batch_rows=len(rows))
         return await self._forward_batch(rows)
 

@@ -84,6 +84,9 @@ class RequestForm:
     # What the metrics count as predicted labels (a generative model's: each row's class).
     counted: Callable[[np.ndarray], np.ndarray] = lambda predictions: predictions
     route: str = "/v1/predict"  # a generative model's: /v1/generate
+    # Whether requests may share a forward pass (a generative model's rows must not depend on
+    # the rows they were computed with, to the last bit).
+    batched: bool = True
 
 
 def per_target(values: dict[str, list[float]]) -> str:

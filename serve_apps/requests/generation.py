@@ -169,4 +169,5 @@ FORM = RequestForm(
     scale=lambda model, spec: None,
     counted=lambda generated: generated[:, -1],
     route="/v1/generate",
+    batched=False,
 )

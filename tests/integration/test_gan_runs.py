@@ -4,6 +4,7 @@ generated rows, a pyfunc that generates), and a GAN sweep that registers a champ
 
 from __future__ import annotations
 
+import httpx
 import mlflow
 import pandas as pd
 import pytest
@@ -21,8 +22,13 @@ PENGUINS = {
 }
 
 
-def test_a_gan_trains_on_ray_and_its_run_generates_rows(train, mlflow_client):
-    code, summary = train("gan-penguins", **PENGUINS)
+@pytest.fixture(scope="module")
+def trained(train):
+    return train("gan-penguins", **PENGUINS)
+
+
+def test_a_gan_trains_on_ray_and_its_run_generates_rows(trained, mlflow_client):
+    code, summary = trained
     assert code == 0 and summary is not None
     run = mlflow_client.get_run(summary.run_id)
     metrics = run.data.metrics
@@ -40,6 +46,58 @@ def test_a_gan_trains_on_ray_and_its_run_generates_rows(train, mlflow_client):
     assert rows["species"].tolist() == ["Gentoo", "Gentoo", "Adelie"]
     assert {"island", "bill_length_mm", "sex"} <= set(rows.columns)
     pd.testing.assert_frame_equal(rows, model.predict(asked))  # the same seed, the same rows
+
+
+def test_served_rows_do_not_depend_on_the_requests_batched_with_them(
+    trained, serve_port, workspace
+):
+    """On Serve, concurrent requests (with batching on, which a generative model's requests
+    skip) each get, to the last bit, the rows they get alone. Without a key: 401; a bad label:
+    422."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    from orchestrator.serving.application import DeployArgs
+    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serving.rollout import start
+    from serve_apps.guard import key_digest
+    from serve_apps.settings import ServeSection
+
+    key = "gan-Zq8Lw3Nv5Rb7Tx2Ky4Hm"
+    settings = ServeSection(
+        port=serve_port, num_replicas=1, cpus_per_replica=0.25, max_rows=20,
+        batch_wait_timeout_s=0.2,
+    )  # fmt: skip
+    _, summary = trained
+    args = DeployArgs(
+        model=summary.model_uri,
+        name="gan-serve",
+        serve=settings,
+        key_digests=[key_digest(key)],
+        audit_log=str(workspace / "gan-audit.jsonl"),
+    )
+    deployment = start(args, resolve_bundle(parse_model_uri(summary.model_uri)), None)
+    try:
+        auth = {"Authorization": f"Bearer {key}"}
+        bodies = [{"n": 1 + i % 3, "labels": [species], "seed": i}
+                  for i, species in enumerate(["Adelie", "Gentoo", "Chinstrap"] * 3)]  # fmt: skip
+
+        def ask(body):
+            answer = httpx.post(f"{deployment.url}/v1/generate", json=body, headers=auth)
+            assert answer.status_code == 200, answer.text
+            return answer.json()["rows"]
+
+        alone = [ask(body) for body in bodies]
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            together = list(pool.map(ask, bodies))
+        assert together == alone
+        assert httpx.post(f"{deployment.url}/v1/generate", json=bodies[0]).status_code == 401
+        bad = httpx.post(f"{deployment.url}/v1/generate", json={"n": 1, "labels": ["Emperor"]},
+                         headers=auth)  # fmt: skip
+        assert bad.status_code == 422 and "Emperor" in bad.json()["message"]
+    finally:
+        serve.delete("gan-serve")
 
 
 def test_a_pbt_sweep_of_both_learning_rates_registers_a_champion(sweep, mlflow_client):
