@@ -18,7 +18,7 @@ from tests.helpers import Recorder, plain_trainer, saved_gan, without_timing
 from trainers.engine.checkpoint import FINAL_MODEL_DIR
 from trainers.engine.fusion import engines, fuse_into_both, fuse_tensors
 from trainers.errors import DataError, InputError
-from trainers.families.gan_net import frechet_distance, moments
+from trainers.families.gan_objective import frechet_distance, moments
 from trainers.loop.plan import plan_run
 from trainers.models import as_output, load_model, predict
 from trainers.tasks import input_schema, task_for

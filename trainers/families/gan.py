@@ -1,7 +1,8 @@
 """Generative adversarial networks on tables (``model.kind: gan``): a generator and a discriminator
 per replica, each its own engine and optimizer; plain, conditional, hinge and Wasserstein (with
 gradient penalty) losses, spectral normalization of the discriminator. Its models generate rows
-(``trainers.tasks.generation``); the torch code is ``trainers.families.gan_net``."""
+(``trainers.tasks.generation``); the torch code is ``trainers.families.gan_net`` (the networks)
+and ``trainers.families.gan_objective`` (training and measuring them)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from trainers.families.base import Objective
+    from trainers.families.gan_objective import Adversarial
 
 GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 D_LR_RATIO = 4  # the discriminator's lr over the generator's, unless model.d_lr is set
@@ -108,9 +110,27 @@ def fit(model: nn.Module, features: np.ndarray, targets: np.ndarray | None) -> N
 def objective(
     spec: ModelSpec, model: nn.Module, class_weights: Sequence[float] | None = None
 ) -> Objective:
-    from trainers.families.gan_net import Adversarial
+    return adversarial(spec)
 
-    return Adversarial.for_spec(spec)
+
+def adversarial(spec: ModelSpec) -> Adversarial:
+    """The objective of a model of this family, from its options and its stored judge."""
+    import torch
+
+    from trainers.data.judge import GENERATION, Generation
+    from trainers.families.gan_objective import Adversarial, Judge
+
+    cfg = GANConfig.model_validate(spec.options)
+    stored = Generation.from_dict(spec.preprocessing[GENERATION])
+    return Adversarial(
+        cfg.loss,
+        cfg.latent,
+        cfg.discriminator_steps,
+        cfg.gp_weight,
+        cfg.conditional,
+        Judge(stored.judge),
+        torch.tensor(stored.priors, dtype=torch.float64),
+    )
 
 
 def predict(
@@ -120,9 +140,9 @@ def predict(
     ``trainers.data.generation_input``): the encoded row with its class code last."""
     import torch
 
-    from trainers.families.gan_net import Adversarial, noise_for
+    from trainers.families.gan_objective import noise_for
 
-    objective = Adversarial.for_spec(spec)
+    objective = adversarial(spec)
     replica = {GENERATOR: _Bare(model.generator)}
     labels = torch.as_tensor(requests[:, 0].astype(np.int64))
     noise = noise_for(requests[:, 1].astype(np.int64), requests[:, 2].astype(np.int64), objective)

@@ -126,14 +126,15 @@ def measure(model: Any, spec: ModelSpec, dataset: Dataset, split: Split) -> floa
     import torch
 
     from trainers.families import family_of
-    from trainers.families.gan_net import Adversarial, frechet_distance, moments
+    from trainers.families.gan import adversarial
+    from trainers.families.gan_objective import frechet_distance, moments
 
     test = split.test
     real = of_model(spec).transform(dataset.raw_rows(test))
     requests = input_schema(spec).requested(len(test), None, 0)
     requests[:, 0] = dataset.labels[test]
     generated, _ = family_of(spec.kind).predict(model, spec, requests)
-    judge = Adversarial.for_spec(spec).judge
+    judge = adversarial(spec).judge
     sums = {}
     for name, rows in (("real", real), ("fake", generated[:, :-1])):
         features = judge.features(torch.as_tensor(rows, dtype=torch.float32)).double().numpy()
