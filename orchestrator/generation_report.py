@@ -20,7 +20,7 @@ import pandas as pd
 
 from orchestrator.tracking import TrackedRun
 from trainers.data.preprocessing import of_model
-from trainers.data.table_quality import ks_complement, quality, tv_complement
+from trainers.data.table_quality import column_shapes, quality
 from trainers.loop.plan import RunPlan
 from trainers.spec import ModelSpec
 
@@ -49,12 +49,7 @@ def log_generation(run: TrackedRun, model, spec: ModelSpec, plan: RunPlan) -> No
     numbers = [c.name for c in of_model(spec).columns if c.type == "number"]
     scores = quality(real, generated, numbers)
     run.log_metrics({f"test_{name}": value for name, value in scores.items()})
-    shapes = {
-        column: ks_complement(real[column], generated[column])
-        if column in numbers
-        else tv_complement(real[column], generated[column])
-        for column in real.columns
-    }
+    shapes = column_shapes(real, generated, numbers)
     run.client.log_dict(run.run_id, {**scores, "column_shapes_by_column": shapes}, "quality.json")
     run.client.log_text(run.run_id, generated.to_csv(index=False), "generated_rows.csv")
     if pixels_side(spec):

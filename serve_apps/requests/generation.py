@@ -17,7 +17,7 @@ from serve_apps.api_models import ModelRef
 from serve_apps.json_body import BASE_BYTES, BYTES_PER_VALUE, F32_MAX, InputError, decode_json
 from serve_apps.json_body import kind_of as json_kind
 from serve_apps.requests.base import RequestForm
-from trainers.data.generation_input import MAX_SEED, GenerationInput
+from trainers.data.generation_input import MAX_SEED, GenerationInput, plain
 from trainers.errors import InputError as RequestError
 from trainers.spec import ModelSpec
 from trainers.tasks import input_schema
@@ -73,7 +73,7 @@ def parse(body: bytes, shape: GenerateShape) -> np.ndarray:
 
 
 def request_schema(shape: GenerateShape) -> dict:
-    classes = [_plain(c) for c in shape.schema.classes]
+    classes = [plain(c) for c in shape.schema.classes]
     return {
         "title": "GenerateRequest",
         "type": "object",
@@ -135,7 +135,7 @@ def answer(
 
 def body(labels: Any, digits: int | None = None) -> dict:
     """``deploy --check``: one row of each of ``labels``."""
-    return {"n": len(labels), "labels": [_plain(label) for label in labels], "seed": 0}
+    return {"n": len(labels), "labels": [plain(label) for label in labels], "seed": 0}
 
 
 def describe(answer: dict) -> str:
@@ -149,12 +149,8 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
 def _plain_rows(rows: list[list]) -> list[list]:
-    return [[_plain(value) for value in row] for row in rows]
+    return [[plain(value) for value in row] for row in rows]
 
 
 FORM = RequestForm(

@@ -111,6 +111,11 @@ class GenerationInput:
         return pd.DataFrame(frame)
 
 
+def plain(value: Any) -> Any:
+    """A numpy scalar (a class as the data holds it) as the Python value JSON writes."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _records(model_input: Any) -> list[Mapping]:
     import pandas as pd
 

@@ -31,12 +31,7 @@ def quality(real: pd.DataFrame, generated: pd.DataFrame, numbers: list[str]) -> 
     """``quality``, ``column_shapes`` and ``column_pair_trends`` over ``real``'s columns;
     ``numbers``: which of them are numbers (the rest are categories)."""
     columns = list(real.columns)
-    shapes = [
-        ks_complement(real[c], generated[c])
-        if c in numbers
-        else tv_complement(real[c], generated[c])
-        for c in columns
-    ]
+    shapes = list(column_shapes(real, generated, numbers).values())
     trends = []
     for first, second in itertools.combinations(columns, 2):
         if first in numbers and second in numbers:
@@ -53,6 +48,18 @@ def quality(real: pd.DataFrame, generated: pd.DataFrame, numbers: list[str]) -> 
         "quality": (shape + trend) / 2,
         "column_shapes": shape,
         "column_pair_trends": trend,
+    }
+
+
+def column_shapes(
+    real: pd.DataFrame, generated: pd.DataFrame, numbers: list[str]
+) -> dict[str, float]:
+    """Each column's shape score: the KS complement for a number, the TV complement otherwise."""
+    return {
+        column: ks_complement(real[column], generated[column])
+        if column in numbers
+        else tv_complement(real[column], generated[column])
+        for column in real.columns
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from trainers.config import RunSettings
-from trainers.data.generation_input import GenerationInput
+from trainers.data.generation_input import GenerationInput, plain
 from trainers.data.judge import GENERATION, JUDGE_WIDTH, Generation, fit_generation
 from trainers.data.preprocessing import of_model
 from trainers.data.sources import BUNDLED_LABELS
@@ -97,12 +97,12 @@ def input_schema(spec: ModelSpec) -> GenerationInput:
 def example_input(spec: ModelSpec, count: int) -> list[dict[str, Any]]:
     """One row of each class in turn."""
     classes = list(spec.classes)
-    return [{"n": 1, "label": _plain(classes[i % len(classes)]), "seed": i} for i in range(count)]
+    return [{"n": 1, "label": plain(classes[i % len(classes)]), "seed": i} for i in range(count)]
 
 
 def check_inputs(spec: ModelSpec, source: str | None, count: int) -> CheckInputs:
     """``deploy --check``: the classes, one row of each."""
-    return CheckInputs([_plain(c) for c in spec.classes])
+    return CheckInputs([plain(c) for c in spec.classes])
 
 
 def describe(dataset: Dataset, split: Split) -> DataReport:
@@ -140,10 +140,6 @@ def measure(model: Any, spec: ModelSpec, dataset: Dataset, split: Split) -> floa
         features = judge.features(torch.as_tensor(rows, dtype=torch.float32)).double().numpy()
         sums.update(moments(name, features))
     return frechet_distance(sums, "real", "fake")
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 TASK = Task(
