@@ -126,8 +126,8 @@ class FinalModel:
         self.spec: Any = None
 
     def __call__(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        from trainers.engine.checkpoint import FINAL_MODEL_DIR
         from trainers.models import load_model
+        from trainers.spec import FINAL_MODEL_DIR
 
         if checkpoint is not None and (checkpoint / FINAL_MODEL_DIR).is_dir():
             self.model, self.spec = load_model(checkpoint / FINAL_MODEL_DIR)

@@ -30,8 +30,8 @@ GRID_FILE = "generated_grid.png"
 
 def generated_for(model, spec: ModelSpec, labels: list, seed: int = 0) -> pd.DataFrame:
     """Rows generated for each of ``labels`` (class values), as a user gets them."""
-    from trainers.models import as_output, predict
-    from trainers.tasks import input_schema
+    from trainers.models import predict
+    from trainers.tasks import as_output, input_schema
 
     requests = input_schema(spec).requested(len(labels), labels, seed)
     generated, _ = predict(model, spec, requests)
@@ -60,7 +60,7 @@ def log_generation(run: TrackedRun, model, spec: ModelSpec, plan: RunPlan) -> No
 def log_samples(run: TrackedRun, spec: ModelSpec, round_number: int, rows: np.ndarray) -> None:
     """The rows a generative model drew at an evaluation (``samples`` of its objective): a grid
     of images for a table of pixels, else a CSV, under ``samples/``."""
-    from trainers.models import as_output
+    from trainers.tasks import as_output
 
     generated = as_output(spec, rows)
     name = f"samples/round_{round_number:05d}"

@@ -15,8 +15,10 @@ does the check: a missing column, a wrong width, a value of the wrong type or a 
 an ``MlflowException`` (HTTP 400 under ``mlflow models serve``) that names it.
 
 The weights and model config sit in the model's artifacts as ``final_model/weights.safetensors``
-and ``final_model/model_config.json``. Only ``trainers/`` is shipped with the model as code, so
-this file imports nothing else from the project.
+and ``final_model/model_config.json``; an exported model (``redblue export``) adds its ONNX graph,
+``final_model/model.onnx``, and runs it in ONNX Runtime (torch is then not imported). Only
+``trainers/`` is shipped with the model as code, so this file imports nothing else from the
+project.
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
-from trainers.engine.checkpoint import FINAL_MODEL_DIR
 from trainers.errors import InputError
-from trainers.models import as_output, load_model, predict
-from trainers.spec import ModelSpec
-from trainers.tasks import input_schema
+from trainers.export.runtime import load_predictor
+from trainers.spec import FINAL_MODEL_DIR, ModelSpec
+from trainers.tasks import as_output, input_schema
 
 
 def features_from(model_input: Any, spec: ModelSpec) -> np.ndarray:
@@ -46,16 +47,17 @@ def features_from(model_input: Any, spec: ModelSpec) -> np.ndarray:
 
 
 class RedblueModel(PythonModel):
-    """Loads weights + config with ``trainers.models.load_model`` and predicts."""
+    """Loads the saved model (``trainers.export.runtime.load_predictor``: weights + config in
+    torch, or an exported model's graph in ONNX Runtime) and predicts."""
 
     def load_context(self, context) -> None:
-        self.model, self.spec = load_model(Path(context.artifacts[FINAL_MODEL_DIR]))
+        self.predict_rows, self.spec = load_predictor(Path(context.artifacts[FINAL_MODEL_DIR]))
 
     # The DataFrame hint is what MLflow reads as "no type-hint validation" (without a hint it warns
     # on every load); arrays, lists and mappings are taken as well, see features_from.
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray | pd.DataFrame:
         features = features_from(model_input, self.spec)
-        labels, _ = predict(self.model, self.spec, features)
+        labels, _ = self.predict_rows(features)
         return as_output(self.spec, labels)
 
 

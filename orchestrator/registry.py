@@ -28,7 +28,9 @@ from orchestrator import console
 from orchestrator.registry_lock import PromotionError, registry_lock
 from trainers.dataset import Dataset, Split
 from trainers.errors import InputError
-from trainers.models import CONFIG_FILE, load_model, predict
+from trainers.export.runtime import load_predictor
+from trainers.models import load_model
+from trainers.spec import CONFIG_FILE, ModelSpec
 from trainers.tasks import task_for
 
 if TYPE_CHECKING:
@@ -160,21 +162,30 @@ def decide(
 
 
 def score_model(final_model_dir: Path, dataset: Dataset, split: Split) -> Score:
-    """Score saved weights on the test part T of ``split``."""
-    model, spec = load_model(final_model_dir)
+    """Score a saved model on the test part T of ``split``: its weights, or an exported model's
+    graph in ONNX Runtime (int8 included), as it would be served."""
+    predict_rows, spec = load_predictor(final_model_dir)
     task = task_for(spec)
     rule = task.score(spec)
     if task.measure is not None:  # a score that is not a function of predictions (generation)
+        model, _ = load_model(final_model_dir)
         value = task.measure(model, spec, dataset, split)
         return Score(rule.metric, value, rule.higher_is_better)
-    try:  # the model's own preprocessing, on the raw rows
-        features = task.input_schema(spec).rows(dataset.raw_rows(split.test))
+    features, truth = test_inputs(spec, dataset, split)
+    predictions, _ = predict_rows(features)
+    return Score(rule.metric, rule.score(predictions, truth), rule.higher_is_better)
+
+
+def test_inputs(spec: ModelSpec, dataset: Dataset, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """T's raw rows through the model's own preprocessing, and the truth in the data's own
+    terms (class values, or numbers). ValueError when the model cannot take this data."""
+    try:
+        features = task_for(spec).input_schema(spec).rows(dataset.raw_rows(split.test))
     except InputError as exc:
         raise ValueError(f"the model cannot take this data: {exc}") from None
-    predictions, _ = predict(model, spec, features)
     labels = dataset.labels[split.test]
     truth = np.asarray(dataset.classes)[labels] if dataset.task == "classification" else labels
-    return Score(rule.metric, rule.score(predictions, truth), rule.higher_is_better)
+    return features, truth
 
 
 @dataclass(frozen=True)

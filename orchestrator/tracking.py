@@ -31,9 +31,11 @@ from mlflow.tracking import MlflowClient
 import trainers
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import state_root
-from trainers.engine.checkpoint import FINAL_MODEL_DIR, LABEL_ISSUES_FILE
-from trainers.models import as_output, load_model, predict
-from trainers.tasks import input_schema
+from trainers.engine.checkpoint import LABEL_ISSUES_FILE
+from trainers.export.runtime import ONNX_FILE
+from trainers.models import load_model, predict
+from trainers.spec import FINAL_MODEL_DIR
+from trainers.tasks import as_output, input_schema
 from trainers.tasks.base import DataReport
 
 DEFAULT_DB = "mlflow.db"
@@ -227,16 +229,32 @@ class TrackedRun:
             artifacts={FINAL_MODEL_DIR: str(final_model_dir)},
             code_paths=[str(Path(trainers.__file__).parent)],
             signature=signature,
-            pip_requirements=self._requirements(),
+            pip_requirements=self._requirements(final_model_dir),
         )
 
+    def log_exported_model(self, final_model_dir: Path, signature: ModelSignature) -> str:
+        """Log an exported model (its folder holds ``model.onnx`` beside the weights) as a pyfunc
+        that runs the graph in ONNX Runtime, with the original's ``signature``; its URI."""
+        with self.active():
+            info = self._log_pyfunc(signature, final_model_dir)
+        return info.model_uri
+
     @staticmethod
-    def _requirements() -> list[str]:
+    def _requirements(final_model_dir: Path) -> list[str]:
+        """What the pyfunc model needs: torch and safetensors for weights, onnxruntime (and no
+        torch) for an exported graph."""
         versions = package_versions()
+        runtime = (
+            [f"onnxruntime=={metadata.version('onnxruntime')}"]
+            if (final_model_dir / ONNX_FILE).is_file()
+            else [
+                f"torch=={versions['torch'].split('+')[0]}",
+                f"safetensors=={metadata.version('safetensors')}",
+            ]
+        )
         return [
             f"mlflow=={versions['mlflow']}",
-            f"torch=={versions['torch'].split('+')[0]}",
-            f"safetensors=={metadata.version('safetensors')}",
+            *runtime,
             f"numpy=={metadata.version('numpy')}",
             f"pandas=={metadata.version('pandas')}",
         ]

@@ -15,18 +15,20 @@ from serve_apps.api import Prediction, build_api
 from serve_apps.guard import AuditLog, KeyRing
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
-from trainers.models import predict
 
 
 class LocalPredictor:
     """Predicts in the calling process, one request at a time."""
 
-    def __init__(self, bundle: ModelBundle) -> None:
+    def __init__(self, bundle: ModelBundle, threads: int | None = None) -> None:
+        import torch
+
         self.bundle = bundle
         self.model, self.spec = bundle.load()
+        self.predict_rows = bundle.predictor(self.model, threads or torch.get_num_threads())
 
     async def predict(self, rows: np.ndarray) -> Prediction:
-        return Prediction(*predict(self.model, self.spec, rows), batch_rows=len(rows))
+        return Prediction(*self.predict_rows(rows), batch_rows=len(rows))
 
 
 def local_api(
@@ -37,7 +39,7 @@ def local_api(
 ) -> FastAPI:
     """The API of a Serve replica, served from this process."""
     return build_api(
-        LocalPredictor(bundle),
+        LocalPredictor(bundle.for_runtime(settings.runtime)),
         keys=KeyRing(key_digests),
         max_body_bytes=settings.max_body_bytes,
         max_rows=settings.max_rows,

@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 from ray import serve
 
 from serve_apps.api import Prediction, build_api
@@ -23,7 +22,6 @@ from serve_apps.guard import AuditLog, KeyRing, audit_log_at
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.requests import form_for
 from serve_apps.settings import ServeSection
-from trainers.models import predict
 
 DEPLOYMENT_NAME = "Predictor"
 
@@ -44,10 +42,12 @@ class ModelServer:
         key_digests: list[str],
         audit_log: str | None,
     ) -> None:
-        torch.set_num_threads(max(1, math.ceil(settings.cpus_per_replica)))
         self.bundle = bundle
         self.settings = settings
+        # The weights load in torch whatever the runtime: the request's bounds and the monitor's
+        # target scale read them. The runtime's threads match the CPUs the replica reserves.
         self.model, self.spec = bundle.load()
+        self.predict_rows = bundle.predictor(self.model, math.ceil(settings.cpus_per_replica))
         self.batched = form_for(self.spec).batched
         self.keys = KeyRing(key_digests)
         self.audit = (
@@ -79,7 +79,7 @@ class ModelServer:
         (or the model's form asks for a forward pass of its own: a generative model's)."""
         full = len(rows) >= self.settings.max_batch_size
         if not self.batched or self.settings.max_batch_size <= 1 or full:
-            return Prediction(*predict(self.model, self.spec, rows), batch_rows=len(rows))
+            return Prediction(*self.predict_rows(rows), batch_rows=len(rows))
         return await self._forward_batch(rows)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_rows_in)
@@ -87,7 +87,7 @@ class ModelServer:
         # Rows of one model have one shape past the first axis (a row, a padded sequence, a
         # window), so the requests stack along it; each answer is its slice of the labels.
         batch = np.concatenate(requests)
-        labels, probabilities = predict(self.model, self.spec, batch)
+        labels, probabilities = self.predict_rows(batch)
         answers = []
         start = 0
         for rows in requests:

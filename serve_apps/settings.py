@@ -62,7 +62,17 @@ class ServeSection(Section):
         None, description="Scale replicas with load between min_replicas and max_replicas."
     )
     cpus_per_replica: float = Field(
-        0.5, gt=0.0, description="CPUs reserved per replica (its torch thread count, rounded up)."
+        0.5,
+        gt=0.0,
+        description="CPUs reserved per replica (its torch or ONNX Runtime intra-op thread count, "
+        "rounded up).",
+    )
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description="What runs the model in each replica. auto: an exported model (redblue "
+        "export) in ONNX Runtime, any other in torch. onnxruntime: a model that was not exported "
+        "is exported (fp32) when deployed and checked against its weights. torch: the weights "
+        "(refused for an int8 export).",
     )
     max_batch_size: int = Field(
         64,

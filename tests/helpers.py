@@ -47,7 +47,7 @@ def saved_model(
 def saved_gan(directory: Path, epochs: float = 2) -> Path:
     """A conditional GAN of the penguins table (categories and gaps), trained ``epochs`` on the
     real loop with plain engines: its final model's folder."""
-    from trainers.engine.checkpoint import FINAL_MODEL_DIR
+    from trainers.spec import FINAL_MODEL_DIR
 
     report = Recorder(directory)
     plain_trainer(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,14 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trainers.families import family_of
-from trainers.spec import ModelSpec
-from trainers.tasks import task_for
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-WEIGHTS_FILE = "weights.safetensors"
-CONFIG_FILE = "model_config.json"
+from trainers.spec import CONFIG_FILE, WEIGHTS_FILE, ModelSpec
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -38,13 +30,6 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions in the data's own terms: (labels, class probabilities) or (values, None)."""
     return family_of(spec.kind).predict(model, spec, features)
-
-
-def as_output(spec: ModelSpec, predictions: np.ndarray) -> np.ndarray | pd.DataFrame:
-    """What a model answers a user (the pyfunc model's output): its predictions, or a
-    forecaster's as a frame of ``step`` and one column per target."""
-    task = task_for(spec)
-    return task.answer(task.input_schema(spec), predictions)
 
 
 def save_model(directory: Path, model: nn.Module, spec: ModelSpec) -> Path:

@@ -8,6 +8,11 @@ from typing import Any
 
 import numpy as np
 
+# A saved model's files (``trainers.models``); an exported one adds ``trainers.export.runtime``'s.
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "model_config.json"
+FINAL_MODEL_DIR = "final_model"  # the folder of the kept model, in a checkpoint and in MLflow
+
 
 @dataclass
 class ModelSpec:

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from orchestrator.predicting.rules import PREDICTION, PROBA_PREFIX
-from trainers.families import family_of
 from trainers.tasks import input_schema
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from serve_apps.model_bundle import ModelBundle
 
 
 def with_predictions(
@@ -37,22 +38,16 @@ class BatchPredictor:
     """Ray Data's callable class for ``map_batches``: one model per actor, reused for every
     batch the actor is handed."""
 
-    def __init__(self, weights: bytes, model_config: dict, proba: bool, threads: int) -> None:
-        import torch
-
-        from trainers.models import load_model_bytes
-
-        # An actor reserves ``threads`` CPUs; more torch threads would fight its neighbours.
-        torch.set_num_threads(max(1, threads))
-        self.model, self.spec = load_model_bytes(weights, model_config)
-        self.family = family_of(self.spec.kind)
+    def __init__(self, bundle: ModelBundle, proba: bool, threads: int) -> None:
+        # An actor reserves ``threads`` CPUs; more torch (or ONNX Runtime) threads would fight
+        # its neighbours. An exported model runs its graph in ONNX Runtime.
+        bundle = bundle.for_runtime("auto")
+        model, self.spec = bundle.load()
+        self.predict_rows = bundle.predictor(model, threads)
         self.schema = input_schema(self.spec)
         self.proba = proba
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        import torch
-
         features = self.schema.rows(batch)  # InputError names a missing column, a NaN ...
-        with torch.inference_mode():
-            labels, probabilities = self.family.predict(self.model, self.spec, features)
+        labels, probabilities = self.predict_rows(features)
         return with_predictions(batch, labels, probabilities, self.spec.classes, self.proba)

@@ -16,9 +16,8 @@ from orchestrator.predicting import rules
 from orchestrator.predicting.rules import PredictError
 from orchestrator.storage import is_uri, on_same_storage
 from serve_apps.model_bundle import ModelBundle
-from trainers.engine.checkpoint import FINAL_MODEL_DIR
 from trainers.models import CONFIG_FILE, WEIGHTS_FILE
-from trainers.spec import ModelSpec
+from trainers.spec import FINAL_MODEL_DIR, ModelSpec
 
 SAMPLE_ROWS = 256  # rows of the first file checked against the model before any work starts
 URI_PREFIXES = ("models:/", "runs:/")

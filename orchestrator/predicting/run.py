@@ -105,8 +105,7 @@ def predictions(plan: PredictPlan) -> Any:
     return dataset.map_batches(
         BatchPredictor,
         fn_constructor_kwargs={
-            "weights": plan.bundle.weights,
-            "model_config": plan.bundle.model_config,
+            "bundle": plan.bundle,
             "proba": args.proba,
             "threads": round(args.cpus_per_actor),
         },

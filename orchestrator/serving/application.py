@@ -74,7 +74,8 @@ def app(args: dict[str, Any]):
     from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
 
     parsed = DeployArgs.model_validate(args)
-    return application(parsed, resolve_bundle(parse_model_uri(parsed.model)))
+    bundle = resolve_bundle(parse_model_uri(parsed.model))
+    return application(parsed, bundle.for_runtime(parsed.serve.runtime))
 
 
 def serve_config(args: DeployArgs, env_vars: dict[str, str]) -> dict[str, Any]:

@@ -169,6 +169,11 @@ def _roll_if_moved(
             refused.add(str(latest.version))
         return current
     console.err.print(f"{uri.text} moved from v{current.version} to v{latest.version}")
+    try:
+        latest = latest.for_runtime(args.serve.runtime)
+    except ValueError as exc:  # RuntimeChoiceError, ExportError
+        console.print_error(f"v{latest.version} not rolled: {exc}; still serving {current.label}")
+        return current
     roll_out(args, latest)
     console.out.print(f"now serving {latest.label}")
     return latest

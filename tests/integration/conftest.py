@@ -100,7 +100,7 @@ def register_model(ray_session, workspace):
     from orchestrator.registry import register_version
     from orchestrator.tracking import TrackedRun
     from tests.helpers import sample_rows, saved_model
-    from trainers.engine.checkpoint import FINAL_MODEL_DIR
+    from trainers.spec import FINAL_MODEL_DIR
 
     def register(name: str, seed: int) -> str:
         tracked = TrackedRun.start(validate({"name": name}), {"redblue.kind": "test"})

@@ -26,7 +26,7 @@ def register(ray_session, workspace):
     from orchestrator.registry import register_version
     from orchestrator.tracking import TrackedRun
     from tests.helpers import sample_rows, saved_model
-    from trainers.engine.checkpoint import FINAL_MODEL_DIR
+    from trainers.spec import FINAL_MODEL_DIR
 
     def register_one(name: str, seed: int, features: int = 8) -> tuple[str, Path]:
         tracked = TrackedRun.start(validate({"name": name}), {"redblue.kind": "test"})

@@ -113,9 +113,9 @@ def test_logged_model_predicts_like_the_fused_model(train, mlflow_client, tmp_pa
     import pandas as pd
 
     from orchestrator.config import RedblueConfig
-    from trainers.engine.checkpoint import FINAL_MODEL_DIR
     from trainers.loop.plan import plan_run
     from trainers.models import load_model, predict
+    from trainers.spec import FINAL_MODEL_DIR
 
     code, summary = train("model-check", optim={"epochs": 4})
     assert code == 0

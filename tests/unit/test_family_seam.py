@@ -11,13 +11,12 @@ from torch import nn
 
 from tests.helpers import Recorder, plain_trainer, without_timing
 from trainers import families
-from trainers.engine.checkpoint import FINAL_MODEL_DIR
 from trainers.families import supervised, tabular_net
 from trainers.families.base import Family
 from trainers.families.mlp import MLPConfig
 from trainers.loop.trainer import Trainer
 from trainers.models import load_model
-from trainers.spec import ModelSpec
+from trainers.spec import FINAL_MODEL_DIR, ModelSpec
 
 
 class TwoNetworks(nn.Module):

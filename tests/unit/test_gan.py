@@ -15,13 +15,13 @@ import torch
 
 from orchestrator.config import ConfigError, validate
 from tests.helpers import Recorder, plain_trainer, saved_gan, without_timing
-from trainers.engine.checkpoint import FINAL_MODEL_DIR
 from trainers.engine.fusion import engines, fuse_into_both, fuse_tensors
 from trainers.errors import DataError, InputError
 from trainers.families.gan_objective import frechet_distance, moments
 from trainers.loop.plan import plan_run
-from trainers.models import as_output, load_model, predict
-from trainers.tasks import input_schema, task_for
+from trainers.models import load_model, predict
+from trainers.spec import FINAL_MODEL_DIR
+from trainers.tasks import as_output, input_schema, task_for
 
 PENGUINS = {"data": {"source": "penguins", "label": "species"}}
 SMALL: dict = {}  # the default widths

@@ -150,6 +150,7 @@ TRAINER_FLOORS = {
     "tasks": 3,
     "models": 4,
     "loop": 5,
+    "export": 5,  # a trained model as an ONNX graph
 }
 
 

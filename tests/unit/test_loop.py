@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from tests.helpers import Recorder, plain_trainer, without_timing
-from trainers.engine.checkpoint import FINAL_MODEL_DIR, read_state
+from trainers.engine.checkpoint import read_state
 from trainers.loop.rounds import plan_rounds
 from trainers.loop.trainer import TrainingDiverged
 from trainers.models import load_model
+from trainers.spec import FINAL_MODEL_DIR
 
 make_trainer = plain_trainer  # the real loop on plain PyTorch engines
 

@@ -146,7 +146,7 @@ def test_a_downloaded_mlflow_model_folder_is_a_model(files, tmp_path):
 
 def test_the_batch_predictor_keeps_the_columns_and_adds_the_family_s_predictions(files):
     plan = plan_prediction(args(files, proba=True))
-    predictor = BatchPredictor(plan.bundle.weights, plan.bundle.model_config, True, threads=1)
+    predictor = BatchPredictor(plan.bundle, True, threads=1)
     batch = pd.read_csv(files["root"] / "in.csv")
     out = predictor(batch)
     assert list(out.columns) == [*batch.columns, *plan.added]

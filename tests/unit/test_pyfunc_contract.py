@@ -82,8 +82,8 @@ def test_the_saved_model_takes_frames_of_any_numeric_dtype_arrays_and_lists(
 
     import trainers
     from orchestrator.tracking import PYFUNC_CODE, model_signature
-    from trainers.engine.checkpoint import FINAL_MODEL_DIR
     from trainers.models import load_model, predict
+    from trainers.spec import FINAL_MODEL_DIR
 
     directory = saved_model(tmp_path / FINAL_MODEL_DIR, seed=3, kind=kind)
     model, spec = load_model(directory)

@@ -34,8 +34,8 @@ from trainers.data.series import (
 from trainers.errors import DataError, InputError
 from trainers.families import family_of
 from trainers.loop.plan import plan_run
-from trainers.models import as_output, build_model, load_model, save_model
-from trainers.tasks import input_schema
+from trainers.models import build_model, load_model, save_model
+from trainers.tasks import as_output, input_schema
 
 
 def test_blocks_are_contiguous_in_time_order_with_test_last_and_validation_before_it():
@@ -275,7 +275,7 @@ def test_two_targets_and_a_covariate_are_forecast_scored_and_served(tmp_path):
     from serve_apps.local_server import local_api
     from serve_apps.model_bundle import ModelBundle
     from serve_apps.settings import ServeSection
-    from trainers.engine.checkpoint import FINAL_MODEL_DIR
+    from trainers.spec import FINAL_MODEL_DIR
 
     steps = np.arange(400)
     rng = np.random.default_rng(0)

@@ -72,6 +72,41 @@ class Objective(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Graph:
+    """What ``redblue export`` turns into an ONNX graph: ``module`` takes the named inputs (in
+    order) and gives one output, the model's answer in numbers (class probabilities, values in
+    the target's units, forecasts, generated rows). ``dynamic``: each input's axes that vary
+    (``batch``, ``time``); ``meaning``: each input and the output in words, for export.json."""
+
+    module: Any  # an nn.Module
+    inputs: dict[str, np.ndarray]  # example inputs by name, in the order ``module`` takes them
+    dynamic: dict[str, dict[int, str]]
+    output: str
+    meaning: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Some of a model's samples (``rows``: their indices; None: all) as a graph's inputs."""
+
+    rows: np.ndarray | None
+    inputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Export:
+    """How a family's model runs as an ONNX graph. ``graph`` builds it (torch); ``feeds`` and
+    ``answer`` need numpy only, so an ONNX Runtime replica or pyfunc runs without torch:
+    ``feeds(spec, features)`` splits a model's features (as its input schema makes them) into the
+    graph's inputs, and ``answer(spec, features, outputs)`` gives what ``Family.predict`` gives
+    from the graph's outputs (in the samples' order)."""
+
+    graph: Callable[[nn.Module, ModelSpec], Graph]
+    feeds: Callable[[ModelSpec, np.ndarray], list[Feed]]
+    answer: Callable[[ModelSpec, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+
 def one_network(model: nn.Module) -> dict[str, nn.Module]:
     """The networks of a family with one: the model itself, under the name ``model``."""
     return {"model": model}
@@ -103,3 +138,4 @@ class Family:
     task: str | None = None
     # ``optim.*`` defaults of its own (a key the config sets keeps the config's value).
     optim_defaults: Mapping[str, Any] = field(default_factory=dict)
+    export: Export | None = None  # how it runs as an ONNX graph; None: it cannot

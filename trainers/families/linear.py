@@ -48,4 +48,5 @@ FAMILY = Family(
     fit=supervised.fit,
     objective=supervised.objective,
     predict=supervised.predict,
+    export=supervised.EXPORT,
 )

@@ -62,5 +62,6 @@ FAMILY = Family(
     fit=supervised.fit,
     objective=supervised.objective,
     predict=supervised.predict,
+    export=supervised.EXPORT,
     pbt_mutable=("model.dropout",),
 )

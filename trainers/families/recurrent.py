@@ -13,14 +13,14 @@ from pydantic import Field
 
 from trainers.config import Section
 from trainers.data.series import SeriesInput
-from trainers.families import supervised
-from trainers.families.base import Family
+from trainers.families import exported, supervised
+from trainers.families.base import Export, Family
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from trainers.families.base import Objective
+    from trainers.families.base import Graph, Objective
 
 
 class RecurrentConfig(Section):
@@ -93,6 +93,17 @@ def predict(
     return supervised.predict(model, spec, features)
 
 
+def graph(model: nn.Module, spec: ModelSpec) -> Graph:
+    from trainers.families import recurrent_net
+
+    return recurrent_net.graph(model, spec)
+
+
+# Real steps in, one length per call (dynamic batch and time axes); probabilities, values or
+# forecasts out.
+EXPORT = Export(graph=graph, feeds=exported.by_length, answer=exported.probabilities_or_values)
+
+
 def _family(kind: str) -> Family:
     return Family(
         kind=kind,
@@ -103,6 +114,7 @@ def _family(kind: str) -> Family:
         predict=predict,
         pbt_mutable=("model.dropout",),
         data_kinds=("sequence", "series"),
+        export=EXPORT,
     )
 
 

@@ -14,7 +14,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from trainers.families.base import Graph
+from trainers.families.exported import ANSWER, STEPS
 from trainers.families.scaled import Scaled
+from trainers.families.tabular_net import answer_meaning, answered
+from trainers.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -70,17 +74,30 @@ class Recurrent(Scaled):
         mask = sequences[..., -1]
         steps = mask.sum(dim=1).clamp(min=1).long().cpu()
         raw = sequences[..., :-1]
+        packed = pack_padded_sequence(
+            self._values(raw), steps, batch_first=True, enforce_sorted=False
+        )
+        _, state = self.rnn(packed)
+        return self._head(raw, state)
+
+    def unpadded(self, raw: torch.Tensor) -> torch.Tensor:
+        """The outputs of sequences ``[batch, steps, features]`` whose steps are all real (no
+        mask channel, nothing packed): what an exported graph computes, one length at a time."""
+        _, state = self.rnn(self._values(raw))
+        return self._head(raw, state)
+
+    def _values(self, raw: torch.Tensor) -> torch.Tensor:
+        """The steps standardized in fp32, then cast to the weights' precision (bf16 or fp16
+        under DeepSpeed's mixed precision)."""
         if self.forecast is not None and self.forecast.relative:  # a window: every step is real
             values = (raw.float() - raw[:, -1:].float()) / self.input_std.float()
         else:
             values = self.scale(raw)
-        dtype = self.head.weight.dtype  # bf16 or fp16 under DeepSpeed's mixed precision
-        packed = pack_padded_sequence(
-            values.to(dtype), steps, batch_first=True, enforce_sorted=False
-        )
-        _, state = self.rnn(packed)
+        return values.to(self.head.weight.dtype)
+
+    def _head(self, raw: torch.Tensor, state) -> torch.Tensor:
         last = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
-        batch = sequences.shape[0]
+        batch = raw.shape[0]
         final = last.view(self.layers, self.directions, batch, -1)[-1]  # the top layer
         outputs = self.head(final.transpose(0, 1).reshape(batch, -1))
         if self.forecast is None:
@@ -93,3 +110,38 @@ class Recurrent(Scaled):
     def set_normalization(self, sequences: np.ndarray, targets: np.ndarray | None) -> None:
         """Fit the standardization on the real steps of the training sequences."""
         super().set_normalization(sequences[sequences[..., -1] > 0][:, :-1], targets)
+
+
+class Answering(nn.Module):
+    """A recurrent model's exported graph: real steps ``[batch, time, features]`` in (one length
+    per call), its answer in numbers out: class probabilities, a value or a forecast in the
+    target's own units."""
+
+    def __init__(self, model: Recurrent, spec: ModelSpec) -> None:
+        super().__init__()
+        self.model, self.spec = model, spec
+
+    def forward(self, steps: torch.Tensor) -> torch.Tensor:
+        outputs = self.model.unpadded(steps)
+        if self.model.forecast is None:
+            return answered(self.model, self.spec, outputs)
+        targets = self.model.forecast.targets
+        mean, std = self.model.input_mean[targets], self.model.input_std[targets]
+        return outputs.float() * std.float() + mean.float()
+
+
+def graph(model: nn.Module, spec: ModelSpec) -> Graph:
+    """The exported graph of a recurrent model, with dynamic batch and time axes."""
+    assert isinstance(model, Recurrent)
+    width = spec.in_features
+    return Graph(
+        module=Answering(model, spec).eval(),
+        inputs={STEPS: np.zeros((2, 3, width), dtype=np.float32)},
+        dynamic={STEPS: {0: "batch", 1: "time"}},
+        output=ANSWER,
+        meaning={
+            STEPS: f"[batch, time, {width}] float32: raw steps, every one real (no padding); "
+            "sequences of different lengths go in separate calls",
+            ANSWER: answer_meaning(spec),
+        },
+    )

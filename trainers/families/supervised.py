@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trainers.families import exported
+from trainers.families.base import Export
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from trainers.families.base import Objective
+    from trainers.families.base import Graph, Objective
 
 
 def fit(model: nn.Module, features: np.ndarray, targets: np.ndarray | None) -> None:
@@ -37,3 +39,13 @@ def predict(
     from trainers.families import tabular_net
 
     return tabular_net.predict(model, spec, features)
+
+
+def graph(model: nn.Module, spec: ModelSpec) -> Graph:
+    from trainers.families import tabular_net
+
+    return tabular_net.graph(model, spec)
+
+
+# Encoded rows in, class probabilities or values out.
+EXPORT = Export(graph=graph, feeds=exported.whole, answer=exported.probabilities_or_values)

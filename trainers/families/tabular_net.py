@@ -14,6 +14,8 @@ from torch import nn
 from trainers.data.preprocessing import of_model
 from trainers.engine.base import Replica
 from trainers.families import summed_metrics as summed
+from trainers.families.base import Graph
+from trainers.families.exported import ANSWER, FEATURES, probabilities_or_values
 from trainers.families.scaled import Scaled
 from trainers.spec import ModelSpec
 
@@ -107,6 +109,16 @@ def fit(model: nn.Module, features: np.ndarray, targets: np.ndarray | None) -> N
     model.set_normalization(features, targets)
 
 
+def answered(model: nn.Module, spec: ModelSpec, outputs: torch.Tensor) -> torch.Tensor:
+    """Raw outputs as the model's answer in numbers: class probabilities (classification) or
+    values in the target's own units (regression)."""
+    outputs = outputs.float()
+    if spec.task == "classification":
+        return torch.softmax(outputs, dim=-1)
+    target_std, target_mean = model.get_buffer("target_std"), model.get_buffer("target_mean")
+    return outputs.squeeze(-1) * target_std.float() + target_mean.float()
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, spec: ModelSpec, features: np.ndarray
@@ -114,13 +126,42 @@ def predict(
     """Predictions in the data's own terms: (labels, class probabilities) or (values, None)."""
     model.eval()
     device = next(model.parameters()).device
-    outputs = model(torch.tensor(features, dtype=torch.float32, device=device)).float()
+    outputs = model(torch.tensor(features, dtype=torch.float32, device=device))
+    return probabilities_or_values(spec, features, answered(model, spec, outputs).cpu().numpy())
+
+
+class Answering(nn.Module):
+    """A network and its answer (:func:`answered`) as one module: the exported graph."""
+
+    def __init__(self, model: nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        self.model, self.spec = model, spec
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return answered(self.model, self.spec, self.model(features))
+
+
+def graph(model: nn.Module, spec: ModelSpec) -> Graph:
+    """The exported graph of a tabular model: encoded rows in, its answer out."""
+    example = np.zeros((2, spec.in_features), dtype=np.float32)
+    return Graph(
+        module=Answering(model, spec).eval(),
+        inputs={FEATURES: example},
+        dynamic={FEATURES: {0: "batch"}},
+        output=ANSWER,
+        meaning={
+            FEATURES: f"[batch, {spec.in_features}] float32: rows encoded by preprocessing.json",
+            ANSWER: answer_meaning(spec),
+        },
+    )
+
+
+def answer_meaning(spec: ModelSpec) -> str:
     if spec.task == "classification":
-        probabilities = torch.softmax(outputs, dim=-1).cpu().numpy()
-        return np.asarray(spec.classes)[probabilities.argmax(axis=1)], probabilities
-    target_std, target_mean = model.get_buffer("target_std"), model.get_buffer("target_mean")
-    values = (outputs.squeeze(-1) * target_std.float() + target_mean.float()).cpu()
-    return values.numpy(), None
+        return f"[batch, {len(spec.classes)}] float32: each class's probability, in classes' order"
+    if spec.task == "forecast":
+        return "[batch, horizon, targets] float32: the forecast, in the targets' own units"
+    return "[batch] float32: the predicted value, in the target's own units"
 
 
 class Supervised:

@@ -25,7 +25,6 @@ from trainers.data.batches import batch_indices, shard
 from trainers.engine import distributed
 from trainers.engine.base import Engine, Replica
 from trainers.engine.checkpoint import (
-    FINAL_MODEL_DIR,
     LoopState,
     checkpoint_due,
     read_best,
@@ -42,6 +41,7 @@ from trainers.loop.evaluation import Evaluator
 from trainers.loop.plan import RunPlan
 from trainers.loop.streamed import TrainingStreams
 from trainers.models import save_model
+from trainers.spec import FINAL_MODEL_DIR
 
 Report = Callable[[dict[str, float], "Path | None"], None]
 COLOR_STREAM = {"red": 1, "blue": 2, "standard": 3}

@@ -9,6 +9,10 @@ that know every kind.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from trainers.dataset import InputSchema
 from trainers.families import family_of
 from trainers.spec import ModelSpec
@@ -39,3 +43,10 @@ def task_for(spec: ModelSpec) -> Task:
 def input_schema(spec: ModelSpec) -> InputSchema:
     """What a trained model takes (its task's input schema)."""
     return task_for(spec).input_schema(spec)
+
+
+def as_output(spec: ModelSpec, predictions: np.ndarray) -> Any:
+    """What a model answers a user (the pyfunc model's output): its predictions, or a
+    forecaster's as a frame of ``step`` and one column per target."""
+    task = task_for(spec)
+    return task.answer(task.input_schema(spec), predictions)
