@@ -61,6 +61,16 @@ def print_summary(rows: list[tuple[str, str]], title: str) -> None:
     out.print(table)
 
 
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str) -> None:
+    """A table with a header row (numbers right-aligned past the first column)."""
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(escape(str(value)) for value in row))
+    out.print(table)
+
+
 def print_label_issues(path: Path, shown: int = 5) -> None:
     """How many label issues the run found (``strategy.clean``) and the most confident ones."""
     import pandas as pd

@@ -122,9 +122,9 @@ def saved_forecaster(
 
 
 @contextlib.contextmanager
-def served(model_uri: str, name: str, port: int, key: str):
-    """``model_uri`` deployed on the session's Serve (one replica) under ``name``, answering
-    ``key``; yields the deployment and deletes it after."""
+def served(model_uri: str, name: str, port: int, key: str, runtime: str = "auto"):
+    """``model_uri`` deployed on the session's Serve (one replica, ``serve.runtime``) under
+    ``name``, answering ``key``; yields the deployment and deletes it after."""
     from ray import serve
 
     from orchestrator.serving.application import DeployArgs
@@ -133,11 +133,12 @@ def served(model_uri: str, name: str, port: int, key: str):
     from serve_apps.guard import key_digest
     from serve_apps.settings import ServeSection
 
-    settings = ServeSection(port=port, num_replicas=1, cpus_per_replica=0.25)
+    settings = ServeSection(port=port, num_replicas=1, cpus_per_replica=0.25, runtime=runtime)
     args = DeployArgs(
         model=model_uri, name=name, serve=settings, key_digests=[key_digest(key)], audit_log=None
     )
-    deployment = start(args, resolve_bundle(parse_model_uri(model_uri)), None)
+    bundle = resolve_bundle(parse_model_uri(model_uri)).for_runtime(runtime)
+    deployment = start(args, bundle, None)
     try:
         yield deployment
     finally:

@@ -80,12 +80,16 @@ def test_the_logged_model_takes_the_raw_frame_with_gaps(trained, raw):
     assert list(logged) == list(expected)
 
 
-def test_records_with_strings_and_nulls_are_served(trained, raw, serve_port):
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_records_with_strings_and_nulls_are_served(trained, raw, serve_port, runtime):
+    """By the weights in torch, and by the graph exported when deployed in ONNX Runtime: the
+    same answers."""
     from tests.helpers import served
     from trainers.models import predict
 
     _, summary = trained["standard"]
-    with served(summary.model_uri, "penguins", serve_port, KEY) as deployment:
+    with served(summary.model_uri, "penguins", serve_port, KEY, runtime) as deployment:
+        assert deployment.bundle.runtime == runtime
         part = raw.iloc[[0, 3, 8, 150, 339]]
         records = part.astype(object).where(part.notna(), None).to_dict("records")
         records[1] |= {"island": "Atlantis"}  # a category never seen in training
@@ -126,3 +130,58 @@ def test_the_raw_table_is_batch_predicted_with_ray_data(trained, raw, tmp_path):
     assert out["prediction"].tolist() == labels.tolist()
     probas = [f"proba_{name}" for name in spec.classes]
     np.testing.assert_allclose(out[probas].to_numpy(), probabilities, rtol=1e-5, atol=1e-6)
+
+
+def test_the_model_exports_to_onnx_checked_logged_and_registered(
+    trained, raw, tmp_path, mlflow_client, monkeypatch
+):
+    """``redblue export``: the fp32 graph written with what plain ONNX Runtime needs, logged as
+    a model that takes the raw frame (strings, gaps, embedded categories) as the original does;
+    int8 registered with its tags through the champion gate; a graph that answers otherwise is
+    refused with exit 1."""
+    import json
+    import re
+
+    import mlflow
+    import onnxruntime as ort
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from trainers.export import onnx_graph
+
+    _, summary = trained["standard"]
+    out = tmp_path / "onnx"
+    result = CliRunner().invoke(app, ["export", summary.model_uri, "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "export.json").read_text())
+    assert info["quantized"] == "none" and info["parity_max_abs_diff"] <= 1e-4
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(info["inputs"])
+    (exported_uri,) = re.findall(r"models:/m-[0-9a-f]{32}", result.output)
+    frame = raw.head(40)
+    original = mlflow.pyfunc.load_model(summary.model_uri).predict(frame)
+    exported = mlflow.pyfunc.load_model(exported_uri)
+    assert list(exported.predict(frame)) == list(original)
+    assert exported.metadata.signature == mlflow.models.get_model_info(summary.model_uri).signature
+
+    result = CliRunner().invoke(
+        app, ["export", summary.model_uri, "--quantize", "int8", "--register"]
+    )
+    assert result.exit_code == 0, result.output
+    name = "penguins-standard"  # the experiment's name, for a model logged by a run
+    (version,) = mlflow_client.search_model_versions(f"name='{name}'")
+    assert version.tags["redblue.format"] == "onnx" and version.tags["redblue.quantized"] == "int8"
+    assert version.tags["redblue.source_uri"] == summary.model_uri
+    assert mlflow_client.get_model_version_by_alias(name, "champion").version == version.version
+    run = mlflow_client.get_run(version.run_id)
+    assert run.data.metrics["test_accuracy"] >= summary.metrics["test_accuracy"] - 0.005
+
+    def broken(model, spec):
+        graph = to_onnx(model, spec)
+        return type(graph)(**{**graph.__dict__, "data": onnx_graph.with_broken_weight(graph.data)})
+
+    to_onnx = onnx_graph.to_onnx
+    monkeypatch.setattr(onnx_graph, "to_onnx", broken)
+    result = CliRunner().invoke(app, ["export", summary.model_uri])
+    assert result.exit_code == 1, result.output
+    assert re.search(r"differ from PyTorch's by up to [0-9.e-]+ on \d+ test samples", result.output)

@@ -150,7 +150,9 @@ def graph(model: nn.Module, spec: ModelSpec) -> Graph:
         dynamic={FEATURES: {0: "batch"}},
         output=ANSWER,
         meaning={
-            FEATURES: f"[batch, {spec.in_features}] float32: rows encoded by preprocessing.json",
+            FEATURES: f"[batch, {spec.in_features}] float32: the values of feature_names, "
+            "encoded as preprocessing says (numbers as they are; categories one-hot or as codes; "
+            "gaps filled)",
             ANSWER: answer_meaning(spec),
         },
     )
