@@ -28,8 +28,7 @@ from orchestrator import console
 from orchestrator.registry_lock import PromotionError, registry_lock
 from trainers.dataset import Dataset, Split
 from trainers.errors import InputError
-from trainers.export.runtime import load_predictor
-from trainers.models import load_model
+from trainers.export.runtime import Predict, load_predictor
 from trainers.spec import CONFIG_FILE, ModelSpec
 from trainers.tasks import task_for
 
@@ -165,20 +164,29 @@ def score_model(final_model_dir: Path, dataset: Dataset, split: Split) -> Score:
     """Score a saved model on the test part T of ``split``: its weights, or an exported model's
     graph in ONNX Runtime (int8 included), as it would be served."""
     predict_rows, spec = load_predictor(final_model_dir)
+    rule = task_for(spec).score(spec)
+    value = test_score(predict_rows, spec, dataset, split)
+    return Score(rule.metric, value, rule.higher_is_better)
+
+
+def test_score(predict_rows: Predict, spec: ModelSpec, dataset: Dataset, split: Split) -> float:
+    """The score's metric of ``predict_rows`` (a model's weights, or its graph) on T."""
     task = task_for(spec)
-    rule = task.score(spec)
     if task.measure is not None:  # a score that is not a function of predictions (generation)
-        model, _ = load_model(final_model_dir)
-        value = task.measure(model, spec, dataset, split)
-        return Score(rule.metric, value, rule.higher_is_better)
+        return task.measure(predict_rows, spec, dataset, split)
     features, truth = test_inputs(spec, dataset, split)
-    predictions, _ = predict_rows(features)
-    return Score(rule.metric, rule.score(predictions, truth), rule.higher_is_better)
+    return task.score(spec).score(predict_rows(features)[0], truth)
 
 
-def test_inputs(spec: ModelSpec, dataset: Dataset, split: Split) -> tuple[np.ndarray, np.ndarray]:
-    """T's raw rows through the model's own preprocessing, and the truth in the data's own
-    terms (class values, or numbers). ValueError when the model cannot take this data."""
+def test_inputs(
+    spec: ModelSpec, dataset: Dataset, split: Split
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """What a model is scored on: T's raw rows through the model's own preprocessing, and the
+    truth in the data's own terms (class values, or numbers); a generative model's requests
+    for T's classes, and no truth. ValueError when the model cannot take this data."""
+    task = task_for(spec)
+    if task.measured_on is not None:
+        return task.measured_on(spec, dataset, split), None
     try:
         features = task_for(spec).input_schema(spec).rows(dataset.raw_rows(split.test))
     except InputError as exc:

@@ -2,8 +2,9 @@
 on its test part T before anything is written or logged, measured against the original, logged as
 a run with the exported model, optionally written to a folder and registered.
 
-The checks: the fp32 graph's answers (class probabilities, values, forecasts) within
-``PARITY_TOLERANCE`` of PyTorch's on T (a recurrent model's at two sequence lengths at least);
+The checks: the fp32 graph's answers (class probabilities, values, forecasts, generated rows)
+within ``PARITY_TOLERANCE`` (and ``PARITY_RELATIVE`` of large values) of PyTorch's on T (a
+recurrent model's at two sequence lengths at least);
 an int8 graph's test metric within ``INT8_ACCURACY_POINTS`` points (accuracy) or
 ``INT8_ERROR_RATIO`` (MSE) of the original's. Either failing is exit 1, with both numbers.
 """
@@ -15,6 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +25,9 @@ from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID
 from orchestrator.exporting.measure import TABLE_HEADER, Footprint, footprint, table_rows
 from serve_apps.model_bundle import ModelBundle
 from trainers.export.runtime import EXPORT_FILE, ONNX_FILE
+
+if TYPE_CHECKING:
+    from trainers.export.check import Parity
 
 QUANTIZATIONS = ("none", "int8")
 
@@ -94,15 +99,8 @@ def check_export(bundle: ModelBundle, dataset, split, quantize: str) -> Checked:
     """Export, check and measure; ExportError names a failed check with both numbers."""
     import torch
 
-    from orchestrator.registry import test_inputs
-    from trainers.export.check import (
-        PARITY_TOLERANCE,
-        at_lengths,
-        describe,
-        int8_problem,
-        largest_difference,
-        sequence_lengths,
-    )
+    from orchestrator.registry import test_inputs, test_score
+    from trainers.export.check import describe, int8_problem
     from trainers.export.onnx_graph import ExportError, quantize_int8, to_onnx
     from trainers.export.runtime import OnnxModel
     from trainers.models import predict
@@ -111,56 +109,44 @@ def check_export(bundle: ModelBundle, dataset, split, quantize: str) -> Checked:
     torch.set_num_threads(1)  # every runtime is timed on one thread
     model, spec = bundle.load()
     rule = task_for(spec).score(spec)
-    features, truth = test_inputs(spec, dataset, split)
+    features, _ = test_inputs(spec, dataset, split)
     console.err.print(f"exporting {bundle.label} to ONNX ...")
     graph = to_onnx(model, spec)
     fp32 = OnnxModel(graph.data, spec).predict
-    gap = max(largest_difference(model, spec, fp32, part) for part in at_lengths(features))
-    lengths = sequence_lengths(features)
-    where = f"{len(features)} test samples" + (
-        f", lengths {lengths[0]}-{lengths[-1]}" if lengths else ""
-    )
-    if gap > PARITY_TOLERANCE:
-        raise ExportError(
-            f"its fp32 ONNX graph's answers differ from PyTorch's by up to {gap:.3g} on {where} "
-            f"(at most {PARITY_TOLERANCE:g} allowed)"
-        )
-    console.err.print(
-        f"fp32 graph ({graph.exporter} exporter) matches PyTorch on {where}: "
-        f"largest difference {gap:.2g}"
-    )
+    checked = fp32_parity(model, spec, fp32, features)
 
     def torch_predict(rows: np.ndarray):
         return predict(model, spec, rows)
 
-    original = rule.score(torch_predict(features)[0], truth)
-    weights_size = len(bundle.weights)
-    footprints = [
-        footprint("torch fp32", torch_predict, features, weights_size, original),
-        footprint(
-            "onnx fp32",
-            fp32,
-            features,
-            len(graph.data),
-            rule.score(fp32(features)[0], truth),
-        ),
-    ]
+    def measured(runtime: str, predict_rows, data: bytes) -> Footprint:
+        metric = test_score(predict_rows, spec, dataset, split)
+        return footprint(runtime, predict_rows, features, len(data), metric)
+
+    footprints = [measured("torch fp32", torch_predict, bundle.weights)]
+    footprints.append(measured("onnx fp32", fp32, graph.data))
     data = graph.data
     if quantize == "int8":
         data = quantize_int8(graph.data)
-        int8 = OnnxModel(data, spec).predict
-        quantized = rule.score(int8(features)[0], truth)
-        problem = int8_problem(rule, original, quantized)
+        footprints.append(measured("onnx int8", OnnxModel(data, spec).predict, data))
+        problem = int8_problem(rule, footprints[0].metric, footprints[-1].metric)
         if problem:
             raise ExportError(problem)
-        footprints.append(footprint("onnx int8", int8, features, len(data), quantized))
-    info = describe(graph, spec, quantized=quantize, parity=gap)
-    info |= {
-        "source": bundle.uri,
-        "checked_on": where,
-        f"test_{rule.metric.removeprefix('test_')}": footprints[-1].metric,
-    }
+    info = describe(graph, spec, quantized=quantize, parity=checked)
+    info |= {"source": bundle.uri, rule.metric: footprints[-1].metric}
     return Checked(data, info, footprints, rule.metric)
+
+
+def fp32_parity(model, spec, graph, features: np.ndarray) -> Parity:
+    """The graph's answers against PyTorch's on ``features``; ExportError when they differ by
+    more than allowed."""
+    from trainers.export.check import parity
+    from trainers.export.onnx_graph import ExportError
+
+    checked = parity(model, spec, graph, features)
+    if not checked.ok:
+        raise ExportError(f"its fp32 ONNX graph's answers differ from PyTorch's: {checked}")
+    console.err.print(f"the fp32 graph matches PyTorch: {checked}")
+    return checked
 
 
 def finish(bundle: ModelBundle, checked: Checked, args: ExportArgs, dataset, split) -> int:

@@ -103,13 +103,14 @@ def test_no_orchestrator_module_is_over_350_lines():
 COMMANDS = ("training", "sweeps", "compare", "serving", "cluster", "predicting")
 # The arrows allowed into a command package from outside it (cli.py maps onto all of them): a
 # sweep's trials are training runs, a comparison is a grid of trials run by the sweep machinery,
-# the config composes the sweep section from its owner, and batch prediction fetches its model
-# the way deploy does (serving/model_source.py: model URI -> weights + config).
+# the config composes the sweep section from its owner, and batch prediction and export fetch
+# their model the way deploy does (serving/model_source.py: model URI -> weights + config).
 CROSSING = {
     ("sweeps", "training"),
     ("compare", "sweeps"),
     ("config.py", "sweeps"),
     ("predicting", "serving"),
+    ("exporting", "serving"),
 }
 
 

@@ -137,3 +137,16 @@ def _integer(value: Any, name: str, low: int, high: int) -> int:
     if float(value) != int(value) or not low <= int(value) <= high:
         raise InputError(f"{name} must be an integer from {low} to {high}, got {value!r}")
     return int(value)
+
+
+def noise_rows(seeds: np.ndarray, offsets: np.ndarray, latent: int) -> np.ndarray:
+    """The generator's noise for each requested row ``[count, latent]`` float32: row ``offset``
+    of request ``seed`` has a stream of its own, whatever rows it is generated with."""
+    if not len(seeds):
+        return np.zeros((0, latent), dtype=np.float32)
+    return np.stack(
+        [
+            np.random.default_rng([int(seed), int(offset)]).standard_normal(latent)
+            for seed, offset in zip(seeds, offsets, strict=True)
+        ]
+    ).astype(np.float32)

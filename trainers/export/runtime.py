@@ -36,12 +36,15 @@ class OnnxModel:
         options.log_severity_level = 3  # errors only
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self.spec, self.export = spec, export
+        # An input the graph does not read (an unconditional GAN's label) is not in it.
+        self.input_names = {node.name for node in self.session.get_inputs()}
 
     def outputs(self, features: np.ndarray) -> np.ndarray:
         """The graph's output for every sample of ``features``, in their order."""
         answer: np.ndarray | None = None
         for feed in self.export.feeds(self.spec, features):
-            out = self.session.run(None, feed.inputs)[0]
+            inputs = {k: v for k, v in feed.inputs.items() if k in self.input_names}
+            out = self.session.run(None, inputs)[0]
             if feed.rows is None:
                 return out
             if answer is None:

@@ -13,7 +13,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from trainers.config import OptimConfig, Section
-from trainers.families.base import Family
+from trainers.data.generation_input import noise_rows
+from trainers.families.base import Export, Family, Feed, Graph
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -152,6 +153,55 @@ def predict(
     return np.column_stack([rows, requests[:, 0]]).astype(np.float32), None
 
 
+NOISE, LABEL, ROWS = "noise", "label", "rows"
+
+
+def graph(model: nn.Module, spec: ModelSpec) -> Graph:
+    """The exported graph of a GAN: its generator, from noise and class codes to rows."""
+    from trainers.families.gan_net import Generating
+
+    cfg = GANConfig.model_validate(spec.options)
+    width = model.generator.input_mean.shape[0]
+    classes = len(spec.classes)
+    return Graph(
+        module=Generating(model.generator, classes, cfg.conditional).eval(),
+        inputs={
+            NOISE: np.zeros((2, cfg.latent), dtype=np.float32),
+            LABEL: np.zeros(2, dtype=np.int64),
+        },
+        dynamic={NOISE: {0: "batch"}, LABEL: {0: "batch"}},
+        output=ROWS,
+        meaning={
+            NOISE: f"[batch, {cfg.latent}] float32: standard normal noise, one row per row "
+            "generated (redblue draws row i of a request with seed s from numpy's "
+            "default_rng([s, i]))",
+            LABEL: f"[batch] int64: the class code of each row (0-{classes - 1}, in classes' "
+            "order)" + ("" if cfg.conditional else "; unused: the model is not conditional"),
+            ROWS: f"[batch, {width}] float32: encoded rows (numbers in the table's units, "
+            "categories one-hot), decoded into columns as preprocessing says",
+        },
+    )
+
+
+def feeds(spec: ModelSpec, requests: np.ndarray) -> list[Feed]:
+    """Requests ``[code, seed, offset]`` as the graph's noise and class codes."""
+    latent = GANConfig.model_validate(spec.options).latent
+    seeds, offsets = requests[:, 1].astype(np.int64), requests[:, 2].astype(np.int64)
+    return [
+        Feed(
+            None,
+            {NOISE: noise_rows(seeds, offsets, latent), LABEL: requests[:, 0].astype(np.int64)},
+        )
+    ]
+
+
+def answer(
+    spec: ModelSpec, requests: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The generated rows with their class code last, as ``predict`` gives them."""
+    return np.column_stack([rows, requests[:, 0]]).astype(np.float32), None
+
+
 class _Bare:
     """A network outside any engine, with the surface ``Adversarial.generate`` reads."""
 
@@ -187,4 +237,5 @@ FAMILY = Family(
     task="generation",
     # Adam as DCGAN trains: a small lr for the generator (the discriminator's is d_lr), beta1 0.5.
     optim_defaults={"lr": 1e-4, "beta1": 0.5},
+    export=Export(graph=graph, feeds=feeds, answer=answer),
 )

@@ -97,6 +97,23 @@ class Generator(Scaled):
         self.high.copy_(torch.as_tensor(high, dtype=torch.float32))
 
 
+class Generating(nn.Module):
+    """The generator as its exported graph: noise ``[batch, latent]`` and class codes
+    ``[batch]`` in, encoded rows out (categories one-hot, numbers in the table's units), as
+    ``Adversarial.generate`` gives them."""
+
+    def __init__(self, generator: Generator, classes: int, conditional: bool) -> None:
+        super().__init__()
+        self.generator, self.classes, self.conditional = generator, classes, conditional
+
+    def forward(self, noise: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        inputs = noise
+        if self.conditional:
+            inputs = torch.cat([noise, F.one_hot(label.long(), self.classes).float()], dim=1)
+        raw = self.generator(inputs)
+        return self.generator.encoded(self.generator.shaped(raw, hard=True))
+
+
 class Discriminator(nn.Module):
     """An adversarial row (and its class one-hot after it) in; one score out, real high. The
     class enters by projection (Miyato & Koyama, 2018): the score adds the inner product of the

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from trainers.data.generation_input import noise_rows
 from trainers.data.judge import unpacked
 from trainers.engine.base import Engine, Replica
 from trainers.families.gan_net import Generator, frozen
@@ -216,19 +217,8 @@ class Adversarial:
 
 
 def noise_for(seeds: np.ndarray, offsets: np.ndarray, objective: Adversarial) -> torch.Tensor:
-    """Row ``offset`` of request ``seed``'s noise, for each row: its own stream, whatever rows
-    it is generated with."""
-    noise = (
-        np.stack(
-            [
-                np.random.default_rng([int(seed), int(offset)]).standard_normal(objective.latent)
-                for seed, offset in zip(seeds, offsets, strict=True)
-            ]
-        )
-        if len(seeds)
-        else np.zeros((0, objective.latent))
-    )
-    return torch.as_tensor(noise, dtype=torch.float32)
+    """Row ``offset`` of request ``seed``'s noise, for each row (``noise_rows``)."""
+    return torch.as_tensor(noise_rows(seeds, offsets, objective.latent))
 
 
 def moments(name: str, rows: np.ndarray) -> Sums:

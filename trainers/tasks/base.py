@@ -98,6 +98,9 @@ class Task:
     # Its model takes requests, not samples of the data (generation): examples come from
     # ``example_input``, and a model is scored by ``measure`` rather than by its predictions.
     asks_requests: bool = False
-    # (model, spec, dataset, split) -> the score's metric on T, for a task whose score is not a
-    # function of predictions and truth (generation: test_fd, in the model's judge's features).
-    measure: Callable[[Any, ModelSpec, Dataset, Split], float] | None = None
+    # (predict, spec, dataset, split) -> the score's metric on T, for a task whose score is not
+    # a function of predictions and truth (generation: test_fd, in the model's judge's
+    # features); ``predict`` maps the model's inputs to its answers, as ``Family.predict`` does.
+    measure: Callable[[Callable, ModelSpec, Dataset, Split], float] | None = None
+    # (spec, dataset, split) -> the inputs a model is measured on, for such a task.
+    measured_on: Callable[[ModelSpec, Dataset, Split], np.ndarray] | None = None

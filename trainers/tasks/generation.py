@@ -7,6 +7,7 @@ generated rows is fitted on P' (``trainers.data.judge``). A model takes requests
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -119,21 +120,25 @@ def answer(schema: Any, generated: np.ndarray) -> Any:
     return schema.answer(generated)
 
 
-def measure(model: Any, spec: ModelSpec, dataset: Dataset, split: Split) -> float:
-    """``test_fd`` of a saved model on T: its rows generated for T's classes (seed 0) against
-    T's rows, in the features of the model's own judge (comparable between models whose
-    judges are the same: the same data, split and seed)."""
+def test_requests(spec: ModelSpec, dataset: Dataset, split: Split) -> np.ndarray:
+    """A row asked for each row of T, of its class (seed 0): what a model is measured on."""
+    requests = input_schema(spec).requested(len(split.test), None, 0)
+    requests[:, 0] = dataset.labels[split.test]
+    return requests
+
+
+def measure(predict_rows: Callable, spec: ModelSpec, dataset: Dataset, split: Split) -> float:
+    """``test_fd`` of a model (``predict_rows``: its weights in torch, or its exported graph) on
+    T: its rows generated for T's classes (seed 0) against T's rows, in the features of the
+    model's own judge (comparable between models whose judges are the same: the same data,
+    split and seed)."""
     import torch
 
-    from trainers.families import family_of
     from trainers.families.gan import adversarial
     from trainers.families.gan_objective import frechet_distance, moments
 
-    test = split.test
-    real = of_model(spec).transform(dataset.raw_rows(test))
-    requests = input_schema(spec).requested(len(test), None, 0)
-    requests[:, 0] = dataset.labels[test]
-    generated, _ = family_of(spec.kind).predict(model, spec, requests)
+    real = of_model(spec).transform(dataset.raw_rows(split.test))
+    generated, _ = predict_rows(test_requests(spec, dataset, split))
     judge = adversarial(spec).judge
     sums = {}
     for name, rows in (("real", real), ("fake", generated[:, :-1])):
@@ -154,4 +159,5 @@ TASK = Task(
     batch_prediction=False,
     asks_requests=True,
     measure=measure,
+    measured_on=test_requests,
 )
