@@ -6,11 +6,16 @@ wide MLP whose one-row forward pass costs about a millisecond) and 1, 8 and 32 c
 it reports requests/s and p50/p99 latency, then the ratios: Serve's added p50 latency at 1 client
 and its throughput against the bare server at 32 clients. It also runs the wide model at 32
 clients with batching off, reports the mean rows per forward pass (from the audit log), and, with
-``--ingress haproxy``, the same again through Ray Serve's HAProxy ingress.
+``--ingress haproxy``, the same again through Ray Serve's HAProxy ingress. ``--runtime
+onnxruntime int8`` adds Serve replicas that run the model's ONNX graph in ONNX Runtime (fp32,
+exported when deployed; int8, exported and quantized as ``redblue export --quantize int8``
+does), against the same bare PyTorch server.
 
 Goals (issue 4): added p50 latency at 1 client <= 2 ms; at 32 clients on the wide model,
-throughput >= 1.0x the bare server. Run: ``python benchmarks/serve_bench.py [--quick]
-[--ingress proxy haproxy] [--json out.json]``.
+throughput >= 1.0x the bare server. Issue 25: on the wide model at 32 clients, ONNX Runtime fp32
+replicas >= 3x the bare server's throughput and int8 replicas >= 4x; added p50 at 1 client
+<= 0.5 ms. Run: ``python benchmarks/serve_bench.py [--quick] [--ingress proxy haproxy]
+[--runtime torch onnxruntime int8] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -85,6 +90,28 @@ def wide_hidden() -> tuple[list[int], float]:
     return min(timed, key=lambda item: abs(item[1] - 1.0))
 
 
+def int8_export(model_dir: Path, target: Path) -> Path:
+    """``model_dir`` with its int8 graph beside the weights, as ``redblue export --quantize
+    int8 --output`` writes it."""
+    import shutil
+
+    from trainers.export.check import describe, parity
+    from trainers.export.onnx_graph import quantize_int8, to_onnx
+    from trainers.export.runtime import EXPORT_FILE, ONNX_FILE, OnnxModel
+    from trainers.models import load_model
+
+    model, spec = load_model(model_dir)
+    graph = to_onnx(model, spec)
+    data = quantize_int8(graph.data)
+    rows = np.random.default_rng(0).normal(size=(256, FEATURES)).astype(np.float32)
+    checked = parity(model, spec, OnnxModel(data, spec).predict, rows)
+    shutil.copytree(model_dir, target)
+    (target / ONNX_FILE).write_bytes(data)
+    info = describe(graph, spec, quantized="int8", parity=checked)
+    (target / EXPORT_FILE).write_text(json.dumps(info))
+    return target
+
+
 def bundle_of(directory: Path, name: str):
     from serve_apps.model_bundle import ModelBundle
 
@@ -127,6 +154,7 @@ def serve_ray(
     wait: float,
     autoscale: bool = False,
     replicas: int = 2,
+    runtime: str = "torch",
 ):
     from orchestrator.environment import connect_ray, prepare_driver_env
     from orchestrator.serving.ingress import prepare_serve_env, stop_haproxy
@@ -140,7 +168,11 @@ def serve_ray(
     from serve_apps.settings import AutoscalingSection, ServeSection
 
     settings = ServeSection(
-        port=port, max_batch_size=batch, batch_wait_timeout_s=wait, num_replicas=replicas
+        port=port,
+        max_batch_size=batch,
+        batch_wait_timeout_s=wait,
+        num_replicas=replicas,
+        runtime="torch" if runtime == "torch" else "onnxruntime",  # int8: the folder's graph
     )
     if autoscale:
         settings.autoscaling = AutoscalingSection(
@@ -158,7 +190,8 @@ def serve_ray(
         http_options={"host": "127.0.0.1", "port": port},
         logging_config={"log_level": "WARNING", "enable_access_log": False},
     )
-    serve.run(application(args, bundle_of(model_dir, "bench")), name="bench", route_prefix="/")
+    bundle = bundle_of(model_dir, "bench").for_runtime(settings.runtime)
+    serve.run(application(args, bundle), name="bench", route_prefix="/")
     print("READY", flush=True)
     try:
         while True:  # with autoscaling: the replicas running now, for the scale-up time
@@ -345,34 +378,33 @@ def run_benchmark(options) -> dict:
         base = ["--model-dir", str(model_dir)]
         print(f"{name} model", flush=True)
         results = measure([*base, "--kind", "bare"], CLIENTS, timing, workdir, "bare")
+        int8_dir = None
+        labels = []
         for ingress in options.ingress:
-            serve_args = [
-                *base,
-                "--kind",
-                "serve",
-                "--ingress",
-                ingress,
-                "--batch",
-                str(options.batch),
-                "--wait",
-                str(options.wait),
-                "--replicas",
-                str(options.replicas),
-            ]
-            results += measure(serve_args, CLIENTS, timing, workdir, f"serve-{ingress}")
-            if name == "wide":
-                serve_args[serve_args.index("--batch") + 1] = "1"
-                results += measure(serve_args, (32,), timing, workdir, f"serve-{ingress}-nobatch")
+            for runtime in options.runtime:
+                if runtime == "int8" and int8_dir is None:
+                    int8_dir = int8_export(model_dir, workdir / name / "int8")
+                folder = int8_dir if runtime == "int8" else model_dir
+                serve_args = [
+                    *["--model-dir", str(folder), "--kind", "serve", "--ingress", ingress],
+                    *["--batch", str(options.batch), "--wait", str(options.wait)],
+                    *["--replicas", str(options.replicas), "--runtime", runtime],
+                ]
+                label = f"serve-{ingress}" + ("" if runtime == "torch" else f"-{runtime}")
+                labels.append(label)
+                results += measure(serve_args, CLIENTS, timing, workdir, label)
+                if name == "wide" and runtime == "torch":
+                    serve_args[serve_args.index("--batch") + 1] = "1"
+                    results += measure(serve_args, (32,), timing, workdir, f"{label}-nobatch")
         summary = {}
-        for ingress in options.ingress:
-            label = f"serve-{ingress}"
+        for label in labels:
             summary[label] = {
                 "added_p50_ms_1_client": pick(results, label, 1)["p50_ms"]
                 - pick(results, "bare", 1)["p50_ms"],
                 "rps_ratio_32_clients": pick(results, label, 32)["rps"]
                 / pick(results, "bare", 32)["rps"],
             }
-            if name == "wide":
+            if any(r["server"] == f"{label}-nobatch" for r in results):
                 summary[label]["batching_gain_32_clients"] = (
                     pick(results, label, 32)["rps"] / pick(results, f"{label}-nobatch", 32)["rps"]
                 )
@@ -397,6 +429,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="max_batch_size for Serve.")
     parser.add_argument("--wait", type=float, default=0.0, help="batch_wait_timeout_s.")
     parser.add_argument("--replicas", type=int, default=2, help="Serve replicas (0.5 CPU each).")
+    parser.add_argument(
+        "--runtime",
+        nargs="+",
+        default=["torch"],
+        choices=["torch", "onnxruntime", "int8"],
+        help="What the Serve replicas run: the weights in torch, the fp32 ONNX graph or the "
+        "int8 one in ONNX Runtime.",
+    )
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     parser.add_argument(
         "--autoscale",
@@ -422,6 +462,7 @@ def main() -> None:
                 options.wait,
                 options.autoscale,
                 options.replicas,
+                options.runtime[0],
             )
         return
     report = run_benchmark(options)

@@ -12,6 +12,7 @@ import typer
 from orchestrator import console
 from orchestrator.cluster.cli import cluster_app
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID
+from orchestrator.exporting.command import export
 
 app = typer.Typer(
     add_completion=False,
@@ -205,37 +206,32 @@ def predict(
 
 
 @app.command()
-def export(
-    model: str = typer.Argument(
-        ..., help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or models:/m-ID."
+def compress(
+    config: Path = typer.Argument(..., help="YAML config: the data, the student, compression."),
+    teacher: str = typer.Option(
+        ..., "--teacher", "-t", help="The model to compress: models:/NAME@ALIAS, ... as deploy."
     ),
-    export_format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
-    quantize: str = typer.Option(
-        "none", "--quantize", help="none, or int8 (ONNX Runtime dynamic quantization)."
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config key: --set compression.method=prune."
     ),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Also write model.onnx, export.json and the weights here."
+    address: str | None = typer.Option(
+        None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
     ),
-    register: bool = typer.Option(
-        False, "--register", help="Register as a new version of MODEL's registered model."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in --output."),
 ) -> None:
-    """Export MODEL's fp32 weights to ONNX (optionally int8), checked against PyTorch on its
-    test data before anything is written; logged as an MLflow run with the trade-off figures.
+    """Compress TEACHER by its config's compression section (prune an mlp's hidden units, or
+    distill it into the config's model) and train the result as `train` does; the run logs the
+    trade-off against the teacher (parameters, size, latency, throughput, test metric)."""
+    cfg, plan = _validated(config, overrides, address, for_sweep=False)
+    from orchestrator.compressing.run import compress as run_compress
+    from orchestrator.streaming.choice import PendingStream
 
-    Exit 1 when the fp32 graph's answers differ by more than 1e-4 or int8 loses more than 0.5
-    points of accuracy (2% of MSE), with both numbers.
-    """
-    from orchestrator.environment import prepare_driver_env
-
-    prepare_driver_env(None)
-    if export_format != "onnx":
-        console.print_error(f"--format {export_format}: the one format is onnx")
+    if isinstance(plan, PendingStream):
+        console.print_error(f"{config}: compress trains in memory; set data.streaming: off")
         raise typer.Exit(EXIT_INVALID)
-    from orchestrator.exporting.run import ExportArgs, command
+    raise typer.Exit(run_compress(cfg, plan, teacher, address))
 
-    raise typer.Exit(command(ExportArgs(model, quantize, output, register, overwrite)))
+
+app.command()(export)
 
 
 def _validated(config: Path, overrides: list[str], address: str | None, for_sweep: bool):

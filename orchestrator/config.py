@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from orchestrator import storage
 from orchestrator.sweeps.config import SweepSection
 from serve_apps.settings import ServeSection
+from trainers.compress.settings import CompressionSection
 from trainers.config import (
     DataConfig,
     DeepSpeedConfig,
@@ -123,6 +124,10 @@ class RedblueConfig(Section):
     serve: ServeSection = Field(
         default_factory=ServeSection, description="HTTP serving of a model (redblue deploy)."
     )
+    compression: CompressionSection = Field(
+        default_factory=CompressionSection,
+        description="Pruning or distillation of a teacher model (redblue compress).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RedblueConfig:
@@ -142,8 +147,9 @@ class RedblueConfig(Section):
         return flatten(self.training_dump())
 
     def training_dump(self) -> dict[str, Any]:
-        """The config without the sections that do not shape a training run (sweep, serve)."""
-        return self.model_dump(exclude={"sweep", "serve"})
+        """The config without the sections that do not shape a training run (sweep, serve,
+        compression: ``redblue compress`` logs its own)."""
+        return self.model_dump(exclude={"sweep", "serve", "compression"})
 
     def with_values(self, values: Mapping[str, Any]) -> RedblueConfig:
         """A copy with ``{"dotted.key": value}`` applied and the whole config validated again."""

@@ -206,9 +206,15 @@ class Recorder:
             self.checkpoints.append(copy)
 
 
-def plain_trainer(report, spec_changes: dict[str, Any] | None = None, **sections):
+def plain_trainer(
+    report,
+    spec_changes: dict[str, Any] | None = None,
+    plan_changes: dict[str, Any] | None = None,
+    **sections,
+):
     """The real loop on plain PyTorch engines, one process, for the config ``sections`` (one
-    worker); ``spec_changes`` edit the planned model spec (a family registered by a test)."""
+    worker); ``spec_changes`` edit the planned model spec (a family registered by a test),
+    ``plan_changes`` the plan (a teacher to distill, initial weights)."""
     from orchestrator.config import RedblueConfig
     from trainers.engine.plain import PlainEngine
     from trainers.loop.plan import plan_run
@@ -218,6 +224,8 @@ def plain_trainer(report, spec_changes: dict[str, Any] | None = None, **sections
     plan = plan_run(cfg)
     if spec_changes:
         plan = dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, **spec_changes))
+    if plan_changes:
+        plan = dataclasses.replace(plan, **plan_changes)
 
     def make(model, name, clock, optim):
         return PlainEngine(model, optim=optim, grad_accum_steps=1, clock=clock)

@@ -59,10 +59,14 @@ def train_loss_weighting(cfg: RedblueConfig) -> str:
 
 
 def train(
-    cfg: RedblueConfig, plan: RunPlan | PendingStream, address: str | None
+    cfg: RedblueConfig,
+    plan: RunPlan | PendingStream,
+    address: str | None,
+    tags: dict[str, str] | None = None,
 ) -> tuple[int, TrainSummary | None]:
     """Run one training end to end; returns (exit code, summary when it succeeded). A streamed
-    table is planned once Ray is up (:mod:`orchestrator.streaming.plan`).
+    table is planned once Ray is up (:mod:`orchestrator.streaming.plan`). ``tags`` add to (or
+    replace) the run's tags (``redblue compress``'s).
 
     ``cfg``'s paths are absolute (:func:`orchestrator.config.resolve_paths`)."""
     from orchestrator.environment import connect_ray_while, leave_ray_job_folder
@@ -74,7 +78,7 @@ def train(
         from orchestrator.tracking import TrackedRun
         from orchestrator.training import launch  # noqa: F401
 
-        return TrackedRun.start(cfg, run_tags(cfg))
+        return TrackedRun.start(cfg, run_tags(cfg) | (tags or {}))
 
     started = time.perf_counter()
     tracked, where, ray_problem = connect_ray_while(

@@ -150,8 +150,9 @@ TRAINER_FLOORS = {
     "families": 2,
     "tasks": 3,
     "models": 4,
-    "loop": 5,
-    "export": 5,  # a trained model as an ONNX graph
+    "compress": 5,  # pruning and distillation, which the loop runs
+    "loop": 6,
+    "export": 6,  # a trained model as an ONNX graph
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from trainers.compress.settings import Teacher
 from trainers.config import RunSettings
 from trainers.data.row_stream import StreamPlan
 from trainers.data.splits import add_label_noise
@@ -44,6 +45,10 @@ class RunPlan:
     # A streamed table (data.streaming): the workers stream its parts; ``dataset`` and ``split``
     # are then a sample of each part (the rounds' monitoring, the logged examples).
     stream: StreamPlan | None = None
+    # redblue compress: the replicas start from these weights (a pruned teacher's) ...
+    initial_state: dict[str, np.ndarray] | None = None
+    # ... or train against a teacher's outputs as well (distillation).
+    teacher: Teacher | None = None
 
     @property
     def family(self) -> Family:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainers.compress.distilling import Distilling
 from trainers.config import OptimConfig
 from trainers.data.batches import batch_indices, shard
 from trainers.engine import distributed
@@ -93,6 +94,8 @@ def build_replicas(plan: RunPlan, make_engine: MakeEngine) -> dict[str, Replica]
             model.set_standardization(plan.stream.standardization)
         else:
             family.fit(model, dataset.features[train], targets)
+        if plan.initial_state is not None:  # a pruned teacher's weights (redblue compress)
+            model.load_state_dict({k: torch.tensor(v) for k, v in plan.initial_state.items()})
         clock = plan.rounds.clock(name)
         replicas[name] = {
             network: make_engine(
@@ -130,6 +133,9 @@ class Trainer:
         self.objective = self.family.objective(
             self.spec, self._whole_model(first), plan.class_weights
         )
+        if plan.teacher is not None:  # distillation (redblue compress)
+            device = next(self._whole_model(first).parameters()).device
+            self.objective = Distilling.of(self.objective, plan.teacher, self.spec.task, device)
         self.first_step_at: float | None = None
         self.finished_at: Path | None = None  # a restored final checkpoint
         self.best: Snapshot | None = None  # the best evaluation's replicas (select: best)
