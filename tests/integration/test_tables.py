@@ -187,3 +187,32 @@ def test_the_model_exports_to_onnx_checked_logged_and_registered(
     assert re.search(
         r"differ from PyTorch's: largest difference [0-9.e+-]+ on \d+ samples", result.output
     )
+
+
+def test_the_model_is_distilled_into_a_smaller_student(trained, workspace, mlflow_client):
+    """``redblue compress`` by distillation on ZeRO-2 workers: the student (8 hidden units, the
+    teacher's embedded and one-hot columns) trains against the teacher's outputs, and its run
+    holds the trade-off."""
+    from orchestrator.compressing.run import compress
+    from tests.integration.conftest import planned
+
+    _, teacher = trained["standard"]
+    sections = {
+        **PENGUINS,
+        "model": {"kind": "mlp", "hidden": [8]},
+        "optim": {**PENGUINS["optim"], "epochs": 6},
+        "compression": {"method": "distill", "temperature": 2.0, "alpha": 0.5},
+    }
+    cfg, plan = planned(workspace, "penguins-student", sections)
+    assert compress(cfg, plan, teacher.model_uri, None) == 0
+    (run,) = mlflow_client.search_runs(
+        [mlflow_client.get_experiment_by_name("penguins-student").experiment_id]
+    )
+    assert run.data.tags["redblue.kind"] == "compress"
+    assert run.data.tags["redblue.teacher"] == teacher.model_uri
+    assert run.data.params["compression.method"] == "distill"
+    metrics = run.data.metrics
+    assert metrics["student_parameters"] < 0.5 * metrics["teacher_parameters"]
+    assert metrics["student_torch_size_bytes"] < metrics["teacher_torch_size_bytes"]
+    assert metrics["student_onnx_test_accuracy"] == metrics["student_torch_test_accuracy"]
+    assert metrics["test_accuracy"] >= 0.8, metrics

@@ -22,6 +22,7 @@ from trainers.families.base import Graph
 from trainers.spec import ModelSpec
 
 CLASSIC_OPSET = 17  # the classic exporter's opset; the dynamo exporter picks its own (20 here)
+FOLD_LIMIT = 1 << 30  # elements: constants up to this size are folded into initializers
 
 
 class ExportError(ValueError):
@@ -107,7 +108,14 @@ def _dynamo(graph: Graph) -> bytes:
         verbose=False,
     )
     assert program is not None
-    return program.model_proto.SerializeToString()
+    # Fold every constant, whatever its size: an LSTM's weights computed from initializers
+    # (the exporter's default folds tensors of up to 8,192 elements) are not quantized.
+    import onnxscript.optimizer
+
+    proto = onnxscript.optimizer.optimize(
+        program.model_proto, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT
+    )
+    return proto.SerializeToString()
 
 
 def _classic(graph: Graph) -> bytes:
