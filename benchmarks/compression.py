@@ -6,9 +6,10 @@ LSTM that reads digits row by row (configs/digits_rows.yaml) and the digits GAN'
 (one thread each, in this process) and the test metric on T, for PyTorch fp32, ONNX Runtime fp32
 and int8, the MLPs pruned by 50% and fine-tuned (a quarter of the teacher's epochs), and a
 distilled student (with the same student trained without its teacher beside it; for digits also
-on 10% of the training labels, the teacher having seen all of them). Models train on the real loop (the configs' strategy,
-red-blue) with plain PyTorch engines on one worker, so the figures compare forms of one model,
-not clusters. The GAN is exported only: pruning and distillation take supervised models.
+on 10% of the training labels, the teacher having seen all of them). Models train on the real
+loop (the configs' strategy, red-blue) with plain PyTorch engines on one worker, so the figures
+compare forms of one model, not clusters. The GAN is exported only: pruning and distillation
+take supervised models.
 
 Run: ``python benchmarks/compression.py [--quick] [--json out.json]``.
 """
