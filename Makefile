@@ -44,8 +44,9 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/sweep_overhead.py
-	$(BIN)/python benchmarks/serve_bench.py --ingress proxy haproxy
+	$(BIN)/python benchmarks/serve_bench.py --ingress proxy haproxy --runtime torch onnxruntime int8
 	$(BIN)/python benchmarks/predict_throughput.py
+	$(BIN)/python benchmarks/compression.py
 
 clean:
 	rm -rf $(VENV) ray_results mlruns mlartifacts mlflow.db logs .pytest_cache

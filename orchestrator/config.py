@@ -20,13 +20,7 @@ from orchestrator import storage
 from orchestrator.sweeps.config import SweepSection
 from serve_apps.settings import ServeSection
 from trainers.compress.settings import CompressionSection
-from trainers.config import (
-    DataConfig,
-    DeepSpeedConfig,
-    OptimConfig,
-    Section,
-    StrategyConfig,
-)
+from trainers.config import DataConfig, DeepSpeedConfig, OptimConfig, Section, StrategyConfig
 from trainers.families import DEFAULT_KIND, FAMILIES, ModelConfig, family_of
 from trainers.families.mlp import MLPConfig
 from trainers.loop.rounds import micro_batch_size
@@ -125,8 +119,7 @@ class RedblueConfig(Section):
         default_factory=ServeSection, description="HTTP serving of a model (redblue deploy)."
     )
     compression: CompressionSection = Field(
-        default_factory=CompressionSection,
-        description="Pruning or distillation of a teacher model (redblue compress).",
+        default_factory=CompressionSection, description="Pruning or distillation (compress)."
     )
 
     @model_validator(mode="after")

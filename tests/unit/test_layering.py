@@ -100,7 +100,16 @@ def test_no_orchestrator_module_is_over_350_lines():
     assert not long, long
 
 
-COMMANDS = ("training", "sweeps", "compare", "serving", "cluster", "predicting")
+COMMANDS = (
+    "training",
+    "sweeps",
+    "compare",
+    "serving",
+    "cluster",
+    "predicting",
+    "exporting",
+    "compressing",
+)
 # The arrows allowed into a command package from outside it (cli.py maps onto all of them): a
 # sweep's trials are training runs, a comparison is a grid of trials run by the sweep machinery,
 # the config composes the sweep section from its owner, and batch prediction and export fetch
@@ -111,6 +120,9 @@ CROSSING = {
     ("config.py", "sweeps"),
     ("predicting", "serving"),
     ("exporting", "serving"),
+    ("compressing", "serving"),
+    ("compressing", "training"),
+    ("compressing", "exporting"),
 }
 
 
