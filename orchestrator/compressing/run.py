@@ -6,6 +6,7 @@ it against its teacher and log the trade-off to its run."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
@@ -21,12 +22,10 @@ class CompressionError(ValueError):
 def data_differences(teacher: ModelBundle, plan: RunPlan) -> list[str]:
     """How the teacher's data differs from the config's (a student must read the same encoded
     rows as its teacher): empty when they agree."""
-    spec, ours = teacher.spec, plan.spec
-    differences = []
-    for what in ("task", "feature_names", "classes", "in_features", "preprocessing"):
-        if getattr(spec, what) != getattr(ours, what):
-            differences.append(what.replace("_", " "))
-    return differences
+    stored = teacher.model_config  # as JSON holds it (lists for tuples), so compared as JSON
+    ours = json.loads(json.dumps(plan.spec.to_dict(), default=str))
+    fields = ("task", "feature_names", "classes", "in_features", "preprocessing")
+    return [what.replace("_", " ") for what in fields if stored.get(what) != ours.get(what)]
 
 
 def student_plan(cfg: RedblueConfig, plan: RunPlan, teacher: ModelBundle) -> RunPlan:
@@ -34,9 +33,10 @@ def student_plan(cfg: RedblueConfig, plan: RunPlan, teacher: ModelBundle) -> Run
     set to its architecture), or the config's model with the teacher to learn from."""
     from trainers.compress.settings import Teacher
     from trainers.families import family_of
+    from trainers.tasks import task_for
 
     settings = cfg.compression
-    if teacher.spec.task == "generation" or plan.family.task == "generation":
+    if task_for(teacher.spec).asks_requests or plan.task.asks_requests:
         raise CompressionError("a generative model cannot be compressed (only exported)")
     differences = data_differences(teacher, plan)
     if differences:

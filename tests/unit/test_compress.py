@@ -119,3 +119,43 @@ def test_a_pruned_teacher_fine_tunes_from_its_pruned_weights(digits_teacher, tmp
     assert pruned.options["hidden"] == [64]
     trainer.run()
     assert report.metrics[-1]["test_accuracy"] >= 0.9  # its teacher's: about 0.97
+
+
+def test_a_teacher_that_cannot_be_compressed_is_refused_before_training(tmp_path):
+    """What ``redblue compress`` checks before Ray starts (exit 2): the teacher read other data,
+    pruning a teacher that is not an mlp, distillation with strategy.clean."""
+    from orchestrator.compressing.run import CompressionError, student_plan
+    from orchestrator.config import validate
+    from serve_apps.model_bundle import ModelBundle
+    from tests.helpers import forecaster_config, saved_forecaster, saved_model
+    from trainers.loop.plan import plan_run
+
+    def bundle(folder: Path) -> ModelBundle:
+        return ModelBundle.from_directory(
+            folder, uri="models:/t/1", name="t", version="1", run_id=None
+        )
+
+    digits = validate({"data": {"source": "digits"}, "compression": {"method": "distill"}})
+    plan = plan_run(digits)
+    other = bundle(saved_model(tmp_path / "other", seed=0))  # 8 features, classes a, b, c
+    with pytest.raises(CompressionError, match="trained on other data .*feature names, classes"):
+        student_plan(digits, plan, other)
+    cleaning = validate({"data": {"source": "digits"}, "strategy": {"clean": "prune"}})
+    teacher = bundle(_digits_mlp(tmp_path / "digits", plan))
+    with pytest.raises(CompressionError, match="strategy.clean with distillation"):
+        student_plan(cleaning, plan_run(cleaning), teacher)
+    series = forecaster_config()
+    series.compression.method = "prune"
+    lstm = bundle(saved_forecaster(tmp_path / "lstm")[0])
+    with pytest.raises(CompressionError, match="prune takes an mlp teacher; t v1 is a lstm"):
+        student_plan(series, plan_run(series), lstm)
+    assert student_plan(digits, plan, teacher).teacher is not None
+
+
+def _digits_mlp(folder: Path, plan) -> Path:
+    """An untrained MLP of digits' plan, fitted on its training pool, saved."""
+    from trainers.models import save_model
+
+    model = build_model(plan.spec)
+    plan.family.fit(model, plan.dataset.features[plan.split.train], None)
+    return save_model(folder, model, plan.spec)
