@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -320,3 +321,20 @@ def write_partitioned_table(folder: Path, rows: int = 3000, seed: int = 0) -> pd
         (folder / f"year={year}").mkdir(parents=True, exist_ok=True)
         part.to_parquet(folder / f"year={year}" / "part-0.parquet", row_group_size=700)
     return frame
+
+
+def breaking(to_onnx: Callable) -> Callable:
+    """``to_onnx`` whose graphs have their largest weight scaled by 1.5: an export that answers
+    otherwise than its model (what the numeric check must refuse)."""
+    import onnx
+    from onnx import numpy_helper
+
+    def broken(model, spec):
+        graph = to_onnx(model, spec)
+        proto = onnx.load_from_string(graph.data)
+        largest = max(proto.graph.initializer, key=lambda tensor: np.prod(tensor.dims))
+        values = (numpy_helper.to_array(largest) * 1.5).astype(np.float32)
+        largest.CopyFrom(numpy_helper.from_array(values, largest.name))
+        return dataclasses.replace(graph, data=proto.SerializeToString())
+
+    return broken

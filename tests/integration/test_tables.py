@@ -176,12 +176,9 @@ def test_the_model_exports_to_onnx_checked_logged_and_registered(
     run = mlflow_client.get_run(version.run_id)
     assert run.data.metrics["test_accuracy"] >= summary.metrics["test_accuracy"] - 0.005
 
-    def broken(model, spec):
-        graph = to_onnx(model, spec)
-        return type(graph)(**{**graph.__dict__, "data": onnx_graph.with_broken_weight(graph.data)})
+    from tests.helpers import breaking
 
-    to_onnx = onnx_graph.to_onnx
-    monkeypatch.setattr(onnx_graph, "to_onnx", broken)
+    monkeypatch.setattr(onnx_graph, "to_onnx", breaking(onnx_graph.to_onnx))
     result = CliRunner().invoke(app, ["export", summary.model_uri])
     assert result.exit_code == 1, result.output
     assert re.search(

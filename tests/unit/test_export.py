@@ -177,17 +177,13 @@ def test_the_file_runs_in_a_plain_session_with_the_documented_names(folders, tmp
 
 
 def test_a_graph_that_answers_otherwise_is_refused_with_the_difference(folders, monkeypatch):
+    from tests.helpers import breaking
     from trainers.export import check
-    from trainers.export.onnx_graph import with_broken_weight
 
     model, spec = load_model(folders["mlp"])
     assert checked_graph(model, spec)[1]["parity_max_abs_diff"] <= PARITY_TOLERANCE
 
-    def broken(model, spec):
-        graph = to_onnx(model, spec)
-        return type(graph)(**{**graph.__dict__, "data": with_broken_weight(graph.data)})
-
-    monkeypatch.setattr(check, "to_onnx", broken)
+    monkeypatch.setattr(check, "to_onnx", breaking(to_onnx))
     message = r"differ from the weights': largest difference [0-9.e+-]+ on 16 samples \(allowed"
     with pytest.raises(ExportError, match=message):
         checked_graph(model, spec)

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -153,18 +152,6 @@ def node_types(data: bytes) -> list[str]:
     import onnx
 
     return sorted({node.op_type for node in onnx.load_from_string(data).graph.node})
-
-
-def with_broken_weight(data: bytes, scale: float = 1.5) -> bytes:
-    """The graph with its largest weight scaled: what a wrong export looks like (for tests)."""
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load_from_string(data)
-    largest = max(proto.graph.initializer, key=lambda tensor: np.prod(tensor.dims))
-    values = numpy_helper.to_array(largest) * scale
-    largest.CopyFrom(numpy_helper.from_array(values.astype(np.float32), largest.name))
-    return proto.SerializeToString()
 
 
 @contextlib.contextmanager
