@@ -4,7 +4,7 @@ For the digits MLP (configs/digits.yaml), a wide MLP on the same data (hidden [1
 LSTM that reads digits row by row (configs/digits_rows.yaml) and the digits GAN's generator
 (configs/digits_gan.yaml): size, p50 latency at batch 1 and 64, rows per second at batch 64
 (one thread each, in this process) and the test metric on T, for PyTorch fp32, ONNX Runtime fp32
-and int8, the MLPs pruned by 50% and fine-tuned (a quarter of the teacher's epochs), and a
+and int8, pruned by 50% and fine-tuned (a quarter of the teacher's epochs), and a
 distilled student (with the same student trained without its teacher beside it; for digits also
 on 10% of the training labels, the teacher having seen all of them). Models train on the real
 loop (the configs' strategy, red-blue) with plain PyTorch engines on one worker, so the figures
@@ -116,7 +116,7 @@ def figures(folder: Path, plan, label: str, int8: bool) -> list[dict]:
 
 
 def run(options) -> list[dict]:
-    from trainers.compress.pruning import prune_mlp
+    from trainers.compress.pruning import prune
     from trainers.compress.settings import Teacher
     from trainers.models import load_model
     from trainers.spec import CONFIG_FILE, WEIGHTS_FILE
@@ -133,13 +133,12 @@ def run(options) -> list[dict]:
         folder, plan = trained(config, workdir, options.quick, **edits)
         table += figures(folder, plan, name, int8=True)
         model, spec = load_model(folder)
-        if spec.kind == "mlp":
-            pruned, state = prune_mlp(model, spec, 0.5)
-            hidden = {"model.hidden": pruned.options["hidden"]}
-            quarter = {"optim.epochs": max(1, plan.loop.optim.epochs // 4)}
-            changes = {"spec": pruned, "initial_state": state}
-            pruned_folder, _ = trained(config, workdir, options.quick, changes, **hidden, **quarter)
-            table += figures(pruned_folder, plan, f"{name} pruned 50%", int8=False)
+        pruned, state = prune(model, spec, 0.5)  # the MLPs' layers, the LSTM's state
+        hidden = {"model.hidden": pruned.options["hidden"]}
+        quarter = {"optim.epochs": max(1, plan.loop.optim.epochs // 4)}
+        changes = {"spec": pruned, "initial_state": state}
+        pruned_folder, _ = trained(config, workdir, options.quick, changes, **hidden, **quarter)
+        table += figures(pruned_folder, plan, f"{name} pruned 50%", int8=False)
         teacher = Teacher(
             (folder / WEIGHTS_FILE).read_bytes(),
             json.loads((folder / CONFIG_FILE).read_text()),

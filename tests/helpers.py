@@ -45,6 +45,27 @@ def saved_model(
     return save_model(directory, model, spec)
 
 
+def saved_sequence_model(directory: Path, kind: str, task: str, **options) -> Path:
+    """A ``kind`` (rnn, lstm, gru) model of sequences of two features, up to 9 steps, for
+    ``task`` (classification of x, y, z or regression), with random weights (seed 0) and its
+    scaling fitted on 40 random sequences, saved; ``options``: the model section's."""
+    from dataclasses import asdict
+
+    from trainers.data.sequences import SequenceInput
+
+    torch.manual_seed(0)
+    schema = SequenceInput(("a", "b"), "id", "t", 9)
+    classes = ["x", "y", "z"] if task == "classification" else []
+    spec = ModelSpec(kind, task, 2, len(classes) or 1, {"kind": kind, "hidden": 6, **options})
+    spec.feature_names, spec.classes = ["a", "b"], classes
+    spec.preprocessing = {"sequence": asdict(schema)}
+    model = build_model(spec)
+    sequences = np.random.default_rng(0).normal(3.0, 2.0, size=(40, 9, 2)).tolist()
+    targets = np.random.default_rng(1).normal(5.0, 2.0, size=40) if task == "regression" else None
+    family_of(kind).fit(model, schema.rows(sequences), targets)
+    return save_model(directory, model, spec)
+
+
 def saved_gan(directory: Path, epochs: float = 2) -> Path:
     """A conditional GAN of the penguins table (categories and gaps), trained ``epochs`` on the
     real loop with plain engines: its final model's folder."""

@@ -51,17 +51,16 @@ def student_plan(cfg: RedblueConfig, plan: RunPlan, teacher: ModelBundle) -> Run
             teacher.weights, teacher.model_config, settings.temperature, settings.alpha
         )
         return dataclasses.replace(plan, teacher=taught)
-    from trainers.compress.pruning import prune_mlp
+    from trainers.compress.pruning import GATES, prune
 
-    if teacher.spec.kind != "mlp":
+    if teacher.spec.kind != "mlp" and teacher.spec.kind not in GATES:
         raise CompressionError(
-            f"compression.method prune takes an mlp teacher; {teacher.label} is a "
-            f"{teacher.spec.kind} (distill it instead: compression.method: distill)"
+            f"compression.method prune takes an mlp, rnn, lstm or gru teacher; {teacher.label} "
+            f"is a {teacher.spec.kind} (distill it instead: compression.method: distill)"
         )
     model, spec = teacher.load()
-    pruned, state = prune_mlp(model, spec, settings.prune_fraction)
-    config = family_of("mlp").config.model_validate(pruned.options)
-    cfg.model = config  # the run logs the architecture it trains
+    pruned, state = prune(model, spec, settings.prune_fraction)
+    cfg.model = family_of(spec.kind).config.model_validate(pruned.options)  # the run logs it
     return dataclasses.replace(plan, spec=pruned, initial_state=state)
 
 

@@ -4,6 +4,8 @@ generated rows, a pyfunc that generates), and a GAN sweep that registers a champ
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import mlflow
 import pandas as pd
@@ -118,8 +120,12 @@ def test_a_pbt_sweep_of_both_learning_rates_registers_a_champion(sweep, mlflow_c
     assert len(trials) == 2 and all("test_fd" in t.data.metrics for t in trials)
     exploited = [t for t in trials if "redblue.pbt.exploits" in t.data.tags]
     assert exploited, [t.data.tags for t in trials]
-    rates = [
-        {m.value for m in mlflow_client.get_metric_history(t.info.run_id, "pbt/model.d_lr")}
-        for t in exploited
-    ]
-    assert max(len(values) for values in rates) >= 2, rates  # the discriminator's, perturbed
+    for trial in exploited:  # the discriminator's rate, perturbed by the exploit
+        history = mlflow_client.get_metric_history(trial.info.run_id, "pbt/model.d_lr")
+        started = min(history, key=lambda metric: metric.step).value
+        last_exploit = trial.data.tags["redblue.pbt.last_exploit"]
+        found = re.search(r"\bd_lr=([0-9.e+-]+)", last_exploit)
+        assert found, last_exploit
+        # An exploit at the last round leaves no round to log the new rate on: the tag says it.
+        continued = float(found.group(1))
+        assert abs(continued - started) > 1e-3 * started, (last_exploit, started)

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from tests.helpers import Recorder, plain_trainer, saved_table_model
-from trainers.compress.pruning import parameter_count, prune_mlp
+from trainers.compress.pruning import parameter_count, prune, prune_mlp
 from trainers.compress.settings import Teacher
 from trainers.models import build_model, load_model, predict
 from trainers.spec import CONFIG_FILE, FINAL_MODEL_DIR, WEIGHTS_FILE
-from trainers.tasks import input_schema
+from trainers.tasks import input_schema, task_for
 
 
 def test_pruning_keeps_the_network_valid_and_shrinks_it(tmp_path):
@@ -46,12 +46,34 @@ def probabilities_of(model, spec, rows):
     return predict(model, spec, rows)[1]
 
 
-def test_pruning_refuses_what_is_not_an_mlp(tmp_path):
-    from tests.helpers import saved_forecaster
+@pytest.mark.parametrize(
+    "kind, options", [("lstm", {"layers": 2, "bidirectional": True}), ("gru", {}), ("rnn", {})]
+)
+def test_a_recurrent_model_keeps_its_most_important_units_in_every_layer(tmp_path, kind, options):
+    from tests.helpers import saved_sequence_model
 
-    model, spec = load_model(saved_forecaster(tmp_path / "lstm")[0])
-    with pytest.raises(ValueError, match="pruning takes an mlp; the teacher is a lstm"):
-        prune_mlp(model, spec, 0.5)
+    folder = saved_sequence_model(tmp_path, kind, "classification", hidden=16, **options)
+    model, spec = load_model(folder)
+    rows = input_schema(spec).rows(task_for(spec).example_input(spec, 20))
+    pruned, state = prune(model, spec, 0.5)
+    assert pruned.options["hidden"] == 8
+    smaller = build_model(pruned)
+    smaller.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    assert parameter_count(smaller) < 0.4 * parameter_count(model)
+    labels, probabilities = predict(smaller, pruned, rows)
+    assert probabilities is not None and np.isfinite(probabilities).all()
+    same, same_state = prune(model, spec, 0.01)  # nothing removed: the same answers
+    kept = build_model(same)
+    kept.load_state_dict({k: torch.as_tensor(v) for k, v in same_state.items()})
+    assert np.allclose(predict(kept, same, rows)[1], probabilities_of(model, spec, rows))
+
+
+def test_pruning_refuses_a_generator(tmp_path):
+    from tests.helpers import saved_gan
+
+    model, spec = load_model(saved_gan(tmp_path / "gan", epochs=0.2))
+    with pytest.raises(ValueError, match="pruning takes an mlp, rnn, lstm or gru; the teacher is"):
+        prune(model, spec, 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +169,7 @@ def test_a_teacher_that_cannot_be_compressed_is_refused_before_training(tmp_path
     series = forecaster_config()
     series.compression.method = "prune"
     lstm = bundle(saved_forecaster(tmp_path / "lstm")[0])
-    with pytest.raises(CompressionError, match="prune takes an mlp teacher; t v1 is a lstm"):
-        student_plan(series, plan_run(series), lstm)
+    assert student_plan(series, plan_run(series), lstm).spec.options["hidden"] == 4  # of 8
     assert student_plan(digits, plan, teacher).teacher is not None
 
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.helpers import saved_forecaster, saved_gan, saved_model, saved_table_model
-from trainers.data.sequences import SequenceInput
+from tests.helpers import (
+    saved_forecaster,
+    saved_gan,
+    saved_model,
+    saved_sequence_model,
+    saved_table_model,
+)
 from trainers.export.check import (
     PARITY_TOLERANCE,
     at_lengths,
@@ -26,27 +30,9 @@ from trainers.export.check import (
 )
 from trainers.export.onnx_graph import ExportError, node_types, quantize_int8, to_onnx
 from trainers.export.runtime import EXPORT_FILE, ONNX_FILE, OnnxModel, load_predictor
-from trainers.models import build_model, load_model, predict, save_model
+from trainers.models import load_model, predict
 from trainers.spec import ModelSpec
 from trainers.tasks import input_schema, task_for
-
-
-def _sequence_model(directory: Path, kind: str, task: str, **options) -> Path:
-    import torch
-
-    from trainers.families import family_of
-
-    torch.manual_seed(0)
-    schema = SequenceInput(("a", "b"), "id", "t", 9)
-    classes = ["x", "y", "z"] if task == "classification" else []
-    spec = ModelSpec(kind, task, 2, len(classes) or 1, {"kind": kind, "hidden": 6, **options})
-    spec.feature_names, spec.classes = ["a", "b"], classes
-    spec.preprocessing = {"sequence": asdict(schema)}
-    model = build_model(spec)
-    sequences = np.random.default_rng(0).normal(3.0, 2.0, size=(40, 9, 2)).tolist()
-    targets = np.random.default_rng(1).normal(5.0, 2.0, size=40) if task == "regression" else None
-    family_of(kind).fit(model, schema.rows(sequences), targets)
-    return save_model(directory, model, spec)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +43,12 @@ def folders(tmp_path_factory) -> dict[str, Path]:
         "mlp": saved_model(root / "mlp", seed=0),
         "linear": saved_model(root / "linear", seed=1, kind="linear"),
         "mlp-penguins": saved_table_model(root / "penguins")[0],
-        "lstm-bidirectional-2-layers": _sequence_model(
+        "lstm-bidirectional-2-layers": saved_sequence_model(
             root / "lstm", "lstm", "classification", layers=2, bidirectional=True
         ),
-        "gru-regression": _sequence_model(root / "gru", "gru", "regression"),
-        "lstm-64": _sequence_model(root / "lstm64", "lstm", "classification", hidden=64),
-        "rnn": _sequence_model(root / "rnn", "rnn", "classification"),
+        "gru-regression": saved_sequence_model(root / "gru", "gru", "regression"),
+        "lstm-64": saved_sequence_model(root / "lstm64", "lstm", "classification", hidden=64),
+        "rnn": saved_sequence_model(root / "rnn", "rnn", "classification"),
         "lstm-forecaster": saved_forecaster(root / "forecast")[0],
         "gru-forecaster-relative": saved_forecaster(root / "relative", kind="gru")[0],
         "gan": saved_gan(root / "gan", epochs=1),

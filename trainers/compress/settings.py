@@ -14,16 +14,16 @@ from trainers.config import Section
 class CompressionSection(Section):
     method: Literal["prune", "distill"] = Field(
         "distill",
-        description="prune: the teacher (an mlp) without a fraction of each hidden layer's units, "
-        "those of least importance, then fine-tuned. distill: the config's model (the student) "
-        "trained on the teacher's softened outputs and the true labels.",
+        description="prune: the teacher (an mlp, rnn, lstm or gru) without a fraction of its "
+        "hidden units, those of least importance, then fine-tuned. distill: the config's model "
+        "(the student) trained on the teacher's softened outputs and the true labels.",
     )
     prune_fraction: float = Field(
         0.5,
         gt=0.0,
         lt=1.0,
-        description="prune: the share of each hidden layer's units removed (importance: the L2 "
-        "norm of a unit's incoming weights times that of its outgoing weights).",
+        description="prune: the share of the hidden units removed from each layer (and direction) "
+        "(importance: the L2 norm of a unit's incoming weights times that of its outgoing ones).",
     )
     temperature: float = Field(
         4.0,
