@@ -30,10 +30,13 @@ GRID_FILE = "generated_grid.png"
 
 def generated_for(model, spec: ModelSpec, labels: list, seed: int = 0) -> pd.DataFrame:
     """Rows generated for each of ``labels`` (class values), as a user gets them."""
+    from trainers.data.generation_input import GenerationInput
     from trainers.models import predict
     from trainers.tasks import as_output, input_schema
 
-    requests = input_schema(spec).requested(len(labels), labels, seed)
+    schema = input_schema(spec)
+    assert isinstance(schema, GenerationInput)
+    requests = schema.requested(len(labels), labels, seed)
     generated, _ = predict(model, spec, requests)
     return as_output(spec, generated)
 

@@ -175,6 +175,7 @@ def test_score(predict_rows: Predict, spec: ModelSpec, dataset: Dataset, split: 
     if task.measure is not None:  # a score that is not a function of predictions (generation)
         return task.measure(predict_rows, spec, dataset, split)
     features, truth = test_inputs(spec, dataset, split)
+    assert truth is not None  # only a measured task's inputs come without truth
     return task.score(spec).score(predict_rows(features)[0], truth)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
@@ -60,7 +61,8 @@ def student_plan(cfg: RedblueConfig, plan: RunPlan, teacher: ModelBundle) -> Run
         )
     model, spec = teacher.load()
     pruned, state = prune(model, spec, settings.prune_fraction)
-    cfg.model = family_of(spec.kind).config.model_validate(pruned.options)  # the run logs it
+    section: Any = family_of(spec.kind).config.model_validate(pruned.options)
+    cfg.model = section  # the run logs the architecture it trains
     return dataclasses.replace(plan, spec=pruned, initial_state=state)
 
 

@@ -57,7 +57,10 @@ def log_tradeoff(cfg: RedblueConfig, plan: RunPlan, teacher: ModelBundle, summar
         title=f"parameters: teacher {teacher_parameters:,}, student {student_parameters:,} "
         f"({student_parameters / teacher_parameters:.2f}x)",
     )
-    metrics = {"teacher_parameters": teacher_parameters, "student_parameters": student_parameters}
+    metrics: dict[str, float] = {
+        "teacher_parameters": float(teacher_parameters),
+        "student_parameters": float(student_parameters),
+    }
     for figure, prefix in zip(
         [*teacher_figures, *student_figures],
         ("teacher_torch", "teacher_onnx", "student_torch", "student_onnx"),

@@ -127,6 +127,7 @@ def train(
         elif kind == "diverged":
             console.print_error(str(payload["message"]))
         elif kind == "samples":  # a generative model's rows at an evaluation
+            assert not isinstance(plan, PendingStream)
             log_samples(tracked, plan.spec, int(payload["round"]), np.asarray(payload["rows"]))
 
     try:

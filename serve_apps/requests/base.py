@@ -78,7 +78,7 @@ class RequestForm:
     size: Callable[[Any], str]  # what one request may hold, in words
     invalid: str | None = None  # the 422 description in the OpenAPI document; None: the default
     drift_columns: Callable[[ModelSpec], list[str]] = no_drift  # columns watched for drift
-    scale: Callable[[nn.Module, ModelSpec], tuple[Any, Any]] = target_scale
+    scale: Callable[[nn.Module, ModelSpec], tuple[Any, Any] | None] = target_scale
     one_per_request: bool = False  # deploy --check sends the inputs one by one only
     noun: str = "row"
     # What the metrics count as predicted labels (a generative model's: each row's class).

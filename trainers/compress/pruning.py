@@ -74,6 +74,7 @@ def prune_recurrent(
     units (each its own most important ones): the rows of each gate, the recurrent columns, the
     next layer's (or the head's) input columns of the units it drops go."""
     rnn, head = model.get_submodule("rnn"), model.get_submodule("head")
+    assert isinstance(rnn, nn.RNNBase) and isinstance(head, nn.Linear)
     hidden, layers = rnn.hidden_size, rnn.num_layers
     directions, gates = (2 if rnn.bidirectional else 1), GATES[spec.kind]
     (count,) = kept_widths([hidden], fraction)
@@ -93,9 +94,11 @@ def prune_recurrent(
     with torch.no_grad():
         for layer in range(layers):
             for direction in range(directions):
-                rows = [state[name(k, layer, direction)] for k in ("weight_ih", "weight_hh")]
-                rows += [state[name(k, layer, direction)][:, None] for k in ("bias_ih", "bias_hh")]
-                incoming = torch.cat([r.reshape(gates, hidden, -1) for r in rows], dim=2)
+                blocks = [state[name(k, layer, direction)] for k in ("weight_ih", "weight_hh")]
+                blocks += [
+                    state[name(k, layer, direction)][:, None] for k in ("bias_ih", "bias_hh")
+                ]
+                incoming = torch.cat([b.reshape(gates, hidden, -1) for b in blocks], dim=2)
                 recurrent = state[name("weight_hh", layer, direction)]
                 columns = reader(layer)[:, direction * hidden : (direction + 1) * hidden]
                 outgoing = torch.cat([recurrent, columns]).norm(dim=0)

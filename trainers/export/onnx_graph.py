@@ -118,12 +118,18 @@ def _dynamo(graph: Graph) -> bytes:
 
 
 def _classic(graph: Graph) -> bytes:
-    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="redblue-onnx-") as scratch:
+        path = Path(scratch) / "model.onnx"
+        _classic_to(graph, path)
+        return path.read_bytes()
+
+
+def _classic_to(graph: Graph, path: Path) -> None:
     try:
         torch.onnx.export(
             graph.module,
             tuple(torch.from_numpy(value) for value in graph.inputs.values()),
-            buffer,
+            str(path),
             dynamo=False,
             input_names=list(graph.inputs),
             output_names=[graph.output],
@@ -132,7 +138,6 @@ def _classic(graph: Graph) -> bytes:
         )
     except Exception as exc:
         raise ExportError(f"neither ONNX exporter could export it: {exc}") from exc
-    return buffer.getvalue()
 
 
 def quantize_int8(data: bytes) -> bytes:

@@ -7,7 +7,7 @@ and ``trainers.families.gan_objective`` (training and measuring them)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -105,7 +105,11 @@ def build(spec: ModelSpec) -> nn.Module:
 
 def fit(model: nn.Module, features: np.ndarray, targets: np.ndarray | None) -> None:
     """The generator's standardization and number ranges, from P'."""
-    model.generator.fit_rows(features)
+    from trainers.families.gan_net import Generator
+
+    generator = model.get_submodule("generator")
+    assert isinstance(generator, Generator)
+    generator.fit_rows(features)
 
 
 def objective(
@@ -144,7 +148,7 @@ def predict(
     from trainers.families.gan_objective import noise_for
 
     objective = adversarial(spec)
-    replica = {GENERATOR: _Bare(model.generator)}
+    replica: Any = {GENERATOR: _Bare(model.get_submodule("generator"))}  # an Engine's surface
     labels = torch.as_tensor(requests[:, 0].astype(np.int64))
     noise = noise_for(requests[:, 1].astype(np.int64), requests[:, 2].astype(np.int64), objective)
     model.eval()
@@ -158,13 +162,15 @@ NOISE, LABEL, ROWS = "noise", "label", "rows"
 
 def graph(model: nn.Module, spec: ModelSpec) -> Graph:
     """The exported graph of a GAN: its generator, from noise and class codes to rows."""
-    from trainers.families.gan_net import Generating
+    from trainers.families.gan_net import Generating, Generator
 
     cfg = GANConfig.model_validate(spec.options)
-    width = model.generator.input_mean.shape[0]
+    generator = model.get_submodule("generator")
+    assert isinstance(generator, Generator)
+    width = generator.input_mean.shape[0]
     classes = len(spec.classes)
     return Graph(
-        module=Generating(model.generator, classes, cfg.conditional).eval(),
+        module=Generating(generator, classes, cfg.conditional).eval(),
         inputs={
             NOISE: np.zeros((2, cfg.latent), dtype=np.float32),
             LABEL: np.zeros(2, dtype=np.int64),
@@ -213,7 +219,10 @@ class _Bare:
 
 
 def networks(model: nn.Module) -> dict[str, nn.Module]:
-    return {GENERATOR: model.generator, DISCRIMINATOR: model.discriminator}
+    return {
+        GENERATOR: model.get_submodule("generator"),
+        DISCRIMINATOR: model.get_submodule("discriminator"),
+    }
 
 
 def network_optim(network: str, optim: OptimConfig, options: dict) -> OptimConfig:
