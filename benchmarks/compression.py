@@ -71,8 +71,7 @@ def figures(folder: Path, plan, label: str, int8: bool) -> list[dict]:
     """The model's rows of the table: torch fp32, onnx fp32 (and int8)."""
     import torch
 
-    from orchestrator.exporting.measure import footprint
-    from orchestrator.registry import test_inputs, test_score
+    from orchestrator.exporting.measure import measured
     from trainers.compress.pruning import parameter_count
     from trainers.export.onnx_graph import quantize_int8, to_onnx
     from trainers.export.runtime import OnnxModel
@@ -81,7 +80,6 @@ def figures(folder: Path, plan, label: str, int8: bool) -> list[dict]:
 
     torch.set_num_threads(1)
     model, spec = load_model(folder)
-    features, _ = test_inputs(spec, plan.dataset, plan.split)
     graph = to_onnx(model, spec)
     forms = [("torch fp32", lambda rows: predict(model, spec, rows), (folder / WEIGHTS_FILE))]
     forms.append(("onnx fp32", OnnxModel(graph.data, spec).predict, graph.data))
@@ -91,8 +89,8 @@ def figures(folder: Path, plan, label: str, int8: bool) -> list[dict]:
     rows = []
     for runtime, predict_rows, stored in forms:
         size = stored.stat().st_size if isinstance(stored, Path) else len(stored)
-        metric = test_score(predict_rows, spec, plan.dataset, plan.split)
-        figure = footprint(runtime, predict_rows, features, size, metric)
+        figure = measured(runtime, predict_rows, size, spec, plan.dataset, plan.split)
+        metric = figure.metric
         rows.append(
             {
                 "model": label,

@@ -6,34 +6,38 @@ from __future__ import annotations
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
-from orchestrator.exporting.measure import TABLE_HEADER, Footprint, footprint, table_rows
+from orchestrator.exporting.measure import TABLE_HEADER, Footprint, measured, table_rows
 from serve_apps.model_bundle import ModelBundle
 from trainers.loop.plan import RunPlan
 
 
 def footprints(bundle: ModelBundle, who: str, plan: RunPlan) -> tuple[list[Footprint], int]:
     """The model's figures in torch and in ONNX Runtime (fp32), and its parameter count."""
-    from orchestrator.registry import test_inputs, test_score
     from trainers.compress.pruning import parameter_count
     from trainers.export.onnx_graph import to_onnx
     from trainers.export.runtime import OnnxModel
     from trainers.models import predict
 
     model, spec = bundle.load()
-    features, _ = test_inputs(spec, plan.dataset, plan.split)
-
-    def by_torch(rows):
-        return predict(model, spec, rows)
-
     graph = to_onnx(model, spec).data
-    by_onnx = OnnxModel(graph, spec).predict
-    figures = []
-    for runtime, predict_rows, size in (
-        (f"{who} torch", by_torch, len(bundle.weights)),
-        (f"{who} onnx", by_onnx, len(graph)),
-    ):
-        metric = test_score(predict_rows, spec, plan.dataset, plan.split)
-        figures.append(footprint(runtime, predict_rows, features, size, metric))
+    figures = [
+        measured(
+            f"{who} torch",
+            lambda rows: predict(model, spec, rows),
+            len(bundle.weights),
+            spec,
+            plan.dataset,
+            plan.split,
+        ),
+        measured(
+            f"{who} onnx",
+            OnnxModel(graph, spec).predict,
+            len(graph),
+            spec,
+            plan.dataset,
+            plan.split,
+        ),
+    ]
     return figures, parameter_count(model)
 
 

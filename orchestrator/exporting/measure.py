@@ -53,6 +53,18 @@ def footprint(
     return Footprint(runtime, size_bytes, medians, largest / (medians[largest] / 1000), metric)
 
 
+def measured(
+    runtime: str, predict_rows: Predict, size_bytes: int, spec, dataset, split
+) -> Footprint:
+    """:func:`footprint` of ``predict_rows`` (a model's weights or graph) on the inputs of T,
+    with its test metric there (``registry.test_score``)."""
+    from orchestrator.registry import test_inputs, test_score
+
+    features, _ = test_inputs(spec, dataset, split)
+    metric = test_score(predict_rows, spec, dataset, split)
+    return footprint(runtime, predict_rows, features, size_bytes, metric)
+
+
 def table_rows(footprints: list[Footprint], metric: str) -> list[list[str]]:
     """The trade-off table: one row per runtime, ratios against the first (the original)."""
     base = footprints[0]

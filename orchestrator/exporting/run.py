@@ -22,7 +22,7 @@ import numpy as np
 
 from orchestrator import console
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID
-from orchestrator.exporting.measure import TABLE_HEADER, Footprint, footprint, table_rows
+from orchestrator.exporting.measure import TABLE_HEADER, Footprint, measured, table_rows
 from serve_apps.model_bundle import ModelBundle
 from trainers.export.runtime import EXPORT_FILE, ONNX_FILE
 
@@ -99,7 +99,7 @@ def check_export(bundle: ModelBundle, dataset, split, quantize: str) -> Checked:
     """Export, check and measure; ExportError names a failed check with both numbers."""
     import torch
 
-    from orchestrator.registry import test_inputs, test_score
+    from orchestrator.registry import test_inputs
     from trainers.export.check import describe, int8_problem
     from trainers.export.onnx_graph import ExportError, quantize_int8, to_onnx
     from trainers.export.runtime import OnnxModel
@@ -118,16 +118,15 @@ def check_export(bundle: ModelBundle, dataset, split, quantize: str) -> Checked:
     def torch_predict(rows: np.ndarray):
         return predict(model, spec, rows)
 
-    def measured(runtime: str, predict_rows, data: bytes) -> Footprint:
-        metric = test_score(predict_rows, spec, dataset, split)
-        return footprint(runtime, predict_rows, features, len(data), metric)
+    def of(runtime: str, predict_rows, data: bytes) -> Footprint:
+        return measured(runtime, predict_rows, len(data), spec, dataset, split)
 
-    footprints = [measured("torch fp32", torch_predict, bundle.weights)]
-    footprints.append(measured("onnx fp32", fp32, graph.data))
+    footprints = [of("torch fp32", torch_predict, bundle.weights)]
+    footprints.append(of("onnx fp32", fp32, graph.data))
     data = graph.data
     if quantize == "int8":
         data = quantize_int8(graph.data)
-        footprints.append(measured("onnx int8", OnnxModel(data, spec).predict, data))
+        footprints.append(of("onnx int8", OnnxModel(data, spec).predict, data))
         problem = int8_problem(rule, footprints[0].metric, footprints[-1].metric)
         if problem:
             raise ExportError(problem)
