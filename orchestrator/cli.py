@@ -4,15 +4,15 @@ starts, and exit with the function's code."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
 from orchestrator import console
-from orchestrator.cluster.cli import cluster_app
+from orchestrator.cluster.cli import cluster_app, submit
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID
 from orchestrator.exporting.command import export
+from orchestrator.serving.audit_verify import audit_app
 
 app = typer.Typer(
     add_completion=False,
@@ -155,15 +155,16 @@ def deploy(
     from orchestrator.config import ConfigError, defaults_with, load_config
     from orchestrator.serving.api_keys import ApiKeyError, obtain_keys
     from orchestrator.serving.model_source import ModelSourceError, parse_model_uri, resolve_bundle
-    from serve_apps.model_bundle import RuntimeChoiceError
+    from serve_apps.model_bundle import ModelTooLarge, RuntimeChoiceError
     from trainers.export.onnx_graph import ExportError
 
     try:
         cfg = load_config(config, overrides) if config else defaults_with(overrides)
         uri = parse_model_uri(model)
         keys = obtain_keys(cfg.serve.api_key_env)
-        bundle = resolve_bundle(uri).for_runtime(cfg.serve.runtime)
-    except (ConfigError, ModelSourceError, ApiKeyError, RuntimeChoiceError) as exc:
+        bundle = resolve_bundle(uri).bounded(cfg.serve.max_parameters)
+        bundle = bundle.for_runtime(cfg.serve.runtime)
+    except (ConfigError, ModelSourceError, ApiKeyError, RuntimeChoiceError, ModelTooLarge) as exc:
         console.print_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None
     except ExportError as exc:
@@ -260,56 +261,32 @@ def _validated(config: Path, overrides: list[str], address: str | None, for_swee
 def ui(
     port: int = typer.Option(5000, help="Port of the MLflow UI."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; keep loopback unless needed."),
+    auth: bool = typer.Option(
+        False,
+        "--auth",
+        help="Require a login (MLflow's basic-auth app; user admin, password from "
+        "$MLFLOW_AUTH_ADMIN_PASSWORD). Needed for any host but loopback.",
+    ),
 ) -> None:
     """Open the MLflow UI on the local tracking store (127.0.0.1 by default)."""
     from orchestrator.environment import prepare_driver_env
+    from orchestrator.mlflow_auth import ui_problem
 
-    prepare_driver_env(None)
-    from orchestrator.tracking import serve_ui
-
-    console.err.print(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)")
-    raise typer.Exit(serve_ui(host, port))
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def submit(
-    command: list[str] = typer.Argument(
-        ..., help="After --: train|sweep|compare CONFIG [--set k=v]... (CONFIG inside this folder)."
-    ),
-    address: str | None = typer.Option(
-        None, help="Ray cluster (dashboard URL or GCS address); default: $RAY_ADDRESS."
-    ),
-    follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream the job's logs."),
-) -> None:
-    """Submit `redblue train|sweep|compare CONFIG ...` to a cluster as a Ray job (this folder
-    uploaded).
-
-    Exits with the job's outcome: 0 succeeded, 1 failed, 130 stopped.
-    """
-    from orchestrator.environment import prepare_driver_env
-
-    prepare_driver_env(address)
-    from orchestrator.cluster.submit import SubmitError, submission_problem
-
-    target = address or os.environ.get("RAY_ADDRESS")
-    problem = submission_problem(target, command, console.print_warning)
+    problem = ui_problem(host, auth)
     if problem:
         console.print_error(problem)
         raise typer.Exit(EXIT_INVALID)
-    from orchestrator.cluster.submit import submit as submit_job
-    from orchestrator.environment import interrupt_on_sigterm
+    prepare_driver_env(None)
+    from orchestrator.tracking import serve_ui
 
-    interrupt_on_sigterm()  # Ctrl-C or SIGTERM stops the job
-
-    try:
-        code = submit_job(str(target), command, Path.cwd(), follow, console.err.print)
-    except SubmitError as exc:
-        console.print_error(str(exc))
-        raise typer.Exit(EXIT_INVALID) from None
-    raise typer.Exit(code)
+    login = " (login: admin)" if auth else ""
+    console.err.print(f"MLflow UI on http://{host}:{port}{login}  (Ctrl-C to stop)")
+    raise typer.Exit(serve_ui(host, port, auth))
 
 
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

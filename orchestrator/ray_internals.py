@@ -3,19 +3,27 @@
 Ray Train v2 reads its worker-group start timeout and its controller's poll interval from
 environment variables it does not export, raises a startup-timeout error it does not export,
 and logs every report under a logger named after one of its files; Ray Jobs caps the working
-directory it uploads at a size it does not export; ``ray start`` records the machine's current
-cluster in a file whose path only a private helper gives; Ray Train's torch backend sets the
+directory it uploads at a size it does not export, and packs it with a walk it does not export;
+``ray start`` records the machine's current cluster in a file whose path only a private helper
+gives; Ray Train's torch backend sets the
 process group up with a private function (``orchestrator.training.process_group`` swaps in one
 that binds the rendezvous store to one address). When Ray is upgraded, check these first.
 Importing this module imports Ray: import it where Ray is imported already (or lazily).
 """
 
+import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import ray.train.torch.config as torch_config
 from ray._common.utils import get_ray_address_file
-from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+from ray._private.ray_constants import (
+    RAY_RUNTIME_ENV_IGNORE_GITIGNORE,
+    get_runtime_env_default_excludes,
+)
+from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE, _dir_travel, _get_excludes
 from ray.train.torch.config import _TorchBackend as TorchBackend
 from ray.train.v2._internal.constants import (
     HEALTH_CHECK_INTERVAL_S_ENV_VAR,
@@ -25,6 +33,25 @@ from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 from ray.train.v2._internal.execution import context as train_context
 
 TRAIN_REPORT_LOGGER = train_context.__file__  # Ray Train v2 logs each report at INFO under it
+
+
+def working_dir_files(root: Path, excludes: list[str]) -> list[Path]:
+    """The files a job's upload of ``root`` holds, relative to it: Ray's own walk of the folder
+    (its default excludes, then ``excludes``, then every folder's ``.gitignore`` unless
+    ``RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1``, and ``.rayignore``), as ``submit_job`` packs it."""
+    root = root.absolute()
+    include_gitignore = os.environ.get(RAY_RUNTIME_ENV_IGNORE_GITIGNORE, "0") != "1"
+    patterns = get_runtime_env_default_excludes() + list(excludes)
+    files: list[Path] = []
+
+    def collect(path: Path) -> None:
+        if path.is_file():
+            files.append(path.relative_to(root))
+
+    quiet = logging.getLogger("redblue.upload")  # Ray logs each ignore file it reads at INFO
+    quiet.setLevel(logging.WARNING)
+    _dir_travel(root, [_get_excludes(root, patterns)], collect, include_gitignore, quiet)
+    return files
 
 
 @contextmanager
@@ -49,4 +76,5 @@ __all__ = [
     "WorkerGroupStartupTimeoutError",
     "get_ray_address_file",
     "torch_backend_setup",
+    "working_dir_files",
 ]

@@ -61,8 +61,11 @@ def ui_command(uri: str) -> str:
     )
 
 
-def serve_ui(host: str, port: int) -> int:
-    """Run the MLflow UI on the tracking store in force until Ctrl-C; returns its exit code."""
+def serve_ui(host: str, port: int, auth: bool = False) -> int:
+    """Run the MLflow UI on the tracking store in force until Ctrl-C; returns its exit code.
+    With ``auth``, MLflow's basic-auth app, its users kept in ``~/.redblue/mlflow-auth``."""
+    from orchestrator import mlflow_auth
+
     command = [
         sys.executable,
         "-m",
@@ -77,9 +80,13 @@ def serve_ui(host: str, port: int) -> int:
         "--workers",
         "1",
     ]
-    return subprocess.call(
-        command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    )
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if auth:
+        password = os.environ[mlflow_auth.PASSWORD_VARIABLE]
+        folder = state_root() / ".redblue" / "mlflow-auth"
+        env.update(mlflow_auth.server_env(folder, password))
+        command += mlflow_auth.APP_ARGUMENTS
+    return subprocess.call(command, env=env)
 
 
 def package_versions() -> dict[str, str]:

@@ -15,7 +15,7 @@ takes one history and answers its forecast: each task's request and answer are i
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,10 +29,12 @@ from starlette.exceptions import HTTPException
 from torch import nn
 
 from serve_apps.api_models import DriftReport, ErrorBody, ModelInfo
-from serve_apps.guard import AuditLog, Guard, KeyRing
+from serve_apps.audit_log import AuditLog
+from serve_apps.guard import Guard, KeyRing
 from serve_apps.json_body import BodyError, InputError
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.monitor import DriftWindow, ServeMetrics
+from serve_apps.proxies import LOOPBACK
 from serve_apps.requests import form_for
 from trainers.spec import ModelSpec
 
@@ -86,6 +88,7 @@ def build_api(
     audit: AuditLog | None,
     monitor_window: int = 1000,
     drift_threshold: float = 0.2,
+    trusted_proxies: Sequence[str] = LOOPBACK,
 ) -> FastAPI:
     """The FastAPI app serving ``predictor``, behind the key check, body limit and audit log,
     with the deployment's metrics and input-drift window (``serve_apps.monitor``).
@@ -183,13 +186,13 @@ def build_api(
         "/healthz",
         responses={
             200: {
-                "description": "The model is loaded.",
+                "description": "The model is loaded; which model, only with a valid key.",
                 "content": {
                     "application/json": {
                         "schema": {
                             "type": "object",
                             "properties": {"status": {"const": "ok"}, "model": {"type": "object"}},
-                            "required": ["status", "model"],
+                            "required": ["status"],
                         }
                     }
                 },
@@ -197,9 +200,12 @@ def build_api(
             413: TOO_LARGE,
         },
     )
-    async def healthz() -> JSONResponse:
-        """200 once the model is loaded (no key needed)."""
-        return JSONResponse({"status": "ok", "model": model_ref})
+    async def healthz(request: Request) -> JSONResponse:
+        """200 once the model is loaded (no key needed); with a valid key, also which model
+        (name, version, run)."""
+        if getattr(request.state, "authenticated", False):
+            return JSONResponse({"status": "ok", "model": model_ref})
+        return JSONResponse({"status": "ok"})
 
     _add_error_handlers(api)
     _document_security(api)
@@ -210,6 +216,7 @@ def build_api(
         audit=audit,
         model={"model": bundle.name, "version": bundle.version},
         on_answer=metrics.request,
+        trusted_proxies=trusted_proxies,
     )
     return api
 

@@ -5,25 +5,26 @@ without parsing a byte of it. Deny by default: every route but ``/healthz`` need
 the OpenAPI document and ``/docs``, unknown paths), decided on the path the router sees, i.e.
 after the application's root path (Ray Serve sets it to the route prefix). Keys are held as
 SHA-256 digests and compared in constant time; the audit log records who (a key id, never the
-key), how much (rows, and the rows of the batched forward pass that answered), the outcome and
-the latency, and never the payload.
+key; the peer, and the client a trusted proxy names), how much (rows, and the rows of the batched
+forward pass that answered), the outcome and the latency, and never the payload. Requests without
+an accepted key are counted per source rather than written one line each
+(``serve_apps.audit_refusals``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
-import os
 import re
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from datetime import datetime, timezone
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from serve_apps.audit_log import AuditLog
+from serve_apps.audit_refusals import timestamp
+from serve_apps.proxies import LOOPBACK, Proxies
 
 OPEN_ROUTES = frozenset({"/healthz"})  # the only routes answered without a key
 KEY_ID_LENGTH = 12
@@ -55,64 +56,6 @@ class KeyRing:
         return any(matches)
 
 
-class AuditLog:
-    """Appends one JSON line per request to a file, rotated by size.
-
-    Replicas may share the file: lines are appended with O_APPEND, and the replica that sees
-    the file past ``max_bytes`` rotates it (FILE -> FILE.1 -> ... FILE.<backups>) under an
-    exclusive lock; the others notice the new file and reopen.
-    """
-
-    def __init__(self, path: Path, max_bytes: int = 50 * 1024 * 1024, backups: int = 5) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.max_bytes, self.backups = path, max_bytes, backups
-        self._lock = threading.Lock()
-        self._fd = self._open()
-
-    def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-
-    def write(self, entry: dict[str, Any]) -> None:
-        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            self._reopen_if_rotated()
-            os.write(self._fd, line)
-            if os.fstat(self._fd).st_size >= self.max_bytes:
-                self._rotate()
-
-    def _reopen_if_rotated(self) -> None:
-        try:
-            current = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            current = None
-        if current != os.fstat(self._fd).st_ino:
-            os.close(self._fd)
-            self._fd = self._open()
-
-    def _rotate(self) -> None:
-        lock_file = self.path.with_name(self.path.name + ".lock")
-        with open(lock_file, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if os.stat(self.path).st_ino != os.fstat(self._fd).st_ino:
-                    return  # another replica rotated it meanwhile
-            except FileNotFoundError:
-                return
-            for n in range(self.backups - 1, 0, -1):
-                older = self.path.with_name(f"{self.path.name}.{n}")
-                if older.exists():
-                    os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._reopen_if_rotated()
-
-
-def audit_log_at(path: str) -> Path:
-    """Where a replica writes the audit log: an absolute path as given; a relative one (from a
-    deploy to a cluster) under ~/.redblue on the replica's own node."""
-    resolved = Path(path).expanduser()
-    return resolved if resolved.is_absolute() else Path.home() / ".redblue" / resolved
-
-
 def route_path(scope) -> str:
     """The path the router matches: ``path`` less ``root_path`` (as Starlette's routing does)."""
     path: str = scope["path"]
@@ -141,7 +84,7 @@ def json_response(status: int, error: str, message: str, headers: list | None = 
 
 class Guard:
     """ASGI middleware: a bearer key on every route but ``/healthz``, ``max_body_bytes``, one audit
-    line per request."""
+    line per request with an accepted key (the others counted per source and interval)."""
 
     def __init__(
         self,
@@ -152,15 +95,18 @@ class Guard:
         audit: AuditLog | None,
         model: dict[str, Any] | None = None,
         on_answer: Callable[[int, float], None] | None = None,
+        trusted_proxies: Sequence[str] = LOOPBACK,
     ) -> None:
         """``model`` (name, version) goes into every audit line; ``on_answer(status,
-        latency_ms)`` is called for every answered request (the deployment's metrics)."""
+        latency_ms)`` is called for every answered request (the deployment's metrics);
+        ``X-Forwarded-For`` is read from ``trusted_proxies`` only (``serve_apps.proxies``)."""
         self.app = app
         self.keys = keys
         self.max_body_bytes = max_body_bytes
         self.audit = audit
         self.model = model or {}
         self.on_answer = on_answer
+        self.proxies = Proxies(trusted_proxies)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket":  # no route takes one; refused unless authenticated
@@ -173,7 +119,7 @@ class Guard:
             return
         started = time.perf_counter()
         state = scope.setdefault("state", {})
-        outcome: dict[str, Any] = {"status": 500, "key_id": "-"}
+        outcome: dict[str, Any] = {"status": 500, "key_id": "-", "authenticated": False}
         headers = dict(scope.get("headers") or [])
         request_id = _request_id(headers.get(b"x-request-id"))
 
@@ -187,6 +133,7 @@ class Guard:
 
         try:
             refusal = self._refusal(route_path(scope), headers, outcome)
+            state["authenticated"] = outcome["authenticated"]
             if refusal is None and b"content-length" not in headers:
                 receive, refusal = await self._buffered(receive)
             if refusal:
@@ -199,21 +146,34 @@ class Guard:
             if self.on_answer is not None:
                 self.on_answer(outcome["status"], latency_ms)
             if self.audit is not None:
-                self.audit.write(
-                    {
-                        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                        "request_id": request_id.decode(),
-                        "method": scope.get("method"),
-                        "path": scope.get("path"),
-                        "client": _client(scope, headers),
-                        **self.model,
-                        "key_id": outcome["key_id"],
-                        "rows": state.get("rows", 0),
-                        "batch_rows": state.get("batch_rows", 0),
-                        "status": outcome["status"],
-                        "latency_ms": latency_ms,
-                    }
-                )
+                self._audit(scope, state, outcome, request_id, latency_ms)
+
+    def _audit(
+        self, scope, state: dict, outcome: dict, request_id: bytes, latency_ms: float
+    ) -> None:
+        """Write the request's audit line (the audit log cuts every field to size), or count it
+        when no accepted key came with it."""
+        assert self.audit is not None
+        peer = str(scope["client"][0]) if scope.get("client") else "-"
+        forwarded = [v for k, v in scope.get("headers") or () if k == b"x-forwarded-for"]
+        entry = {
+            "time": timestamp(time.time()),
+            "request_id": request_id.decode(),
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "peer": peer,
+            "client": self.proxies.client(peer, forwarded),
+            **self.model,
+            "key_id": outcome["key_id"],
+            "rows": state.get("rows", 0),
+            "batch_rows": state.get("batch_rows", 0),
+            "status": outcome["status"],
+            "latency_ms": latency_ms,
+        }
+        if outcome["authenticated"]:
+            self.audit.write(entry)
+        else:
+            self.audit.unauthenticated(entry)
 
     def _refusal(self, route: str, headers: dict, outcome: dict) -> tuple | None:
         """A (status, error, message, headers) refusal, or None to let the request through."""
@@ -226,15 +186,17 @@ class Guard:
         return None
 
     def _unauthorized(self, route: str, headers: dict, outcome: dict) -> str | None:
-        """Why the request may not reach ``route`` (a message), or None when it may."""
-        if route in OPEN_ROUTES:
-            return None
+        """Why the request may not reach ``route`` (a message), or None when it may. An open
+        route is reached without a key; with an accepted one it says more (``/healthz``)."""
         token = _bearer_token(headers.get(b"authorization"))
         if token:
             outcome["key_id"] = key_id(token)
+            outcome["authenticated"] = self.keys.accepts(token)
+        if route in OPEN_ROUTES or outcome.get("authenticated"):
+            return None
         if not token:
             return "send the API key as 'Authorization: Bearer <key>'"
-        return None if self.keys.accepts(token) else "the API key is not valid"
+        return "the API key is not valid"
 
     def _too_large(self) -> tuple:
         return (
@@ -278,13 +240,6 @@ def _request_id(header: bytes | None) -> bytes:
     if header and REQUEST_ID.match(header):
         return header
     return uuid.uuid4().hex.encode()
-
-
-def _client(scope, headers: dict) -> str:
-    """The peer's address; behind a proxy (HAProxy, Serve's proxy) the first X-Forwarded-For."""
-    forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1").split(",")[0].strip()
-    peer = scope.get("client")
-    return forwarded or (str(peer[0]) if peer else "-")
 
 
 def _bearer_token(header: bytes | None) -> str | None:

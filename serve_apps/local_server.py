@@ -12,7 +12,8 @@ import numpy as np
 from fastapi import FastAPI
 
 from serve_apps.api import Prediction, build_api
-from serve_apps.guard import AuditLog, KeyRing
+from serve_apps.audit_log import AuditLog
+from serve_apps.guard import KeyRing
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
 
@@ -43,7 +44,10 @@ def local_api(
         keys=KeyRing(key_digests),
         max_body_bytes=settings.max_body_bytes,
         max_rows=settings.max_rows,
-        audit=AuditLog(audit_log) if audit_log else None,
+        audit=AuditLog(audit_log, refusal_interval_s=settings.audit_refusal_interval_s)
+        if audit_log
+        else None,
         monitor_window=settings.monitor_window,
         drift_threshold=settings.drift_threshold,
+        trusted_proxies=settings.trusted_proxies,
     )

@@ -27,6 +27,10 @@ class RuntimeChoiceError(ValueError):
     """The model cannot be served by the runtime asked for."""
 
 
+class ModelTooLarge(ValueError):
+    """The model's config describes more parameters than ``serve.max_parameters``."""
+
+
 @dataclass(frozen=True)
 class ModelBundle:
     """A servable model: weights + model config, and its identity in the registry."""
@@ -87,6 +91,19 @@ class ModelBundle:
 
         torch.set_num_threads(max(1, threads))
         return lambda rows: predict(model, spec, rows)
+
+    def bounded(self, max_parameters: int) -> ModelBundle:
+        """This bundle, when its config describes at most ``max_parameters`` parameters (counted
+        without allocating them); else raises ModelTooLarge, before anything builds it."""
+        from trainers.models import parameters_in
+
+        count = parameters_in(self.spec)
+        if count > max_parameters:
+            raise ModelTooLarge(
+                f"{self.label} describes {count:,} parameters, over serve.max_parameters "
+                f"({max_parameters:,}); raise the limit to serve it"
+            )
+        return self
 
     def for_runtime(self, runtime: str) -> ModelBundle:
         """This bundle for ``serve.runtime``: ``auto`` runs an exported model's graph and any

@@ -18,7 +18,8 @@ import numpy as np
 from ray import serve
 
 from serve_apps.api import Prediction, build_api
-from serve_apps.guard import AuditLog, KeyRing, audit_log_at
+from serve_apps.audit_log import AuditLog, audit_log_at
+from serve_apps.guard import KeyRing
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.requests import form_for
 from serve_apps.settings import ServeSection
@@ -55,6 +56,7 @@ class ModelServer:
                 audit_log_at(audit_log),
                 max_bytes=settings.audit_log_max_bytes,
                 backups=settings.audit_log_backups,
+                refusal_interval_s=settings.audit_refusal_interval_s,
             )
             if audit_log
             else None
@@ -72,7 +74,14 @@ class ModelServer:
             audit=self.audit,
             monitor_window=self.settings.monitor_window,
             drift_threshold=self.settings.drift_threshold,
+            trusted_proxies=self.settings.trusted_proxies,
         )
+
+    def __del__(self) -> None:
+        """Serve calls this when the replica stops: the audit log's pending summaries."""
+        audit = getattr(self, "audit", None)
+        if audit is not None:
+            audit.close()
 
     async def predict(self, rows: np.ndarray) -> Prediction:
         """Predict ``rows``, batched with other requests unless batching is off or it is full

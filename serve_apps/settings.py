@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from serve_apps.proxies import LOOPBACK, networks
 from trainers.config import Section
 
 MIB = 1024 * 1024
@@ -74,6 +75,12 @@ class ServeSection(Section):
         "is exported (fp32) when deployed and checked against its weights. torch: the weights "
         "(refused for an int8 export).",
     )
+    max_parameters: int = Field(
+        100_000_000,
+        ge=1,
+        description="The most parameters (weights and buffers) a served model may have, checked "
+        "from its model_config.json before anything is allocated, at deploy and on --reload.",
+    )
     max_batch_size: int = Field(
         64,
         ge=1,
@@ -105,9 +112,10 @@ class ServeSection(Section):
     audit_log: str = Field(
         "logs/serve-audit.jsonl",
         description="JSON-lines audit log, one line per request (time, request id, key id, "
-        "model version, client address, rows, status, latency; never the payload), or off. "
-        "Relative paths are taken from the working directory of a local deploy, and from "
-        "~/.redblue on the node of each replica when deploying to a cluster (--address).",
+        "model version, peer and client address, rows, status, latency; never the payload; each "
+        "line hash-chained, checked by redblue audit verify), or off. Relative paths are taken "
+        "from the working directory of a local deploy, and from ~/.redblue on the node of each "
+        "replica when deploying to a cluster (--address).",
     )
 
     audit_log_max_bytes: int = Field(
@@ -117,6 +125,21 @@ class ServeSection(Section):
     )
     audit_log_backups: int = Field(
         5, ge=1, le=100, description="Rotated audit logs kept (FILE.1 is the newest)."
+    )
+    audit_refusal_interval_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=86400.0,
+        description="Requests without an accepted key (401s, /healthz) are not written one line "
+        "each: per client and interval of this many seconds the first is, the rest are counted in "
+        "one summary line when the interval ends.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: list(LOOPBACK),
+        description="Peers whose X-Forwarded-For is believed (IP addresses or CIDR networks): "
+        "the audit log's client is then the right-most forwarded address that is not one of "
+        "them; from any other peer it is the peer. Loopback by default, where Redblue's own "
+        "HAProxy and Serve's proxy connect from; [] believes no header.",
     )
     monitor_window: int = Field(
         1000,
@@ -168,6 +191,12 @@ class ServeSection(Section):
                 "or serve.allow_plaintext=true if something in front terminates TLS"
             )
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies_are_networks(cls, value: list[str]) -> list[str]:
+        networks(value)  # ValueError naming the value that is neither an address nor a network
+        return [entry.strip() for entry in value]
 
     @field_validator("audit_log")
     @classmethod

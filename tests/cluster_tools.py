@@ -20,29 +20,55 @@ def redblue(*args: str, cwd: Path, env: dict, timeout: int = 600) -> subprocess.
     )
 
 
+# A careless shell's secrets: `cluster up` must keep them from every process it starts.
+PLANTED_SECRETS = {"REDBLUE_API_KEY": "planted-" + "k" * 32, "SOME_SERVICE_TOKEN": "planted-t"}
+
+
 @contextmanager
 def local_cluster(
     folder: Path, nodes: int, extra_env: dict | None = None
 ) -> Iterator[tuple[Path, dict, str]]:
     """``redblue cluster up --nodes N`` in ``folder`` (one CPU a node), brought down on exit:
-    (folder, env with its exports, the dashboard's URL)."""
+    (folder, env with its exports, the dashboard's URL). ``extra_env`` is passed to the cluster
+    with ``--pass-env``; the shell also holds ``PLANTED_SECRETS``, which must not reach it."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI") and not k.startswith("RAY_SERVE")
     }
-    env.update(extra_env or {})
+    env.update({**PLANTED_SECRETS, **(extra_env or {})})
+    passed = [arg for name in extra_env or {} for arg in ("--pass-env", name)]
     up = redblue(
-        "cluster", "up", "--nodes", str(nodes), "--cpus-per-node", "1", cwd=folder, env=env
+        "cluster", "up", "--nodes", str(nodes), "--cpus-per-node", "1", *passed, cwd=folder, env=env
     )
     assert up.returncode == 0, up.stderr[-3000:]
-    exports = dict(re.findall(r"^export (\w+)=(\S+)$", up.stdout, re.M))
+    exports = evaluated(up.stdout, re.findall(r"^export (\w+)=", up.stdout, re.M))
     dashboard = re.search(r"--address (http://\S+)", up.stdout)
     assert dashboard, up.stdout
+    login = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    before = {name: os.environ.get(name) for name in login}
+    os.environ.update({name: exports[name] for name in login})  # this process's MlflowClient
     try:
         yield folder, {**env, **exports}, dashboard.group(1)
     finally:
         redblue("cluster", "down", cwd=folder, env=env)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def evaluated(exports: str, names: list[str]) -> dict[str, str]:
+    """The variables ``eval "$(redblue cluster up)"`` sets, as a shell sets them."""
+    shown = "; ".join(f'printf "%s\\0" "${name}"' for name in names)
+    result = subprocess.run(
+        ["bash", "-c", f'eval "$1"; {shown}', "bash", exports],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(zip(names, result.stdout.split("\0"), strict=False))
 
 
 def config_file(folder: Path, name: str, body: str) -> Path:

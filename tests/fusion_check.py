@@ -31,11 +31,27 @@ def _gap(value: torch.Tensor, expected: torch.Tensor) -> float:
     return float(torch.where(both, 0.0, (value - expected).abs()).max())
 
 
+class Payload:
+    """A pickle that runs a command when it is loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
 def run(
     rank: int, world_size: int, port: int, out_dir: str, settings: list, accelerator: str = "cpu"
 ) -> None:
     gloo_ranks.join(rank, world_size, port, accelerator)
-    results = {setting_name(*setting): check(*setting) for setting in settings}
+    results = {}
+    for setting in settings:
+        stage, precision, offload = (*setting, "none")[:3]
+        name = setting_name(*setting)
+        results[name] = check(stage, precision, offload, Path(out_dir, name))
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
     gloo_ranks.leave()
 
@@ -44,13 +60,15 @@ def setting_name(stage: int, precision: str, offload: str = "none") -> str:
     return f"zero{stage}-{precision}" + ("" if offload == "none" else f"-offload-{offload}")
 
 
-def check(stage: int, precision: str, offload: str = "none") -> dict[str, float]:
-    """Train red and blue apart, fuse them, and measure how far each claim is from holding."""
+def check(stage: int, precision: str, offload: str, folder: Path) -> dict[str, float]:
+    """Train red and blue apart, fuse them, and measure how far each claim is from holding; then
+    save red's checkpoint to ``folder``, load it into blue (as data only), plant a pickle payload
+    in every file of it, and try again."""
     import torch
 
     from trainers.config import DeepSpeedConfig, OptimConfig
     from trainers.engine.clock import RunClock
-    from trainers.engine.deepspeed_engine import DeepSpeedEngine
+    from trainers.engine.deepspeed_engine import DeepSpeedEngine, UnsafeCheckpointError
     from trainers.engine.fusion import fuse_into_both
     from trainers.models import build_model
     from trainers.spec import ModelSpec
@@ -111,7 +129,25 @@ def check(stage: int, precision: str, offload: str = "none") -> dict[str, float]
     train(red, seed=4, steps=1)
     after_step = gathered(red)
     scale = float(red_before.abs().max())
+    red.save(folder, "t")
+    torch.distributed.barrier()
+    blue.load(folder, "t")
+    loaded_error = float((gathered(blue) - after_step).abs().max())
+    torch.distributed.barrier()
+    marker = folder / "payload-ran"
+    if torch.distributed.get_rank() == 0:
+        for path in (folder / "t").glob("*.pt"):
+            torch.save(Payload(marker), path)
+    torch.distributed.barrier()
+    try:
+        blue.load(folder, "t")
+        refused = ""
+    except UnsafeCheckpointError as exc:
+        refused = str(exc)
     return {
+        "loaded_error": loaded_error,
+        "planted_refused": float("refusing checkpoint file" in refused),
+        "payload_ran": float(marker.exists()),
         "red_vs_blue": float((red_before - blue_before).abs().max()) / scale,
         "gathered_error": float((fused_red - expected).abs().max()) / scale,
         "blue_error": float((fused_blue - expected).abs().max()) / scale,

@@ -25,6 +25,14 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return family_of(spec.kind).build(spec)
 
 
+def parameters_in(spec: ModelSpec) -> int:
+    """How many numbers (parameters and buffers) the model ``spec`` describes holds, counted on
+    torch's meta device: nothing is allocated, however large the spec."""
+    with torch.device("meta"):
+        model = build_model(spec)
+    return sum(tensor.numel() for tensor in model.state_dict().values())
+
+
 def predict(
     model: nn.Module, spec: ModelSpec, features: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray | None]:

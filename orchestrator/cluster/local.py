@@ -3,22 +3,28 @@
 Every node is a ``ray start --block`` process of its own (the head, then N-1 workers joining it),
 each with its own ports, CPUs and a ``node:<i>`` resource, on the loopback address 127.0.0.2,
 token auth on, the dashboard and job API on 127.0.0.1. The tracking server is ``mlflow server``
-on SQLite with served artifacts, on 127.0.0.1; it starts first, and every node's environment
-holds its ``MLFLOW_TRACKING_URI`` (as the launch files set it), so a plain ``ray job submit``
-logs there. What ``up`` started is recorded (:mod:`orchestrator.cluster.state`) for ``status`` and
-for ``down`` (:mod:`orchestrator.cluster.stop`), which stops exactly those processes. The Ray token
+on SQLite with served artifacts, on 127.0.0.1, behind MLflow's basic-auth app (user ``admin``, a
+new password in a mode-600 file each time); it starts first, and every node's environment holds
+its ``MLFLOW_TRACKING_URI`` and login (as the launch files set them), so a plain ``ray job
+submit`` logs there. Nodes get an allow-list of this shell's variables (:func:`cluster_env`).
+What ``up`` started is recorded (:mod:`orchestrator.cluster.state`) for ``status`` and for
+``down`` (:mod:`orchestrator.cluster.stop`), which stops exactly those processes. The Ray token
 file it creates is readable by its owner only (:mod:`orchestrator.cluster.auth`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from orchestrator import mlflow_auth
 from orchestrator.cluster.auth import auth_headers
 from orchestrator.cluster.state import (
     HOST,
@@ -36,7 +42,7 @@ from orchestrator.environment import RAY_SYSTEM_CONFIG, free_ports, state_root
 NODE_PORTS = 4  # per node: the dashboard agent's two, the runtime env agent's, metrics export
 
 
-def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
+def up(nodes: int, cpus_per_node: float, log, passed: Sequence[str] = ()) -> ClusterState:
     """Start the tracking server, the head and ``nodes - 1`` workers; wait until all are ready."""
     existing = load_state()
     if existing and any(running(p) for p in existing.processes):
@@ -57,13 +63,24 @@ def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
         cpus_per_node=cpus_per_node,
         folder=str(folder),
     )
-    env = cluster_env()
-    # Every node carries the tracking URI, as the launch files set it: a job's driver (run with
-    # the head's environment) logs to this server. So the server starts first.
-    node_env = {**env, "MLFLOW_TRACKING_URI": state.tracking_uri}
+    env = cluster_env(passed)
+    # The tracking server requires a login: a new admin password each time, in a file only its
+    # owner reads (the exports read it from there).
+    password = mlflow_auth.new_password()
+    mlflow_auth.write_secret(state.password_file, password)
+    shutil.rmtree(folder / "mlflow-auth", ignore_errors=True)  # the last cluster's users
+    server_env = {**env, **mlflow_auth.server_env(folder / "mlflow-auth", password)}
+    # Every node carries the tracking URI and login, as the launch files set them: a job's
+    # driver (run with the head's environment) logs to this server. So the server starts first.
+    node_env = {
+        **env,
+        "MLFLOW_TRACKING_URI": state.tracking_uri,
+        "MLFLOW_TRACKING_USERNAME": mlflow_auth.ADMIN,
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
     try:
-        log(f"starting the MLflow server on {state.tracking_uri} ...")
-        state.processes.append(_start_mlflow(state, folder, env))
+        log(f"starting the MLflow server on {state.tracking_uri} (login required) ...")
+        state.processes.append(_start_mlflow(state, folder, server_env))
         save_state(state)
         _wait_for_mlflow(state)
         # One at a time: on a small machine, raylets starting together time out.
@@ -86,17 +103,34 @@ def up(nodes: int, cpus_per_node: float, log) -> ClusterState:
     return state
 
 
-def cluster_env() -> dict[str, str]:
-    """The environment of every process of the cluster: token auth on, telemetry off."""
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        # A stopped job's driver gets SIGTERM, then SIGKILL after this: time to record its end.
-        "RAY_JOB_STOP_WAIT_TIME_S": "15",
-    }
+# What the cluster's processes (nodes, jobs, replicas deployed there) get from the shell that
+# runs `up`: an allow-list. Names that look like a secret are left out even when a prefix allows
+# them (the cluster's own Ray token excepted); storage credentials pass only when named.
+PASSED_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM"}
+    | {"VIRTUAL_ENV", "PYTHONPATH", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}
+)
+PASSED_PREFIXES = ("LC_", "XDG_", "RAY_", "REDBLUE_", "MLFLOW_", "OMP_", "MKL_", "CUDA_", "NCCL_")
+SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL", "AUTH")
+NEVER_PASSED = ("REDBLUE_API_KEY", "REDBLUE_API_KEY_FILE")
+
+
+def cluster_env(passed: Sequence[str] = ()) -> dict[str, str]:
+    """The environment of every process of the cluster: the allow-listed variables of this one
+    (``PASSED_NAMES``, ``PASSED_PREFIXES`` less names that look like a secret), the variables
+    named in ``passed`` (names or shell patterns, e.g. ``AWS_*`` for a bucket's credentials),
+    token auth on, telemetry off. API-key variables never pass."""
+    env = {name: value for name, value in os.environ.items() if _passes(name, passed)}
+    env.update(
+        {
+            "RAY_AUTH_MODE": "token",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            # A stopped job's driver gets SIGTERM, then SIGKILL after this: time to record its end.
+            "RAY_JOB_STOP_WAIT_TIME_S": "15",
+        }
+    )
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)  # the nodes get this cluster's; see up()
     # Jobs run `redblue ...` through a shell: this environment's commands come first.
@@ -105,6 +139,15 @@ def cluster_env() -> dict[str, str]:
     # add nodes. Every node here gets --node-ip-address=127.0.0.1 instead.
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     return env
+
+
+def _passes(name: str, passed: Sequence[str]) -> bool:
+    if name in NEVER_PASSED:
+        return False
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in passed) or name in PASSED_NAMES:
+        return True
+    secret = any(word in name for word in SECRET_WORDS)
+    return name.startswith(PASSED_PREFIXES) and not secret
 
 
 def _spawn(role: str, command: list[str], folder: Path, env: dict[str, str]) -> Process:
@@ -184,6 +227,7 @@ def _start_mlflow(state: ClusterState, folder: Path, env: dict[str, str]) -> Pro
         f"sqlite:///{folder / 'mlflow.db'}",
         "--artifacts-destination",
         str(folder / "mlartifacts"),
+        *mlflow_auth.APP_ARGUMENTS,
     ]
     return _spawn("mlflow", command, folder, env)
 

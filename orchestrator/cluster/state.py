@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,11 +56,19 @@ class ClusterState:
     def tracking_uri(self) -> str:
         return f"http://{HOST}:{self.mlflow_port}"
 
+    @property
+    def password_file(self) -> Path:
+        """The tracking server's admin password (mode 600)."""
+        return Path(self.folder) / "mlflow-admin-password"
+
     def exports(self) -> str:
-        """What ``eval "$(redblue cluster up)"`` runs."""
+        """What ``eval "$(redblue cluster up)"`` runs (the password is read from its file, not
+        printed)."""
         return (
             f"export RAY_ADDRESS={self.ray_address}\n"
             f"export MLFLOW_TRACKING_URI={self.tracking_uri}\n"
+            "export MLFLOW_TRACKING_USERNAME=admin\n"
+            f'export MLFLOW_TRACKING_PASSWORD="$(cat {shlex.quote(str(self.password_file))})"\n'
             "export RAY_AUTH_MODE=token\n"
             f"# jobs: ray job submit --address {self.dashboard_url} --working-dir . -- ...\n"
         )

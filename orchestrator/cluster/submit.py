@@ -1,17 +1,19 @@
 """``redblue submit -- train|sweep|compare CONFIG ...``: a command on a cluster, as a Ray job.
 
 The working directory is uploaded without what a job never needs (``.git``, ``.venv``, MLflow and
-Ray output, and everything ``.gitignore`` excludes); a package Ray would refuse is refused here,
-before uploading, with its biggest files named. The job gets ``MLFLOW_TRACKING_URI``, its logs
-are followed, and the exit code is the job's outcome.
+Ray output, and everything ``.gitignore`` excludes) and without files named like secrets
+(``SECRET_FILES``); a file whose content looks like a private key or a cloud credential is
+refused unless allowed by name, and so is a package Ray would refuse, with its biggest files
+named. The file list is Ray's own walk of the folder, so the preview is what Ray uploads. The job
+gets ``MLFLOW_TRACKING_URI``, its logs are followed, and the exit code is the job's outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,26 @@ ALWAYS_EXCLUDED = [
     "__pycache__",
     ".pytest_cache",
 ]
+# Left out of every upload unless allowed by name (gitignore patterns, as Ray reads excludes).
+SECRET_FILES = [
+    ".env*",
+    "*.key",
+    "*.pem",
+    "*.p12",
+    "*.pfx",
+    "api-key*",
+    "*secret*",
+    "id_rsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    ".netrc",
+]
+# Content that is a credential whatever the file is called: a private key (PEM), an AWS access
+# key id, a GCP service account's key file.
+SECRET_CONTENT = re.compile(
+    rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\"private_key_id\"\s*:"
+)
+SNIFFED_BYTES = 1 << 20  # files are checked up to this size; bigger ones are data
 EXIT_CODES = {"SUCCEEDED": EXIT_OK, "FAILED": EXIT_FAILED, "STOPPED": EXIT_INTERRUPTED}
 
 
@@ -40,6 +62,8 @@ class SubmitError(ValueError):
 class Package:
     root: Path
     files: list[tuple[Path, int]]  # (relative path, bytes)
+    excludes: list[str]  # as handed to Ray with the working directory
+    secrets_left_out: list[Path]  # files named like secrets, not uploaded
 
     @property
     def size(self) -> int:
@@ -49,25 +73,45 @@ class Package:
         return sorted(self.files, key=lambda item: -item[1])[:count]
 
 
-def package(root: Path) -> Package:
-    """The files a job's working directory will hold: git's view of the folder (tracked and
-    untracked, minus ignored), without ``ALWAYS_EXCLUDED``."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
-    if listed.returncode == 0:
-        names = [Path(name) for name in listed.stdout.split("\0") if name]
-    else:  # not a git checkout: every file
-        names = [p.relative_to(root) for p in root.rglob("*") if p.is_file()]
-    files = [
-        (name, (root / name).stat().st_size)
-        for name in names
-        if not set(name.parts) & set(ALWAYS_EXCLUDED) and (root / name).is_file()
+def package(root: Path, allowed: Sequence[str] = ()) -> Package:
+    """The files a job's working directory will hold (Ray's own walk of ``root``), without
+    ``ALWAYS_EXCLUDED`` and ``SECRET_FILES`` but with the ``allowed`` paths (relative to
+    ``root``). Raises :class:`SubmitError` for a file whose content looks like a credential,
+    unless allowed."""
+    from orchestrator.ray_internals import working_dir_files
+
+    allowed_paths = {Path(name) for name in allowed}
+    excludes = [
+        *ALWAYS_EXCLUDED,
+        *SECRET_FILES,
+        *(f"!/{path.as_posix()}" for path in allowed_paths),
     ]
-    return Package(root, files)
+    names = working_dir_files(root, excludes)
+    without_secrets = set(working_dir_files(root, [*ALWAYS_EXCLUDED]))
+    files = [(name, (root / name).stat().st_size) for name in names]
+    credentials = [
+        name
+        for name, size in files
+        if name not in allowed_paths and _holds_secret(root / name, size)
+    ]
+    if credentials:
+        listed = ", ".join(str(name) for name in credentials[:5])
+        raise SubmitError(
+            f"{listed}: looks like a private key or credential, and would go to every node of "
+            f"the cluster; move it out of this folder, or upload it anyway with --allow-file "
+            f"{credentials[0]}"
+        )
+    left_out = sorted(without_secrets - set(names))
+    return Package(root, files, excludes, left_out)
+
+
+def _holds_secret(path: Path, size: int) -> bool:
+    if size > SNIFFED_BYTES:
+        return False
+    try:
+        return SECRET_CONTENT.search(path.read_bytes()) is not None
+    except OSError:
+        return False
 
 
 def check_size(found: Package, limit: int) -> None:
@@ -95,7 +139,7 @@ def runtime_env(found: Package) -> dict:
     if tracking and "@" not in tracking:  # a URI with credentials stays out of the job's record
         env_vars["MLFLOW_TRACKING_URI"] = tracking
     # Ray also leaves out what .gitignore lists, as package() does.
-    return {"working_dir": str(found.root), "excludes": ALWAYS_EXCLUDED, "env_vars": env_vars}
+    return {"working_dir": str(found.root), "excludes": found.excludes, "env_vars": env_vars}
 
 
 def submission_problem(
@@ -123,13 +167,25 @@ def submission_problem(
     return None
 
 
-def submit(address: str, entrypoint: list[str], root: Path, follow: bool, log) -> int:
-    """Submit ``redblue <entrypoint>``; follow its logs when asked; return the exit code."""
+def preview(found: Package, log) -> None:
+    """Say what the upload holds and which secret-named files it leaves out."""
+    log(f"the job's working directory: {len(found.files)} files, {found.size / 2**20:.1f} MiB")
+    if found.secrets_left_out:
+        names = ", ".join(str(name) for name in found.secrets_left_out[:5])
+        more = len(found.secrets_left_out) - 5
+        log(
+            f"left out, named like secrets: {names}{f' and {more} more' if more > 0 else ''} "
+            "(--allow-file PATH uploads one)"
+        )
+
+
+def submit(address: str, entrypoint: list[str], found: Package, follow: bool, log) -> int:
+    """Submit ``redblue <entrypoint>`` with ``found`` as its working directory; follow its logs
+    when asked; return the exit code."""
     import shlex
 
     from ray.job_submission import JobSubmissionClient
 
-    found = package(root)
     check_size(found, ray_package_limit())
     client = JobSubmissionClient(address)
     command = shlex.join(["redblue", *entrypoint])

@@ -74,7 +74,7 @@ def app(args: dict[str, Any]):
     from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
 
     parsed = DeployArgs.model_validate(args)
-    bundle = resolve_bundle(parse_model_uri(parsed.model))
+    bundle = resolve_bundle(parse_model_uri(parsed.model)).bounded(parsed.serve.max_parameters)
     return application(parsed, bundle.for_runtime(parsed.serve.runtime))
 
 

@@ -8,6 +8,7 @@ to the cluster and returns. Serve's side (start, roll out, follow an alias) is i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -66,7 +67,7 @@ def write_config(args: DeployArgs, path: Path) -> None:
 def audit_path(configured: str, local: bool) -> str | None:
     """The audit log the replicas write: None when ``off``. A local deploy resolves a relative
     path from the working directory and checks it can be written; a deploy to a cluster passes
-    it on, for each replica to resolve on its own node (``serve_apps.guard.audit_log_at``).
+    it on, for each replica to resolve on its own node (``serve_apps.audit_log.audit_log_at``).
 
     Raises AuditLogError when a local path cannot be written.
     """
@@ -155,15 +156,57 @@ def run(
         stop_haproxy(haproxy)
 
 
-def _stop_local_serve() -> None:
-    """Shut Serve down (its HAProxy manager stops HAProxy) before the local Ray goes away."""
+def _stop_local_serve(grace_s: float = 8.0) -> None:
+    """Shut Serve down (its HAProxy manager stops HAProxy), then the local Ray, within
+    ``grace_s``; then end whatever process of theirs is left. A signal to the whole process group
+    (a terminal's Ctrl-C, ``kill -- -PGID``) reaches Ray's own processes too, and Serve's shutdown
+    would then wait minutes for a controller that is gone."""
+    import threading
+
+    import psutil
     import ray
 
-    if ray.is_initialized():
+    if not ray.is_initialized():
+        return
+
+    def shut_down() -> None:
         from ray import serve
 
-        serve.shutdown()
+        processes = _alive(psutil.Process().children(recursive=True))
+        if any(_named(p, "gcs_server") for p in processes):  # else Ray is gone already
+            serve.shutdown()
         ray.shutdown()
+
+    stopping = threading.Thread(target=shut_down, daemon=True)
+    stopping.start()
+    stopping.join(grace_s)
+    if stopping.is_alive():
+        console.print_warning(f"Serve and Ray did not stop within {grace_s:g} s; ending them")
+        import atexit
+
+        atexit.unregister(ray.shutdown)  # it would wait for the same processes again at exit
+    for process in _alive(psutil.Process().children(recursive=True)):  # the local Ray's own
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def _named(process, name: str) -> bool:
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        return bool(process.name() == name)
+    return False
+
+
+def _alive(processes: list) -> list:
+    import psutil
+
+    found = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
 
 
 def _serve(

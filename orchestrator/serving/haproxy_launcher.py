@@ -1,14 +1,16 @@
 """Start a program so that the kernel kills it when its parent dies: HAProxy for Ray Serve.
 
-Ray Serve's HAProxy manager (an actor of the local Ray that ``redblue deploy`` starts) spawns
-HAProxy. Ray's own processes die with the deploy that started them, but HAProxy would outlive a
-deploy killed before its cleanup ran (SIGKILL, the OOM killer), reparented to init and still
-listening. Run as ``python -I haproxy_launcher.py PARENT_PID PROGRAM ARGS...`` (by the launcher
-script that :func:`orchestrator.serving.ingress.loopback_haproxy` writes): it asks Linux for
-SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``, kept across ``exec``), checks the
-parent is still ``PARENT_PID`` (it may have died before the request), then ``exec``s PROGRAM,
-which keeps this process's pid (Ray signals that pid on reloads). Standard library only: ``-I``
-ignores the environment's Python paths.
+Ray Serve's HAProxy manager (a Ray actor: of the local Ray that ``redblue deploy`` starts, or of
+each serving node of a cluster) spawns HAProxy. Ray's own processes die with the deploy that
+started them, but HAProxy would outlive a deploy (or an actor) killed before its cleanup ran
+(SIGKILL, the OOM killer), reparented to init and still listening. Run as ``python -I
+haproxy_launcher.py PARENT_PID PROGRAM ARGS...`` (by ``haproxy_wrapper.sh``, the HAProxy binary
+Redblue gives Ray: PROGRAM is the Python that runs :mod:`orchestrator.serving.haproxy_rewrite`,
+which ``exec``s HAProxy): it asks Linux for SIGKILL when the parent dies
+(``prctl(PR_SET_PDEATHSIG)``, kept across ``exec``), checks the parent is still ``PARENT_PID`` (it
+may have died before the request), then ``exec``s PROGRAM, which keeps this process's pid (Ray
+signals that pid on reloads). Standard library only: ``-I`` ignores the environment's Python
+paths.
 """
 
 from __future__ import annotations

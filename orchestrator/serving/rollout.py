@@ -56,7 +56,7 @@ def start(args: DeployArgs, bundle: ModelBundle, address: str | None) -> Deploym
 
 def http_options(settings: ServeSection, *, local_haproxy: bool = False) -> dict:
     """Serve's HTTP options. With the HAProxy ingress of a local Ray, Serve listens on loopback
-    (the replicas' own HTTP servers and its fallback proxy bind Serve's host) and the launcher
+    (the replicas' own HTTP servers and its fallback proxy bind Serve's host) and the wrapper
     moves HAProxy's frontend to serve.host, with TLS when set
     (:func:`orchestrator.serving.ingress.prepare_serve_env`). Otherwise Serve's proxies bind
     serve.host and terminate TLS themselves."""
@@ -170,8 +170,8 @@ def _roll_if_moved(
         return current
     console.err.print(f"{uri.text} moved from v{current.version} to v{latest.version}")
     try:
-        latest = latest.for_runtime(args.serve.runtime)
-    except ValueError as exc:  # RuntimeChoiceError, ExportError
+        latest = latest.bounded(args.serve.max_parameters).for_runtime(args.serve.runtime)
+    except ValueError as exc:  # ModelTooLarge, RuntimeChoiceError, ExportError
         console.print_error(f"v{latest.version} not rolled: {exc}; still serving {current.label}")
         return current
     roll_out(args, latest)

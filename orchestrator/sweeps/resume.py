@@ -3,15 +3,19 @@
 The parent MLflow run (tag ``redblue.kind=sweep``) is also the sweep's resume record: its tags
 hold the Tune experiment folder and a hash of the config, so ``--resume`` finds the unfinished
 sweep of the same config, and Tune restores its trials, searcher and scheduler state from that
-folder.
+folder. Restoring unpickles Tune's state files, and tags can be written by anyone who reaches the
+tracking server: so the folder is never taken from the tag, but rebuilt from ``run.storage_path``
+and the sweep's id, and a tag that names any other folder is refused (:func:`sweep_folder`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
+from orchestrator import storage
 from orchestrator.config import RedblueConfig
 
 
@@ -44,3 +48,25 @@ def find_unfinished(client, cfg: RedblueConfig, kind: str = "sweep") -> Any:
             "comparison --seeds and --strategies)"
         )
     return run
+
+
+def sweep_folder(run, cfg: RedblueConfig, kind: str) -> tuple[str, str]:
+    """The (sweep id, folder) of the unfinished parent ``run`` that ``--resume`` may restore: the
+    folder under ``cfg.run.storage_path`` named after the sweep id, which must be one this code
+    makes for ``cfg`` and ``kind``, and which the run's ``redblue.sweep_path`` tag must name.
+    Raises :class:`NothingToResume` (nothing is read from the folder) otherwise."""
+    sweep_id = run.data.tags.get("redblue.sweep_id", "")
+    tagged = run.data.tags.get("redblue.sweep_path", "")
+    if not re.fullmatch(re.escape(f"{cfg.name}-{kind}-") + r"\d{8}-\d{6}", sweep_id):
+        raise NothingToResume(
+            f"refusing to resume MLflow run {run.info.run_id}: its redblue.sweep_id "
+            f"{sweep_id[:80]!r} is not a {kind} id of experiment '{cfg.name}'"
+        )
+    folder = storage.join(cfg.run.storage_path, sweep_id)
+    if tagged.rstrip("/") != folder.rstrip("/"):
+        raise NothingToResume(
+            f"refusing to resume {kind} {sweep_id}: its MLflow tag redblue.sweep_path names "
+            f"{tagged[:200]!r}, not {folder} (run.storage_path and the {kind} id); Tune's state "
+            "is only restored from there. Resume with the run.storage_path the sweep started with"
+        )
+    return sweep_id, folder

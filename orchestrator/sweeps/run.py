@@ -28,7 +28,12 @@ from orchestrator.streaming.plan import describe, plan_or_refuse, train_rows
 from orchestrator.sweeps.conclude import conclude
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.sweeps.results import SweepSummary, TrialOutcome, print_summary
-from orchestrator.sweeps.resume import NothingToResume, config_hash, find_unfinished
+from orchestrator.sweeps.resume import (
+    NothingToResume,
+    config_hash,
+    find_unfinished,
+    sweep_folder,
+)
 from trainers.loop.plan import RunPlan
 
 # A trial's own process only launches its Train run. It reserves memory, not CPU: 0.01 CPU
@@ -123,11 +128,10 @@ def run_trials(
     if resume:
         try:
             found = find_unfinished(client, cfg, kind)
+            sweep_id, sweep_dir = sweep_folder(found, cfg, kind)
         except NothingToResume as exc:
             console.print_error(str(exc))
             return EXIT_INVALID, None
-        sweep_id = found.data.tags["redblue.sweep_id"]
-        sweep_dir = found.data.tags["redblue.sweep_path"]
         console.err.print(f"resuming {kind} {sweep_id} (MLflow run {found.info.run_id})")
 
         def open_parent() -> TrackedRun:

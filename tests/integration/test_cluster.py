@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster_tools import (
+    PLANTED_SECRETS,
     REDBLUE,
     config_file,
     group_of,
@@ -92,11 +93,27 @@ def test_the_token_file_is_private_and_each_process_recorded_with_its_start_time
     assert all(p["started"] > 0 for p in state["processes"]), state["processes"]
 
 
+def test_no_process_of_the_cluster_sees_the_shells_api_key_or_tokens(cluster):
+    import psutil
+
+    folder, _, _ = cluster
+    state = json.loads((folder / ".redblue" / "cluster.json").read_text())
+    roots = [psutil.Process(p["pid"]) for p in state["processes"]]
+    processes = [*roots, *(child for root in roots for child in root.children(recursive=True))]
+    assert len(processes) > 5
+    for process in processes:
+        environ = process.environ()
+        assert not set(PLANTED_SECRETS) & set(environ), process.cmdline()[:3]
+    assert all("AWS_ENDPOINT_URL" in p.environ() for p in roots)  # passed with --pass-env
+
+
 def test_dashboard_job_api_and_mlflow_listen_on_loopback_and_jobs_need_the_token(cluster):
+    import stat
+
     import httpx
     import psutil
 
-    _, env, dashboard = cluster
+    folder, env, dashboard = cluster
     ports = {int(dashboard.rsplit(":", 1)[1]), int(env["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1])}
     listening = {
         (conn.laddr.ip, conn.laddr.port)
@@ -107,6 +124,13 @@ def test_dashboard_job_api_and_mlflow_listen_on_loopback_and_jobs_need_the_token
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
     refused = httpx.get(f"{dashboard}/api/jobs/", timeout=10)
     assert refused.status_code in (401, 403), refused.text[:300]
+    # The tracking server requires the login `up` made (its password file private).
+    search = f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert httpx.get(search, timeout=10).status_code == 401
+    login = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    assert httpx.get(search, auth=login, timeout=10).status_code == 200
+    password_file = folder / ".redblue" / "cluster" / "mlflow-admin-password"
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
 
 
 def test_a_missing_bucket_is_refused_before_ray_starts(cluster):

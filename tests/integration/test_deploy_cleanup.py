@@ -1,4 +1,5 @@
-"""A `redblue deploy` killed with SIGKILL (no cleanup runs) leaves no HAProxy behind."""
+"""A `redblue deploy` killed with SIGKILL (no cleanup runs) leaves no HAProxy behind; one sent
+SIGTERM (alone, or with its whole process group) stops within 15 s and leaves no process."""
 
 from __future__ import annotations
 
@@ -41,19 +42,23 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
-def test_a_sigkilled_deploy_leaves_no_haproxy(register_model, tmp_path):
+@contextlib.contextmanager
+def serving_deploy(model: str, folder: Path):
+    """A foreground ``redblue deploy`` of ``model`` in a session of its own (its process group),
+    once it serves: (process, port, its HAProxy folders). Killed if still running at the end."""
     from orchestrator.environment import free_port
-    from orchestrator.serving.ingress import reap_stale_haproxy
 
-    version = register_model("killeddeploy", 4)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE")}
     env.pop("RAY_ADDRESS", None)
     env["REDBLUE_API_KEY"] = secrets.token_urlsafe(32)
-    command = [str(Path(sys.executable).with_name("redblue")), "deploy"]
-    command += [f"models:/killeddeploy/{version}", "--set", f"serve.port={port}"]
-    log = (tmp_path / "deploy.log").open("w")
-    deploy = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    command = [str(Path(sys.executable).with_name("redblue")), "deploy", model]
+    command += ["--set", f"serve.port={port}"]
+    log_path = folder / "deploy.log"
+    log = log_path.open("w")
+    deploy = subprocess.Popen(
+        command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     haproxies: list[psutil.Process] = []
     folders: set[Path] = set()
     try:
@@ -65,12 +70,25 @@ def test_a_sigkilled_deploy_leaves_no_haproxy(register_model, tmp_path):
                     break
             time.sleep(1)
         else:
-            pytest.fail(
-                f"the deploy did not serve: {(tmp_path / 'deploy.log').read_text()[-3000:]}"
-            )
+            pytest.fail(f"the deploy did not serve: {log_path.read_text()[-3000:]}")
         configs = [Path(p.cmdline()[p.cmdline().index("-f") + 1]) for p in haproxies]
         folders = {f for c in configs for f in c.parents if f.name.startswith("redblue-haproxy-")}
         assert folders, configs
+        yield deploy, port, folders
+    finally:
+        log.close()
+        if deploy.poll() is None:
+            deploy.kill()
+        for process in haproxies + haproxies_of(folders):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
+
+def test_a_sigkilled_deploy_leaves_no_haproxy(register_model, tmp_path):
+    from orchestrator.serving.ingress import reap_stale_haproxy
+
+    version = register_model("killeddeploy", 4)
+    with serving_deploy(f"models:/killeddeploy/{version}", tmp_path) as (deploy, port, folders):
         deploy.send_signal(signal.SIGKILL)
         deploy.wait()
         killed_at = time.monotonic()
@@ -83,10 +101,30 @@ def test_a_sigkilled_deploy_leaves_no_haproxy(register_model, tmp_path):
         # The next deploy finds nothing to reap, and removes the dead deploy's folder.
         assert reap_stale_haproxy() == []
         assert not any(folder.exists() for folder in folders), folders
-    finally:
-        log.close()
-        if deploy.poll() is None:
-            deploy.kill()
-        for process in haproxies + haproxies_of(folders):
-            with contextlib.suppress(psutil.Error):
-                process.kill()
+
+
+@pytest.mark.parametrize("receiver", ["deploy", "process group"])
+def test_sigterm_stops_a_deploy_within_15_s_and_leaves_no_process(
+    register_model, tmp_path, receiver
+):
+    """SIGTERM to the deploy alone (a process manager), or to its whole process group (a
+    terminal's Ctrl-C reaches every process of the group, Ray's own included): it exits within
+    15 s, and every process it started is gone by then."""
+    version = register_model("termdeploy", 5)
+    with serving_deploy(f"models:/termdeploy/{version}", tmp_path) as (deploy, port, _):
+        started = [p for p in descendants(deploy.pid) if alive(p)]
+        assert len(started) > 3, started
+        signalled = time.monotonic()
+        if receiver == "deploy":
+            deploy.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(deploy.pid, signal.SIGTERM)
+        deploy.wait(timeout=60)
+        exited = time.monotonic() - signalled
+        while time.monotonic() < signalled + 15 and any(alive(p) for p in started):
+            time.sleep(0.25)
+        left = [(p.pid, p.name()) for p in started if alive(p)]
+        print(f"SIGTERM to the {receiver}: exited after {exited:.1f} s, left {left}")
+        assert exited <= 15 and not left, (exited, left)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

@@ -51,4 +51,7 @@ def test_fusion_is_exact(measured, setting):
         assert got["forward_vs_plain"] <= FORWARD_TOLERANCE[precision], (rank, got)
         assert got["forward_moved"] > 1e-3, (rank, got)
         assert got["step_from_fused"] < 0.5 * got["step_from_red"], (rank, got)
+        # The checkpoint loads back as data; planted pickles are refused and never run.
+        assert got["loaded_error"] == 0.0, (rank, got)
+        assert got["planted_refused"] == 1.0 and got["payload_ran"] == 0.0, (rank, got)
     assert measured[0][name]["weights_checksum"] == measured[1][name]["weights_checksum"]

@@ -329,20 +329,26 @@ def test_ten_thousand_mixed_bad_requests_get_4xx_and_leave_replicas_as_they_were
 
 
 def test_audit_log_records_requests_without_payload_or_key(served, workspace):
+    from serve_apps.audit_chain import log_files, verify
     from serve_apps.guard import key_id
 
     with httpx.Client(timeout=30) as client:
         seven = client.post(
             url(served, "/v1/predict"), json={"inputs": [[3.25] * 8] * 7}, headers=AUTH
         )
-        refused = client.get(url(served, "/v1/model"), headers={"Authorization": "Bearer no"})
+        # A client of its own (the proxy in front, on loopback, is trusted to name it), so this
+        # refusal is its first in the interval and written in full.
+        refused = client.get(
+            url(served, "/v1/model"),
+            headers={"Authorization": "Bearer no", "X-Forwarded-For": "198.51.100.77"},
+        )
     assert (seven.status_code, refused.status_code) == (200, 401)
     log = workspace / "audit.jsonl"
     deadline = time.monotonic() + 10  # a replica writes its line after the answer has left
     while True:
         entries = [json.loads(line) for line in log.read_text().splitlines()]
-        mine = [e for e in entries if e["rows"] == 7 and e["status"] == 200]
-        denied = [e for e in entries if e["status"] == 401 and e["key_id"] == key_id("no")]
+        mine = [e for e in entries if e.get("rows") == 7 and e["status"] == 200]
+        denied = [e for e in entries if e["status"] == 401 and e.get("key_id") == key_id("no")]
         if (mine and denied) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -352,6 +358,7 @@ def test_audit_log_records_requests_without_payload_or_key(served, workspace):
         "request_id",
         "method",
         "path",
+        "peer",
         "client",
         "model",
         "version",
@@ -360,14 +367,27 @@ def test_audit_log_records_requests_without_payload_or_key(served, workspace):
         "batch_rows",
         "status",
         "latency_ms",
+        "writer",
+        "seq",
+        "prev",
+        "hash",
     }
-    assert set(mine[-1]) == fields and mine[-1]["batch_rows"] >= 7
+    assert set(mine[-1]) - {"start"} == fields and mine[-1]["batch_rows"] >= 7
     assert mine[-1]["request_id"] == seven.headers["x-request-id"]
     assert (mine[-1]["model"], mine[-1]["version"]) == ("servetest", served["versions"][0])
-    assert mine[-1]["client"] == "127.0.0.1"
+    assert mine[-1]["client"] == mine[-1]["peer"] == "127.0.0.1"
     assert denied and denied[-1]["path"] == "/v1/model"
-    # Only those fields on every line (no payload); the key appears nowhere.
-    assert all(set(e) == fields for e in entries) and KEY not in log.read_text()
+    # A loopback client may name another (HAProxy appends its own address, 127.0.0.1, which the
+    # replica's server and serve.trusted_proxies both trust); a remote one could not.
+    assert (denied[-1]["peer"], denied[-1]["client"]) == ("198.51.100.77", "198.51.100.77")
+    # Only those fields on every request's line (no payload), the others' summaries; the key
+    # appears nowhere, and every writer's chain checks out.
+    summary = {"event", "client", "status", "count", "first", "last", "paths_sample"}
+    summary |= {"time", "writer", "seq", "prev", "hash"}
+    for e in entries:
+        assert set(e) - {"start"} == (summary if "event" in e else fields), e
+    assert KEY not in log.read_text()
+    assert verify(log_files(log)).broken is None
 
 
 def test_monitor_reports_drift_and_metrics_reach_rays_prometheus_endpoint(served):
@@ -693,7 +713,7 @@ def test_emitted_config_is_accepted_by_serve_deploy(served, register_model, serv
 
 def test_haproxy_listens_on_loopback_only(served):
     """The session's Serve runs the default HAProxy ingress; Ray 2.60 would bind its stats and
-    metrics listeners to all interfaces, Redblue's launcher keeps them on 127.0.0.1."""
+    metrics listeners to all interfaces, Redblue's wrapper keeps them on 127.0.0.1."""
     import psutil
 
     haproxies = [p for p in psutil.Process().children(recursive=True) if p.name() == "haproxy"]
@@ -702,6 +722,97 @@ def test_haproxy_listens_on_loopback_only(served):
         c.laddr.ip for p in haproxies for c in p.net_connections("tcp") if c.status == "LISTEN"
     }
     assert listeners == {"127.0.0.1"}, listeners
+
+
+SLOW_CONNECTIONS = 10_000
+
+
+def test_10000_slow_connections_from_one_source_leave_keyed_requests_fast(served, serve_port):
+    """The config the session's HAProxy runs is the wrapper's (admin socket mode 600, slow-client
+    timeouts, a per-source limit). One source (127.0.0.1) opens 10,000 connections and sends each
+    a partial request line, then waits; meanwhile a client with a key on another address
+    (127.0.0.2) predicts: its p99 stays within 1 s, and every slow connection is closed within
+    15 s of being opened (refused at once past the per-source limit, else 408 at 10 s)."""
+    import selectors
+    import socket
+
+    import psutil
+
+    haproxies = [p for p in psutil.Process().children(recursive=True) if p.name() == "haproxy"]
+    configs = set()
+    for process in haproxies:
+        arguments = process.cmdline()
+        configs |= {Path(v) for f, v in zip(arguments, arguments[1:], strict=False) if f == "-f"}
+    assert configs, "no HAProxy under this session's Ray"
+    for config in configs:
+        text = config.read_text()
+        assert "timeout http-request 10s" in text and " mode 600 " in text, config
+        assert "sc_conn_cur(0) gt 256" in text, config
+    latencies: list[float] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def keyed_client() -> None:
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(transport=transport, timeout=10) as client:
+            while not stop.is_set():
+                began = time.monotonic()
+                try:
+                    answer = client.post(
+                        url(served, "/v1/predict"), json={"inputs": [[1.0] * 8]}, headers=AUTH
+                    )
+                    if answer.status_code != 200:
+                        failures.append(str(answer.status_code))
+                except httpx.HTTPError as exc:
+                    failures.append(type(exc).__name__)
+                latencies.append(time.monotonic() - began)
+                time.sleep(0.05)
+
+    prober = threading.Thread(target=keyed_client, daemon=True)
+    prober.start()
+    selector = selectors.DefaultSelector()
+    opened: dict[socket.socket, float] = {}
+    lifetimes: list[float] = []
+    try:
+        for _ in range(SLOW_CONNECTIONS):
+            connection = socket.socket()
+            connection.setblocking(False)
+            connection.connect_ex(("127.0.0.1", serve_port))
+            opened[connection] = time.monotonic()
+            selector.register(connection, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + 30
+        while opened and time.monotonic() < deadline:
+            for key, events in selector.select(timeout=0.5):
+                connection = key.fileobj
+                if events & selectors.EVENT_WRITE:  # connected: a request line, never ended
+                    with contextlib.suppress(OSError):
+                        connection.send(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+                    selector.modify(connection, selectors.EVENT_READ)
+                    continue
+                try:
+                    if connection.recv(4096):
+                        continue  # the 408 answer; the close follows
+                except OSError:
+                    pass
+                lifetimes.append(time.monotonic() - opened.pop(connection))
+                selector.unregister(connection)
+                connection.close()
+    finally:
+        stop.set()
+        prober.join(timeout=15)
+        for connection in opened:
+            connection.close()
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    print(
+        f"{SLOW_CONNECTIONS} slow connections: closed {len(lifetimes)}, the longest after "
+        f"{max(lifetimes):.1f} s; keyed requests: {len(latencies)}, p99 {p99 * 1000:.0f} ms, "
+        f"slowest {latencies[-1] * 1000:.0f} ms, failures {Counter(failures)}"
+    )
+    assert not opened, f"{len(opened)} slow connections still open after 30 s"
+    assert max(lifetimes) <= 15, max(lifetimes)
+    assert len(latencies) >= 20 and not failures, (len(latencies), Counter(failures))
+    assert p99 <= 1.0, p99
 
 
 @pytest.mark.slow

@@ -192,3 +192,23 @@ def test_missing_config_file(outcomes):
 
 def test_ray_is_never_started_for_bad_input(outcomes):
     assert outcomes["ray imported"] is False
+
+
+@pytest.mark.parametrize(
+    "args, password, expected",
+    [
+        (["--host", "0.0.0.0"], "", "add --auth"),
+        (["--host", "192.168.1.20"], "long-enough-password", "add --auth"),
+        (["--auth"], "", "set $MLFLOW_AUTH_ADMIN_PASSWORD"),
+        (["--host", "0.0.0.0", "--auth"], "short", "shorter than 12 characters"),
+    ],
+)
+def test_ui_refuses_a_public_host_without_a_login(monkeypatch, args, password, expected):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", password)
+    result = CliRunner().invoke(app, ["ui", *args])
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split())

