@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install demo test test-unit lint bench clean
+.PHONY: install demo serve test test-unit lint bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ demo: install
 	$(BIN)/redblue train configs/digits.yaml
 	$(BIN)/redblue sweep configs/digits.yaml $(DEMO_SWEEP)
 	$(BIN)/redblue deploy models:/digits@champion --config configs/digits.yaml --check
+
+serve: install  # the champion make demo crowned, in the foreground until Ctrl-C
+	$(BIN)/redblue deploy models:/digits@champion --config configs/digits.yaml
 
 test: install
 	$(BIN)/python -m pytest --durations=30

@@ -17,8 +17,28 @@ from orchestrator.serving.audit_verify import audit_app
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode="markdown",  # a docstring's lines are joined, then wrapped to the terminal
     help="Distributed red-blue training on Ray Train + DeepSpeed, tracked in MLflow.",
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from orchestrator.environment import package_versions
+
+        versions = package_versions()
+        others = ", ".join(f"{name} {versions[name]}" for name in list(versions)[1:])
+        console.out.print(f"redblue {versions['redblue']} ({others})")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the versions."
+    ),
+) -> None:
+    pass
 
 
 @app.command()
@@ -219,9 +239,10 @@ def compress(
         None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
     ),
 ) -> None:
-    """Compress TEACHER by its config's compression section (prune an mlp's hidden units, or
-    distill it into the config's model) and train the result as `train` does; the run logs the
-    trade-off against the teacher (parameters, size, latency, throughput, test metric)."""
+    """Compress TEACHER by its config's compression section (prune the hidden units of an mlp,
+    rnn, lstm or gru, or distill it into the config's model) and train the result as `train`
+    does; the run logs the trade-off against the teacher (parameters, size, latency,
+    throughput, test metric)."""
     cfg, plan = _validated(config, overrides, address, for_sweep=False)
     from orchestrator.compressing.run import compress as run_compress
     from orchestrator.streaming.choice import PendingStream
@@ -233,6 +254,30 @@ def compress(
 
 
 app.command()(export)
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="YAML run config, e.g. configs/digits.yaml."),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config key: --set optim.lr=0.01 (repeatable)."
+    ),
+    for_sweep: bool = typer.Option(False, "--sweep", help="Check it as `sweep` would."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Check CONFIG without running it: the data read and split, the task, the model's
+    parameter count, the rounds, the DeepSpeed config and a sweep's space. Ray is not started;
+    a problem exits 2 with one message, as `train` would."""
+    from orchestrator.validating import rows, summary
+
+    cfg, plan = _validated(config, overrides, None, for_sweep)
+    found = summary(cfg, plan, for_sweep)
+    if as_json:
+        import json
+
+        console.out.print_json(json.dumps(found))
+    else:
+        console.print_summary(rows(found), title=f"{config}: valid")
 
 
 def _validated(config: Path, overrides: list[str], address: str | None, for_sweep: bool):

@@ -173,7 +173,8 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}")
-    parts = key.strip().split(".")
+    key = key.strip()  # a sweep-space key is one key, dots and all: sweep.space.optim.lr
+    parts = key.split(".", 2 if key.startswith("sweep.space.") else -1)
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})

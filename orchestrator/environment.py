@@ -9,6 +9,7 @@ import signal
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
@@ -174,3 +175,17 @@ def free_ports(count: int) -> list[int]:
     finally:
         for probe in probes:
             probe.close()
+
+
+VERSIONED_PACKAGES = ("redblue", "torch", "ray", "deepspeed", "mlflow")
+
+
+def package_versions() -> dict[str, str]:
+    """The installed versions of Redblue and the libraries it is tied to."""
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 
 import trainers
 from orchestrator.config import RedblueConfig
-from orchestrator.environment import state_root
+from orchestrator.environment import package_versions, state_root
 from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.export.runtime import ONNX_FILE
 from trainers.models import load_model, predict
@@ -42,7 +42,6 @@ DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 MODEL_NAME = "model"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as code, not pickled
-VERSIONED_PACKAGES = ("redblue", "torch", "ray", "deepspeed", "mlflow")
 
 
 def tracking_uri() -> str:
@@ -87,16 +86,6 @@ def serve_ui(host: str, port: int, auth: bool = False) -> int:
         env.update(mlflow_auth.server_env(folder, password))
         command += mlflow_auth.APP_ARGUMENTS
     return subprocess.call(command, env=env)
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for package in VERSIONED_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "unknown"
-    return versions
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:

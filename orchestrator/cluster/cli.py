@@ -111,7 +111,7 @@ def submit(
     ),
 ) -> None:
     """Submit `redblue train|sweep|compare CONFIG ...` to a cluster as a Ray job (this folder
-    uploaded, less files named like secrets: .env*, *.key, *.pem, api-key*, *secret*).
+    uploaded, less files named like secrets: `.env*`, `*.key`, `*.pem`, `api-key*`, `*secret*`).
 
     Exits with the job's outcome: 0 succeeded, 1 failed, 130 stopped.
     """

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,9 @@ def outcomes(tmp_path_factory):
     cases.update({name: ["compare", str(config), *a] for name, (a, _) in COMPARE_CASES.items()})
     cases.update({name: ["deploy", *args] for name, (args, _) in DEPLOY_CASES.items()})
     cases["missing config"] = ["train", str(tmp / "absent.yaml")]
+    digits = str(Path(__file__).parents[2] / "configs" / "digits.yaml")
+    cases["validate"] = ["validate", digits, "--sweep", "--json"]
+    cases["validate bad key"] = ["validate", str(config), "--set", "strategy.red_ration=0.3"]
     script = textwrap.dedent(
         f"""
         import json, sys
@@ -164,7 +168,7 @@ def outcomes(tmp_path_factory):
         results = {{}}
         for name, args in {cases!r}.items():
             r = CliRunner().invoke(app, args)
-            results[name] = [r.exit_code, r.output]
+            results[name] = [r.exit_code, r.stdout if name == "validate" else r.output]
         results["ray imported"] = "ray" in sys.modules
         print(json.dumps(results))
         """
@@ -192,6 +196,21 @@ def test_missing_config_file(outcomes):
 
 def test_ray_is_never_started_for_bad_input(outcomes):
     assert outcomes["ray imported"] is False
+
+
+def test_validate_says_what_a_config_would_run_without_ray(outcomes):
+    """`redblue validate` (here as `sweep` would read the config, with --json): the split, the
+    model's size, the rounds, the DeepSpeed config and the space; Ray never imported (above)."""
+    code, stdout = outcomes["validate"]
+    assert code == 0, stdout
+    found = json.loads(stdout)
+    assert found["task"] == "classification" and found["parameters"] == 17_356  # 64-128-64-10
+    rows = found["rows"]
+    assert rows["red"] + rows["blue"] == rows["train"] and rows["test"] == 360
+    assert found["rounds"] > 0 and found["deepspeed"]["zero_optimization"]["stage"] == 2
+    assert "space optim.lr" in found["sweep"]
+    code, output = outcomes["validate bad key"]
+    assert code == 2 and "did you mean strategy.red_ratio" in output
 
 
 @pytest.mark.parametrize(

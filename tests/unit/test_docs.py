@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import pytest
 from pydantic import BaseModel, Field
 
 from orchestrator.config_reference import COMMAND, render
@@ -77,3 +78,41 @@ def test_a_union_of_sections_renders_one_table_per_kind():
     assert "## `model` with `kind:` `linear`" in page
     assert "| `model.l2` | number, >= 0.0 | `0.0` | L2 penalty. |" in page
     assert "| `name` | string | `x` | A name. |" in page
+
+
+HELP_COMMANDS = [
+    ["train"], ["sweep"], ["compare"], ["deploy"], ["predict"], ["compress"], ["export"],
+    ["ui"], ["submit"], ["cluster", "up"], ["cluster", "status"], ["cluster", "down"],
+    ["audit", "verify"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=" ".join)
+def test_help_texts_read_without_broken_lines_at_80_columns(command):
+    """A description's lines are filled to the width before they wrap (a docstring's own line
+    breaks are not kept), and nothing is lost to markup (`*.key` stays `*.key`)."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"}, color=False)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    text = [line.rstrip() for line in lines if line.strip() and line.lstrip()[0] not in "│╭╰"]
+    for line, following in zip(text[1:], text[2:], strict=False):
+        if not following.startswith(" Usage") and not line.endswith((".", ":", ")")):
+            assert len(line) >= 60, (line, following)
+    assert "*.key" in result.output or command != ["submit"]
+
+
+def test_version_names_redblue_and_the_libraries_it_is_tied_to():
+    from importlib import metadata
+
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith(f"redblue {metadata.version('redblue')} (torch ")
+    assert f"ray {metadata.version('ray')}" in result.output

@@ -196,3 +196,16 @@ def test_resume_refuses_a_tagged_folder_outside_storage_and_unpickles_nothing(
     assert result.exit_code == 2, result.output
     assert "refusing to resume" in " ".join(result.output.split())
     assert not marker.exists()
+
+
+def test_set_reaches_a_sweep_space_key_with_its_dots():
+    from orchestrator.config import load_config
+
+    config = Path(__file__).parents[2] / "configs" / "digits.yaml"
+    sets = [
+        "sweep.space.optim.lr={loguniform: [0.001, 0.002]}",
+        "sweep.space.optim.epochs={choice: [2, 3]}",
+    ]
+    cfg = load_config(config, sets, True)
+    assert cfg.sweep.space["optim.lr"].describe() == "loguniform(0.001, 0.002)"
+    assert cfg.sweep.space["optim.epochs"].describe() == "choice(2, 3)"
