@@ -13,6 +13,7 @@ from orchestrator.cluster.cli import cluster_app, submit
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID
 from orchestrator.exporting.command import export
 from orchestrator.serving.audit_verify import audit_app
+from orchestrator.ui import ui
 
 app = typer.Typer(
     add_completion=False,
@@ -50,13 +51,15 @@ def train(
     address: str | None = typer.Option(
         None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object on stdout (the summary); the rest on stderr."
+    ),
 ) -> None:
     """Train CONFIG with DeepSpeed workers on Ray Train; record the run in MLflow."""
-    cfg, plan = _validated(config, overrides, address, for_sweep=False)
+    cfg, plan = _validated(config, overrides, address, for_sweep=False, as_json=as_json)
     from orchestrator.training.run import train as run_train
 
-    code, _ = run_train(cfg, plan, address)
-    raise typer.Exit(code)
+    _finish(*run_train(cfg, plan, address), as_json)
 
 
 @app.command()
@@ -80,6 +83,9 @@ def sweep(
     address: str | None = typer.Option(
         None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object on stdout (the summary); the rest on stderr."
+    ),
 ) -> None:
     """Tune CONFIG's sweep.space with Ray Tune; each trial is a Ray Train DeepSpeed run.
 
@@ -87,14 +93,13 @@ def sweep(
     takes the alias 'champion' only if it beats the current one and takes the same inputs.
     """
     extra = [f"sweep.num_samples={num_samples}"] if num_samples else []
-    cfg, plan = _validated(config, [*overrides, *extra], address, for_sweep=True)
+    cfg, plan = _validated(config, [*overrides, *extra], address, True, as_json=as_json)
     if not cfg.sweep.space:
         console.print_error(f"{config}: sweep.space is empty; add the keys to sweep")
         raise typer.Exit(EXIT_INVALID)
     from orchestrator.sweeps.run import sweep as run_sweep
 
-    code, _ = run_sweep(cfg, plan, address, resume, allow_schema_change)
-    raise typer.Exit(code)
+    _finish(*run_sweep(cfg, plan, address, resume, allow_schema_change), as_json)
 
 
 @app.command()
@@ -115,17 +120,19 @@ def compare(
     address: str | None = typer.Option(
         None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object on stdout (the summary); the rest on stderr."
+    ),
 ) -> None:
     """Compare red-blue (or other strategies) with standard training on CONFIG, paired by seed.
 
     Each seed trains every strategy (same split, initialisation, step budget) as a nested MLflow
     run; the parent gets means, paired differences from standard, p-values (raw and Holm).
     """
-    cfg, plan = _validated(config, overrides, address, for_sweep=False)
+    cfg, plan = _validated(config, overrides, address, for_sweep=False, as_json=as_json)
     from orchestrator.compare.run import compare as run_compare
 
-    code, _ = run_compare(cfg, plan, address, seeds, resume, strategies)
-    raise typer.Exit(code)
+    _finish(*run_compare(cfg, plan, address, seeds, resume, strategies), as_json)
 
 
 @app.command()
@@ -270,21 +277,24 @@ def validate(
     a problem exits 2 with one message, as `train` would."""
     from orchestrator.validating import rows, summary
 
-    cfg, plan = _validated(config, overrides, None, for_sweep)
+    cfg, plan = _validated(config, overrides, None, for_sweep, as_json=as_json)
     found = summary(cfg, plan, for_sweep)
-    if as_json:
-        import json
-
-        console.out.print_json(json.dumps(found))
-    else:
+    if not as_json:
         console.print_summary(rows(found), title=f"{config}: valid")
+    _finish(0, found, as_json)
 
 
-def _validated(config: Path, overrides: list[str], address: str | None, for_sweep: bool):
+def _validated(
+    config: Path, overrides: list[str], address: str | None, for_sweep: bool, as_json=False
+):
     """The config (its paths made absolute) and its plan (a streamed table's once Ray is up), or
     exit 2 with one message (before Ray is imported). Training checks what it uses and warns
-    about a sweep section a sweep would refuse."""
+    about a sweep section a sweep would refuse. With ``as_json`` stdout is kept for the
+    command's JSON result, also on exit 2."""
     from orchestrator.environment import prepare_driver_env
+
+    if as_json:
+        console.use_json()
 
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, load_config, resolve_paths
@@ -298,37 +308,18 @@ def _validated(config: Path, overrides: list[str], address: str | None, for_swee
         console.print_data(report)
     except (ConfigError, DataError, StorageError) as exc:
         console.print_error(str(exc))
-        raise typer.Exit(EXIT_INVALID) from None
+        _finish(EXIT_INVALID, {"error": str(exc)}, as_json)
     return cfg, plan
 
 
-@app.command()
-def ui(
-    port: int = typer.Option(5000, help="Port of the MLflow UI."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind; keep loopback unless needed."),
-    auth: bool = typer.Option(
-        False,
-        "--auth",
-        help="Require a login (MLflow's basic-auth app; user admin, password from "
-        "$MLFLOW_AUTH_ADMIN_PASSWORD). Needed for any host but loopback.",
-    ),
-) -> None:
-    """Open the MLflow UI on the local tracking store (127.0.0.1 by default)."""
-    from orchestrator.environment import prepare_driver_env
-    from orchestrator.mlflow_auth import ui_problem
-
-    problem = ui_problem(host, auth)
-    if problem:
-        console.print_error(problem)
-        raise typer.Exit(EXIT_INVALID)
-    prepare_driver_env(None)
-    from orchestrator.tracking import serve_ui
-
-    login = " (login: admin)" if auth else ""
-    console.err.print(f"MLflow UI on http://{host}:{port}{login}  (Ctrl-C to stop)")
-    raise typer.Exit(serve_ui(host, port, auth))
+def _finish(code: int, result, as_json: bool):
+    """Exit with ``code``; with ``--json``, after the result as one JSON object on stdout."""
+    if as_json:
+        console.print_result(result, code)
+    raise typer.Exit(code)
 
 
+app.command()(ui)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(audit_app, name="audit")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,6 +18,35 @@ from trainers.tasks.base import DataReport
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+_result_out: Console | None = None  # with --json: stdout, kept for the one JSON object
+
+
+def use_json() -> None:
+    """``--json``: stdout holds one JSON object (:func:`print_result`) and nothing else; what
+    would go there (rounds, tables) goes to stderr."""
+    global out, _result_out
+    if _result_out is None:
+        _result_out, out = out, err
+
+
+def print_result(result: Any, code: int) -> None:
+    """The command's outcome as one JSON object on stdout: ``exit_code`` and the fields of its
+    summary (a dataclass or a dict; None when it ended early). NaN and infinities become null."""
+    is_summary = dataclasses.is_dataclass(result) and not isinstance(result, type)
+    fields = dataclasses.asdict(result) if is_summary else result or {}
+    text = json.dumps(_finite({"exit_code": code, **fields}), default=str)
+    (_result_out or out).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
 
 ROUND_FIELDS = (  # a GAN's train_loss is its generator's, d_loss its discriminator's
     ("red/train_loss", "red {:.4f}"),

@@ -62,6 +62,9 @@ def server_env(folder: Path, password: str) -> dict[str, str]:
         f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
         f"admin_username = {ADMIN}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # A login checked once per 5 minutes, not per request (each check is a PBKDF2 hash);
+        # a changed password takes up to that long to apply.
+        "auth_cache_ttl_seconds = 300\n"
     )
     descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:

@@ -27,6 +27,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 
 import trainers
 from orchestrator.config import RedblueConfig
@@ -42,6 +43,11 @@ DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 MODEL_NAME = "model"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as code, not pickled
+
+
+def ray_run_name(experiment: str, run_id: str) -> str:
+    """A training's name, in MLflow and as its Ray Train folder: ``digits-1a2b3c4d``."""
+    return f"{experiment}-{run_id[:8]}"
 
 
 def tracking_uri() -> str:
@@ -133,9 +139,12 @@ class TrackedRun:
         experiment_id = ensure_experiment(client, cfg.name, uri)
         versions = {f"redblue.version.{k}": v for k, v in package_versions().items()}
         extra = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
-        run = client.create_run(
-            experiment_id, tags={**tags, **versions, **extra}, run_name=run_name
-        )
+        # MLflow's own context tags, as mlflow.start_run sets them: mlflow.user,
+        # mlflow.source.name and .type, mlflow.source.git.commit in a git checkout.
+        context = resolve_tags({**tags, **versions, **extra})
+        run = client.create_run(experiment_id, tags=context, run_name=run_name)
+        if run_name is None:  # named as its Ray Train folder is (training.run)
+            client.update_run(run.info.run_id, name=ray_run_name(cfg.name, run.info.run_id))
         tracked = cls(run.info.run_id, cfg.name)
         params = [mlflow.entities.Param(k, str(v)) for k, v in cfg.flat().items()]
         tracked.client.log_batch(tracked.run_id, params=params)

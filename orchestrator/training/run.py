@@ -85,7 +85,7 @@ def train(
         open_run, address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     )
     from orchestrator.evaluation import log_evaluation
-    from orchestrator.tracking import download_final_model, node_tags, ui_command
+    from orchestrator.tracking import download_final_model, node_tags, ray_run_name, ui_command
     from orchestrator.training.launch import run_training
 
     console.err.print(
@@ -141,7 +141,7 @@ def train(
             f"{train_loss_weighting(cfg)}"
         )
         result = run_training(
-            cfg, plan, on_round, on_event, run_name=f"{cfg.name}-{tracked.run_id[:8]}"
+            cfg, plan, on_round, on_event, run_name=ray_run_name(cfg.name, tracked.run_id)
         )
         tracked.log_metrics({"restarts": result.restarts})
         tracked.set_tags({"redblue.restarts": str(result.restarts), **node_tags(result.node_ids)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -113,6 +114,7 @@ def test_cli_run_uses_loopback_only(ray_session, workspace):
                 "name=cli-loopback",
                 "--set",
                 f"run.storage_path={workspace / 'ray_results'}",
+                "--json",
             ],
             env={**os.environ, "RAY_ADDRESS": ray_session},
             cwd=workspace,
@@ -124,7 +126,19 @@ def test_cli_run_uses_loopback_only(ray_session, workspace):
         done.set()
         sampler.join()
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "MLflow run_id" in result.stdout and "round 1/" in result.stdout
+    # --json: stdout is one JSON object; the rounds and the summary table go to stderr.
+    summary = json.loads(result.stdout)
+    assert summary["exit_code"] == 0 and summary["metrics"]["test_accuracy"] > 0.5
+    assert summary["model_uri"].startswith("models:/")
+    assert "MLflow run_id" in result.stderr and "round 1/" in result.stderr
+    # Named as its Ray Train folder, with MLflow's own context tags.
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(summary["run_id"])
+    assert run.info.run_name == f"cli-loopback-{summary['run_id'][:8]}"
+    assert (workspace / "ray_results" / run.info.run_name).is_dir()
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"]
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     assert remotes, "the sampler saw no connections at all"
     outside = {ip for ip in remotes if not is_loopback(ip)}
     assert not outside, f"connections to non-loopback addresses: {outside}"

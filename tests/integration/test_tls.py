@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.helpers import sample_rows
@@ -75,6 +76,7 @@ def test_deploy_serves_https_only_with_the_given_certificate(
         deploy = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=sink, stderr=sink)
     base = f"https://127.0.0.1:{port}"
     started = time.monotonic()
+    started_processes: list[psutil.Process] = []
     try:
         wait_for_https(deploy, f"{base}/healthz", cert, log)
         print(f"{ingress}: HTTPS answered {time.monotonic() - started:.1f} s after the start")
@@ -101,17 +103,34 @@ def test_deploy_serves_https_only_with_the_given_certificate(
         deadline = time.monotonic() + 60  # the summary comes after the endpoint answers
         while "serving; Ctrl-C" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.5)
+        started_processes = psutil.Process(deploy.pid).children(recursive=True)
     finally:
-        deploy.send_signal(signal.SIGINT)
+        # SIGTERM to the deploy alone, as a process manager stops it (the whole process group:
+        # tests/integration/test_deploy_cleanup.py): it stops within 15 s, leaving nothing.
+        signalled = time.monotonic()
+        deploy.send_signal(signal.SIGTERM)
         try:
             deploy.wait(timeout=60)
         except subprocess.TimeoutExpired:
             deploy.kill()
             deploy.wait()
+    stopped_after = time.monotonic() - signalled
+    while time.monotonic() < signalled + 15 and any(alive(p) for p in started_processes):
+        time.sleep(0.25)
+    left = [(p.pid, p.name()) for p in started_processes if alive(p)]
+    print(f"{ingress}: SIGTERM to the deploy: exited after {stopped_after:.1f} s, left {left}")
+    assert stopped_after <= 15 and not left, (stopped_after, left)
     output = log.read_text()
-    assert deploy.returncode in (0, 130), output[-3000:]  # 130: stopped by Ctrl-C
+    assert deploy.returncode in (0, 130), output[-3000:]  # 130: stopped by the signal
     assert f"{base}/v1/predict" in output and f"--cacert {cert} " in output
     assert KEY not in output
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def test_the_ingress_of_a_joined_cluster_is_read_from_its_workers(ray_session):

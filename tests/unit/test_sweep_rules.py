@@ -183,7 +183,7 @@ def test_resume_refuses_a_tagged_folder_outside_storage_and_unpickles_nothing(
     if where == "escaping id":  # the folder under storage, reached by an id with '..'
         sweep_id = "../../shared/planted/x/evil-sweep-20260101-000000"
         path = str(Path(cfg.run.storage_path) / sweep_id)
-    client = MlflowClient()
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # not a store set earlier
     experiment = client.create_experiment("evil")
     tags = {
         "redblue.kind": "sweep",
