@@ -110,7 +110,9 @@ def test_a_pbt_sweep_of_both_learning_rates_registers_a_champion(sweep, mlflow_c
     code, summary = sweep(
         "gan-pbt",
         **{**PENGUINS, "optim": {"epochs": 12, "batch_size": 32}, "strategy": {"eval_every": 1}},
-        checkpoint={"every_rounds": 2, "keep": 1},
+        # A checkpoint, so a chance to exploit, every round: on two loaded cores the trials'
+        # starts are seconds apart, and their overlap is short.
+        checkpoint={"every_rounds": 1, "keep": 1},
         sweep={"space": space, "num_samples": 2, "max_concurrent": 2, "scheduler": "pbt"},
     )
     assert code == 0 and summary is not None and summary.alias == "champion"
