@@ -359,3 +359,23 @@ def breaking(to_onnx: Callable) -> Callable:
         return dataclasses.replace(graph, data=proto.SerializeToString())
 
     return broken
+
+
+def alive(process) -> bool:
+    """Whether a ``psutil.Process`` still runs (a zombie does not)."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def left_after(processes: list, signalled: float, within_s: float = 15) -> list[tuple[int, str]]:
+    """(pid, name) of ``processes`` still alive ``within_s`` after ``signalled`` (a monotonic
+    time), waiting until then at most."""
+    import time
+
+    while time.monotonic() < signalled + within_s and any(alive(p) for p in processes):
+        time.sleep(0.25)
+    return [(p.pid, p.name()) for p in processes if alive(p)]

@@ -16,6 +16,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.helpers import alive, left_after
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -33,13 +35,6 @@ def haproxies_of(folders: set[Path]) -> list[psutil.Process]:
         if process.info["name"] == "haproxy" and any(str(f) in text for f in folders):
             found.append(process)
     return [p for p in found if alive(p)]
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 @contextlib.contextmanager
@@ -118,9 +113,7 @@ def test_sigterm_to_a_deploys_process_group_stops_it_within_15_s_leaving_no_proc
         os.killpg(deploy.pid, signal.SIGTERM)
         deploy.wait(timeout=60)
         exited = time.monotonic() - signalled
-        while time.monotonic() < signalled + 15 and any(alive(p) for p in started):
-            time.sleep(0.25)
-        left = [(p.pid, p.name()) for p in started if alive(p)]
+        left = left_after(started, signalled)
         print(f"SIGTERM to the {receiver}: exited after {exited:.1f} s, left {left}")
         assert exited <= 15 and not left, (exited, left)
         with pytest.raises(httpx.HTTPError):

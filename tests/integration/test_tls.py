@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import sample_rows
+from tests.helpers import left_after, sample_rows
 from tests.tls_certs import make_certificate
 
 pytestmark = pytest.mark.integration
@@ -115,22 +115,13 @@ def test_deploy_serves_https_only_with_the_given_certificate(
             deploy.kill()
             deploy.wait()
     stopped_after = time.monotonic() - signalled
-    while time.monotonic() < signalled + 15 and any(alive(p) for p in started_processes):
-        time.sleep(0.25)
-    left = [(p.pid, p.name()) for p in started_processes if alive(p)]
+    left = left_after(started_processes, signalled)
     print(f"{ingress}: SIGTERM to the deploy: exited after {stopped_after:.1f} s, left {left}")
     assert stopped_after <= 15 and not left, (stopped_after, left)
     output = log.read_text()
     assert deploy.returncode in (0, 130), output[-3000:]  # 130: stopped by the signal
     assert f"{base}/v1/predict" in output and f"--cacert {cert} " in output
     assert KEY not in output
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def test_the_ingress_of_a_joined_cluster_is_read_from_its_workers(ray_session):
