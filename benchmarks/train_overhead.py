@@ -4,13 +4,15 @@ For three models (the demo MLP, a compute-bound 2048-wide MLP at batch 256, and 
 ``configs/digits_rows.yaml`` on sequences of 3 to 8 steps) it measures
 steady-state samples/s and the time from command start to the first optimizer step of:
 
-  (a) ``redblue train`` : 2 Ray Train workers, DeepSpeed ZeRO-2, standard strategy
+  (a) ``redblue train`` : 2 Ray Train workers, ``deepspeed.zero_stage: auto`` (the default:
+                          ZeRO-0 for these models), the standard strategy and red-blue
   (b) plain PyTorch DDP : 2 processes, gloo on 127.0.0.1, 1 thread each (like a 1-CPU worker)
-  (d) plain DeepSpeed   : 2 processes, ZeRO-2, no Ray (separates DeepSpeed's cost from Ray's)
+  (d) plain DeepSpeed   : 2 processes, the stage (a) runs, no Ray (DeepSpeed apart from Ray)
   (c) plain loop        : 1 process, 1 thread
 
 and prints the ratios (a)/(b), (d)/(b), (a)/(d) and (a)/(c). Run: ``make bench`` or
-``python benchmarks/train_overhead.py [--sizes small,large,lstm] [--json out.json]``.
+``python benchmarks/train_overhead.py [--sizes small,large,lstm] [--zero-stage auto]
+[--json out.json]``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {
     # name: (model.hidden, global batch size, epochs over P')
-    "small": ([128, 64], 64, 12),
+    "small": ([128, 64], 64, 48),
     "large": ([2048, 2048], 256, 24),
-    "lstm": (64, 64, 12),  # the LSTM of configs/digits_rows.yaml, on the digit rows
+    "lstm": (64, 64, 36),  # the LSTM of configs/digits_rows.yaml, on the digit rows
 }
 
 
@@ -42,13 +44,16 @@ def config_file(size: str) -> Path:
 WARMUP_STEPS = 10  # excluded from the steady-state rate of the plain loops
 
 
-def overrides(size: str) -> list[str]:
+ZERO_STAGE = os.environ.get("BENCH_ZERO_STAGE", "auto")  # --zero-stage, read by the plain workers
+
+
+def overrides(size: str, strategy: str = "standard") -> list[str]:
     hidden, batch, epochs = SIZES[size]
     values = {
         "name": f"bench-{size}",
-        "strategy.kind": "standard",
+        "strategy.kind": strategy,
         "strategy.eval_every": 1000,
-        "deepspeed.zero_stage": 2,
+        "deepspeed.zero_stage": ZERO_STAGE,
         "model.hidden": json.dumps(hidden),
         "model.dropout": 0.0,
         "optim.batch_size": batch,
@@ -64,9 +69,9 @@ def overrides(size: str) -> list[str]:
 
 
 # --- (a) redblue train ------------------------------------------------------------------------
-def bench_redblue(size: str, workdir: Path) -> dict:
+def bench_redblue(size: str, workdir: Path, strategy: str) -> dict:
     command = [sys.executable, "-m", "orchestrator.cli", "train", str(config_file(size))]
-    for item in overrides(size):
+    for item in overrides(size, strategy):
         command += ["--set", item]
     command += ["--set", f"run.storage_path={workdir / 'ray_results'}"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
@@ -77,8 +82,10 @@ def bench_redblue(size: str, workdir: Path) -> dict:
         raise RuntimeError(f"redblue train failed:\n{done.stderr[-3000:]}")
     rates = [float(r.replace(",", "")) for r in re.findall(r"([\d,]+) samples/s", done.stdout)]
     first = re.search(r"first optimizer step ([\d.]+) s", done.stderr)
+    stage = re.search(r"ZeRO-(\d)", done.stderr)
     steady = rates[1:] if len(rates) > 1 else rates
     return {
+        "zero_stage": int(stage.group(1)) if stage else None,
         "samples_per_s": statistics.median(steady),
         "first_step_s": float(first.group(1)) if first else float("nan"),
         "wall_s": wall,
@@ -136,12 +143,14 @@ def plain_worker(
         import deepspeed
 
         from trainers.engine.deepspeed_engine import deepspeed_config
+        from trainers.loop.zero_stage import resolve_zero_stage
 
         cfg = load_config(config_file(size), overrides(size))
+        plan, _ = resolve_zero_stage(plan, cfg.model.model_dump(), world)
         engine, *_ = deepspeed.initialize(
             model=model,
             optimizer=optimizer,
-            config=deepspeed_config(cfg.deepspeed, cfg.optim, plan.loop.micro_batch),
+            config=deepspeed_config(plan.loop.deepspeed, cfg.optim, plan.loop.micro_batch),
         )
     generator = torch.Generator().manual_seed(rank)
     first_step_at = tick = None
@@ -194,38 +203,54 @@ def bench_plain(size: str, mode: str, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="small,large,lstm")
+    parser.add_argument("--strategies", default="standard,red_blue", help="of (a)")
+    parser.add_argument("--zero-stage", default="auto", help="of (a) and (d): auto, 0, 1, 2, 3")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    os.environ["BENCH_ZERO_STAGE"] = args.zero_stage  # for the plain workers' processes too
+    global ZERO_STAGE
+    ZERO_STAGE = args.zero_stage
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     results = {}
     for size in args.sizes.split(","):
         steps = plain_steps(size)
-        with tempfile.TemporaryDirectory() as workdir:
-            print(f"[{size}] {steps} steps: redblue train ...", flush=True)
-            row = {"steps": steps, "redblue": bench_redblue(size, Path(workdir))}
+        row: dict = {"steps": steps}
+        for strategy in args.strategies.split(","):
+            with tempfile.TemporaryDirectory() as workdir:
+                print(f"[{size}] {steps} steps: redblue train, {strategy} ...", flush=True)
+                row[RUNS[strategy]] = bench_redblue(size, Path(workdir), strategy)
         for mode in ("ddp", "deepspeed", "single"):
             print(f"[{size}] plain {mode} ...", flush=True)
             row[mode] = bench_plain(size, mode, steps)
         rate = {k: v["samples_per_s"] for k, v in row.items() if isinstance(v, dict)}
         row["ratios"] = {
-            "redblue/ddp": rate["redblue"] / rate["ddp"],
+            **{f"{run}/ddp": rate[run] / rate["ddp"] for run in rate if run.startswith("redblue")},
             "deepspeed/ddp": rate["deepspeed"] / rate["ddp"],
-            "redblue/deepspeed": rate["redblue"] / rate["deepspeed"],
-            "redblue/single": rate["redblue"] / rate["single"],
         }
+        if "redblue" in rate:
+            row["ratios"]["redblue/deepspeed"] = rate["redblue"] / rate["deepspeed"]
+            row["ratios"]["redblue/single"] = rate["redblue"] / rate["single"]
         results[size] = row
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
 
+RUNS = {"standard": "redblue", "red_blue": "redblue-rb"}
+
+
 def print_table(results: dict) -> None:
-    print(f"\n{'size':6} {'run':10} {'samples/s':>10} {'first step s':>13}")
+    print(f"\n{'size':6} {'run':10} {'samples/s':>10} {'first step s':>13} ZeRO")
     for size, row in results.items():
-        for run in ("redblue", "ddp", "deepspeed", "single"):
+        for run in (*RUNS.values(), "ddp", "deepspeed", "single"):
+            if run not in row:
+                continue
             r = row[run]
-            print(f"{size:6} {run:10} {r['samples_per_s']:>10,.0f} {r['first_step_s']:>13.1f}")
+            print(
+                f"{size:6} {run:10} {r['samples_per_s']:>10,.0f} {r['first_step_s']:>13.1f} "
+                f"{r.get('zero_stage', '')}"
+            )
         ratios = "  ".join(f"{k} {v:.2f}" for k, v in row["ratios"].items())
         print(f"{size:6} ratios     {ratios}")
 

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -138,6 +139,11 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
         log_to_driver=True,
     )
     interrupt_on_sigterm()  # replaces ray.init's handler, which aborts on the spot
+    from orchestrator.ray_internals import start_autoscaling_coordinator
+
+    # Ray Train's controller would start it and wait (about 1.3 s); here it starts beside the
+    # MLflow run's opening and the plan.
+    threading.Thread(target=start_autoscaling_coordinator, daemon=True).start()
     return f"a local Ray on 127.0.0.1 ({cpus} CPUs)"
 
 

@@ -7,7 +7,10 @@ directory it uploads at a size it does not export, and packs it with a walk it d
 ``ray start`` records the machine's current cluster in a file whose path only a private helper
 gives; Ray Train's torch backend sets the
 process group up with a private function (``orchestrator.training.process_group`` swaps in one
-that binds the rendezvous store to one address). When Ray is upgraded, check these first.
+that binds the rendezvous store to one address); Ray Train's controller waits for Ray Data's
+autoscaling coordinator, which a private function creates, and starts a Ray Data dataset manager
+through a private callback even for a trainer without datasets. When Ray is upgraded, check these
+first.
 Importing this module imports Ray: import it where Ray is imported already (or lazily).
 """
 
@@ -24,7 +27,12 @@ from ray._private.ray_constants import (
     get_runtime_env_default_excludes,
 )
 from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE, _dir_travel, _get_excludes
+from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+    get_or_create_autoscaling_coordinator,
+)
+from ray.train.torch import TorchTrainer
 from ray.train.torch.config import _TorchBackend as TorchBackend
+from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.constants import (
     HEALTH_CHECK_INTERVAL_S_ENV_VAR,
     WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
@@ -78,3 +86,22 @@ __all__ = [
     "torch_backend_setup",
     "working_dir_files",
 ]
+
+
+def start_autoscaling_coordinator() -> None:
+    """Create the node's autoscaling coordinator (a detached actor every Ray Train controller
+    asks for resources first), so that a controller finds it instead of starting it and
+    waiting: called beside a new local Ray's other start-up work."""
+    get_or_create_autoscaling_coordinator()
+
+
+class TrainerWithoutIdleDatasets(TorchTrainer):
+    """A TorchTrainer that starts Ray Data's dataset manager only when it is given datasets:
+    without them the manager is one more process to start (about a second of CPU) beside the
+    workers' own start, for nothing."""
+
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]

@@ -25,8 +25,10 @@ def summary(cfg: RedblueConfig, plan, for_sweep: bool) -> dict[str, Any]:
     }
     if isinstance(plan, RunPlan):
         from trainers.engine.deepspeed_engine import deepspeed_config
+        from trainers.loop.zero_stage import resolve_zero_stage
         from trainers.models import parameters_in
 
+        plan, why = resolve_zero_stage(plan, cfg.model.model_dump(), cfg.scaling.num_workers)
         split = plan.split
         found.update(
             task=plan.spec.task,
@@ -42,6 +44,7 @@ def summary(cfg: RedblueConfig, plan, for_sweep: bool) -> dict[str, Any]:
             steps_per_round=plan.rounds.steps_per_replica,
             micro_batch=plan.loop.micro_batch,
             deepspeed=deepspeed_config(plan.loop.deepspeed, plan.loop.optim, plan.loop.micro_batch),
+            zero_stage=f"{plan.loop.deepspeed.zero_stage} ({why})",
         )
     else:
         found["streamed"] = "rounds and model size are planned once Ray reads the table"

@@ -145,7 +145,11 @@ class StrategyConfig(Section):
 
 
 class DeepSpeedConfig(Section):
-    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage (0-3).")
+    zero_stage: int | Literal["auto"] = Field(
+        "auto",
+        description="DeepSpeed ZeRO stage (0-3), or auto: 0 while the training state is at most "
+        "1 GiB a worker, 2 up to 4 GiB sharded, else 3 (the choice is printed and logged).",
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Training precision; fp16 needs GPUs."
     )
@@ -153,6 +157,13 @@ class DeepSpeedConfig(Section):
         "none", description="Offload optimizer state to CPU memory (ZeRO stage >= 1)."
     )
     grad_accum_steps: int = Field(1, ge=1, description="Gradient accumulation micro-steps.")
+
+    @field_validator("zero_stage", mode="before")
+    @classmethod
+    def _stage_or_auto(cls, value: object) -> object:
+        if value == "auto" or str(value) in {"0", "1", "2", "3"}:
+            return value
+        raise ValueError("should be 0, 1, 2, 3 or auto")
 
     @model_validator(mode="after")
     def _offload_needs_zero(self) -> DeepSpeedConfig:

@@ -37,10 +37,12 @@ from orchestrator.environment import prepare_worker_env
 from orchestrator.ray_internals import (
     HEALTH_CHECK_INTERVAL_S_ENV_VAR,
     WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
+    TrainerWithoutIdleDatasets,
     WorkerGroupStartupTimeoutError,
 )
 from orchestrator.training.process_group import BoundTorchConfig
 from trainers.loop.plan import RunPlan
+from trainers.loop.zero_stage import resolve_zero_stage
 
 EVENT_POLL_S = 0.2
 # How often Ray Train's controller collects the workers' reports (its default: 2 s). A worker
@@ -102,13 +104,22 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     decided: dict[str, float] = {}
 
+    def send(event: tuple[str, dict]) -> None:
+        """Queue a round's event without waiting for the queue's answer: rank 0 waiting a few
+        milliseconds a round would hold every other rank at the next collective."""
+        assert events is not None
+        events.actor.put.remote(event)  # type: ignore[attr-defined]
+
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         if rank == 0 and events is not None:
             samples = trainer.evaluator.samples  # a generative model's rows of this evaluation
             if samples is not None and "round" in metrics:
-                events.put(("samples", {"round": metrics["round"], "rows": samples.tolist()}))
+                send(("samples", {"round": metrics["round"], "rows": samples.tolist()}))
                 trainer.evaluator.samples = None
-            events.put(("round" if "round" in metrics else "final", metrics))
+            if "round" in metrics:
+                send(("round", metrics))
+            else:  # the queue runs puts in order: once this one is in, every round's is
+                events.put(("final", metrics))
         # A Tune trial learns where its workers run from its first report after each start.
         reported = {**metrics, **placement} if report_every_round else metrics
         if report_every_round:  # Tune's schedulers read val_loss every round: the latest
@@ -199,8 +210,9 @@ def build_trainer(
     its controller.
     """
     os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(cfg.run.start_timeout_s)
+    plan, _ = resolve_zero_stage(plan, cfg.model.model_dump(), cfg.scaling.num_workers)
     os.environ.setdefault(HEALTH_CHECK_INTERVAL_S_ENV_VAR, str(CONTROLLER_POLL_S))
-    return TorchTrainer(
+    return TrainerWithoutIdleDatasets(
         train_worker,
         train_loop_config={
             "plan": ray.put(plan.for_workers()),

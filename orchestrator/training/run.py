@@ -16,6 +16,7 @@ from orchestrator.streaming.choice import PendingStream
 from orchestrator.streaming.plan import describe, plan_or_refuse
 from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.loop.plan import RunPlan
+from trainers.loop.zero_stage import resolve_zero_stage
 
 
 @dataclass
@@ -38,7 +39,6 @@ def run_tags(cfg: RedblueConfig) -> dict[str, str]:
     return {
         "redblue.kind": "train",
         "redblue.strategy": cfg.strategy.kind,
-        "redblue.zero_stage": str(cfg.deepspeed.zero_stage),
         "redblue.precision": cfg.deepspeed.precision,
         "redblue.world_size": str(cfg.scaling.num_workers),
         "redblue.data": cfg.data.source,
@@ -134,9 +134,12 @@ def train(
         if ray_problem is not None:
             raise ray_problem
         assert not isinstance(plan, PendingStream)
+        plan, why = resolve_zero_stage(plan, cfg.model.model_dump(), cfg.scaling.num_workers)
+        stage = plan.loop.deepspeed.zero_stage
+        tracked.set_tags({"redblue.zero_stage": str(stage), "redblue.zero_stage_reason": why})
         console.err.print(
             f"training on {where}: {cfg.strategy.kind}, {cfg.scaling.num_workers} DeepSpeed "
-            f"workers, ZeRO-{cfg.deepspeed.zero_stage}, {num_rounds} rounds of "
+            f"workers, ZeRO-{stage} ({why}), {num_rounds} rounds of "
             f"{sum(plan.rounds.steps_per_replica.values())} steps; training losses "
             f"{train_loss_weighting(cfg)}"
         )

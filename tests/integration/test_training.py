@@ -9,14 +9,13 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("zero_stage", [0, 1, 2, 3])
-def test_red_blue_trains_digits_on_every_zero_stage(train, mlflow_client, zero_stage):
+def trained_at(train, mlflow_client, zero_stage):
+    """A red-blue run of the digits at ``zero_stage``, checked; returns its summary and tags."""
     code, summary = train(f"zero{zero_stage}", deepspeed={"zero_stage": zero_stage})
     assert code == 0
     assert summary.metrics["test_accuracy"] >= 0.9
     run = mlflow_client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.tags["redblue.zero_stage"] == str(zero_stage)
     assert run.data.tags["redblue.world_size"] == "2"
     assert run.data.tags["redblue.num_nodes"] == "1"  # the session Ray is one node
     for key in (
@@ -30,6 +29,25 @@ def test_red_blue_trains_digits_on_every_zero_stage(train, mlflow_client, zero_s
     ):
         assert key in run.data.metrics, key
     assert len(mlflow_client.get_metric_history(summary.run_id, "val_loss")) >= 10
+    return summary, run.data.tags
+
+
+@pytest.mark.parametrize("zero_stage", [1, 3])
+def test_red_blue_trains_digits_on_every_zero_stage(train, mlflow_client, zero_stage):
+    _, tags = trained_at(train, mlflow_client, zero_stage)
+    assert tags["redblue.zero_stage"] == str(zero_stage)
+    assert tags["redblue.zero_stage_reason"] == "configured"
+
+
+def test_zero_stage_auto_picks_0_for_a_small_model_and_trains_as_zero2_does(train, mlflow_client):
+    """auto's ZeRO-0 (one all-reduce a step) computes what ZeRO-2 computes, on the same seed."""
+    auto, tags = trained_at(train, mlflow_client, "auto")
+    assert tags["redblue.zero_stage"] == "0"
+    assert tags["redblue.zero_stage_reason"].startswith("auto: 0.")  # MB of training state
+    zero2, tags = trained_at(train, mlflow_client, 2)
+    assert tags["redblue.zero_stage"] == "2"
+    for key in ("test_loss", "test_accuracy", "red/test_loss", "blue/test_loss"):
+        assert auto.metrics[key] == pytest.approx(zero2.metrics[key], rel=1e-5), key
 
 
 def test_under_zero3_the_result_is_the_fused_model(train, mlflow_client):
@@ -134,7 +152,7 @@ def test_logged_model_predicts_like_the_fused_model(train, mlflow_client, tmp_pa
     artifacts = {a.path for a in mlflow_client.list_artifacts(summary.run_id)}
     assert {"config.yaml", "learning_curve.png"} <= artifacts
     params = mlflow_client.get_run(summary.run_id).data.params
-    assert params["strategy.red_ratio"] == "0.5" and params["deepspeed.zero_stage"] == "0"
+    assert params["strategy.red_ratio"] == "0.5" and params["deepspeed.zero_stage"] == "auto"
 
     # the evaluation report of the kept model on T
     report = {"confusion_matrix.json", "test_confusion_matrix.png", "per_class_metrics.csv"}

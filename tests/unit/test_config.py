@@ -76,7 +76,7 @@ def test_missing_config_file(tmp_path):
 def test_flat_params_are_dotted():
     flat = RedblueConfig().flat()
     assert flat["strategy.red_ratio"] == 0.5
-    assert flat["deepspeed.zero_stage"] == 0
+    assert flat["deepspeed.zero_stage"] == "auto"
 
 
 def test_apply_override_creates_sections():
