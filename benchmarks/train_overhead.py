@@ -10,7 +10,9 @@ steady-state samples/s and the time from command start to the first optimizer st
   (d) plain DeepSpeed   : 2 processes, the stage (a) runs, no Ray (DeepSpeed apart from Ray)
   (c) plain loop        : 1 process, 1 thread
 
-and prints the ratios (a)/(b), (d)/(b), (a)/(d) and (a)/(c). Run: ``make bench`` or
+and the peak resident memory of one worker process (the largest over (a)'s Ray Train workers;
+rank 0's own peak for the plain loops), and prints the ratios (a)/(b), (d)/(b), (a)/(d) and
+(a)/(c). Run: ``make bench`` or
 ``python benchmarks/train_overhead.py [--sizes small,large,lstm] [--zero-stage auto]
 [--json out.json]``.
 """
@@ -21,10 +23,12 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -76,8 +80,14 @@ def bench_redblue(size: str, workdir: Path, strategy: str) -> dict:
     command += ["--set", f"run.storage_path={workdir / 'ray_results'}"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
     started = time.time()
+    peak: dict[int, int] = {}
+    sampling = threading.Event()
+    sampler = threading.Thread(target=sample_worker_rss, args=(peak, sampling), daemon=True)
+    sampler.start()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
     wall = time.time() - started
+    sampling.set()
+    sampler.join()
     if done.returncode != 0:
         raise RuntimeError(f"redblue train failed:\n{done.stderr[-3000:]}")
     rates = [float(r.replace(",", "")) for r in re.findall(r"([\d,]+) samples/s", done.stdout)]
@@ -90,7 +100,22 @@ def bench_redblue(size: str, workdir: Path, strategy: str) -> dict:
         "first_step_s": float(first.group(1)) if first else float("nan"),
         "wall_s": wall,
         "rounds": len(rates),
+        "peak_rss_mb": max(peak.values(), default=0) / 1e6,
     }
+
+
+def sample_worker_rss(peak: dict[int, int], stop: threading.Event) -> None:
+    """The largest resident memory each Ray Train worker process reached, sampled every 0.1 s."""
+    import psutil
+
+    while not stop.wait(0.1):
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
+                    rss = process.memory_info().rss
+                    peak[process.pid] = max(peak.get(process.pid, 0), rss)
+            except psutil.Error:
+                continue
 
 
 # --- (b), (c), (d): plain loops ---------------------------------------------------------------
@@ -170,10 +195,10 @@ def plain_worker(
         if step == WARMUP_STEPS - 1:
             tick = time.perf_counter()
     rate = (steps - WARMUP_STEPS) * SIZES[size][1] / (time.perf_counter() - tick)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KiB on Linux
     if rank == 0:
-        Path(out).write_text(
-            json.dumps({"samples_per_s": rate, "first_step_s": first_step_at - t0})
-        )
+        measured = {"samples_per_s": rate, "first_step_s": first_step_at - t0}
+        Path(out).write_text(json.dumps({**measured, "peak_rss_mb": peak_rss_mb}))
     if mode != "single":
         torch.distributed.destroy_process_group()
     os._exit(0)  # a leftover non-daemon thread (gloo, DeepSpeed) must not keep the process alive
@@ -241,7 +266,7 @@ RUNS = {"standard": "redblue", "red_blue": "redblue-rb"}
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{'size':6} {'run':10} {'samples/s':>10} {'first step s':>13} ZeRO")
+    print(f"\n{'size':6} {'run':10} {'samples/s':>10} {'first step s':>13} {'peak MB':>8} ZeRO")
     for size, row in results.items():
         for run in (*RUNS.values(), "ddp", "deepspeed", "single"):
             if run not in row:
@@ -249,7 +274,7 @@ def print_table(results: dict) -> None:
             r = row[run]
             print(
                 f"{size:6} {run:10} {r['samples_per_s']:>10,.0f} {r['first_step_s']:>13.1f} "
-                f"{r.get('zero_stage', '')}"
+                f"{r['peak_rss_mb']:>8,.0f} {r.get('zero_stage', '')}"
             )
         ratios = "  ".join(f"{k} {v:.2f}" for k, v in row["ratios"].items())
         print(f"{size:6} ratios     {ratios}")
