@@ -19,7 +19,7 @@ from orchestrator.config import RedblueConfig
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.sweeps.trial import in_tune_trial_folder
 from orchestrator.tracking import TrackedRun, node_tags, tracking_uri
-from orchestrator.training.launch import NODE_IDS_KEY
+from orchestrator.training.launch import NODE_IDS_KEY, ZERO_STAGE_KEY
 
 FINAL_MARKER = "test_loss"  # only the last report of a trial that ran to the end holds it
 PROGRESS_EVERY_ROUNDS = 5  # without a terminal, the table is printed this often
@@ -173,6 +173,7 @@ class SweepTracker(Callback):
             return
         if result.get(NODE_IDS_KEY):  # the first report after its workers started
             record.run.set_tags(node_tags(str(result[NODE_IDS_KEY]).split(",")))
+            record.run.set_tag("redblue.zero_stage", str(result.get(ZERO_STAGE_KEY)))
         metrics = trial_metrics(result)
         metric = self.cfg.sweep.metric
         if metric in metrics and math.isfinite(metrics[metric]):

@@ -50,6 +50,7 @@ EVENT_POLL_S = 0.2
 # than a round per poll; a finished run also returns sooner.
 CONTROLLER_POLL_S = 0.25
 NODE_IDS_KEY = "node_ids"  # a worker group's Ray node ids (comma-separated in Tune results)
+ZERO_STAGE_KEY = "zero_stage"  # the ZeRO stage the workers train at (deepspeed.zero_stage: auto)
 
 
 class WorkersUnplaceable(RuntimeError):
@@ -100,7 +101,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         )
 
     node_ids = _worker_node_ids(world_size)
-    placement: dict[str, Any] = {NODE_IDS_KEY: ",".join(node_ids)}
+    placement: dict[str, Any] = {
+        NODE_IDS_KEY: ",".join(node_ids),
+        ZERO_STAGE_KEY: str(settings.deepspeed.zero_stage),  # a string: a tag, not a metric
+    }
 
     decided: dict[str, float] = {}
 

@@ -56,6 +56,7 @@ def test_four_trials_two_at_once_as_nested_runs(first_sweep, mlflow_client):
         history = mlflow_client.get_metric_history(run.info.run_id, "val_loss")
         assert history, run.data.tags
         assert "optim.lr" in run.data.params and run.data.tags["redblue.kind"] == "trial"
+        assert run.data.tags["redblue.zero_stage"] == "0"  # auto, for the digits MLP
         if run.info.status == "KILLED":
             assert "redblue.stopped_early" in run.data.tags
         else:  # a finished trial carries the evaluation report of its model
