@@ -48,16 +48,13 @@ def config_file(size: str) -> Path:
 WARMUP_STEPS = 10  # excluded from the steady-state rate of the plain loops
 
 
-ZERO_STAGE = os.environ.get("BENCH_ZERO_STAGE", "auto")  # --zero-stage, read by the plain workers
-
-
 def overrides(size: str, strategy: str = "standard") -> list[str]:
     hidden, batch, epochs = SIZES[size]
     values = {
         "name": f"bench-{size}",
         "strategy.kind": strategy,
         "strategy.eval_every": 1000,
-        "deepspeed.zero_stage": ZERO_STAGE,
+        "deepspeed.zero_stage": os.environ.get("BENCH_ZERO_STAGE", "auto"),  # --zero-stage
         "model.hidden": json.dumps(hidden),
         "model.dropout": 0.0,
         "optim.batch_size": batch,
@@ -232,9 +229,7 @@ def main() -> None:
     parser.add_argument("--zero-stage", default="auto", help="of (a) and (d): auto, 0, 1, 2, 3")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    os.environ["BENCH_ZERO_STAGE"] = args.zero_stage  # for the plain workers' processes too
-    global ZERO_STAGE
-    ZERO_STAGE = args.zero_stage
+    os.environ["BENCH_ZERO_STAGE"] = args.zero_stage  # read here and in the plain workers
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     results = {}
