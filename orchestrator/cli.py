@@ -4,6 +4,8 @@ starts, and exit with the function's code."""
 
 from __future__ import annotations
 
+import os
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -12,8 +14,10 @@ from orchestrator import console
 from orchestrator.cluster.cli import cluster_app, submit
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID
 from orchestrator.exporting.command import export
+from orchestrator.promoting import promote, rollback
 from orchestrator.serving.audit_verify import audit_app
 from orchestrator.ui import ui
+from trainers.log_level import LOG_LEVEL_ENV
 
 app = typer.Typer(
     add_completion=False,
@@ -33,13 +37,29 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit()
 
 
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 @app.callback()
 def options(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the versions."
     ),
+    log_level: LogLevel = typer.Option(
+        LogLevel.WARNING,
+        "--log-level",
+        envvar=LOG_LEVEL_ENV,
+        case_sensitive=False,
+        help="What Ray, Ray Train, Tune, Serve and DeepSpeed log, in every process.",
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="--log-level INFO."),
 ) -> None:
-    pass
+    level = LogLevel.INFO if verbose and log_level == LogLevel.WARNING else log_level
+    os.environ[LOG_LEVEL_ENV] = level.value  # inherited by the processes the command starts
 
 
 @app.command()
@@ -51,6 +71,12 @@ def train(
     address: str | None = typer.Option(
         None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
     ),
+    register: bool = typer.Option(
+        False,
+        "--register",
+        help="Register the model as a new version of NAME (the config's name); it becomes "
+        "champion only if it beats the current one on this run's test split, as in a sweep.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="One JSON object on stdout (the summary); the rest on stderr."
     ),
@@ -59,7 +85,7 @@ def train(
     cfg, plan = _validated(config, overrides, address, for_sweep=False, as_json=as_json)
     from orchestrator.training.run import train as run_train
 
-    _finish(*run_train(cfg, plan, address), as_json)
+    console.finish(*run_train(cfg, plan, address, register=register), as_json)
 
 
 @app.command()
@@ -99,7 +125,7 @@ def sweep(
         raise typer.Exit(EXIT_INVALID)
     from orchestrator.sweeps.run import sweep as run_sweep
 
-    _finish(*run_sweep(cfg, plan, address, resume, allow_schema_change), as_json)
+    console.finish(*run_sweep(cfg, plan, address, resume, allow_schema_change), as_json)
 
 
 @app.command()
@@ -132,7 +158,7 @@ def compare(
     cfg, plan = _validated(config, overrides, address, for_sweep=False, as_json=as_json)
     from orchestrator.compare.run import compare as run_compare
 
-    _finish(*run_compare(cfg, plan, address, seeds, resume, strategies), as_json)
+    console.finish(*run_compare(cfg, plan, address, seeds, resume, strategies), as_json)
 
 
 @app.command()
@@ -281,7 +307,7 @@ def validate(
     found = summary(cfg, plan, for_sweep)
     if not as_json:
         console.print_summary(rows(found), title=f"{config}: valid")
-    _finish(0, found, as_json)
+    console.finish(0, found, as_json)
 
 
 def _validated(
@@ -308,17 +334,12 @@ def _validated(
         console.print_data(report)
     except (ConfigError, DataError, StorageError) as exc:
         console.print_error(str(exc))
-        _finish(EXIT_INVALID, {"error": str(exc)}, as_json)
+        console.finish(EXIT_INVALID, {"error": str(exc)}, as_json)
     return cfg, plan
 
 
-def _finish(code: int, result, as_json: bool):
-    """Exit with ``code``; with ``--json``, after the result as one JSON object on stdout."""
-    if as_json:
-        console.print_result(result, code)
-    raise typer.Exit(code)
-
-
+app.command()(promote)
+app.command()(rollback)
 app.command()(ui)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
 app.add_typer(cluster_app, name="cluster")

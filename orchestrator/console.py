@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,10 +23,13 @@ _result_out: Console | None = None  # with --json: stdout, kept for the one JSON
 
 def use_json() -> None:
     """``--json``: stdout holds one JSON object (:func:`print_result`) and nothing else; what
-    would go there (rounds, tables) goes to stderr."""
+    would go there (rounds, tables, libraries' prints, Ray's copies of its workers' output)
+    goes to stderr."""
     global out, _result_out
     if _result_out is None:
-        _result_out, out = out, err
+        _result_out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        out = err
+        sys.stdout = sys.stderr
 
 
 def print_result(result: Any, code: int) -> None:
@@ -36,6 +39,15 @@ def print_result(result: Any, code: int) -> None:
     fields = dataclasses.asdict(result) if is_summary else result or {}
     text = json.dumps(_finite({"exit_code": code, **fields}), default=str)
     (_result_out or out).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def finish(code: int, result: Any, as_json: bool) -> NoReturn:
+    """Exit with ``code``; with ``--json``, after the result as one JSON object on stdout."""
+    import typer
+
+    if as_json:
+        print_result(result, code)
+    raise typer.Exit(code)
 
 
 def _finite(value: Any) -> Any:

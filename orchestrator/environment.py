@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
+from trainers.log_level import DEFAULT_LEVEL, LOG_LEVEL_ENV
+
 T = TypeVar("T")
 
 # Set by Ray in the environment of a submitted job's entrypoint.
@@ -78,20 +80,22 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def prepare_worker_env(use_gpu: bool) -> None:
-    """Inside a Ray Train worker, before DeepSpeed is imported: pick its accelerator."""
+def prepare_worker_env(use_gpu: bool, log_level: str = DEFAULT_LEVEL) -> None:
+    """Inside a Ray Train worker, before DeepSpeed is imported: pick its accelerator, and log
+    at the driver's ``log_level`` (:mod:`trainers.log_level`)."""
     from trainers.prebuild import use_venv_build_cache
 
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    os.environ[LOG_LEVEL_ENV] = log_level  # a cluster's workers do not share the driver's env
     if not use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
     use_venv_build_cache()
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger("ray.train").setLevel(log_level)
     # Ray Train v2 logs every report at INFO under a logger named after its file path.
     from orchestrator.ray_internals import TRAIN_REPORT_LOGGER
 
-    logging.getLogger(TRAIN_REPORT_LOGGER).setLevel(logging.WARNING)
+    logging.getLogger(TRAIN_REPORT_LOGGER).setLevel(log_level)
     # Ray Train copies print() into root-logger records too; see DeepSpeedEngine for this one.
     logging.getLogger().addFilter(
         lambda record: not record.getMessage().endswith("shm_comm_op built successfully")

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+DECISION_TAG = "redblue.decision"  # on a version: why it took the alias it holds
+PREVIOUS_CHAMPION_TAG = "redblue.champion_before"  # on a version: the champion it was judged by
 MAX_ATTEMPTS = 3  # decisions made again when the champion moves meanwhile
 
 
@@ -315,6 +317,7 @@ def promote_version(
 
     promotion = promote(client, name, version, judge, log=console.err.print)
     client.set_model_version_tag(
-        name, version, "redblue.champion_before", promotion.champion_before or "none"
+        name, version, PREVIOUS_CHAMPION_TAG, promotion.champion_before or "none"
     )
+    client.set_model_version_tag(name, version, DECISION_TAG, promotion.decision.reason)
     return promotion, challenger

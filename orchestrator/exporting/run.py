@@ -215,13 +215,10 @@ def register(
     from mlflow.tracking import MlflowClient
 
     from orchestrator.exporting.record import source_tags
-    from orchestrator.registry import promote_version, register_version
+    from orchestrator.promoting import register_and_promote
     from orchestrator.tracking import tracking_uri
 
-    version = register_version(model_uri, bundle.name, source_tags(bundle, quantized))
     client = MlflowClient(tracking_uri())
-    promotion, score = promote_version(client, bundle.name, version, folder, dataset, split)
-    return (
-        f"{bundle.name} v{version} @{promotion.alias}: {promotion.decision.reason} "
-        f"({score.metric} {score.value:.4f})"
-    )
+    tags = source_tags(bundle, quantized)
+    registered = register_and_promote(client, model_uri, bundle.name, tags, folder, dataset, split)
+    return registered.line(bundle.name)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
+from trainers.log_level import library_log_level
 
 IMPORT_PATH = "orchestrator.serving.application:app"
 
@@ -48,7 +49,7 @@ def application(args: DeployArgs, bundle: ModelBundle):
         "max_ongoing_requests": settings.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": settings.cpus_per_replica},
         # The audit log records every request; Serve's own access log would double the cost.
-        "logging_config": {"enable_access_log": False, "log_level": "WARNING"},
+        "logging_config": {"enable_access_log": False, "log_level": library_log_level()},
     }
     if settings.autoscaling:
         options["autoscaling_config"] = {

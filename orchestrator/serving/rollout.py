@@ -18,6 +18,7 @@ from orchestrator.serving.application import DeployArgs, application
 from orchestrator.serving.model_source import ModelURI, resolve_bundle
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
+from trainers.log_level import library_log_level
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def start(args: DeployArgs, bundle: ModelBundle, address: str | None) -> Deploym
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # our own lines say what happens
     serve.start(
         http_options=http_options(settings, local_haproxy=_local_haproxy(address)),
-        logging_config={"log_level": "WARNING", "enable_access_log": False},
+        logging_config={"log_level": library_log_level(), "enable_access_log": False},
     )
     roll_out(args, bundle)
     return Deployment(args, bundle, base_url(settings))

@@ -27,7 +27,7 @@ def conclude(
     trials: list[TrialOutcome],
     allow_schema_change: bool = False,
 ) -> SweepSummary:
-    from orchestrator.registry import PromotionError, promote_version, register_version
+    from orchestrator.promoting import register_and_promote
     from orchestrator.tracking import TrackedRun, download_final_model
 
     ranked = rank(trials, cfg.sweep.metric, cfg.sweep.mode)
@@ -59,36 +59,28 @@ def conclude(
     )
     summary.model_uri = TrackedRun(best.run_id, cfg.name).log_model(model_dir, plan.model_sample())
     log_reports(cfg, plan, sweep_dir, ranked, {best.run_id: model_dir})
-    version = register_version(
+    tags = {
+        "redblue.run_id": best.run_id,
+        "redblue.sweep_id": sweep_id,
+        "redblue.sweep_run_id": parent.run_id,
+    }
+    registered = register_and_promote(
+        parent.client,
         summary.model_uri,
         cfg.name,
-        {
-            "redblue.run_id": best.run_id,
-            "redblue.sweep_id": sweep_id,
-            "redblue.sweep_run_id": parent.run_id,
-        },
+        tags,
+        model_dir,
+        plan.dataset,
+        plan.split,
+        allow_schema_change=allow_schema_change,
     )
-    try:
-        promotion, score = promote_version(
-            parent.client,
-            cfg.name,
-            version,
-            model_dir,
-            plan.dataset,
-            plan.split,
-            allow_schema_change=allow_schema_change,
-        )
-    except PromotionError as exc:
-        console.print_error(str(exc))
-        parent.client.set_model_version_tag(cfg.name, version, "redblue.decision", str(exc))
-        parent.set_tag("redblue.registered_version", f"{version} (no alias)")
-        summary.version, summary.reason = version, str(exc)
-    else:
-        alias, reason = promotion.alias, promotion.decision.reason
-        parent.log_metrics({f"champion_check.{score.metric}": score.value})
-        parent.client.set_model_version_tag(cfg.name, version, "redblue.decision", reason)
-        parent.set_tag("redblue.registered_version", f"{version} ({alias})")
-        summary.version, summary.alias, summary.reason = version, alias, reason
+    if registered.score is not None:
+        parent.log_metrics({f"champion_check.{registered.score.metric}": registered.score.value})
+    parent.set_tag(
+        "redblue.registered_version", f"{registered.version} ({registered.alias or 'no alias'})"
+    )
+    summary.version, summary.alias = registered.version, registered.alias
+    summary.reason = registered.reason
     if not cfg.sweep.keep_all_checkpoints:
         delete_checkpoints(sweep_dir, keep=best.trial_id)
     parent.finish()

@@ -34,6 +34,7 @@ from orchestrator.sweeps.resume import (
     find_unfinished,
     sweep_folder,
 )
+from trainers.log_level import library_log_level
 from trainers.loop.plan import RunPlan
 
 # A trial's own process only launches its Train run. It reserves memory, not CPU: 0.01 CPU
@@ -223,7 +224,7 @@ def _run_tune(
     import ray
     from ray import tune
 
-    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(library_log_level())
     # Trials are function trainables, which cannot reuse actors; PBT's advice does not apply.
     warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     # Save Tune's experiment state often, so that a killed driver loses little on --resume.

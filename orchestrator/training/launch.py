@@ -41,6 +41,7 @@ from orchestrator.ray_internals import (
     WorkerGroupStartupTimeoutError,
 )
 from orchestrator.training.process_group import BoundTorchConfig
+from trainers.log_level import library_log_level
 from trainers.loop.plan import RunPlan
 from trainers.loop.zero_stage import resolve_zero_stage
 
@@ -80,7 +81,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     # loop never writes them): one copy of the table a node, not one a worker.
     plan: RunPlan = ray.get(loop_config["plan"])
     settings = plan.loop
-    prepare_worker_env(settings.use_gpu)
+    prepare_worker_env(settings.use_gpu, loop_config["log_level"])
     from trainers.config import OptimConfig
     from trainers.engine.clock import RunClock
     from trainers.engine.deepspeed_engine import DeepSpeedEngine
@@ -221,6 +222,7 @@ def build_trainer(
         train_loop_config={
             "plan": ray.put(plan.for_workers()),
             "events": events,
+            "log_level": library_log_level(),
             "start_from": start_from,
         },
         torch_config=BoundTorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
@@ -237,7 +239,7 @@ def build_trainer(
                 max_failures=cfg.run.max_failures,
                 controller_failure_limit=cfg.run.max_failures,
             ),
-            logging_config=LoggingConfig(log_level="WARNING"),
+            logging_config=LoggingConfig(log_level=library_log_level()),
             callbacks=callbacks or [],
         ),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class TrainSummary:
     metrics: dict[str, float]
     checkpoint_path: str
     tracking_uri: str
+    registered: dict[str, Any] | None = None  # --register: version, alias, reason, score
 
 
 def command_started_at() -> float:
@@ -63,10 +65,13 @@ def train(
     plan: RunPlan | PendingStream,
     address: str | None,
     tags: dict[str, str] | None = None,
+    *,
+    register: bool = False,
 ) -> tuple[int, TrainSummary | None]:
     """Run one training end to end; returns (exit code, summary when it succeeded). A streamed
     table is planned once Ray is up (:mod:`orchestrator.streaming.plan`). ``tags`` add to (or
-    replace) the run's tags (``redblue compress``'s).
+    replace) the run's tags (``redblue compress``'s). ``register``: a new version of the
+    registered model ``cfg.name``, through the champion gate.
 
     ``cfg``'s paths are absolute (:func:`orchestrator.config.resolve_paths`)."""
     from orchestrator.environment import connect_ray_while, leave_ray_job_folder
@@ -171,12 +176,23 @@ def train(
         console.print_error(f"training failed: {message}")
         return EXIT_FAILED, None
 
+    registered = None
+    if register:  # after the run is recorded: a registry failure loses no training
+        try:
+            registered = register_trained(cfg, plan, tracked, model_uri, model_dir)
+        except Exception as exc:
+            console.print_error(
+                f"run {tracked.run_id} finished, but registering its model failed: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            return EXIT_FAILED, None
     summary = TrainSummary(
         run_id=tracked.run_id,
         model_uri=model_uri,
         metrics=result.final_metrics,
         checkpoint_path=checkpoint_path,
         tracking_uri=tracked.uri,
+        registered=registered.fields() if registered else None,
     )
     rows = [
         (k, f"{v:.0f}" if k == "best_round" else f"{v:.4f}")
@@ -187,6 +203,7 @@ def train(
         ("model URI", summary.model_uri),
         ("checkpoint", summary.checkpoint_path),
         ("MLflow UI", ui_command(summary.tracking_uri)),
+        *([("registered", registered.line(cfg.name))] if registered else []),
         ("first step after", f"{startup.get('time_to_first_step_s', float('nan')):.1f} s"),
         ("wall time", f"{time.perf_counter() - started:.1f} s"),
     ]
@@ -195,3 +212,17 @@ def train(
     if issues.exists():
         console.print_label_issues(issues)
     return EXIT_OK, summary
+
+
+def register_trained(cfg: RedblueConfig, plan: RunPlan, tracked, model_uri: str, model_dir):
+    """``train --register``: the run's model as a new version of ``cfg.name``, its alias by the
+    champion gate on this run's test split; recorded on the run as a sweep records it."""
+    from orchestrator.promoting import register_and_promote
+
+    tags = {"redblue.run_id": tracked.run_id}
+    registered = register_and_promote(
+        tracked.client, model_uri, cfg.name, tags, model_dir, plan.dataset, plan.split
+    )
+    alias = registered.alias or "no alias"
+    tracked.set_tag("redblue.registered_version", f"{registered.version} ({alias})")
+    return registered

@@ -87,6 +87,8 @@ def is_loopback(ip: str) -> bool:
 
 
 def test_cli_run_uses_loopback_only(ray_session, workspace):
+    """`redblue -v train ... --register --json` on the session Ray: loopback only, one JSON
+    object on stdout, the libraries' INFO logs on stderr, and a registered champion."""
     remotes: set[str] = set()
     listening: set[str] = set()
     done = threading.Event()
@@ -106,6 +108,7 @@ def test_cli_run_uses_loopback_only(ray_session, workspace):
                 sys.executable,
                 "-m",
                 "orchestrator.cli",
+                "-v",  # the libraries' INFO logs, on stderr beside --json's stdout
                 "train",
                 str(REPO / "configs/digits.yaml"),
                 "--set",
@@ -114,6 +117,7 @@ def test_cli_run_uses_loopback_only(ray_session, workspace):
                 "name=cli-loopback",
                 "--set",
                 f"run.storage_path={workspace / 'ray_results'}",
+                "--register",
                 "--json",
             ],
             env={**os.environ, "RAY_ADDRESS": ray_session},
@@ -131,6 +135,10 @@ def test_cli_run_uses_loopback_only(ray_session, workspace):
     assert summary["exit_code"] == 0 and summary["metrics"]["test_accuracy"] > 0.5
     assert summary["model_uri"].startswith("models:/")
     assert "MLflow run_id" in result.stderr and "round 1/" in result.stderr
+    assert "DeepSpeed info: version=" in result.stderr  # -v: DeepSpeed's INFO, from a worker
+    # --register: a new registered model, so its first version is champion
+    assert summary["registered"]["version"] == "1", summary
+    assert summary["registered"]["alias"] == "champion"
     # Named as its Ray Train folder, with MLflow's own context tags.
     from mlflow.tracking import MlflowClient
 

@@ -25,6 +25,7 @@ from trainers.engine.base import build_optimizer
 from trainers.engine.clock import RunClock
 from trainers.engine.masters import Masters, copy_masters_down, masters_of
 from trainers.engine.schedules import apply_peak_values, build_scheduler
+from trainers.log_level import library_log_level
 
 # Besides tensors and plain containers, what DeepSpeed's optimizer-state files hold (every ZeRO
 # stage, fp32 and bf16, CPU offload), as torch.serialization.get_unsafe_globals_in_checkpoint lists.
@@ -121,7 +122,7 @@ class DeepSpeedEngine:
         clock: RunClock,
     ) -> None:
         deepspeed = import_deepspeed()
-        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        logging.getLogger("DeepSpeed").setLevel(library_log_level())
         optimizer = build_optimizer(model.parameters(), optim)
         # DeepSpeed prints "... shm_comm_op built successfully" at every load of its prebuilt op.
         with contextlib.redirect_stdout(io.StringIO()):

@@ -1,0 +1,115 @@
+"""`redblue promote` and `redblue rollback` as a user runs them, against a real MLflow registry
+(SQLite): the champion gate scores each version on its own run's test split, a version that
+does not beat the champion becomes challenger (exit 1), a rollback gives the alias back to the
+champion before, and each move is in the registry's tags."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+NAME = "promote-cli"
+
+
+@pytest.fixture(scope="module")
+def versions(ray_session, workspace):
+    """Three registered versions of random 8-feature MLPs (seeds 1, 2, 3), each logged by a run
+    whose config reads the same CSV, labelled by what v2 predicts: v2 scores 1.0 on any split."""
+    from orchestrator.config import validate
+    from orchestrator.registry import register_version
+    from orchestrator.tracking import TrackedRun
+    from tests.helpers import sample_rows, saved_model
+    from trainers.models import load_model, predict
+    from trainers.spec import FINAL_MODEL_DIR
+
+    folders = {
+        seed: saved_model(workspace / f"{NAME}-{seed}" / FINAL_MODEL_DIR, seed=seed)
+        for seed in (1, 2, 3)
+    }
+    rows = sample_rows(300, seed=7)
+    model, spec = load_model(folders[2])
+    labels, _ = predict(model, spec, rows)
+    table = pd.DataFrame(rows, columns=spec.feature_names)
+    table["label"] = np.asarray(spec.classes)[np.asarray(labels)]
+    assert table["label"].nunique() == 3  # every class present, so the split can stratify
+    source = workspace / f"{NAME}.csv"
+    table.to_csv(source, index=False)
+
+    cfg = validate({"name": NAME, "data": {"source": str(source), "label": "label"}})
+    registered = {}
+    for seed, folder in folders.items():
+        tracked = TrackedRun.start(cfg, {"redblue.kind": "test"})
+        uri = tracked.log_model(folder, sample_rows(2))
+        tracked.finish()
+        registered[seed] = register_version(uri, NAME, {"seed": str(seed)})
+    return registered
+
+
+def redblue(*args: str) -> tuple[int, dict, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def test_promote_and_rollback_move_the_champion_through_the_gate(versions, mlflow_client):
+    v1, v2, v3 = (versions[seed] for seed in (1, 2, 3))
+
+    code, move, _ = redblue("promote", f"models:/{NAME}/{v1}")
+    assert code == 0 and move["alias"] == "champion" and move["champion_before"] is None
+    assert "there was no champion yet" in move["reason"]
+
+    code, move, _ = redblue("promote", f"models:/{NAME}/{v2}")  # scores 1.0: beats v1
+    assert code == 0, move
+    assert (move["alias"], move["champion_before"], move["champion"]) == ("champion", v1, v2)
+    assert "beats the champion" in move["reason"]
+    version = mlflow_client.get_model_version(NAME, v2)
+    assert version.tags["redblue.champion_before"] == v1
+    assert "beats the champion" in version.tags["redblue.decision"]
+
+    code, move, stderr = redblue("promote", f"models:/{NAME}@challenger")
+    assert code == 2 and "challenger" in move["error"], stderr  # no such alias yet
+
+    code, move, _ = redblue("promote", f"models:/{NAME}/{v1}")  # the gate refuses it now
+    assert code == 1 and move["alias"] == "challenger" and move["champion"] == v2
+    assert "does not beat the champion" in move["reason"]
+    assert mlflow_client.get_model_version_by_alias(NAME, "challenger").version == int(v1)
+
+    code, move, _ = redblue("promote", f"models:/{NAME}/{v3}", "--alias", "challenger")
+    assert code == 0 and move["alias"] == "challenger" and move["champion"] == v2
+    assert mlflow_client.get_model_version_by_alias(NAME, "challenger").version == int(v3)
+
+    code, move, _ = redblue("rollback", NAME)
+    assert code == 0 and (move["champion_before"], move["champion"]) == (v2, v1), move
+    assert mlflow_client.get_model_version_by_alias(NAME, "champion").version == int(v1)
+    assert (
+        mlflow_client.get_model_version(NAME, v2)
+        .tags["redblue.rolled_back"]
+        .startswith(f"to v{v1} at ")
+    )
+    assert (
+        mlflow_client.get_registered_model(NAME)
+        .tags["redblue.last_rollback"]
+        .startswith(f"v{v2} -> v{v1} at ")
+    )
+
+    code, move, _ = redblue("rollback", NAME)  # v1 became champion when there was none
+    assert code == 1 and "no earlier champion" in move["error"]
+    assert mlflow_client.get_model_version_by_alias(NAME, "champion").version == int(v1)
+
+
+def test_promote_and_rollback_refuse_what_they_cannot_move(ray_session):
+    code, move, _ = redblue("promote", "runs:/0123456789abcdef0123456789abcdef/model")
+    assert code == 2 and "registered version" in move["error"]
+    code, move, _ = redblue("rollback", "no-such-model")
+    assert code == 2 and "no-such-model" in move["error"]
