@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 DECISION_TAG = "redblue.decision"  # on a version: why it took the alias it holds
-PREVIOUS_CHAMPION_TAG = "redblue.champion_before"  # on a version: the champion it was judged by
+PREVIOUS_CHAMPION_TAG = "redblue.champion_before"  # on a champion: the champion it replaced
 MAX_ATTEMPTS = 3  # decisions made again when the champion moves meanwhile
 
 
@@ -316,8 +316,8 @@ def promote_version(
         )
 
     promotion = promote(client, name, version, judge, log=console.err.print)
-    client.set_model_version_tag(
-        name, version, PREVIOUS_CHAMPION_TAG, promotion.champion_before or "none"
-    )
+    if promotion.alias == CHAMPION:  # what `redblue rollback` goes back to
+        before = promotion.champion_before or "none"
+        client.set_model_version_tag(name, version, PREVIOUS_CHAMPION_TAG, before)
     client.set_model_version_tag(name, version, DECISION_TAG, promotion.decision.reason)
     return promotion, challenger

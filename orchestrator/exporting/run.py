@@ -215,7 +215,7 @@ def register(
     from mlflow.tracking import MlflowClient
 
     from orchestrator.exporting.record import source_tags
-    from orchestrator.promoting import register_and_promote
+    from orchestrator.registering import register_and_promote
     from orchestrator.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri())

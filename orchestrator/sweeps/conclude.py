@@ -27,7 +27,7 @@ def conclude(
     trials: list[TrialOutcome],
     allow_schema_change: bool = False,
 ) -> SweepSummary:
-    from orchestrator.promoting import register_and_promote
+    from orchestrator.registering import register_and_promote
     from orchestrator.tracking import TrackedRun, download_final_model
 
     ranked = rank(trials, cfg.sweep.metric, cfg.sweep.mode)

@@ -217,7 +217,7 @@ def train(
 def register_trained(cfg: RedblueConfig, plan: RunPlan, tracked, model_uri: str, model_dir):
     """``train --register``: the run's model as a new version of ``cfg.name``, its alias by the
     champion gate on this run's test split; recorded on the run as a sweep records it."""
-    from orchestrator.promoting import register_and_promote
+    from orchestrator.registering import register_and_promote
 
     tags = {"redblue.run_id": tracked.run_id}
     registered = register_and_promote(

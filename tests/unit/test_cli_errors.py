@@ -160,6 +160,7 @@ def outcomes(tmp_path_factory):
     digits = str(Path(__file__).parents[2] / "configs" / "digits.yaml")
     cases["validate"] = ["validate", digits, "--sweep", "--json"]
     cases["validate bad key"] = ["validate", str(config), "--set", "strategy.red_ration=0.3"]
+    cases["log level"] = ["--log-level", "LOUD", "validate", digits]
     script = textwrap.dedent(
         f"""
         import json, sys
@@ -187,6 +188,11 @@ def test_bad_input_exits_2_with_a_clear_message(outcomes, name):
     expected = {**CASES, **SWEEP_CASES, **COMPARE_CASES, **DEPLOY_CASES}[name][1]
     assert expected in " ".join(output.split()), output
     assert "Traceback" not in output
+
+
+def test_a_log_level_that_is_not_one_exits_2_naming_the_levels(outcomes):
+    code, output = outcomes["log level"]
+    assert code == 2 and "LOUD" in output and "debug" in output and "Traceback" not in output
 
 
 def test_missing_config_file(outcomes):

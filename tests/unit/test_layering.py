@@ -109,6 +109,7 @@ COMMANDS = (
     "predicting",
     "exporting",
     "compressing",
+    "promoting",
 )
 # The arrows allowed into a command package from outside it (cli.py maps onto all of them): a
 # sweep's trials are training runs, a comparison is a grid of trials run by the sweep machinery,
@@ -123,6 +124,8 @@ CROSSING = {
     ("compressing", "serving"),
     ("compressing", "training"),
     ("compressing", "exporting"),
+    ("promoting", "serving"),  # a model URI -> its bundle, as deploy resolves it
+    ("promoting", "exporting"),  # the test split a model was scored on (exporting/source.py)
 }
 
 

@@ -1,0 +1,1 @@
+"""`redblue promote` and `redblue rollback`."""

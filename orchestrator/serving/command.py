@@ -1,0 +1,88 @@
+"""``redblue deploy``'s command line (the work is :mod:`orchestrator.serving.deploy`'s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from orchestrator import console
+from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID
+
+
+def deploy(
+    model: str = typer.Argument(
+        ...,
+        help="models:/NAME@ALIAS (e.g. models:/digits@champion), models:/NAME/VERSION or "
+        "runs:/RUN_ID/model.",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML config whose serve section applies (default: defaults)."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config key: --set serve.port=9000 (repeatable)."
+    ),
+    address: str | None = typer.Option(
+        None, help="Ray cluster address; default: $RAY_ADDRESS, else a local Ray on 127.0.0.1."
+    ),
+    emit_config: Path | None = typer.Option(
+        None, "--emit-config", help="Write a Serve config file (serve deploy, RayService) and exit."
+    ),
+    reload: bool = typer.Option(
+        False, "--reload", help="Stay and roll the replicas to each new version of the alias."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Send a few requests, print the answers, then remove the deployment."
+    ),
+    show_key: bool = typer.Option(
+        False,
+        "--show-key",
+        help="Print the key kept in ~/.redblue/api-key (generated when no key is provided); "
+        "without it, only the file's path is printed.",
+    ),
+) -> None:
+    """Serve MODEL on Ray Serve behind an authenticated HTTP API (POST /v1/predict; a GAN's
+    /v1/generate).
+
+    With a local Ray it serves in the foreground until Ctrl-C; with a cluster address it deploys
+    and returns. Deploying again rolls the replicas to the new model without downtime.
+
+    Keys: $REDBLUE_API_KEY (several separated by commas) or $REDBLUE_API_KEY_FILE (one per
+    line), each of at least 32 hex digits or 22 base64url characters; else one is generated.
+    """
+    from orchestrator.environment import prepare_driver_env
+
+    prepare_driver_env(address)
+    from orchestrator.config import ConfigError, defaults_with, load_config
+    from orchestrator.serving.api_keys import ApiKeyError, obtain_keys
+    from orchestrator.serving.model_source import ModelSourceError, parse_model_uri, resolve_bundle
+    from serve_apps.model_bundle import ModelTooLarge, RuntimeChoiceError
+    from trainers.export.onnx_graph import ExportError
+
+    try:
+        cfg = load_config(config, overrides) if config else defaults_with(overrides)
+        uri = parse_model_uri(model)
+        keys = obtain_keys(cfg.serve.api_key_env)
+        bundle = resolve_bundle(uri).bounded(cfg.serve.max_parameters)
+        bundle = bundle.for_runtime(cfg.serve.runtime)
+    except (ConfigError, ModelSourceError, ApiKeyError, RuntimeChoiceError, ModelTooLarge) as exc:
+        console.print_error(str(exc))
+        raise typer.Exit(EXIT_INVALID) from None
+    except ExportError as exc:
+        console.print_error(f"{model}: serve.runtime onnxruntime: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    from orchestrator.serving.deploy import run as run_deploy
+
+    raise typer.Exit(
+        run_deploy(
+            cfg.serve,
+            uri,
+            bundle,
+            address,
+            keys=keys,
+            emit_config=emit_config,
+            reload=reload,
+            check=check,
+            show_key=show_key,
+        )
+    )
