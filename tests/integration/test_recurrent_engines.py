@@ -18,9 +18,16 @@ from tests import recurrent_check
 
 pytestmark = pytest.mark.integration
 
-KINDS, STRATEGIES, STAGES = ("rnn", "lstm", "gru"), ("red_blue", "standard"), (2, 3)
+KINDS, STRATEGIES, DATA = ("rnn", "lstm", "gru"), ("red_blue", "standard"), ("sequence", "series")
+
+
+def stage(strategy: str, data: str) -> int:
+    """ZeRO-2 or 3 such that every kind, strategy and data meets both stages (half the grid)."""
+    return 2 if (strategy == "red_blue") == (data == "sequence") else 3
+
+
 SETTINGS = [
-    *itertools.product(KINDS, STRATEGIES, STAGES, ("sequence", "series")),
+    *((k, s, stage(s, d), d) for k, s, d in itertools.product(KINDS, STRATEGIES, DATA)),
     ("lstm", "red_blue", 3, "series-bf16"),
     ("gru", "standard", 2, "sequence-bf16"),
     ("gru", "red_blue", 3, "sequence-clean-bf16"),

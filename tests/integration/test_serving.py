@@ -503,7 +503,7 @@ def test_killed_replica_under_load_is_replaced_and_requests_keep_succeeding(serv
     assert len(now) == 2 and set(now.values()) != set(pids.values()), (pids, now)
 
 
-CHAOS_KILLS = 10
+CHAOS_KILLS = 6
 CHAOS_EVERY_S = 4.0
 CHAOS_REPLICAS = 3
 # Kills wait for a second replica to run; only replicas that are never replaced stop them.

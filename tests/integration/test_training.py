@@ -39,9 +39,17 @@ def test_red_blue_trains_digits_on_every_zero_stage(train, mlflow_client, zero_s
     assert tags["redblue.zero_stage_reason"] == "configured"
 
 
-def test_zero_stage_auto_picks_0_for_a_small_model_and_trains_as_zero2_does(train, mlflow_client):
+@pytest.fixture(scope="module")
+def auto_run(train, mlflow_client):
+    """The default run: red-blue at deepspeed.zero_stage auto; (summary, tags)."""
+    return trained_at(train, mlflow_client, "auto")
+
+
+def test_zero_stage_auto_picks_0_for_a_small_model_and_trains_as_zero2_does(
+    auto_run, train, mlflow_client
+):
     """auto's ZeRO-0 (one all-reduce a step) computes what ZeRO-2 computes, on the same seed."""
-    auto, tags = trained_at(train, mlflow_client, "auto")
+    auto, tags = auto_run
     assert tags["redblue.zero_stage"] == "0"
     assert tags["redblue.zero_stage_reason"].startswith("auto: 0.")  # MB of training state
     zero2, tags = trained_at(train, mlflow_client, 2)
@@ -126,7 +134,7 @@ def test_standard_strategy(train, mlflow_client):
     assert "train_loss" in run.data.metrics and "red/train_loss" not in run.data.metrics
 
 
-def test_logged_model_predicts_like_the_fused_model(train, mlflow_client, tmp_path):
+def test_logged_model_predicts_like_the_fused_model(auto_run, mlflow_client, tmp_path):
     import mlflow
     import pandas as pd
 
@@ -135,8 +143,7 @@ def test_logged_model_predicts_like_the_fused_model(train, mlflow_client, tmp_pa
     from trainers.models import load_model, predict
     from trainers.spec import FINAL_MODEL_DIR
 
-    code, summary = train("model-check", optim={"epochs": 4})
-    assert code == 0
+    summary, _ = auto_run
     fused, spec = load_model(f"{summary.checkpoint_path}/{FINAL_MODEL_DIR}")
     plan = plan_run(RedblueConfig())
     features = plan.dataset.features[plan.split.test]
