@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -77,15 +78,51 @@ ROUND_FIELDS = (  # a GAN's train_loss is its generator's, d_loss its discrimina
 )
 
 
-def round_line(metrics: dict[str, float], num_rounds: int) -> str:
-    """``round 3/11  red 0.5210  blue 0.4990  val 0.3100  lr 1.00e-03  6,100 samples/s``."""
+def round_line(
+    metrics: dict[str, float], num_rounds: int, clock: tuple[float, float | None] | None = None
+) -> str:
+    """``round 3/11  red 0.5210  blue 0.4990  val 0.3100  lr 1.00e-03  6,100 samples/s``, and
+    with ``clock`` (seconds since the command started, seconds left or None)
+    ``  0:21 elapsed, 0:40 left``."""
     parts = [f"round {int(metrics['round'])}/{num_rounds}"]
     parts += [fmt.format(metrics[key]) for key, fmt in ROUND_FIELDS if key in metrics]
+    if clock is not None:
+        elapsed, left = clock
+        parts.append(f"{_minutes(elapsed)} elapsed" + (f", {_minutes(left)} left" if left else ""))
     return "  ".join(parts)
 
 
-def print_round(metrics: dict[str, float], num_rounds: int) -> None:
-    out.print(round_line(metrics, num_rounds))
+def _minutes(seconds: float) -> str:
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class RoundClock:
+    """Elapsed time and an estimate of the time left, from the pace of the rounds after the
+    first (the first carries the start-up)."""
+
+    def __init__(self, num_rounds: int, started_at: float) -> None:
+        self.num_rounds = num_rounds
+        self.started = started_at  # Unix time: the command's start
+        self.first: tuple[int, float] | None = None
+        self.last = 0
+
+    def tick(self, round_number: int, now: float | None = None) -> tuple[float, float | None]:
+        now = time.time() if now is None else now
+        restarted, self.last = round_number <= self.last, round_number
+        if self.first is None or restarted:  # the first round, or the first after a restart
+            self.first = (round_number, now)
+            return now - self.started, None
+        done, since = round_number - self.first[0], now - self.first[1]
+        return now - self.started, since / done * max(0, self.num_rounds - round_number)
+
+
+def print_round(
+    metrics: dict[str, float], num_rounds: int, clock: RoundClock | None = None
+) -> None:
+    times = clock.tick(int(metrics["round"])) if clock else None
+    out.print(round_line(metrics, num_rounds, times))
     sys.stdout.flush()
 
 

@@ -107,6 +107,7 @@ def train(
         tracked.log_data(describe(plan))
         num_rounds = plan.rounds.num_rounds
     startup: dict[str, float] = {}
+    clock = console.RoundClock(num_rounds, command_started_at())
 
     def on_round(metrics: dict[str, float]) -> None:
         first_step_at = metrics.pop("first_step_at", None)
@@ -118,7 +119,7 @@ def train(
                 "command started"
             )
         tracked.log_metrics(metrics, step=int(metrics["round"]))
-        console.print_round(metrics, num_rounds)
+        console.print_round(metrics, num_rounds, clock)
 
     def on_event(kind: str, payload: dict) -> None:
         if kind == "started" and payload["attempt"] > 1:

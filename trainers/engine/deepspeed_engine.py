@@ -123,8 +123,9 @@ class DeepSpeedEngine:
     ) -> None:
         deepspeed = import_deepspeed()
         ds_logger = logging.getLogger("DeepSpeed")
-        for logs in (ds_logger, *ds_logger.handlers):  # its handler filters by level too
-            logs.setLevel(library_log_level())
+        ds_logger.setLevel(library_log_level())
+        for handler in ds_logger.handlers:  # its handler filters by level too
+            handler.setLevel(library_log_level())
         optimizer = build_optimizer(model.parameters(), optim)
         # DeepSpeed prints "... shm_comm_op built successfully" at every load of its prebuilt op.
         with contextlib.redirect_stdout(io.StringIO()):

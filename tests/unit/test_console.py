@@ -1,0 +1,29 @@
+"""The round line's clock: elapsed since the command started, and the time left at the pace of
+the rounds after the first (which carries the start-up)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.console import RoundClock, round_line
+
+
+def test_the_time_left_follows_the_pace_after_the_first_round():
+    clock = RoundClock(num_rounds=5, started_at=100.0)
+    assert clock.tick(1, now=120.0) == (20.0, None)  # 20 s of start-up: no estimate yet
+    assert clock.tick(2, now=124.0) == (24.0, pytest.approx(12.0))  # 4 s a round, 3 left
+    assert clock.tick(5, now=136.0) == (36.0, 0.0)
+
+
+def test_a_restart_starts_the_pace_again():
+    clock = RoundClock(num_rounds=10, started_at=0.0)
+    clock.tick(1, now=10.0)
+    clock.tick(4, now=16.0)
+    assert clock.tick(3, now=60.0) == (60.0, None)  # workers restarted from round 2's checkpoint
+    assert clock.tick(4, now=62.0) == (62.0, pytest.approx(12.0))
+
+
+def test_the_round_line_ends_with_the_clock():
+    line = round_line({"round": 2, "val_loss": 0.5}, 5, (3725.0, 75.0))
+    assert line == "round 2/5  val 0.5000  1:02:05 elapsed, 1:15 left"
+    assert round_line({"round": 1}, 5, (9.4, None)) == "round 1/5  0:09 elapsed"
