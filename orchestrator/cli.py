@@ -176,12 +176,19 @@ def predict(
     cpus_per_actor: float = typer.Option(1.0, min=0.01, help="Ray CPUs (torch threads) per actor."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     address: str | None = typer.Option(None, help="Ray cluster; else $RAY_ADDRESS, else local."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="One JSON object on stdout (output, rows, seconds); the rest on stderr.",
+    ),
 ) -> None:
     """Predict MODEL on each row of INPUT with Ray Data: INPUT's rows plus `prediction`."""
     from orchestrator.predicting.run import PredictArgs, command
 
+    if as_json:
+        console.use_json()
     options = (proba, overwrite, concurrency, batch_size, cpus_per_actor)
-    raise typer.Exit(command(PredictArgs(model, source, output, *options), address))
+    console.finish(*command(PredictArgs(model, source, output, *options), address), as_json)
 
 
 @app.command()

@@ -27,10 +27,10 @@ def use_json() -> None:
     would go there (rounds, tables, libraries' prints, Ray's copies of its workers' output)
     goes to stderr."""
     global out, _result_out
-    if _result_out is None:
+    if sys.stdout is not sys.stderr:  # once a command (an in-process test runner: each its own)
         _result_out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
-        out = err
         sys.stdout = sys.stderr
+    out = err
 
 
 def print_result(result: Any, code: int) -> None:

@@ -29,9 +29,10 @@ from trainers.errors import InputError
 BLOCK_BYTES = 16 * 1024**2
 
 
-def command(args: PredictArgs, address: str | None) -> int:
+def command(args: PredictArgs, address: str | None) -> tuple[int, dict[str, Any]]:
     """``redblue predict``: the driver's environment (before Ray or MLflow is imported), the
-    plan or exit 2 with one message, then the prediction. Returns the exit code."""
+    plan or exit 2 with one message, then the prediction. Returns the exit code and what
+    ``--json`` prints (the output, its rows, the seconds; or the error)."""
     from orchestrator.environment import prepare_driver_env
 
     prepare_driver_env(address)
@@ -41,13 +42,13 @@ def command(args: PredictArgs, address: str | None) -> int:
         plan = plan_prediction(args)
     except (PredictError, ModelSourceError) as exc:
         console.print_error(str(exc))
-        return EXIT_INVALID
+        return EXIT_INVALID, {"error": str(exc)}
     return predict(plan, address)
 
 
-def predict(plan: PredictPlan, address: str | None) -> int:
+def predict(plan: PredictPlan, address: str | None) -> tuple[int, dict[str, Any]]:
     """Run the planned prediction on the local Ray (127.0.0.1) or the cluster at ``address``;
-    returns the exit code."""
+    returns the exit code and the result (:func:`command`)."""
     from orchestrator.environment import connect_ray
 
     args = plan.args
@@ -66,7 +67,7 @@ def predict(plan: PredictPlan, address: str | None) -> int:
         rows = count_rows(plan.output, plan.output_format)
     except KeyboardInterrupt:
         console.print_error(f"interrupted; {plan.output} may be incomplete")
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, {"error": "interrupted", "output": plan.output}
     except Exception as exc:
         problem = input_error(exc)
         if problem is None:
@@ -74,9 +75,10 @@ def predict(plan: PredictPlan, address: str | None) -> int:
             problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
         problem = escape(problem)  # Ray's text may hold brackets that rich would read as markup
         console.print_error(f"prediction failed: {problem}; {plan.output} may be incomplete")
-        return EXIT_FAILED
+        return EXIT_FAILED, {"error": problem, "output": plan.output}
     console.out.print(summary_line(rows, seconds, plan.output), soft_wrap=True)
-    return EXIT_OK
+    result = {"model": model_label(plan), "input_files": len(plan.files), "output": plan.output}
+    return EXIT_OK, result | {"output_format": plan.output_format, "rows": rows, "seconds": seconds}
 
 
 def predictions(plan: PredictPlan) -> Any:

@@ -107,8 +107,11 @@ def test_a_parquet_folder_with_a_local_model_folder_and_two_actors(ray_session, 
     (root / "preds").mkdir()  # an existing output, replaced
     (root / "preds" / "stale.parquet").write_bytes(b"old")
     args = [str(inputs["model_dir"]), str(root / "parts"), "-o", str(root / "preds")]
-    result = predict(*args, "--concurrency", "2", "--overwrite")
+    result = predict(*args, "--concurrency", "2", "--overwrite", "--json")
     assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)  # the one JSON object; the rest went to stderr
+    assert (found["exit_code"], found["rows"], found["output"]) == (0, ROWS, str(root / "preds"))
+    assert found["output_format"] == "parquet" and found["seconds"] > 0
 
     out = read_back(root / "preds", "parquet")
     assert list(out.columns) == [*frame.columns, "prediction"]
