@@ -25,6 +25,9 @@ def export(
         False, "--register", help="Register as a new version of MODEL's registered model."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in --output."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object on stdout (run, model URI, figures); rest on stderr."
+    ),
 ) -> None:
     """Export MODEL's fp32 weights to ONNX (optionally int8), checked against PyTorch on its
     test data before anything is written; logged as an MLflow run with the trade-off figures.
@@ -34,10 +37,13 @@ def export(
     """
     from orchestrator.environment import prepare_driver_env
 
+    if as_json:
+        console.use_json()
     prepare_driver_env(None)
     if export_format != "onnx":
-        console.print_error(f"--format {export_format}: the one format is onnx")
-        raise typer.Exit(EXIT_INVALID)
+        message = f"--format {export_format}: the one format is onnx"
+        console.print_error(message)
+        console.finish(EXIT_INVALID, {"error": message}, as_json)
     from orchestrator.exporting.run import ExportArgs, command
 
-    raise typer.Exit(command(ExportArgs(model, quantize, output, register, overwrite)))
+    console.finish(*command(ExportArgs(model, quantize, output, register, overwrite)), as_json)

@@ -16,17 +16,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from orchestrator import console
-from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID
+from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from orchestrator.exporting.measure import TABLE_HEADER, Footprint, measured, table_rows
 from serve_apps.model_bundle import ModelBundle
 from trainers.export.runtime import EXPORT_FILE, ONNX_FILE
 
 if TYPE_CHECKING:
+    from orchestrator.registering import Registered
     from trainers.export.check import Parity
 
 QUANTIZATIONS = ("none", "int8")
@@ -62,8 +63,9 @@ def output_problem(output: Path | None, overwrite: bool) -> str | None:
     return None
 
 
-def command(args: ExportArgs) -> int:
-    """The whole command; its exit code (2: bad input, before any export; 1: a check failed)."""
+def command(args: ExportArgs) -> tuple[int, dict[str, Any]]:
+    """The whole command: its exit code (2: bad input, before any export; 1: a check failed)
+    and what ``--json`` prints."""
     from orchestrator.exporting.source import SourceDataError, run_data
     from orchestrator.serving.model_source import ModelSourceError, parse_model_uri, resolve_bundle
     from trainers.families import family_of
@@ -72,8 +74,7 @@ def command(args: ExportArgs) -> int:
     if args.quantize not in QUANTIZATIONS:
         problem = f"--quantize {args.quantize}: use one of {', '.join(QUANTIZATIONS)}"
     if problem:
-        console.print_error(problem)
-        return EXIT_INVALID
+        return refused(EXIT_INVALID, problem)
     try:
         bundle = resolve_bundle(parse_model_uri(args.model))
         if family_of(bundle.spec.kind).export is None:
@@ -83,16 +84,19 @@ def command(args: ExportArgs) -> int:
         console.err.print(f"reading the test data of {bundle.label} again (its run's config) ...")
         dataset, split = run_data(bundle)
     except (ModelSourceError, SourceDataError) as exc:
-        console.print_error(str(exc))
-        return EXIT_INVALID
+        return refused(EXIT_INVALID, str(exc))
     from trainers.export.onnx_graph import ExportError
 
     try:
         checked = check_export(bundle, dataset, split, args.quantize)
     except ExportError as exc:
-        console.print_error(f"{bundle.label} was not exported: {exc}")
-        return EXIT_FAILED
-    return finish(bundle, checked, args, dataset, split)
+        return refused(EXIT_FAILED, f"{bundle.label} was not exported: {exc}")
+    return EXIT_OK, finish(bundle, checked, args, dataset, split)
+
+
+def refused(code: int, message: str) -> tuple[int, dict[str, Any]]:
+    console.print_error(message)
+    return code, {"error": message}
 
 
 def check_export(bundle: ModelBundle, dataset, split, quantize: str) -> Checked:
@@ -148,8 +152,11 @@ def fp32_parity(model, spec, graph, features: np.ndarray) -> Parity:
     return checked
 
 
-def finish(bundle: ModelBundle, checked: Checked, args: ExportArgs, dataset, split) -> int:
-    """Write the folder, log the run, register; print the trade-off and where things are."""
+def finish(
+    bundle: ModelBundle, checked: Checked, args: ExportArgs, dataset, split
+) -> dict[str, Any]:
+    """Write the folder, log the run, register; print the trade-off and where things are, and
+    return them for ``--json``."""
     exported = checked.footprints[-1]
     quantized = str(checked.info["quantized"])
     with tempfile.TemporaryDirectory(prefix="redblue-export-") as scratch:
@@ -177,7 +184,7 @@ def finish(bundle: ModelBundle, checked: Checked, args: ExportArgs, dataset, spl
             "source": bundle.uri,
         }
         run_id, model_uri = log_export(bundle, folder, checked.info, params, metrics)
-        version_line = (
+        registered = (
             register(bundle, model_uri, quantized, folder, dataset, split)
             if args.register
             else None
@@ -189,10 +196,16 @@ def finish(bundle: ModelBundle, checked: Checked, args: ExportArgs, dataset, spl
     rows = [("run_id", run_id), ("model_uri", model_uri)]
     if args.output:
         rows.append(("folder", f"{args.output} ({ONNX_FILE}, {EXPORT_FILE}, weights, config)"))
-    if version_line:
-        rows.append(("registered", version_line))
+    if registered:
+        rows.append(("registered", registered.line(bundle.name)))
     console.print_summary(rows, title="export")
-    return 0
+    return {
+        "run_id": run_id,
+        "model_uri": model_uri,
+        "folder": str(args.output) if args.output else None,
+        "metrics": metrics,
+        "registered": registered.fields() if registered else None,
+    }
 
 
 def write_folder(folder: Path, bundle: ModelBundle, checked: Checked) -> None:
@@ -210,7 +223,7 @@ def write_folder(folder: Path, bundle: ModelBundle, checked: Checked) -> None:
 
 def register(
     bundle: ModelBundle, model_uri: str, quantized: str, folder: Path, dataset, split
-) -> str:
+) -> Registered:
     """A new version of the source's registered model, tagged, through the champion gate."""
     from mlflow.tracking import MlflowClient
 
@@ -220,5 +233,4 @@ def register(
 
     client = MlflowClient(tracking_uri())
     tags = source_tags(bundle, quantized)
-    registered = register_and_promote(client, model_uri, bundle.name, tags, folder, dataset, split)
-    return registered.line(bundle.name)
+    return register_and_promote(client, model_uri, bundle.name, tags, folder, dataset, split)

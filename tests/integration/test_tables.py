@@ -165,11 +165,15 @@ def test_the_model_exports_to_onnx_checked_logged_and_registered(
     assert exported.metadata.signature == mlflow.models.get_model_info(summary.model_uri).signature
 
     result = CliRunner().invoke(
-        app, ["export", summary.model_uri, "--quantize", "int8", "--register"]
+        app, ["export", summary.model_uri, "--quantize", "int8", "--register", "--json"]
     )
     assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)  # the one JSON object; the tables went to stderr
+    assert found["registered"]["alias"] == "champion" and found["model_uri"].startswith("models:/")
+    assert found["metrics"]["parity_max_abs_diff"] >= 0 and found["folder"] is None
     name = "penguins-standard"  # the experiment's name, for a model logged by a run
     (version,) = mlflow_client.search_model_versions(f"name='{name}'")
+    assert found["registered"]["version"] == str(version.version)
     assert version.tags["redblue.format"] == "onnx" and version.tags["redblue.quantized"] == "int8"
     assert version.tags["redblue.source_uri"] == summary.model_uri
     assert mlflow_client.get_model_version_by_alias(name, "champion").version == version.version
