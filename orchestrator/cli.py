@@ -65,7 +65,9 @@ def options(
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="YAML run config, e.g. configs/digits.yaml."),
+    config: Path | None = typer.Argument(
+        None, help="YAML run config, e.g. configs/digits.yaml (not with --resume)."
+    ),
     overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Override a config key: --set optim.lr=0.01 (repeatable)."
     ),
@@ -78,15 +80,50 @@ def train(
         help="Register the model as a new version of NAME (the config's name); it becomes "
         "champion only if it beats the current one on this run's test split, as in a sweep.",
     ),
+    resume: str | None = typer.Option(
+        None,
+        "--resume",
+        metavar="RUN_ID",
+        help="Continue the MLflow run RUN_ID, whose driver died, from its last checkpoint, with "
+        "the config it started with.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="One JSON object on stdout (the summary); the rest on stderr."
     ),
 ) -> None:
     """Train CONFIG with DeepSpeed workers on Ray Train; record the run in MLflow."""
+    if resume:
+        config = _resumed_config(resume, config, overrides, address, as_json)
+    elif config is None:
+        console.print_error("CONFIG is missing: redblue train CONFIG (or --resume RUN_ID)")
+        console.finish(EXIT_INVALID, {"error": "CONFIG is missing"}, as_json)
     cfg, plan = _validated(config, overrides, address, for_sweep=False, as_json=as_json)
     from orchestrator.training.run import train as run_train
 
-    console.finish(*run_train(cfg, plan, address, register=register), as_json)
+    outcome = run_train(cfg, plan, address, register=register, resume_run_id=resume)
+    console.finish(*outcome, as_json)
+
+
+def _resumed_config(
+    run_id: str, config: Path | None, overrides: list[str], address: str | None, as_json: bool
+) -> Path:
+    """The config ``run_id`` started with, or exit 2 (before Ray starts) with one message."""
+    from orchestrator.environment import prepare_driver_env
+
+    if as_json:
+        console.use_json()
+    prepare_driver_env(address)
+    from orchestrator.training.resume import ResumeError, resumable_config
+
+    try:
+        if config is not None or overrides:
+            raise ResumeError(
+                "--resume continues a run with its own config: leave out CONFIG and --set"
+            )
+        return resumable_config(run_id)
+    except ResumeError as exc:
+        console.print_error(str(exc))
+        console.finish(EXIT_INVALID, {"error": str(exc)}, as_json)
 
 
 @app.command()

@@ -67,11 +67,13 @@ def train(
     tags: dict[str, str] | None = None,
     *,
     register: bool = False,
+    resume_run_id: str | None = None,
 ) -> tuple[int, TrainSummary | None]:
     """Run one training end to end; returns (exit code, summary when it succeeded). A streamed
     table is planned once Ray is up (:mod:`orchestrator.streaming.plan`). ``tags`` add to (or
     replace) the run's tags (``redblue compress``'s). ``register``: a new version of the
-    registered model ``cfg.name``, through the champion gate.
+    registered model ``cfg.name``, through the champion gate. ``resume_run_id``: continue that
+    run (:mod:`orchestrator.training.resume`).
 
     ``cfg``'s paths are absolute (:func:`orchestrator.config.resolve_paths`)."""
     from orchestrator.environment import connect_ray_while, leave_ray_job_folder
@@ -82,7 +84,10 @@ def train(
         # torch, Ray Train and MLflow load here, while Ray starts (about 1.5 s sooner).
         from orchestrator.tracking import TrackedRun
         from orchestrator.training import launch  # noqa: F401
+        from orchestrator.training.resume import reopen
 
+        if resume_run_id:
+            return reopen(resume_run_id, cfg)
         return TrackedRun.start(cfg, run_tags(cfg) | (tags or {}))
 
     started = time.perf_counter()
@@ -122,6 +127,8 @@ def train(
         console.print_round(metrics, num_rounds, clock)
 
     def on_event(kind: str, payload: dict) -> None:
+        if resume_run_id and kind == "started" and payload["attempt"] == 1:
+            console.err.print(f"resuming at round {int(payload['round']) + 1}, its last checkpoint")
         if kind == "started" and payload["attempt"] > 1:
             restarts = int(payload["attempt"]) - 1
             tracked.set_tag("redblue.restarts", str(restarts))  # recorded as it happens

@@ -151,3 +151,55 @@ def test_cli_run_uses_loopback_only(ray_session, workspace):
     outside = {ip for ip in remotes if not is_loopback(ip)}
     assert not outside, f"connections to non-loopback addresses: {outside}"
     assert not listening, f"listening on all interfaces: {sorted(listening)}"
+
+
+def test_a_run_whose_driver_was_killed_goes_on_exactly_with_train_resume(
+    ray_session, workspace, mlflow_client
+):
+    """SIGKILL `redblue train`'s driver part way; `redblue train --resume RUN_ID` continues the
+    same MLflow run from its last checkpoint and ends with the metrics of a run never stopped."""
+    from orchestrator.config import load_config
+    from orchestrator.training.run import train as run_train
+    from trainers.loop.plan import plan_run
+
+    sets = ["optim.epochs=40", "checkpoint.every_rounds=2", f"run.storage_path={workspace}/rr"]
+    command = [sys.executable, "-m", "orchestrator.cli", "train"]
+    options = [item for key in [*sets, "name=resumed"] for item in ("--set", key)]
+    env = {**os.environ, "RAY_ADDRESS": ray_session}
+    with (workspace / "resumed-first.log").open("w") as log:
+        driver = subprocess.Popen(
+            [*command, str(REPO / "configs/digits.yaml"), *options], env=env, cwd=workspace,
+            stdout=log, stderr=log,
+        )  # fmt: skip
+    deadline, run_id = time.time() + 300, None
+    while time.time() < deadline and driver.poll() is None:
+        experiment = mlflow_client.get_experiment_by_name("resumed")
+        runs = mlflow_client.search_runs([experiment.experiment_id]) if experiment else []
+        if runs and runs[0].data.metrics.get("round", 0) >= 6:  # checkpoints at 2, 4, 6
+            run_id = runs[0].info.run_id
+            break
+        time.sleep(0.3)
+    driver.kill()
+    driver.wait()
+    assert run_id, (workspace / "resumed-first.log").read_text()[-3000:]
+
+    resumed = subprocess.run(
+        [*command, "--resume", run_id, "--json"], env=env, cwd=workspace, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout)
+    assert summary["run_id"] == run_id and "resuming at round" in resumed.stderr
+    run = mlflow_client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["redblue.resumed"] == "1"
+
+    cfg = load_config(REPO / "configs/digits.yaml", [*sets, "name=never-stopped"])
+    code, whole = run_train(cfg, plan_run(cfg), None)
+    assert code == 0
+    for key in ("test_loss", "test_accuracy", "red/test_loss", "blue/test_loss", "val_loss"):
+        assert summary["metrics"][key] == whole.metrics[key], key
+
+    again = subprocess.run(
+        [*command, "--resume", run_id], env=env, cwd=workspace, capture_output=True, text=True
+    )
+    assert again.returncode == 2 and "already finished" in again.stderr
