@@ -295,10 +295,14 @@ def _validated(
     from orchestrator.config import ConfigError, load_config, resolve_paths
     from orchestrator.storage import StorageError
     from orchestrator.streaming.choice import DataError, plan_input
+    from orchestrator.sweeps.config import plan_metric_problem
 
     try:
         cfg = load_config(config, overrides, for_sweep, warn=console.print_warning)
         plan, report = plan_input(cfg)
+        problem = plan_metric_problem(cfg.sweep, cfg.model.kind, plan) if for_sweep else None
+        if problem:
+            raise ConfigError(f"{config}: {problem}")
         resolve_paths(cfg)
         console.print_data(report)
     except (ConfigError, DataError, StorageError) as exc:

@@ -69,6 +69,7 @@ ROUND_FIELDS = (  # a GAN's train_loss is its generator's, d_loss its discrimina
     ("train_loss", "train {:.4f}"),
     ("d_loss", "(D {:.4f})"),
     ("val_loss", "val {:.4f}"),
+    ("val_accuracy", "acc {:.3f}"),
     ("val/label_accuracy", "label acc {:.3f}"),
     ("val/classes_covered", "classes {:.0f}"),
     ("val/slice_loss", "val slice {:.4f}"),

@@ -104,7 +104,9 @@ class SweepSection(Section):
     )
     metric: str = Field(
         "val_loss",
-        description="Metric that ranks trials; a validation metric (the test part is never used).",
+        description="Metric that ranks trials, one every round reports: val_loss; a classifier's "
+        "val_accuracy, a GAN's val/label_accuracy or val/classes_covered (each with sweep.mode: "
+        "max). Checked before Ray starts; the test part is never used.",
     )
     mode: Literal["min", "max"] = Field("min", description="Whether the metric is minimised.")
     scheduler: Literal["asha", "fifo", "pbt"] = Field(
@@ -139,3 +141,38 @@ class SweepSection(Section):
         if self.search == "optuna" and any(s.kind == "grid" for s in self.space.values()):
             raise ValueError("sweep.search optuna cannot take grid entries; use choice instead")
         return self
+
+
+HIGHER_IS_BETTER = ("val_accuracy", "val/label_accuracy", "val/classes_covered")
+
+
+def round_metrics(kind: str, task: str, streamed: bool) -> tuple[str, ...]:
+    """The validation metrics a trial reports every round, which ``sweep.metric`` may rank by:
+    ``val_loss``; a classifier's ``val_accuracy`` (not streamed); a GAN's collapse measures."""
+    if kind == "gan":
+        return ("val_loss", "val/label_accuracy", "val/classes_covered")
+    if task == "classification" and not streamed:
+        return ("val_loss", "val_accuracy")
+    return ("val_loss",)
+
+
+def metric_problem(section: SweepSection, kind: str, task: str, streamed: bool) -> str | None:
+    """Why trials could not be ranked by ``sweep.metric`` and ``sweep.mode``, or None."""
+    reported = round_metrics(kind, task, streamed)
+    if section.metric not in reported:
+        return (
+            f"sweep.metric {section.metric!r}: the trials of this run report "
+            f"{', '.join(reported)} every round"
+        )
+    if section.metric in HIGHER_IS_BETTER and section.mode != "max":
+        return f"sweep.metric {section.metric} grows as trials get better: set sweep.mode: max"
+    return None
+
+
+def plan_metric_problem(metric_section: SweepSection, model_kind: str, plan: Any) -> str | None:
+    """:func:`metric_problem` for a planned run (a RunPlan knows its task; a table still to be
+    streamed reports ``val_loss`` only)."""
+    spec = getattr(plan, "spec", None)
+    if spec is None:
+        return metric_problem(metric_section, model_kind, "", streamed=True)
+    return metric_problem(metric_section, spec.kind, spec.task, streamed=False)

@@ -76,6 +76,20 @@ CASES = {
     ),
 }
 SWEEP_CASES = {
+    "sweep metric no round reports": (
+        [
+            "--set",
+            "sweep.space={optim.lr: {uniform: [0.001, 0.01]}}",
+            "--set",
+            "sweep.metric=val_acc",
+        ],
+        "sweep.metric 'val_acc': the trials of this run report val_loss, val_accuracy every round",
+    ),
+    "sweep metric minimised that grows": (
+        ["--set", "sweep.space={optim.lr: {uniform: [0.001, 0.01]}}"]
+        + ["--set", "sweep.metric=val_accuracy"],
+        "sweep.metric val_accuracy grows as trials get better: set sweep.mode: max",
+    ),
     "sweep unknown space key": (
         ["--set", "sweep.space={optim.lrr: {uniform: [0.1, 0.2]}}"],
         "sweep.space.optim.lrr: not a config key (did you mean optim.lr?)",

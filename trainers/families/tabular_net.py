@@ -234,6 +234,13 @@ class Supervised:
     def outputs(self, replica: Replica, features: torch.Tensor) -> torch.Tensor:
         return replica[NETWORK].forward(features)
 
+    def monitored(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """A classifier's ``val_accuracy`` on V at each evaluation (``sweep.metric`` may rank
+        trials by it)."""
+        if self.task != "classification":
+            return {}
+        return {"val_accuracy": float((outputs.argmax(-1) == targets).float().mean())}
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.task == "classification":
             return nn.functional.cross_entropy(outputs.float(), targets)

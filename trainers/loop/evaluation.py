@@ -15,6 +15,7 @@ all-reduced over the workers, so every worker takes the same decisions from them
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,13 +154,16 @@ class Evaluator:
             return {"val_loss": _loss(self._summed({"val": (replica, ("val",))})["val"])}
         outputs, targets = self.predict(replica, self.split.val)
         keep = None if self.cleaning is None else self.cleaning.clean_validation(outputs, targets)
+        # More of V where the family has them: a classifier's accuracy, a GAN's collapse.
+        monitored: Callable[..., dict[str, float]]
+        monitored = getattr(self.objective, "monitored", lambda outputs, targets: {})
         if keep is None:
-            monitored = getattr(self.objective, "monitored", None)  # a GAN's collapse, on V
-            extra = monitored(outputs, targets) if monitored is not None else {}
-            return {"val_loss": float(self.objective.loss(outputs, targets)), **extra}
+            loss = self.objective.loss(outputs, targets)
+            return {"val_loss": float(loss), **monitored(outputs, targets)}
         kept = torch.as_tensor(keep)
         loss = self.objective.loss(outputs[kept], targets[kept])
-        return {"val_loss": float(loss), "val/label_issues": float((~keep).sum())}
+        extra = monitored(outputs[kept], targets[kept])
+        return {"val_loss": float(loss), "val/label_issues": float((~keep).sum()), **extra}
 
     def test_metrics(self, replicas: dict[str, Replica]) -> dict[str, dict[str, float]]:
         """Each replica's test metrics on T (a streamed T: all of them in one pass)."""
