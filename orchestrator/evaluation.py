@@ -57,6 +57,23 @@ def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> Non
             _close(artifact)
 
 
+# What MLflow's default classifier evaluator logs (as test_<name>) beside redblue's own test
+# metrics: weighted averages and counts, kept in MLflow, left out of a model's summary.
+MLFLOW_EVALUATOR_METRICS = frozenset(
+    {"example_count", "accuracy_score", "recall_score", "precision_score", "f1_score"}
+    | {"true_negatives", "false_positives", "false_negatives", "true_positives"}
+)
+
+
+def own_test_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The ``test_`` metrics of a run that redblue measured (not MLflow's evaluator's)."""
+    return {
+        name: value
+        for name, value in metrics.items()
+        if name.startswith("test_") and name[5:] not in MLFLOW_EVALUATOR_METRICS
+    }
+
+
 def _classification_report(run: TrackedRun, truth, predicted, classes: list) -> None:
     import mlflow
     from sklearn.metrics import confusion_matrix

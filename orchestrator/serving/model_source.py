@@ -52,6 +52,7 @@ def resolve_bundle(uri: ModelURI) -> ModelBundle:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.evaluation import own_test_metrics
     from orchestrator.tracking import fetch_final_model, tracking_uri
 
     store = tracking_uri()
@@ -69,7 +70,7 @@ def resolve_bundle(uri: ModelURI) -> ModelBundle:
             raise ModelSourceError(
                 f"{uri.text} holds no final_model/{WEIGHTS_FILE}: not a model logged by redblue"
             )
-        metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+        metrics = own_test_metrics(run.data.metrics)
         return ModelBundle.from_directory(
             directory,
             uri=fetch_uri,

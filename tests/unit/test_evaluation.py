@@ -88,3 +88,14 @@ def test_roc_auc_from_histograms_is_within_a_thousandth_of_the_exact():
         truth, torch.softmax(torch.tensor(logits), -1).numpy(), multi_class="ovr"
     )
     assert got["test_roc_auc"] == pytest.approx(exact, abs=1e-3)
+
+
+def test_a_models_summary_leaves_out_what_mlflows_evaluator_logs_beside_ours():
+    """`deploy` and `/v1/model` list a model's test metrics once: not test_accuracy and its
+    MLflow twin test_accuracy_score, test_macro_f1 and the weighted test_f1_score."""
+    from orchestrator.evaluation import own_test_metrics
+
+    logged = {"test_accuracy": 0.9, "test_accuracy_score": 0.9, "test_macro_f1": 0.8}
+    logged |= {"test_f1_score": 0.81, "test_example_count": 360, "val_loss": 0.1, "test_ece": 0.02}
+    ours = {"test_accuracy": 0.9, "test_macro_f1": 0.8, "test_ece": 0.02}
+    assert own_test_metrics(logged) == ours
