@@ -5,6 +5,7 @@ starts, and exit with the function's code."""
 from __future__ import annotations
 
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 
@@ -277,6 +278,22 @@ def validate(
     if not as_json:
         console.print_summary(rows(found), title=f"{config}: valid")
     console.finish(0, found, as_json)
+
+
+@app.command()
+def schema(
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write it to this file (e.g. redblue.schema.json)."
+    ),
+) -> None:
+    """Print the JSON Schema of a run config, for editors (YAML language servers) and CI."""
+    from orchestrator.config_reference import json_schema
+
+    if output is None:
+        sys.stdout.write(json_schema() + "\n")
+        return
+    output.write_text(json_schema() + "\n")
+    console.err.print(f"wrote {output}")
 
 
 def _validated(

@@ -213,6 +213,14 @@ def render(model: type[BaseModel] = RedblueConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def json_schema() -> str:
+    """The JSON Schema of a run config (``redblue schema``): for editors' YAML language servers
+    and for checks in CI; unknown keys are refused, as ``redblue validate`` refuses them."""
+    schema = RedblueConfig.model_json_schema()
+    header = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
+    return json.dumps({**header, **schema, "title": "redblue run config"}, indent=2)
+
+
 def main() -> None:
     sys.stdout.write(render())
 

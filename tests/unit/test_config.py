@@ -1,6 +1,8 @@
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.config import ConfigError, RedblueConfig, apply_override, load_config
 
@@ -132,3 +134,21 @@ def test_training_still_refuses_what_it_uses_next_to_a_bad_sweep_section(tmp_pat
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text))
     assert "optim.lr" in str(caught.value) and "sweep" not in str(caught.value)
+
+
+def test_the_schema_command_gives_a_json_schema_every_shipped_config_meets(tmp_path):
+    """`redblue schema -o FILE`: the configs in configs/ pass, a wrong type or key does not."""
+    import jsonschema
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    written = tmp_path / "redblue.schema.json"
+    result = CliRunner().invoke(app, ["schema", "-o", str(written)])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(written.read_text())
+    for path in CONFIGS:
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    for wrong in ({"optim": {"lr": "fast"}}, {"optim": {"lrr": 0.1}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(wrong, schema)
