@@ -63,6 +63,7 @@ def test_killed_worker_resumes_from_checkpoint(train, mlflow_client, workspace):
     runs = mlflow_client.search_runs([experiment.experiment_id])
     assert len(runs) == 1  # one MLflow run, not one per attempt
     assert runs[0].data.tags["redblue.restarts"] == "1"
+    assert runs[0].data.tags["redblue.zero_stage"] == "1"  # as configured, through Ray Train
     assert runs[0].info.status == "FINISHED"
 
 

@@ -218,7 +218,7 @@ def test_an_optuna_sweep_samples_with_tpe_and_keeps_every_trials_checkpoints(swe
         sweep={
             "space": {"optim.lr": {"loguniform": [low, high]}},
             "num_samples": 2,
-            "max_concurrent": 1,
+            "max_concurrent": 2,
             "scheduler": "fifo",
             "search": "optuna",
             "keep_all_checkpoints": True,
