@@ -40,6 +40,12 @@ def deploy(
         help="Print the key kept in ~/.redblue/api-key (generated when no key is provided); "
         "without it, only the file's path is printed.",
     ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="One JSON object on stdout (endpoint, model, key source; --check's outcome), "
+        "printed once it serves; the rest on stderr.",
+    ),
 ) -> None:
     """Serve MODEL on Ray Serve behind an authenticated HTTP API (POST /v1/predict; a GAN's
     /v1/generate).
@@ -52,6 +58,8 @@ def deploy(
     """
     from orchestrator.environment import prepare_driver_env
 
+    if as_json:
+        console.use_json()
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, defaults_with, load_config
     from orchestrator.serving.api_keys import ApiKeyError, obtain_keys
@@ -67,22 +75,23 @@ def deploy(
         bundle = bundle.for_runtime(cfg.serve.runtime)
     except (ConfigError, ModelSourceError, ApiKeyError, RuntimeChoiceError, ModelTooLarge) as exc:
         console.print_error(str(exc))
-        raise typer.Exit(EXIT_INVALID) from None
+        console.finish(EXIT_INVALID, {"error": str(exc)}, as_json)
     except ExportError as exc:
-        console.print_error(f"{model}: serve.runtime onnxruntime: {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+        message = f"{model}: serve.runtime onnxruntime: {exc}"
+        console.print_error(message)
+        console.finish(EXIT_FAILED, {"error": message}, as_json)
     from orchestrator.serving.deploy import run as run_deploy
 
-    raise typer.Exit(
-        run_deploy(
-            cfg.serve,
-            uri,
-            bundle,
-            address,
-            keys=keys,
-            emit_config=emit_config,
-            reload=reload,
-            check=check,
-            show_key=show_key,
-        )
+    code, result = run_deploy(
+        cfg.serve,
+        uri,
+        bundle,
+        address,
+        keys=keys,
+        emit_config=emit_config,
+        reload=reload,
+        check=check,
+        show_key=show_key,
+        as_json=as_json,
     )
+    console.finish(code, result, as_json and result is not None)

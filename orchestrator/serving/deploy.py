@@ -12,11 +12,12 @@ import contextlib
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from orchestrator import console
-from orchestrator.exit_codes import EXIT_INVALID
+from orchestrator.exit_codes import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from orchestrator.serving.api_keys import ApiKeys, remove_from_environment
 from orchestrator.serving.application import DeployArgs, serve_config
 from orchestrator.serving.check import check_inputs, check_requests, curl_line, summary_rows
@@ -105,8 +106,11 @@ def run(
     reload: bool = False,
     check: bool = False,
     show_key: bool = False,
-) -> int:
-    """The whole command; returns its exit code (2 when the port is taken before Ray starts).
+    as_json: bool = False,
+) -> tuple[int, dict[str, Any] | None]:
+    """The whole command; returns its exit code (2 when the port is taken before Ray starts)
+    and what ``--json`` prints at the end (None: printed already, as a foreground deployment
+    prints it once it serves).
 
     ``keys`` were read already; they leave this process's environment here, before Ray starts.
     """
@@ -115,15 +119,13 @@ def run(
     try:
         audit_log = audit_path(settings.audit_log, local)
     except AuditLogError as exc:
-        console.print_error(str(exc))
-        return EXIT_INVALID
+        return refused(str(exc))
     if local and settings.tls_cert and settings.tls_key:
         # A cluster's proxies read the paths on their own nodes; a local deploy checks them here.
         cert, key = absolute(settings.tls_cert), absolute(settings.tls_key)
         problem = tls_problem(cert, key)
         if problem:
-            console.print_error(problem)
-            return EXIT_INVALID
+            return refused(problem)
         settings = settings.model_copy(update={"tls_cert": cert, "tls_key": key})
     args = DeployArgs(
         model=bundle.uri,
@@ -135,11 +137,10 @@ def run(
     if emit_config:
         write_config(args, emit_config)
         console.out.print(f"wrote {emit_config}: {bundle.label} as Serve application '{args.name}'")
-        return 0
+        return EXIT_OK, {"config": str(emit_config), "application": args.name, **about(bundle)}
     problem = port_problem(settings.host, settings.port) if local else None
     if problem:
-        console.print_error(problem)
-        return EXIT_INVALID
+        return refused(problem)
     tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
     haproxy = (
         prepare_serve_env(settings.ingress, port=settings.port, host=settings.host, tls=tls)
@@ -147,9 +148,8 @@ def run(
         else None
     )
     try:
-        return _serve(
-            args, uri, bundle, keys, address, local=local, reload=reload, check=check, show=show_key
-        )
+        modes = {"local": local, "reload": reload, "check": check, "show": show_key}
+        return _serve(args, uri, bundle, keys, address, as_json=as_json, **modes)
     finally:
         if local:
             _stop_local_serve()
@@ -210,26 +210,44 @@ def _alive(processes: list) -> list:
 
 
 def _serve(
-    args, uri, bundle, keys, address, *, local: bool, reload: bool, check: bool, show: bool
-) -> int:
+    args, uri, bundle, keys, address, *, local, reload, check, show, as_json
+) -> tuple[int, dict[str, Any] | None]:
     try:
         deployment = start(args, bundle, address)
     except ClusterTlsError as exc:
-        console.print_error(str(exc))
-        return EXIT_INVALID
+        return refused(str(exc))
     sample, form = check_inputs(bundle), form_for(bundle.spec)
     rows = summary_rows(deployment, keys, show, form.route)
     console.print_summary(rows, title=f"serving {bundle.label}")
     first = form.body(sample.inputs[:1], 4)
     console.out.print("try it:\n  " + curl_line(deployment, keys, first, form.route))
+    served = {
+        "endpoint": f"{deployment.url}{form.route}",
+        "url": deployment.url,
+        "application": args.name,
+        **about(bundle),
+        "api_key": keys.describe(),
+    }
     if check:
         from ray import serve
 
         ok = check_requests(deployment, keys, form, sample)
         serve.delete(args.name)
         console.err.print("removed the deployment")
-        return 0 if ok else 1
+        return (EXIT_OK if ok else EXIT_FAILED), {**served, "checked": ok}
     if not local and not reload:
         console.err.print("deployed to the cluster; `serve status` shows it")
-        return 0
-    return follow(deployment, uri, reload)
+        return EXIT_OK, served
+    if as_json:  # it serves until Ctrl-C: a script reads where, now
+        console.print_result(served, EXIT_OK)
+    return follow(deployment, uri, reload), None
+
+
+def about(bundle: ModelBundle) -> dict[str, Any]:
+    """The deployed model, for ``--json``."""
+    return {"model": bundle.label, "model_uri": bundle.uri, "run_id": bundle.run_id}
+
+
+def refused(message: str) -> tuple[int, dict[str, Any]]:
+    console.print_error(message)
+    return EXIT_INVALID, {"error": message}

@@ -832,11 +832,12 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
     env["REDBLUE_API_KEY"] = f"{OLD_KEY},{NEW_KEY}"
     env.pop("RAY_ADDRESS", None)
     command = [str(Path(sys.executable).with_name("redblue")), "deploy"]
-    command += [f"models:/viaproxy/{version}", "--check"]
+    command += [f"models:/viaproxy/{version}", "--check", "--json"]
     command += ["--set", "serve.ingress=proxy", "--set", f"serve.port={port}"]
     command += ["--set", "serve.route_prefix=/models/viaproxy"]
+    log = (tmp_path / "stderr.log").open("w")
     run = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=log, text=True
     )
     started: dict[int, psutil.Process] = {}
     names: set[str] = set()
@@ -851,8 +852,13 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
                     titles[child.pid] = " ".join(child.cmdline())
                     environs[child.pid] = Path(f"/proc/{child.pid}/environ").read_bytes()
         time.sleep(0.5)
-    output = run.stdout.read() if run.stdout else ""
+    log.close()
+    printed = run.stdout.read() if run.stdout else ""
+    output = (tmp_path / "stderr.log").read_text()
     assert run.returncode == 0, output[-3000:]
+    result = json.loads(printed)  # --json: the one object on stdout, the rest on stderr
+    assert result["checked"] is True and result["model"] == f"viaproxy v{version}"
+    assert result["endpoint"] == f"http://127.0.0.1:{port}/models/viaproxy/v1/predict"
     assert "all 3 rows: HTTP 200" in output and f"model viaproxy v{version}" in output
     assert f"key {key_id(OLD_KEY)}: HTTP 200" in output
     assert f"key {key_id(NEW_KEY)}: HTTP 200" in output and "no key: HTTP 401" in output

@@ -96,8 +96,8 @@ def test_a_missing_certificate_stops_a_local_deploy_with_exit_2(tmp_path, monkey
     serve = ServeSection(tls_cert="missing.crt", tls_key="missing.key", audit_log="off")
     bundle = SimpleNamespace(uri="models:/d/1", name="d", label="d v1")
     keys = ApiKeys((STRONG,), "env", "REDBLUE_TEST_UNUSED_KEY")
-    code = run(serve, SimpleNamespace(), bundle, None, keys=keys)  # type: ignore[arg-type]
-    assert code == 2
+    code, result = run(serve, SimpleNamespace(), bundle, None, keys=keys)  # type: ignore[arg-type]
+    assert code == 2 and "missing.crt" in result["error"]
 
 
 def test_self_signed_is_told_apart_from_a_ca_issued_certificate(tmp_path):
