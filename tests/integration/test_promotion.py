@@ -178,6 +178,28 @@ def test_reload_does_not_roll_to_a_model_with_other_inputs(register, client, cap
     assert "8 features -> 5" in text
 
 
+def test_reload_does_not_roll_to_a_model_over_serve_max_parameters(register, client, capsys):
+    """--reload checks serve.max_parameters on each new version before anything builds it: a
+    version over the limit is not rolled, and the served one stays."""
+    from orchestrator.serving.application import DeployArgs
+    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
+    from orchestrator.serving.rollout import _roll_if_moved
+    from serve_apps.settings import ServeSection
+
+    (served, _), (bigger, _) = register("reloadsize", 1), register("reloadsize", 2)
+    client.set_registered_model_alias("reloadsize", CHAMPION, served)
+    uri = parse_model_uri("models:/reloadsize@champion")
+    current = resolve_bundle(uri)  # deployed before the limit was lowered
+    limit = ServeSection(max_parameters=100)
+    args = DeployArgs(model=uri.text, name="reloadsize", serve=limit, key_digests=["0" * 64])
+    client.set_registered_model_alias("reloadsize", CHAMPION, bigger)
+    assert _roll_if_moved(args, uri, current) is current
+    said = capsys.readouterr()
+    text = " ".join((said.out + said.err).split())
+    assert f"v{bigger} not rolled" in text and "over serve.max_parameters (100)" in text, text
+    assert f"still serving {current.label}" in text
+
+
 def test_deploy_reload_follows_the_alias_on_an_autoscaling_deployment(
     ray_session, register, client, serve_port, tmp_path
 ):
