@@ -112,6 +112,15 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
         return experiment.experiment_id
 
 
+def curve_colour(key: str) -> str:
+    """The red replica's curves in red, the blue one's in blue, the fused model's in black."""
+    if key.startswith("red/"):
+        return "tab:red"
+    if key.startswith("blue/"):
+        return "tab:blue"
+    return "black"
+
+
 class TrackedRun:
     """One MLflow run, written through the client API (safe from any thread)."""
 
@@ -185,7 +194,10 @@ class TrackedRun:
         for key in sorted(keys):
             points = [(h["round"], h[key]) for h in history if key in h]
             axis.plot(
-                *zip(*points, strict=True), label=key, linestyle="-" if key == "val_loss" else "--"
+                *zip(*points, strict=True),
+                label=key,
+                linestyle="-" if key == "val_loss" else "--",
+                color=curve_colour(key),
             )
         axis.set(xlabel="round", ylabel="loss", yscale="log", title=self.experiment_name)
         axis.legend(fontsize=8)

@@ -1,5 +1,6 @@
-"""The round line's clock: elapsed since the command started, and the time left at the pace of
-the rounds after the first (which carries the start-up)."""
+"""What the user sees: each round line's clock (elapsed since the command started, the time
+left at the pace of the rounds after the first, which carries the start-up), and the learning
+curve's colours."""
 
 from __future__ import annotations
 
@@ -27,3 +28,11 @@ def test_the_round_line_ends_with_the_clock():
     line = round_line({"round": 2, "val_loss": 0.5}, 5, (3725.0, 75.0))
     assert line == "round 2/5  val 0.5000  1:02:05 elapsed, 1:15 left"
     assert round_line({"round": 1}, 5, (9.4, None)) == "round 1/5  0:09 elapsed"
+
+
+def test_the_learning_curve_draws_red_in_red_and_blue_in_blue():
+    from orchestrator.tracking import curve_colour
+
+    assert curve_colour("red/train_loss") == curve_colour("red/holdout_loss") == "tab:red"
+    assert curve_colour("blue/train_loss") == "tab:blue"
+    assert curve_colour("val_loss") == curve_colour("train_loss") == "black"
