@@ -42,6 +42,7 @@ class FeatureConfig(Section):
 # The data keys that only one kind of data takes (by the kinds that take them).
 KIND_KEYS = {
     ("sequence",): ("id", "max_length", "truncate"),
+    ("table", "sequence"): ("split_column",),
     ("sequence", "series"): ("time",),
     ("series",): ("target", "window", "horizon", "season", "blocks", "scaling"),
     ("table",): ("features", "max_one_hot", "row_key", "split", "cache_stats"),
@@ -199,6 +200,14 @@ class DataConfig(Section):
         "every part of a pipeline agrees without reading the table; auto: hash when streamed, "
         "else stratified.",
     )
+    split_column: str | None = Field(
+        None,
+        description="A column that fixes the split, as a benchmark's protocol does: each row "
+        "(data.kind sequence: each sequence, the same on all its rows) is train, val or test. "
+        "T is the test rows (data.test_fraction is not used); V the val rows, or drawn from the "
+        "train rows by strategy.val_fraction when none is val; red and blue split the rest. "
+        "Left out of the features. Not for series, which are split by time.",
+    )
     row_key: str | None = Field(
         None,
         description="data.split hash: the column whose value keys a row (an id; left out of "
@@ -220,6 +229,11 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _series_settings(self) -> DataConfig:
+        if self.kind == "series" and self.split_column is not None:
+            raise ValueError(
+                "data.split_column: a series is split by time (T is its last data.test_fraction "
+                "of steps, V the blocks before it), not by a column"
+            )
         for kind, keys in KIND_KEYS.items():
             stray = [f"data.{key}" for key in keys if getattr(self, key) != _default(key)]
             if stray and self.kind not in kind:
@@ -237,6 +251,10 @@ class DataConfig(Section):
             raise ValueError(
                 "data.split stratified draws from the whole table in memory; streamed rows are "
                 "split by a hash of data.row_key: set data.split: hash (or auto)"
+            )
+        if self.split_column is not None and self.split != "auto":
+            raise ValueError(
+                f"data.split_column and data.split {self.split} both choose the split; use one"
             )
         if self.kind == "series" and self.window is None:
             raise ValueError("data.kind series needs data.window (steps of history)")

@@ -62,6 +62,8 @@ class Dataset:
     dropped_rows: int = 0
     # Sequences: each sample's sequence id.
     ids: np.ndarray | None = None
+    # Sequences: each sample's train, val or test (``data.split_column``).
+    split_roles: np.ndarray | None = None
     # Tables: each sample's position among the source file's data rows (0-based, header
     # excluded; rows without a label or dropped by a rule are skipped); None: the same as its
     # index.

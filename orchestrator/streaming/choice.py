@@ -96,6 +96,8 @@ def in_memory_reasons(cfg: RunSettings) -> list[str]:
         reasons.append("data.train_fraction (drawn from P' in memory)")
     if cfg.model.model_dump()["kind"] == "gan":
         reasons.append("model.kind gan (its judge is fitted on P' in memory)")
+    if cfg.data.split_column:
+        reasons.append("data.split_column (each row's part is read with the table)")
     if cfg.data.split == "stratified":
         reasons.append("data.split stratified (drawn by class from the whole table)")
     return reasons

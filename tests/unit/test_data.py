@@ -112,3 +112,71 @@ def test_too_small_for_the_split(tmp_path):
         make_split(
             dataset, test_fraction=0.2, val_fraction=0.1, red_ratio=0.5, seed=0, num_workers=4
         )
+
+
+def fixed_split_table(tmp_path, roles) -> str:
+    """A CSV of 120 rows, two classes, and a ``fold`` column of ``roles`` (cycled)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=120), "b": rng.normal(size=120)})
+    frame["y"] = np.arange(120) % 2
+    frame["fold"] = [roles[i % len(roles)] for i in range(120)]
+    path = tmp_path / "fixed.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def fixed_cfg(source: str, **data):
+    from orchestrator.config import validate
+
+    return validate({"data": {"source": source, "label": "y", "split_column": "fold", **data}})
+
+
+def test_a_split_column_fixes_test_and_validation_and_is_not_a_feature(tmp_path):
+    """data.split_column: T and V are exactly the rows marked test and val (case and spaces
+    aside), red and blue split the train rows, and the column is not a feature."""
+    from trainers.loop.plan import plan_run
+
+    roles = ["train", "train", " Test", "train", "val", "TRAIN"]
+    plan = plan_run(fixed_cfg(fixed_split_table(tmp_path, roles)))
+    position = np.arange(120) % 6
+    assert np.array_equal(plan.split.test, np.flatnonzero(position == 2))
+    assert np.array_equal(plan.split.val, np.flatnonzero(position == 4))
+    train = np.flatnonzero(np.isin(position, [0, 1, 3, 5]))
+    assert np.array_equal(np.sort(np.concatenate([plan.split.red, plan.split.blue])), train)
+    assert "fold" not in plan.dataset.feature_names
+
+
+def test_without_val_rows_validation_is_drawn_from_the_train_rows(tmp_path):
+    from trainers.loop.plan import plan_run
+
+    plan = plan_run(fixed_cfg(fixed_split_table(tmp_path, ["train", "train", "train", "test"])))
+    test = np.arange(120)[3::4]
+    assert np.array_equal(plan.split.test, test)
+    assert len(plan.split.val) == 9  # strategy.val_fraction 0.1 of the 90 train rows
+    assert not set(plan.split.val) & set(test)
+    pool = set(plan.split.val) | set(plan.split.red) | set(plan.split.blue)
+    assert pool == set(range(120)) - set(test)
+
+
+@pytest.mark.parametrize(
+    "roles, message",
+    [
+        (["train", "maybe", "test"], "data.split_column 'fold' holds 'maybe'; its values must be"),
+        (["train", "val"], "data.split_column 'fold' marks nothing test"),
+    ],
+)
+def test_a_split_column_with_other_values_or_no_test_rows_is_refused(tmp_path, roles, message):
+    from trainers.loop.plan import plan_run
+
+    with pytest.raises(DataError, match=message):
+        plan_run(fixed_cfg(fixed_split_table(tmp_path, roles)))
+
+
+def test_a_split_column_is_refused_for_a_series_and_beside_data_split():
+    from orchestrator.config import ConfigError, validate
+
+    series = {"kind": "series", "source": "co2", "window": 24, "split_column": "fold"}
+    with pytest.raises(ConfigError, match="a series is split by time"):
+        validate({"data": series})
+    with pytest.raises(ConfigError, match="both choose the split"):
+        validate({"data": {"source": "digits", "split_column": "fold", "split": "hash"}})

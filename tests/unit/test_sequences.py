@@ -203,3 +203,17 @@ def test_a_recurrent_model_regresses_a_value_per_sequence(tmp_path):
     metrics = plain_trainer(Recorder(tmp_path), **run).run().metrics
     assert {"test_mse", "test_mae", "test_r2"} <= set(metrics)
     assert metrics["test_r2"] > 0.3, metrics  # far better than the mean digit
+
+
+def test_a_split_column_names_each_sequence_whole():
+    """data.split_column on sequences: one role a sequence, read from its rows; a sequence whose
+    rows disagree is refused."""
+    frame = long_frame()
+    frame["fold"] = frame["id"].map({"a": "train", "b": "test", "c": "val"})
+    dataset = prepare_sequences(frame, DataConfig(**CFG, split_column="fold"))
+    assert list(dataset.ids) == ["a", "b", "c"]
+    assert list(dataset.split_roles) == ["train", "test", "val"]
+    assert "fold" not in dataset.feature_names
+    frame.loc[frame.index[frame["id"] == "a"][0], "fold"] = "test"
+    with pytest.raises(DataError, match="changes within 1 sequence"):
+        prepare_sequences(frame, DataConfig(**CFG, split_column="fold"))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trainers.config import DataConfig
+from trainers.data.splits import split_roles
 from trainers.data.tables import encode_labels
 from trainers.dataset import Dataset
 from trainers.errors import DataError, InputError
@@ -150,13 +151,14 @@ def prepare_sequences(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
     if unset:
         raise DataError(f"data.kind sequence needs {', '.join(unset)} (columns of {cfg.source})")
     id_column, time_column, label = str(names["id"]), str(names["time"]), str(names["label"])
-    absent = [name for name in (id_column, time_column, label) if name not in frame.columns]
+    named = (id_column, time_column, label, *([cfg.split_column] if cfg.split_column else []))
+    absent = [name for name in named if name not in frame.columns]
     if absent:
         raise DataError(
             f"column(s) {absent} not found in {cfg.source}; columns are: "
             + ", ".join(map(str, frame.columns))
         )
-    features = [c for c in frame.columns if c not in (id_column, time_column, label, *cfg.drop)]
+    features = [c for c in frame.columns if c not in (*named, *cfg.drop)]
     if not features:
         raise DataError(f"{cfg.source} has no feature columns besides id, time and label")
     text = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
@@ -200,6 +202,7 @@ def prepare_sequences(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
     groups = [g[:cap] if cfg.truncate == "head" else g[-cap:] for g in groups]
     per_sequence = ordered.groupby(id_column, sort=False)[label].first()
     task, labels, classes = encode_labels(per_sequence, cfg.task, label)
+    roles = sequence_roles(ordered, id_column, cfg.split_column) if cfg.split_column else None
     return Dataset(
         features=pad(groups, cap),
         labels=labels,
@@ -208,6 +211,22 @@ def prepare_sequences(frame: pd.DataFrame, cfg: DataConfig) -> Dataset:
         classes=classes,
         raw=ordered[[id_column, time_column, *features]].reset_index(drop=True),
         ids=per_sequence.index.to_numpy(),
+        split_roles=roles,
         schema=SequenceInput(tuple(map(str, features)), id_column, time_column, cap),
         dropped_labels=dropped,
     )
+
+
+def sequence_roles(ordered: pd.DataFrame, id_column: str, column: str) -> np.ndarray:
+    """Each sequence's ``data.split_column`` value (train, val or test), the same on all of its
+    rows; DataError naming a sequence whose rows disagree."""
+    values = ordered[column].astype("string").str.strip().str.lower()
+    changing = values.groupby(ordered[id_column], sort=False).nunique(dropna=False)
+    if (changing > 1).any():
+        first = changing[changing > 1].index[0]
+        raise DataError(
+            f"data.split_column {column!r} changes within {int((changing > 1).sum())} "
+            f"sequence(s) (first: {id_column} {first!r}); a sequence is train, val or test whole"
+        )
+    first = ordered[column].groupby(ordered[id_column], sort=False).first()
+    return split_roles(first, column, "sequence(s)")

@@ -8,7 +8,7 @@ fingerprint. Also the study knobs on P': ``data.train_fraction`` and ``data.labe
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -153,11 +153,59 @@ def hash_split_of(cfg: RunSettings) -> HashSplit:
     )
 
 
+SPLIT_ROLES = ("train", "val", "test")
+
+
+def split_roles(values: Any, column: str, where: str) -> np.ndarray:
+    """``data.split_column``'s values as ``train``, ``val`` or ``test`` (case and surrounding
+    spaces aside); DataError naming what else it holds."""
+    import pandas as pd
+
+    roles = pd.Series(values).astype("string").str.strip().str.lower()
+    if roles.isna().any():
+        raise DataError(
+            f"data.split_column {column!r} is empty on {int(roles.isna().sum())} {where}; each is "
+            "train, val or test"
+        )
+    other = sorted(set(roles) - set(SPLIT_ROLES))
+    if other:
+        raise DataError(
+            f"data.split_column {column!r} holds {', '.join(map(repr, other[:5]))}; its values "
+            "must be train, val or test"
+        )
+    return roles.to_numpy(dtype=object)
+
+
+def split_by_roles(samples: Labelled, roles: np.ndarray, cfg: RunSettings) -> Split:
+    """``data.split_column``'s split: T its test samples, V its val samples (or drawn from its
+    train samples by ``strategy.val_fraction`` when none is val), red and blue the rest by
+    ``strategy.red_ratio``, stratified by class."""
+    column, seed = cfg.data.split_column, cfg.seed
+    found = {role: np.flatnonzero(roles == role) for role in SPLIT_ROLES}
+    for role in ("train", "test"):
+        if len(found[role]) == 0:
+            raise DataError(f"data.split_column {column!r} marks nothing {role}")
+    stratify = samples.task == "classification"
+    train, val = found["train"], found["val"]
+    if len(val) == 0:
+        train, val = _split_off(
+            train, samples.labels, cfg.strategy.val_fraction, seed + 1, stratify, "validation"
+        )
+    blue, red = _split_off(
+        train, samples.labels, cfg.strategy.red_ratio, seed + 2, stratify, "the red part"
+    )
+    return Split(test=found["test"], val=np.sort(val), red=red, blue=blue)
+
+
 def split_samples(samples: Labelled, cfg: RunSettings) -> Split:
     """The run's split of independent samples (rows, sequences): T, V, red and blue as
-    :func:`make_split` draws them, then ``data.train_fraction`` of red and blue."""
+    ``data.split_column`` fixes them or :func:`make_split` draws them, then
+    ``data.train_fraction`` of red and blue."""
     row_keys = getattr(samples, "row_keys", None)
-    if cfg.data.split == "hash" and row_keys is not None:
+    roles = getattr(samples, "split_roles", None)
+    if roles is not None:
+        split = split_by_roles(samples, roles, cfg)
+    elif cfg.data.split == "hash" and row_keys is not None:
         split = split_by_hash(row_keys, hash_split_of(cfg))
     else:
         split = make_split(

@@ -12,6 +12,7 @@ from trainers.config import DataConfig
 from trainers.data.preprocessing import fit as fit_preprocessing
 from trainers.data.preprocessing import infer_type
 from trainers.data.sources import BUNDLED_LABELS, PARTS_ATTR, read_table
+from trainers.data.splits import split_roles
 from trainers.dataset import Dataset
 from trainers.errors import DataError, InputError
 
@@ -48,6 +49,7 @@ class Table:
     dropped_rows: int  # rows left out by a ``missing: drop`` rule
     row_numbers: np.ndarray | None = None  # each row's position among the source's data rows
     row_keys: np.ndarray | None = None  # each row's key for data.split: hash (row_keys_of)
+    split_roles: np.ndarray | None = None  # each row's train, val or test (data.split_column)
 
 
 def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
@@ -58,8 +60,11 @@ def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
         raise DataError(f"data.label must name the label column of {cfg.source}")
     columns = [str(c) for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
-    key = [cfg.row_key] if cfg.row_key else []
-    named = {"label": [label], "drop": cfg.drop, "features": list(cfg.features), "row_key": key}
+    row_key = [cfg.row_key] if cfg.row_key else []
+    split_column = [cfg.split_column] if cfg.split_column else []
+    named = {"label": [label], "drop": cfg.drop, "features": list(cfg.features)}
+    named |= {"row_key": row_key, "split_column": split_column}
+    key = [*row_key, *split_column]  # not features either
     for name, names in named.items():
         unknown = [name for name in names if name not in columns]
         if unknown:
@@ -71,7 +76,8 @@ def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
     clash = sorted(set(cfg.features) & ({label} | set(cfg.drop) | set(key)))
     if clash:
         raise DataError(
-            f"data.features names {clash}, which is the label or dropped (or data.row_key)"
+            f"data.features names {clash}, which is the label or dropped (or data.row_key, "
+            "data.split_column)"
         )
     labels = frame[label]
     has_label = labels.notna().to_numpy()
@@ -102,6 +108,11 @@ def prepare_table(frame: pd.DataFrame, cfg: DataConfig) -> Table:
         dropped_rows=int((has_label & drop_rows).sum()),
         row_numbers=np.flatnonzero(keep),
         row_keys=row_keys_of(frame, cfg)[keep],
+        split_roles=(
+            split_roles(frame[cfg.split_column][keep], cfg.split_column, "row(s)")
+            if cfg.split_column
+            else None
+        ),
     )
 
 
