@@ -48,8 +48,57 @@ def rank(trials: list[TrialOutcome], metric: str, mode: str) -> list[TrialOutcom
     return sorted(trials, key=key)
 
 
+def sweep_report(cfg: RedblueConfig, ranked: list[TrialOutcome]) -> str:
+    """``sweep_report.md``: the sweep's settings, its best trial, and every trial ranked with its
+    values, its metric, and where the scheduler stopped it."""
+    sweep, metric = cfg.sweep, cfg.sweep.metric
+    counts: dict[str, int] = {}
+    for trial in ranked:
+        counts[trial.status] = counts.get(trial.status, 0) + 1
+    keys = list(sweep.space)
+    lines = [
+        f"# Sweep of {cfg.name}",
+        "",
+        f"Ranked by {metric} ({sweep.mode}); scheduler {sweep.scheduler}, search {sweep.search}; "
+        + ", ".join(f"{n} {status.lower()}" for status, n in counts.items())
+        + " (killed: stopped early by the scheduler).",
+        "",
+    ]
+    best = ranked[0] if ranked and ranked[0].status == "FINISHED" else None
+    if best is not None:
+        values = ", ".join(f"`{k}` = {_value(best.params.get(k))}" for k in keys)
+        lines += [
+            f"**Best:** trial {best.trial_id}, {metric} {_value(best.metrics.get(metric))}; "
+            f"{values}; MLflow run `{best.run_id}`.",
+            "",
+        ]
+    header = ["rank", "trial", "status", *(f"`{k}`" for k in keys), metric, "rounds"]
+    lines += [
+        "| " + " | ".join(header) + " |",
+        "| ---: | --- | --- | " + " | ".join("---:" for _ in keys) + " | ---: | ---: |",
+    ]
+    for place, trial in enumerate(ranked, 1):
+        status = "stopped early" if trial.status == "KILLED" else trial.status.lower()
+        values = " | ".join(_value(trial.params.get(k)) for k in keys)
+        rounds = trial.metrics.get("round")
+        lines.append(
+            f"| {place} | {trial.trial_id} | {status} | {values} | "
+            f"{_value(trial.metrics.get(metric))} | {_value(rounds)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _value(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4g}"
+    return str(value)
+
+
 def log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None:
-    """The results table (CSV) and a plot of the metric against each swept parameter."""
+    """The results table (CSV), the sweep report (Markdown) and a plot of the metric against
+    each swept parameter."""
     import pandas as pd
 
     rows = [
@@ -58,6 +107,7 @@ def log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None:
     ]
     frame = pd.DataFrame(rows)
     parent.client.log_text(parent.run_id, frame.to_csv(index=False), "results.csv")
+    parent.client.log_text(parent.run_id, sweep_report(cfg, ranked), "sweep_report.md")
     metric = cfg.sweep.metric
     if metric not in frame or not cfg.sweep.space:
         return
@@ -65,6 +115,7 @@ def log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     keys = list(cfg.sweep.space)
     figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
@@ -80,6 +131,8 @@ def log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None:
                 )
         if cfg.sweep.space[key].kind == "loguniform":
             axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(ticker.NullFormatter())  # labels on decades only
+        axis.tick_params(axis="x", labelrotation=30)
         axis.set(xlabel=key, ylabel=metric)
     axes[0][0].legend(fontsize=8)
     figure.suptitle(f"{cfg.name}: {metric} per trial")

@@ -46,7 +46,12 @@ def test_four_trials_two_at_once_as_nested_runs(first_sweep, mlflow_client):
     assert "space.optim.lr" in parent.data.params
     assert any(k.startswith("best.optim.") for k in parent.data.params)
     artifacts = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}
-    assert {"results.csv", "metric_vs_params.png", "best_config.yaml"} <= artifacts
+    assert {
+        "results.csv",
+        "metric_vs_params.png",
+        "best_config.yaml",
+        "sweep_report.md",
+    } <= artifacts
 
     runs = children(mlflow_client, summary.parent_run_id)
     assert len(runs) == 4

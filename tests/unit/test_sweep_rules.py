@@ -209,3 +209,23 @@ def test_set_reaches_a_sweep_space_key_with_its_dots():
     cfg = load_config(config, sets, True)
     assert cfg.sweep.space["optim.lr"].describe() == "loguniform(0.001, 0.002)"
     assert cfg.sweep.space["optim.epochs"].describe() == "choice(2, 3)"
+
+
+def test_the_sweep_report_ranks_every_trial_and_says_which_the_scheduler_stopped():
+    from orchestrator.sweeps.results import sweep_report
+
+    cfg = validate(
+        {"name": "rep", "sweep": {"space": {"optim.lr": {"loguniform": [0.001, 0.01]}}}},
+        for_sweep=True,
+    )
+    trials = [
+        TrialOutcome("b", "run-b", "FINISHED", {"optim.lr": 0.005}, {"val_loss": 0.2, "round": 9.0},
+                     None),
+        TrialOutcome("a", "run-a", "KILLED", {"optim.lr": 0.001}, {"val_loss": 0.9, "round": 3.0},
+                     None),
+    ]  # fmt: skip
+    report = sweep_report(cfg, rank(trials, "val_loss", "min"))
+    assert "**Best:** trial b, val_loss 0.2; `optim.lr` = 0.005; MLflow run `run-b`." in report
+    assert "| 1 | b | finished | 0.005 | 0.2 | 9 |" in report
+    assert "| 2 | a | stopped early | 0.001 | 0.9 | 3 |" in report
+    assert "1 finished, 1 killed" in report
