@@ -96,14 +96,14 @@ def promote_version_by_hand(
     client = _client()
     name, version = str(bundle.name), str(bundle.version)
     before = alias_version(client, name, CHAMPION)
+    if before == version:
+        return EXIT_OK, AliasMove(name, version, CHAMPION, before, before, "already the champion")
     try:
-        if alias == CHALLENGER or before == version:
-            reason = "already the champion" if before == version else "set by hand"
-            if before != version:
-                with registry_lock(client, name, log=console.err.print):
-                    client.set_registered_model_alias(name, CHALLENGER, version)
-                client.set_model_version_tag(name, version, DECISION_TAG, f"{reason} ({_who()})")
-            return EXIT_OK, AliasMove(name, version, alias, before, before, reason)
+        if alias == CHALLENGER:
+            with registry_lock(client, name, log=console.err.print):
+                client.set_registered_model_alias(name, CHALLENGER, version)
+            client.set_model_version_tag(name, version, DECISION_TAG, f"set by hand ({_who()})")
+            return EXIT_OK, AliasMove(name, version, CHALLENGER, before, before, "set by hand")
         dataset, split = run_data(bundle)
         model_dir = fetch_final_model(f"models:/{name}/{version}")
         promotion, score = promote_version(
