@@ -60,6 +60,7 @@ def options(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="--log-level INFO."),
 ) -> None:
+    console.end_json()  # what an earlier command in this process (a test runner's) left
     level = LogLevel.INFO if verbose and log_level == LogLevel.WARNING else log_level
     os.environ[LOG_LEVEL_ENV] = level.value  # inherited by the processes the command starts
 

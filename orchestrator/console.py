@@ -20,17 +20,30 @@ from trainers.tasks.base import DataReport
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 _result_out: Console | None = None  # with --json: stdout, kept for the one JSON object
+_before_json: tuple[Console, Any] | None = None  # what use_json replaced, for end_json
 
 
 def use_json() -> None:
     """``--json``: stdout holds one JSON object (:func:`print_result`) and nothing else; what
     would go there (rounds, tables, libraries' prints, Ray's copies of its workers' output)
     goes to stderr."""
-    global out, _result_out
-    if sys.stdout is not sys.stderr:  # once a command (an in-process test runner: each its own)
+    global out, _result_out, _before_json
+    if _before_json is None:
+        _before_json = (out, sys.stdout)
         _result_out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        out = err
         sys.stdout = sys.stderr
-    out = err
+
+
+def end_json() -> None:
+    """Undo :func:`use_json` once the command is over, so a caller in the same process (a test
+    runner) gets its stdout back."""
+    global out, _result_out, _before_json
+    if _before_json is not None:
+        out, stdout = _before_json
+        if sys.stdout is sys.stderr:
+            sys.stdout = stdout
+        _result_out = _before_json = None
 
 
 def print_result(result: Any, code: int) -> None:
@@ -48,6 +61,7 @@ def finish(code: int, result: Any, as_json: bool) -> NoReturn:
 
     if as_json:
         print_result(result, code)
+    end_json()
     raise typer.Exit(code)
 
 
