@@ -97,8 +97,8 @@ def train(
     if resume:
         config = _resumed_config(resume, config, overrides, address, as_json)
     elif config is None:
-        console.print_error("CONFIG is missing: redblue train CONFIG (or --resume RUN_ID)")
-        console.finish(EXIT_INVALID, {"error": "CONFIG is missing"}, as_json)
+        message = "CONFIG is missing: redblue train CONFIG (or --resume RUN_ID)"
+        console.finish(*console.refused(EXIT_INVALID, message), as_json)
     cfg, plan = _validated(config, overrides, address, for_sweep=False, as_json=as_json)
     from orchestrator.training.run import train as run_train
 
@@ -124,8 +124,7 @@ def _resumed_config(
             )
         return resumable_config(run_id)
     except ResumeError as exc:
-        console.print_error(str(exc))
-        console.finish(EXIT_INVALID, {"error": str(exc)}, as_json)
+        console.finish(*console.refused(EXIT_INVALID, str(exc)), as_json)
 
 
 @app.command()
@@ -324,8 +323,7 @@ def _validated(
         resolve_paths(cfg)
         console.print_data(report)
     except (ConfigError, DataError, StorageError) as exc:
-        console.print_error(str(exc))
-        console.finish(EXIT_INVALID, {"error": str(exc)}, as_json)
+        console.finish(*console.refused(EXIT_INVALID, str(exc)), as_json)
     return cfg, plan
 
 

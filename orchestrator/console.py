@@ -145,6 +145,12 @@ def print_error(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
 
 
+def refused(code: int, message: str) -> tuple[int, dict[str, str]]:
+    """Print ``message`` as the error; ``code`` and the result ``--json`` prints for it."""
+    print_error(message)
+    return code, {"error": message}
+
+
 def print_warning(message: str) -> None:
     err.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
 

@@ -42,8 +42,7 @@ def export(
     prepare_driver_env(None)
     if export_format != "onnx":
         message = f"--format {export_format}: the one format is onnx"
-        console.print_error(message)
-        console.finish(EXIT_INVALID, {"error": message}, as_json)
+        console.finish(*console.refused(EXIT_INVALID, message), as_json)
     from orchestrator.exporting.run import ExportArgs, command
 
     console.finish(*command(ExportArgs(model, quantize, output, register, overwrite)), as_json)

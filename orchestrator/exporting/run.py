@@ -74,7 +74,7 @@ def command(args: ExportArgs) -> tuple[int, dict[str, Any]]:
     if args.quantize not in QUANTIZATIONS:
         problem = f"--quantize {args.quantize}: use one of {', '.join(QUANTIZATIONS)}"
     if problem:
-        return refused(EXIT_INVALID, problem)
+        return console.refused(EXIT_INVALID, problem)
     try:
         bundle = resolve_bundle(parse_model_uri(args.model))
         if family_of(bundle.spec.kind).export is None:
@@ -84,19 +84,14 @@ def command(args: ExportArgs) -> tuple[int, dict[str, Any]]:
         console.err.print(f"reading the test data of {bundle.label} again (its run's config) ...")
         dataset, split = run_data(bundle)
     except (ModelSourceError, SourceDataError) as exc:
-        return refused(EXIT_INVALID, str(exc))
+        return console.refused(EXIT_INVALID, str(exc))
     from trainers.export.onnx_graph import ExportError
 
     try:
         checked = check_export(bundle, dataset, split, args.quantize)
     except ExportError as exc:
-        return refused(EXIT_FAILED, f"{bundle.label} was not exported: {exc}")
+        return console.refused(EXIT_FAILED, f"{bundle.label} was not exported: {exc}")
     return EXIT_OK, finish(bundle, checked, args, dataset, split)
-
-
-def refused(code: int, message: str) -> tuple[int, dict[str, Any]]:
-    console.print_error(message)
-    return code, {"error": message}
 
 
 def check_export(bundle: ModelBundle, dataset, split, quantize: str) -> Checked:

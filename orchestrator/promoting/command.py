@@ -92,7 +92,7 @@ def promote_version_by_hand(
             )
         bundle = resolve_bundle(uri)
     except ModelSourceError as exc:
-        return _refused(EXIT_INVALID, str(exc))
+        return console.refused(EXIT_INVALID, str(exc))
     client = _client()
     name, version = str(bundle.name), str(bundle.version)
     before = alias_version(client, name, CHAMPION)
@@ -111,9 +111,9 @@ def promote_version_by_hand(
             allow_schema_change=allow_schema_change,
         )  # fmt: skip
     except SourceDataError as exc:
-        return _refused(EXIT_INVALID, f"cannot judge {name} v{version}: {exc}")
+        return console.refused(EXIT_INVALID, f"cannot judge {name} v{version}: {exc}")
     except PromotionError as exc:
-        return _refused(EXIT_FAILED, str(exc))
+        return console.refused(EXIT_FAILED, str(exc))
     now = alias_version(client, name, CHAMPION)
     reason = f"{promotion.decision.reason} ({score.metric} {score.value:.4f})"
     code = EXIT_OK if promotion.alias == CHAMPION else EXIT_FAILED
@@ -131,10 +131,10 @@ def rollback_champion(name: str) -> tuple[int, AliasMove | dict]:
         current = alias_version(client, name, CHAMPION)
         if current is None:
             client.get_registered_model(name)  # raises when there is no such model
-            return _refused(EXIT_FAILED, f"{name} has no champion to roll back")
+            return console.refused(EXIT_FAILED, f"{name} has no champion to roll back")
         previous = client.get_model_version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
         if previous in (None, "", "none"):
-            return _refused(
+            return console.refused(
                 EXIT_FAILED,
                 f"{name} v{current} became champion when there was none (or by another tool): "
                 "there is no earlier champion to go back to",
@@ -150,9 +150,9 @@ def rollback_champion(name: str) -> tuple[int, AliasMove | dict]:
             name, LAST_ROLLBACK_TAG, f"v{current} -> v{previous} {stamp}"
         )
     except MlflowException as exc:
-        return _refused(EXIT_INVALID, f"{name}: {str(exc).splitlines()[0]}")
+        return console.refused(EXIT_INVALID, f"{name}: {str(exc).splitlines()[0]}")
     except PromotionError as exc:
-        return _refused(EXIT_FAILED, str(exc))
+        return console.refused(EXIT_FAILED, str(exc))
     reason = f"v{current} rolled back to v{previous}, the champion before it"
     return EXIT_OK, AliasMove(name, previous, CHAMPION, current, previous, reason)
 
@@ -176,11 +176,6 @@ def _report(code: int, move: AliasMove | dict, as_json: bool) -> None:
         ]
         console.print_summary(rows, title=f"{move.name}: champion {now}")
     console.finish(code, move, as_json)
-
-
-def _refused(code: int, message: str) -> tuple[int, dict]:
-    console.print_error(message)
-    return code, {"error": message}
 
 
 def _client():

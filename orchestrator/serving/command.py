@@ -74,12 +74,10 @@ def deploy(
         bundle = resolve_bundle(uri).bounded(cfg.serve.max_parameters)
         bundle = bundle.for_runtime(cfg.serve.runtime)
     except (ConfigError, ModelSourceError, ApiKeyError, RuntimeChoiceError, ModelTooLarge) as exc:
-        console.print_error(str(exc))
-        console.finish(EXIT_INVALID, {"error": str(exc)}, as_json)
+        console.finish(*console.refused(EXIT_INVALID, str(exc)), as_json)
     except ExportError as exc:
         message = f"{model}: serve.runtime onnxruntime: {exc}"
-        console.print_error(message)
-        console.finish(EXIT_FAILED, {"error": message}, as_json)
+        console.finish(*console.refused(EXIT_FAILED, message), as_json)
     from orchestrator.serving.deploy import run as run_deploy
 
     code, result = run_deploy(

@@ -119,13 +119,13 @@ def run(
     try:
         audit_log = audit_path(settings.audit_log, local)
     except AuditLogError as exc:
-        return refused(str(exc))
+        return console.refused(EXIT_INVALID, str(exc))
     if local and settings.tls_cert and settings.tls_key:
         # A cluster's proxies read the paths on their own nodes; a local deploy checks them here.
         cert, key = absolute(settings.tls_cert), absolute(settings.tls_key)
         problem = tls_problem(cert, key)
         if problem:
-            return refused(problem)
+            return console.refused(EXIT_INVALID, problem)
         settings = settings.model_copy(update={"tls_cert": cert, "tls_key": key})
     args = DeployArgs(
         model=bundle.uri,
@@ -140,7 +140,7 @@ def run(
         return EXIT_OK, {"config": str(emit_config), "application": args.name, **about(bundle)}
     problem = port_problem(settings.host, settings.port) if local else None
     if problem:
-        return refused(problem)
+        return console.refused(EXIT_INVALID, problem)
     tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
     haproxy = (
         prepare_serve_env(settings.ingress, port=settings.port, host=settings.host, tls=tls)
@@ -215,7 +215,7 @@ def _serve(
     try:
         deployment = start(args, bundle, address)
     except ClusterTlsError as exc:
-        return refused(str(exc))
+        return console.refused(EXIT_INVALID, str(exc))
     sample, form = check_inputs(bundle), form_for(bundle.spec)
     rows = summary_rows(deployment, keys, show, form.route)
     console.print_summary(rows, title=f"serving {bundle.label}")
@@ -246,8 +246,3 @@ def _serve(
 def about(bundle: ModelBundle) -> dict[str, Any]:
     """The deployed model, for ``--json``."""
     return {"model": bundle.label, "model_uri": bundle.uri, "run_id": bundle.run_id}
-
-
-def refused(message: str) -> tuple[int, dict[str, Any]]:
-    console.print_error(message)
-    return EXIT_INVALID, {"error": message}
