@@ -336,6 +336,7 @@ app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:
+    console.own_process()
     app()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +22,15 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 _result_out: Console | None = None  # with --json: stdout, kept for the one JSON object
 _before_json: tuple[Console, Any] | None = None  # what use_json replaced, for end_json
+_whole_process = False  # set by the `redblue` entry point: --json redirects file descriptor 1
+
+
+def own_process() -> None:
+    """The command is the whole process (the `redblue` entry point, not a test runner's call):
+    with ``--json``, file descriptor 1 itself goes to stderr until the process ends, so what
+    Ray's threads, atexit hooks and child processes print after the result stays off stdout."""
+    global _whole_process
+    _whole_process = True
 
 
 def use_json() -> None:
@@ -30,7 +40,13 @@ def use_json() -> None:
     global out, _result_out, _before_json
     if _before_json is None:
         _before_json = (out, sys.stdout)
-        _result_out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        if _whole_process:
+            sys.stdout.flush()
+            result_file = os.fdopen(os.dup(1), "w")
+            os.dup2(2, 1)
+        else:
+            result_file = sys.stdout
+        _result_out = Console(file=result_file, highlight=False, soft_wrap=True)
         out = err
         sys.stdout = sys.stderr
 
@@ -39,7 +55,7 @@ def end_json() -> None:
     """Undo :func:`use_json` once the command is over, so a caller in the same process (a test
     runner) gets its stdout back."""
     global out, _result_out, _before_json
-    if _before_json is not None:
+    if _before_json is not None and not _whole_process:
         out, stdout = _before_json
         if sys.stdout is sys.stderr:
             sys.stdout = stdout
@@ -52,7 +68,9 @@ def print_result(result: Any, code: int) -> None:
     is_summary = dataclasses.is_dataclass(result) and not isinstance(result, type)
     fields = dataclasses.asdict(result) if is_summary else result or {}
     text = json.dumps(_finite({"exit_code": code, **fields}), default=str)
-    (_result_out or out).print(text, markup=False, highlight=False, soft_wrap=True)
+    target = _result_out or out
+    target.print(text, markup=False, highlight=False, soft_wrap=True)
+    target.file.flush()
 
 
 def finish(code: int, result: Any, as_json: bool) -> NoReturn:

@@ -37,6 +37,19 @@ def haproxies_of(folders: set[Path]) -> list[psutil.Process]:
     return [p for p in found if alive(p)]
 
 
+def haproxy_folders(process: psutil.Process) -> set[Path]:
+    """The ``redblue-haproxy-*`` folder of a running HAProxy's config; none for another process
+    or once it exited."""
+    try:
+        command = process.cmdline() if process.name() == "haproxy" else []
+    except psutil.Error:
+        return set()
+    if "-f" not in command:
+        return set()
+    config = Path(command[command.index("-f") + 1])
+    return {f for f in config.parents if f.name.startswith("redblue-haproxy-")}
+
+
 @contextlib.contextmanager
 def serving_deploy(model: str, folder: Path):
     """A foreground ``redblue deploy`` of ``model`` in a session of its own (its process group),
@@ -59,16 +72,15 @@ def serving_deploy(model: str, folder: Path):
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and deploy.poll() is None:
-            haproxies = [p for p in descendants(deploy.pid) if p.name() == "haproxy"]
+            # A reload replaces HAProxy's process: the folders of those still running.
+            haproxies = [p for p in descendants(deploy.pid) if haproxy_folders(p)]
+            folders = {f for p in haproxies for f in haproxy_folders(p)}
             with contextlib.suppress(httpx.HTTPError):
-                if haproxies and httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                if folders and httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
                     break
             time.sleep(1)
         else:
             pytest.fail(f"the deploy did not serve: {log_path.read_text()[-3000:]}")
-        configs = [Path(p.cmdline()[p.cmdline().index("-f") + 1]) for p in haproxies]
-        folders = {f for c in configs for f in c.parents if f.name.startswith("redblue-haproxy-")}
-        assert folders, configs
         yield deploy, port, folders
     finally:
         log.close()

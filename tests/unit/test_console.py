@@ -1,8 +1,12 @@
 """What the user sees: each round line's clock (elapsed since the command started, the time
 left at the pace of the rounds after the first, which carries the start-up), and the learning
-curve's colours."""
+curve's colours, and ``--json``'s stdout."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -36,3 +40,26 @@ def test_the_learning_curve_draws_red_in_red_and_blue_in_blue():
     assert curve_colour("red/train_loss") == curve_colour("red/holdout_loss") == "tab:red"
     assert curve_colour("blue/train_loss") == "tab:blue"
     assert curve_colour("val_loss") == curve_colour("train_loss") == "black"
+
+
+def test_with_json_stdout_holds_only_the_result_even_after_the_command_ends():
+    """As the `redblue` process: output after the result (a library's atexit print, a child
+    process writing to its inherited stdout) goes to stderr, never after the JSON object."""
+    script = """
+import atexit, json, subprocess, sys
+from orchestrator import console
+console.own_process()
+console.use_json()
+print("a library's print")
+subprocess.run([sys.executable, "-c", "print('a child process')"], check=True)
+atexit.register(lambda: print("printed at exit"))
+console.print_result({"run_id": "abc"}, 0)
+console.end_json()
+print("after the result")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(done.stdout) == {"exit_code": 0, "run_id": "abc"}
+    for line in ("a library's print", "a child process", "printed at exit", "after the result"):
+        assert line in done.stderr
