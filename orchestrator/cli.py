@@ -311,12 +311,15 @@ def _validated(
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, load_config, resolve_paths
     from orchestrator.storage import StorageError
-    from orchestrator.streaming.choice import DataError, plan_input
+    from orchestrator.streaming.choice import DataError, PendingStream, plan_input
     from orchestrator.sweeps.config import plan_metric_problem
+    from orchestrator.warm_start import warm_start
 
     try:
         cfg = load_config(config, overrides, for_sweep, warn=console.print_warning)
         plan, report = plan_input(cfg)
+        if not isinstance(plan, PendingStream):  # a streamed one's once its pass is done
+            plan = warm_start(cfg, plan)
         problem = plan_metric_problem(cfg.sweep, cfg.model.kind, plan) if for_sweep else None
         if problem:
             raise ConfigError(f"{config}: {problem}")

@@ -228,10 +228,8 @@ def _describe(error: Mapping[str, Any]) -> str:
         section = _section_model(location[:-1], kind)
         known = list(section.model_fields) if section else []
         hint = difflib.get_close_matches(str(location[-1]), known, n=1)
-        suggestion = (
-            f" (did you mean {'.'.join(map(str, location[:-1] + (hint[0],)))}?)" if hint else ""
-        )
-        return f"{dotted}: unknown key{suggestion}; known keys here: {', '.join(known)}"
+        fix = f" (did you mean {'.'.join(map(str, location[:-1] + (hint[0],)))}?)" if hint else ""
+        return f"{dotted}: unknown key{fix}; known keys here: {', '.join(known)}"
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
@@ -289,6 +287,9 @@ def space_problems(cfg: RedblueConfig) -> list[str]:
             suggestion = f" (did you mean {hint[0]}?)" if hint else ""
             problems.append(f"{where}: not a config key{suggestion}")
             continue
+        if key.startswith("model.") and cfg.model.init_from:
+            problems.append(f"{where}: model.init_from fixes the model; sweep other sections")
+            continue
         if spec.kind in ("uniform", "loguniform") and _leaf_annotation(key, cfg.model.kind) is int:
             problems.append(f"{where}: {key} takes integers; use randint or choice")
             continue
@@ -315,25 +316,23 @@ def read_tree(path: Path) -> dict[str, Any]:
 
 
 def load_config(
-    path: Path | str,
+    path: Path | str | None,
     overrides: list[str] | tuple[str, ...] = (),
     for_sweep: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> RedblueConfig:
-    """Load a YAML config, apply ``--set`` overrides in order, and validate (see ``validate``)."""
-    path = Path(path)
-    tree = read_tree(path)
+    """Load a YAML config (the defaults without one), apply ``--set`` overrides in order, and
+    validate (see ``validate``)."""
+    tree = read_tree(Path(path)) if path is not None else {}
     for assignment in overrides:
         apply_override(tree, assignment)
-    return validate(tree, origin=f"config {path}", for_sweep=for_sweep, warn=warn)
+    origin = f"config {path}" if path is not None else "--set overrides"
+    return validate(tree, origin=origin, for_sweep=for_sweep, warn=warn)
 
 
 def defaults_with(overrides: list[str] | tuple[str, ...]) -> RedblueConfig:
     """The default config with ``--set`` overrides applied (a command run without a file)."""
-    tree: dict[str, Any] = {}
-    for assignment in overrides:
-        apply_override(tree, assignment)
-    return validate(tree, origin="--set overrides")
+    return load_config(None, overrides)
 
 
 def resolve_paths(cfg: RedblueConfig) -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -40,6 +40,7 @@ def use_json() -> None:
     global out, _result_out, _before_json
     if _before_json is None:
         _before_json = (out, sys.stdout)
+        result_file: TextIO
         if _whole_process:
             sys.stdout.flush()
             result_file = os.fdopen(os.dup(1), "w")

@@ -5,8 +5,9 @@ The test metrics of every run (``test_macro_f1``, ``test_roc_auc``, ``test_ece``
 carry them too. This adds, on a ``redblue train`` run and on each finished sweep trial's run,
 what needs the driver: for classification
 MLflow's evaluation of the predictions (``mlflow.models.evaluate``: the confusion matrix plot, the
-per-class precision / recall / F1 table, and weighted scores logged as ``test_*_score``) and the
-confusion matrix as JSON; for regression a residual plot; for a forecaster a plot of its
+per-class precision / recall / F1 table, and weighted scores logged as ``test_*_score``), the
+confusion matrix as JSON, and ROC, precision-recall and reliability figures
+(``orchestrator.classifier_plots``); for regression a residual plot; for a forecaster a plot of its
 forecasts over the test block (``forecast.png``; the baselines' metrics are logged with the
 run's) and the mean absolute error at each step ahead, its and the baselines'
 (``forecast_errors.json``). A run with ``strategy.clean`` also gets its ``label_issues.csv``.
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestrator.classifier_plots import classifier_figures
 from orchestrator.generation_report import log_generation
 from orchestrator.tracking import TrackedRun
 from trainers.engine.checkpoint import LABEL_ISSUES_FILE
@@ -39,11 +41,15 @@ def log_evaluation(run: TrackedRun, final_model_dir: Path, plan: RunPlan) -> Non
         return
     test, task = plan.split.test, plan.task
     features = task.input_schema(spec).rows(plan.dataset.raw_rows(test))
-    predicted, _ = predict(model, spec, features)  # the model's own preprocessing of T
+    predicted, probabilities = predict(model, spec, features)  # its own preprocessing of T
     labels = plan.dataset.labels[test]
     if spec.task == "classification":
         truth = np.asarray(spec.classes)[labels]
         _classification_report(run, truth, predicted, list(spec.classes))
+        if probabilities is not None:
+            for name, figure in classifier_figures(labels, probabilities, spec.classes).items():
+                run.client.log_figure(run.run_id, figure, name)
+                _close(figure)
     elif spec.task == "regression":
         _residual_plot(run, labels.astype(np.float64), np.asarray(predicted, np.float64))
     issues = final_model_dir.parent / LABEL_ISSUES_FILE  # strategy.clean's report

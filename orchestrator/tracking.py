@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -64,34 +62,6 @@ def ui_command(uri: str) -> str:
         if uri.startswith("http")
         else f"mlflow ui --backend-store-uri {uri}"
     )
-
-
-def serve_ui(host: str, port: int, auth: bool = False) -> int:
-    """Run the MLflow UI on the tracking store in force until Ctrl-C; returns its exit code.
-    With ``auth``, MLflow's basic-auth app, its users kept in ``~/.redblue/mlflow-auth``."""
-    from orchestrator import mlflow_auth
-
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        tracking_uri(),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    if auth:
-        password = os.environ[mlflow_auth.PASSWORD_VARIABLE]
-        folder = state_root() / ".redblue" / "mlflow-auth"
-        env.update(mlflow_auth.server_env(folder, password))
-        command += mlflow_auth.APP_ARGUMENTS
-    return subprocess.call(command, env=env)
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -207,13 +177,13 @@ class TrackedRun:
 
     def log_model(self, final_model_dir: Path, sample: pd.DataFrame | np.ndarray) -> str:
         """Log the fused model as a pyfunc (weights + config as artifacts); returns its URI.
-        ``sample``: a few raw input rows, for the signature."""
+        ``sample``: a few raw input rows, for the signature and the input example."""
         model, spec = load_model(final_model_dir)
         schema = input_schema(spec)
         labels, _ = predict(model, spec, schema.rows(sample))
         signature = model_signature(list(schema.feature_names), sample, as_output(spec, labels))
         with self.active():
-            info = self._log_pyfunc(signature, final_model_dir)
+            info = self._log_pyfunc(signature, final_model_dir, input_example(sample))
         return info.model_uri
 
     def log_data(self, report: DataReport) -> None:
@@ -239,13 +209,16 @@ class TrackedRun:
         else:
             self.client.update_run(self.run_id, status=before.status)
 
-    def _log_pyfunc(self, signature: ModelSignature, final_model_dir: Path):
+    def _log_pyfunc(
+        self, signature: ModelSignature, final_model_dir: Path, example: list | None = None
+    ):
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=str(PYFUNC_CODE),
             artifacts={FINAL_MODEL_DIR: str(final_model_dir)},
             code_paths=[str(Path(trainers.__file__).parent)],
             signature=signature,
+            input_example=example,
             pip_requirements=self._requirements(final_model_dir),
         )
 
@@ -313,6 +286,15 @@ def model_signature(
         signature = infer_signature(frame, labels)
     signature._is_signature_from_type_hint = True
     return signature
+
+
+def input_example(sample: pd.DataFrame | np.ndarray) -> list:
+    """A logged model's input example: ``sample``'s rows as records (gaps as null), which MLflow
+    stores as ``{"inputs": [...]}``, the request body its scoring server takes for the
+    signature's flag (see :func:`model_signature`), and checks against the model as it logs."""
+    if not isinstance(sample, pd.DataFrame):
+        return np.asarray(sample, dtype=np.float64).tolist()
+    return sample.astype(object).where(sample.notna(), None).to_dict(orient="records")
 
 
 def node_tags(node_ids: list[str]) -> dict[str, str]:

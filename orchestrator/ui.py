@@ -3,9 +3,14 @@ guards it (:mod:`orchestrator.mlflow_auth`)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import typer
 
-from orchestrator import console
+from orchestrator import console, mlflow_auth
+from orchestrator.environment import prepare_driver_env, state_root
 from orchestrator.exit_codes import EXIT_INVALID
 
 
@@ -20,16 +25,39 @@ def ui(
     ),
 ) -> None:
     """Open the MLflow UI on the local tracking store (127.0.0.1 by default)."""
-    from orchestrator.environment import prepare_driver_env
-    from orchestrator.mlflow_auth import ui_problem
-
-    problem = ui_problem(host, auth)
+    problem = mlflow_auth.ui_problem(host, auth)
     if problem:
         console.print_error(problem)
         raise typer.Exit(EXIT_INVALID)
     prepare_driver_env(None)
-    from orchestrator.tracking import serve_ui
-
     login = " (login: admin)" if auth else ""
     console.err.print(f"MLflow UI on http://{host}:{port}{login}  (Ctrl-C to stop)")
     raise typer.Exit(serve_ui(host, port, auth))
+
+
+def serve_ui(host: str, port: int, auth: bool = False) -> int:
+    """Run the MLflow UI on the tracking store in force until Ctrl-C; returns its exit code.
+    With ``auth``, MLflow's basic-auth app, its users kept in ``~/.redblue/mlflow-auth``."""
+    from orchestrator.tracking import tracking_uri
+
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if auth:
+        password = os.environ[mlflow_auth.PASSWORD_VARIABLE]
+        folder = state_root() / ".redblue" / "mlflow-auth"
+        env.update(mlflow_auth.server_env(folder, password))
+        command += mlflow_auth.APP_ARGUMENTS
+    return subprocess.call(command, env=env)

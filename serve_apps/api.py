@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from torch import nn
 
-from serve_apps.api_models import DriftReport, ErrorBody, ModelInfo
+from serve_apps.api_models import CanaryInfo, DriftReport, ErrorBody, ModelInfo
 from serve_apps.audit_log import AuditLog
 from serve_apps.guard import Guard, KeyRing
 from serve_apps.json_body import BodyError, InputError
@@ -36,6 +36,7 @@ from serve_apps.model_bundle import ModelBundle
 from serve_apps.monitor import DriftWindow, ServeMetrics
 from serve_apps.proxies import LOOPBACK
 from serve_apps.requests import form_for
+from serve_apps.traffic import TrafficSplit
 from trainers.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Prediction:
     labels: np.ndarray  # labels, values (regression) or forecasts [horizon, targets], one per row
     probabilities: np.ndarray | None  # per row and class; None for regression
     batch_rows: int  # rows in the forward pass that computed these (with other requests')
+    model: dict[str, str | None] | None = None  # the version that answered (a canary's)
 
 
 class Predictor(Protocol):
@@ -73,6 +75,8 @@ class Predictor(Protocol):
     bundle: ModelBundle
     spec: ModelSpec
     model: nn.Module
+    canary: ModelBundle | None  # a second version answering a share of the requests
+    split: TrafficSplit  # the canary's share, and how many requests each version answered
 
     async def predict(self, rows: np.ndarray) -> Prediction:
         """Labels or values for ``rows``, and class probabilities for classification."""
@@ -110,7 +114,7 @@ def build_api(
     errors = (
         PREDICT_ERRORS if form.invalid is None else {**PREDICT_ERRORS, 422: _error(form.invalid)}
     )
-    model_ref = {"name": bundle.name, "version": bundle.version, "run_id": bundle.run_id}
+    model_ref = bundle.reference
     body_limit = min(max_body_bytes, shape.body_bytes)
     size = form.size(shape)
     api = FastAPI(
@@ -150,10 +154,13 @@ def build_api(
         prediction = await predictor.predict(rows)
         request.state.batch_rows = prediction.batch_rows
         _check_finite(prediction)
-        metrics.predicted(form.counted(prediction.labels), prediction.batch_rows)
+        answered = prediction.model or model_ref
+        version = str(answered["version"] or "run")
+        request.state.version = answered["version"]  # the audit line's, beside a canary
+        metrics.predicted(form.counted(prediction.labels), prediction.batch_rows, version)
         drift.observe(rows)
         return JSONResponse(
-            form.answer(shape, prediction.labels, prediction.probabilities, model_ref)
+            form.answer(shape, prediction.labels, prediction.probabilities, answered)
         )
 
     @api.get("/v1/model", response_model=ModelInfo, responses={401: UNAUTHORIZED, 413: TOO_LARGE})
@@ -170,6 +177,8 @@ def build_api(
             max_rows=max_rows,
             input_bound=shape.limit,
             max_body_bytes=body_limit,
+            canary=canary_info(predictor.canary, predictor.split),
+            answered=dict(predictor.split.answered),
         )
 
     @api.get(
@@ -219,6 +228,18 @@ def build_api(
         trusted_proxies=trusted_proxies,
     )
     return api
+
+
+def canary_info(canary: ModelBundle | None, split: TrafficSplit) -> CanaryInfo | None:
+    """What ``GET /v1/model`` says of the canary: which model, its share, its test metrics."""
+    if canary is None:
+        return None
+    return CanaryInfo(
+        model=canary.reference,
+        uri=canary.uri,
+        percent=float(split.share * 100),
+        test_metrics=canary.test_metrics,
+    )
 
 
 def _check_finite(prediction: Prediction) -> None:

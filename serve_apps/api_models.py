@@ -29,6 +29,20 @@ class ModelInfo(BaseModel):
         "in which the model's float32 arithmetic is certain to give a finite output."
     )
     max_body_bytes: int = Field(description="Largest request body accepted; larger gets 413.")
+    canary: CanaryInfo | None = Field(
+        None, description="The version answering a share of the requests (deploy --canary)."
+    )
+    answered: dict[str, int] = Field(
+        default_factory=dict,
+        description="Requests this replica answered since it started, by champion and canary.",
+    )
+
+
+class CanaryInfo(BaseModel):
+    model: ModelRef
+    uri: str = Field(description="The canary's model URI.")
+    percent: float = Field(description="Its share of the requests, in percent.")
+    test_metrics: dict[str, float]
 
 
 class ErrorBody(BaseModel):

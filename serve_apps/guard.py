@@ -164,6 +164,7 @@ class Guard:
             "peer": peer,
             "client": self.proxies.client(peer, forwarded),
             **self.model,
+            **({"version": state["version"]} if "version" in state else {}),  # a canary's
             "key_id": outcome["key_id"],
             "rows": state.get("rows", 0),
             "batch_rows": state.get("batch_rows", 0),

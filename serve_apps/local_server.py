@@ -16,6 +16,7 @@ from serve_apps.audit_log import AuditLog
 from serve_apps.guard import KeyRing
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.settings import ServeSection
+from serve_apps.traffic import TrafficSplit
 
 
 class LocalPredictor:
@@ -27,8 +28,11 @@ class LocalPredictor:
         self.bundle = bundle
         self.model, self.spec = bundle.load()
         self.predict_rows = bundle.predictor(self.model, threads or torch.get_num_threads())
+        self.canary: ModelBundle | None = None  # one model: no canary
+        self.split = TrafficSplit(0.0)
 
     async def predict(self, rows: np.ndarray) -> Prediction:
+        self.split.next()
         return Prediction(*self.predict_rows(rows), batch_rows=len(rows))
 
 

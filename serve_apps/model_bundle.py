@@ -131,6 +131,11 @@ class ModelBundle:
         return ModelSpec.from_dict(self.model_config)
 
     @property
+    def reference(self) -> dict[str, str | None]:
+        """Which model this is, as every answer names it: name, version and run."""
+        return {"name": self.name, "version": self.version, "run_id": self.run_id}
+
+    @property
     def label(self) -> str:
         """``digits v3`` or ``digits (run 1a2b3c4d)``."""
         if self.version:

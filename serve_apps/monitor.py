@@ -5,9 +5,9 @@ replica, so they reach Ray's Prometheus endpoint and dashboards (names prefixed 
 
     redblue_requests_total{status}        requests answered, by HTTP status
     redblue_request_latency_ms            histogram of the time to answer a request
-    redblue_rows_total                    rows predicted
+    redblue_rows_total{version}           rows predicted, by the model version that answered
     redblue_batch_rows                    histogram of rows per forward pass
-    redblue_predictions_total{label}      predicted classes (classification)
+    redblue_predictions_total{label,version}  predicted classes (classification)
     redblue_prediction_mean               mean prediction of the latest request (regression,
                                           forecasts)
     redblue_prediction_distance           histogram of |prediction - training mean| / training
@@ -17,6 +17,9 @@ replica, so they reach Ray's Prometheus endpoint and dashboards (names prefixed 
 Drift: each replica keeps the bins (``trainers.data.drift``) of the last
 ``serve.monitor_window`` rows it predicted and, on ``GET /v1/monitor``, compares their shares
 with the training inputs'.
+
+``version`` is the registry version that answered (``run`` for a model logged by a run only):
+beside a canary (``redblue deploy --canary``) each version's rows and classes are counted apart.
 """
 
 from __future__ import annotations
@@ -67,14 +70,18 @@ class ServeMetrics:
             "Time to answer a request, in milliseconds.",
             boundaries=LATENCY_BOUNDARIES_MS,
         )
-        self.rows = metrics.Counter("redblue_rows_total", "Rows predicted.")
+        self.rows = metrics.Counter(
+            "redblue_rows_total", "Rows predicted, by model version.", tag_keys=("version",)
+        )
         self.batch_rows = metrics.Histogram(
             "redblue_batch_rows",
             "Rows of the forward pass that answered a request (with other requests').",
             boundaries=ROW_BOUNDARIES,
         )
         self.predictions = metrics.Counter(
-            "redblue_predictions_total", "Predicted classes.", tag_keys=("label",)
+            "redblue_predictions_total",
+            "Predicted classes, by model version.",
+            tag_keys=("label", "version"),  # type: ignore[arg-type]  # Ray hints one key
         )
         self.prediction_mean = metrics.Gauge(
             "redblue_prediction_mean", "Mean prediction of the latest request (regression)."
@@ -89,14 +96,15 @@ class ServeMetrics:
         self.requests.inc(tags={"status": str(status)})
         self.latency.observe(latency_ms)
 
-    def predicted(self, predictions: np.ndarray, batch_rows: int) -> None:
-        """Count a request's predictions (labels, or values for regression and forecasts)."""
-        self.rows.inc(len(predictions))
+    def predicted(self, predictions: np.ndarray, batch_rows: int, version: str) -> None:
+        """Count a request's predictions (labels, or values for regression and forecasts) by
+        the model ``version`` that made them."""
+        self.rows.inc(len(predictions), tags={"version": version})
         self.batch_rows.observe(batch_rows)
         if self.target_scale is None:
             labels, counts = np.unique(np.asarray(predictions).astype(str), return_counts=True)
             for label, count in zip(labels, counts, strict=True):
-                self.predictions.inc(int(count), tags={"label": str(label)})
+                self.predictions.inc(int(count), tags={"label": str(label), "version": version})
             return
         values = np.asarray(predictions, dtype=np.float64)
         mean, std = (np.asarray(part, dtype=np.float64) for part in self.target_scale)

@@ -7,6 +7,10 @@ never waits: a lone request pays no batching delay, and under load the requests 
 during one forward pass form the next batch. A generative model's requests are never merged: a
 forward pass over other rows could change the last bits of a request's rows, which must be the
 same for the same request.
+
+Beside a canary (``redblue deploy --canary``) each replica holds both models: the canary answers
+its share of the requests (``serve_apps.traffic``), batched apart from the champion's, and every
+answer names the version that made it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from serve_apps.guard import KeyRing
 from serve_apps.model_bundle import ModelBundle
 from serve_apps.requests import form_for
 from serve_apps.settings import ServeSection
+from serve_apps.traffic import CANARY, TrafficSplit
 
 DEPLOYMENT_NAME = "Predictor"
 
@@ -42,13 +47,19 @@ class ModelServer:
         settings: ServeSection,
         key_digests: list[str],
         audit_log: str | None,
+        canary: ModelBundle | None = None,
+        canary_percent: float = 0.0,
     ) -> None:
         self.bundle = bundle
         self.settings = settings
         # The weights load in torch whatever the runtime: the request's bounds and the monitor's
         # target scale read them. The runtime's threads match the CPUs the replica reserves.
         self.model, self.spec = bundle.load()
-        self.predict_rows = bundle.predictor(self.model, math.ceil(settings.cpus_per_replica))
+        threads = math.ceil(settings.cpus_per_replica)
+        self.predict_rows = bundle.predictor(self.model, threads)
+        self.canary = canary
+        self.split = TrafficSplit(canary_percent if canary else 0.0)
+        self.predict_canary = canary.predictor(canary.load()[0], threads) if canary else None
         self.batched = form_for(self.spec).batched
         self.keys = KeyRing(key_digests)
         self.audit = (
@@ -61,9 +72,10 @@ class ModelServer:
             if audit_log
             else None
         )
-        batcher: Any = self._forward_batch  # serve.batch adds these setters
-        batcher.set_max_batch_size(settings.max_batch_size)
-        batcher.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        for batcher in (self._forward_batch, self._canary_batch):
+            batched: Any = batcher  # serve.batch adds these setters
+            batched.set_max_batch_size(settings.max_batch_size)
+            batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self):
         return build_api(
@@ -84,24 +96,39 @@ class ModelServer:
             audit.close()
 
     async def predict(self, rows: np.ndarray) -> Prediction:
-        """Predict ``rows``, batched with other requests unless batching is off or it is full
-        (or the model's form asks for a forward pass of its own: a generative model's)."""
+        """Predict ``rows`` with the version whose turn it is, batched with other requests to
+        it unless batching is off or it is full (or the model's form asks for a forward pass of
+        its own: a generative model's)."""
+        canary = self.canary is not None and self.split.next() == CANARY
+        bundle = self.canary if canary and self.canary else self.bundle
+        predict_rows = self.predict_canary if canary and self.predict_canary else self.predict_rows
         full = len(rows) >= self.settings.max_batch_size
         if not self.batched or self.settings.max_batch_size <= 1 or full:
-            return Prediction(*self.predict_rows(rows), batch_rows=len(rows))
-        return await self._forward_batch(rows)
+            labels, probabilities = predict_rows(rows)
+            return Prediction(labels, probabilities, len(rows), bundle.reference)
+        return await (self._canary_batch if canary else self._forward_batch)(rows)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_rows_in)
     async def _forward_batch(self, requests: list[np.ndarray]) -> list[Prediction]:
-        # Rows of one model have one shape past the first axis (a row, a padded sequence, a
-        # window), so the requests stack along it; each answer is its slice of the labels.
-        batch = np.concatenate(requests)
-        labels, probabilities = self.predict_rows(batch)
-        answers = []
-        start = 0
-        for rows in requests:
-            end = start + len(rows)
-            shares = None if probabilities is None else probabilities[start:end]
-            answers.append(Prediction(labels[start:end], shares, batch_rows=len(batch)))
-            start = end
-        return answers
+        return _answers(self.predict_rows, requests, self.bundle)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_rows_in)
+    async def _canary_batch(self, requests: list[np.ndarray]) -> list[Prediction]:
+        assert self.predict_canary is not None and self.canary is not None
+        return _answers(self.predict_canary, requests, self.canary)
+
+
+def _answers(predict_rows, requests: list[np.ndarray], bundle: ModelBundle) -> list[Prediction]:
+    """One forward pass over ``requests``. Rows of one model have one shape past the first axis
+    (a row, a padded sequence, a window), so the requests stack along it; each answer is its
+    slice of the labels."""
+    batch = np.concatenate(requests)
+    labels, probabilities = predict_rows(batch)
+    answers = []
+    start = 0
+    for rows in requests:
+        end = start + len(rows)
+        shares = None if probabilities is None else probabilities[start:end]
+        answers.append(Prediction(labels[start:end], shares, len(batch), bundle.reference))
+        start = end
+    return answers

@@ -38,10 +38,17 @@ class DeployArgs(BaseModel):
         description="The audit log's path (a relative one is taken from ~/.redblue on each "
         "replica's node); none: off.",
     )
+    canary: str | None = Field(
+        None, description="A second model, answering canary_percent of the requests."
+    )
+    canary_percent: float = Field(
+        10.0, ge=0.0, le=100.0, description="The canary's share of the requests, in percent."
+    )
 
 
-def application(args: DeployArgs, bundle: ModelBundle):
-    """The bound Serve application serving ``bundle`` with ``args.serve``'s settings."""
+def application(args: DeployArgs, bundle: ModelBundle, canary: ModelBundle | None = None):
+    """The bound Serve application serving ``bundle`` with ``args.serve``'s settings, and
+    ``canary`` beside it for ``args.canary_percent`` of the requests."""
     from serve_apps.predictor import ModelServer
 
     settings = args.serve
@@ -67,7 +74,9 @@ def application(args: DeployArgs, bundle: ModelBundle):
         # its successor running first, or a new version means downtime.
         options["max_surge_percent"] = 100
     deployment: Any = ModelServer  # a serve.Deployment, which mypy does not see
-    return deployment.options(**options).bind(bundle, settings, args.key_digests, args.audit_log)
+    return deployment.options(**options).bind(
+        bundle, settings, args.key_digests, args.audit_log, canary, args.canary_percent
+    )
 
 
 def app(args: dict[str, Any]):
@@ -75,8 +84,43 @@ def app(args: dict[str, Any]):
     from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
 
     parsed = DeployArgs.model_validate(args)
-    bundle = resolve_bundle(parse_model_uri(parsed.model)).bounded(parsed.serve.max_parameters)
-    return application(parsed, bundle.for_runtime(parsed.serve.runtime))
+    served = [
+        resolve_bundle(parse_model_uri(uri))
+        .bounded(parsed.serve.max_parameters)
+        .for_runtime(parsed.serve.runtime)
+        for uri in (parsed.model, parsed.canary)
+        if uri
+    ]
+    if len(served) == 2:
+        problem = canary_problem(*served)
+        if problem:
+            raise ValueError(problem)
+    return application(parsed, *served)
+
+
+def canary_problem(champion: ModelBundle, canary: ModelBundle) -> str | None:
+    """Why ``canary`` cannot answer ``champion``'s requests (another task or other inputs: its
+    share of the clients would get errors), or None."""
+    from orchestrator.registry import FeatureSchema, schema_changes
+    from trainers.tasks import task_for
+
+    ours, theirs = (task_for(b.spec).kind for b in (champion, canary))
+    if (ours, champion.spec.task) != (theirs, canary.spec.task):
+        return (
+            f"canary {canary.label} is a {theirs} model for {canary.spec.task} and "
+            f"{champion.label} a {ours} model for {champion.spec.task}: a canary answers the "
+            "same requests"
+        )
+    changes = schema_changes(
+        FeatureSchema.from_model_config(champion.model_config),
+        FeatureSchema.from_model_config(canary.model_config),
+    )
+    if changes:
+        return (
+            f"canary {canary.label} takes other inputs than {champion.label} "
+            f"({'; '.join(changes)}): a canary answers the same requests"
+        )
+    return None
 
 
 def serve_config(args: DeployArgs, env_vars: dict[str, str]) -> dict[str, Any]:

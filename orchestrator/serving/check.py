@@ -32,6 +32,13 @@ def summary_rows(
         ("model", f"{bundle.label}  ({bundle.uri})"),
         ("run_id", bundle.run_id or "-"),
         ("test metrics", metrics or "-"),
+    ]
+    canary = deployment.canary
+    if canary is not None:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted(canary.test_metrics.items()))
+        share = f"{args.canary_percent:g}% of the requests"
+        rows.append(("canary", f"{canary.label}  ({canary.uri}), {share}; {scores or '-'}"))
+    rows += [
         ("endpoint", f"{deployment.url}{route}"),
         ("openapi", f"{deployment.url}/openapi.json (key required; /docs too)"),
         ("health", f"{deployment.url}/healthz (the only route without a key)"),

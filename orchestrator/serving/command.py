@@ -31,6 +31,15 @@ def deploy(
     reload: bool = typer.Option(
         False, "--reload", help="Stay and roll the replicas to each new version of the alias."
     ),
+    canary: str | None = typer.Option(
+        None,
+        "--canary",
+        help="A second model (same inputs) that answers --canary-percent of the requests; "
+        "each answer names the version that made it.",
+    ),
+    canary_percent: float | None = typer.Option(
+        None, "--canary-percent", min=0, max=100, help="The canary's share, in percent [10]."
+    ),
     check: bool = typer.Option(
         False, "--check", help="Send a few requests, print the answers, then remove the deployment."
     ),
@@ -63,16 +72,24 @@ def deploy(
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, defaults_with, load_config
     from orchestrator.serving.api_keys import ApiKeyError, obtain_keys
+    from orchestrator.serving.application import canary_problem
     from orchestrator.serving.model_source import ModelSourceError, parse_model_uri, resolve_bundle
     from serve_apps.model_bundle import ModelTooLarge, RuntimeChoiceError
     from trainers.export.onnx_graph import ExportError
 
     try:
         cfg = load_config(config, overrides) if config else defaults_with(overrides)
-        uri = parse_model_uri(model)
+        if canary_percent is not None and canary is None:
+            raise ConfigError("--canary-percent needs --canary MODEL")
+        uris = [parse_model_uri(text) for text in (model, canary) if text]
         keys = obtain_keys(cfg.serve.api_key_env)
-        bundle = resolve_bundle(uri).bounded(cfg.serve.max_parameters)
-        bundle = bundle.for_runtime(cfg.serve.runtime)
+        served = [
+            resolve_bundle(uri).bounded(cfg.serve.max_parameters).for_runtime(cfg.serve.runtime)
+            for uri in uris
+        ]
+        problem = canary_problem(*served) if len(served) == 2 else None
+        if problem:
+            raise ConfigError(problem)
     except (ConfigError, ModelSourceError, ApiKeyError, RuntimeChoiceError, ModelTooLarge) as exc:
         console.finish(*console.refused(EXIT_INVALID, str(exc)), as_json)
     except ExportError as exc:
@@ -82,9 +99,11 @@ def deploy(
 
     code, result = run_deploy(
         cfg.serve,
-        uri,
-        bundle,
+        uris[0],
+        served[0],
         address,
+        canary=served[1] if len(served) == 2 else None,
+        canary_percent=10.0 if canary_percent is None else canary_percent,
         keys=keys,
         emit_config=emit_config,
         reload=reload,

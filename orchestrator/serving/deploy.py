@@ -102,6 +102,8 @@ def run(
     address: str | None,
     *,
     keys: ApiKeys,
+    canary: ModelBundle | None = None,
+    canary_percent: float = 10.0,
     emit_config: Path | None = None,
     reload: bool = False,
     check: bool = False,
@@ -133,6 +135,8 @@ def run(
         serve=settings,
         key_digests=keys.digests,
         audit_log=audit_log,
+        canary=canary.uri if canary else None,
+        canary_percent=canary_percent,
     )
     if emit_config:
         write_config(args, emit_config)
@@ -149,7 +153,7 @@ def run(
     )
     try:
         modes = {"local": local, "reload": reload, "check": check, "show": show_key}
-        return _serve(args, uri, bundle, keys, address, as_json=as_json, **modes)
+        return _serve(args, uri, (bundle, canary), keys, address, as_json=as_json, **modes)
     finally:
         if local:
             _stop_local_serve()
@@ -210,10 +214,11 @@ def _alive(processes: list) -> list:
 
 
 def _serve(
-    args, uri, bundle, keys, address, *, local, reload, check, show, as_json
+    args, uri, models, keys, address, *, local, reload, check, show, as_json
 ) -> tuple[int, dict[str, Any] | None]:
+    bundle, canary = models
     try:
-        deployment = start(args, bundle, address)
+        deployment = start(args, bundle, address, canary)
     except ClusterTlsError as exc:
         return console.refused(EXIT_INVALID, str(exc))
     sample, form = check_inputs(bundle), form_for(bundle.spec)
@@ -228,6 +233,8 @@ def _serve(
         **about(bundle),
         "api_key": keys.describe(),
     }
+    if canary is not None:
+        served["canary"] = {**about(canary), "percent": args.canary_percent}
     if check:
         from ray import serve
 

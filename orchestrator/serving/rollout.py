@@ -28,10 +28,14 @@ class Deployment:
     args: DeployArgs
     bundle: ModelBundle
     url: str
+    canary: ModelBundle | None = None  # answering args.canary_percent of the requests
 
 
-def start(args: DeployArgs, bundle: ModelBundle, address: str | None) -> Deployment:
-    """Start Serve (HTTP on serve.host:serve.port) and deploy, or roll to, ``bundle``."""
+def start(
+    args: DeployArgs, bundle: ModelBundle, address: str | None, canary: ModelBundle | None = None
+) -> Deployment:
+    """Start Serve (HTTP on serve.host:serve.port) and deploy, or roll to, ``bundle`` (and
+    ``canary`` beside it)."""
     from ray import serve
 
     from orchestrator.environment import connect_ray
@@ -51,8 +55,8 @@ def start(args: DeployArgs, bundle: ModelBundle, address: str | None) -> Deploym
         http_options=http_options(settings, local_haproxy=_local_haproxy(address)),
         logging_config={"log_level": library_log_level(), "enable_access_log": False},
     )
-    roll_out(args, bundle)
-    return Deployment(args, bundle, base_url(settings))
+    roll_out(args, bundle, canary)
+    return Deployment(args, bundle, base_url(settings), canary)
 
 
 def http_options(settings: ServeSection, *, local_haproxy: bool = False) -> dict:
@@ -100,13 +104,15 @@ def base_url(settings: ServeSection) -> str:
     return f"{scheme}://{settings.host}:{settings.port}{prefix}"
 
 
-def roll_out(args: DeployArgs, bundle: ModelBundle) -> None:
-    """Deploy ``bundle`` under ``args.name``; an existing deployment is rolled without downtime."""
+def roll_out(args: DeployArgs, bundle: ModelBundle, canary: ModelBundle | None = None) -> None:
+    """Deploy ``bundle`` (and ``canary`` for ``args.canary_percent`` of the requests) under
+    ``args.name``; an existing deployment is rolled without downtime."""
     from ray import serve
 
-    console.err.print(f"deploying {bundle.label} as Serve application '{args.name}' ...")
+    beside = f" and canary {canary.label} ({args.canary_percent:g}%)" if canary else ""
+    console.err.print(f"deploying {bundle.label}{beside} as Serve application '{args.name}' ...")
     serve.run(
-        application(args, bundle),
+        application(args, bundle, canary),
         name=args.name,
         route_prefix=args.serve.route_prefix,
         blocking=False,
@@ -117,8 +123,8 @@ def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
     """Serve until Ctrl-C; with ``reload``, roll to each new version the alias points at."""
     from ray import serve
 
-    settings = deployment.args.serve
-    current = deployment.bundle
+    args, settings = deployment.args, deployment.args.serve
+    current, canary = deployment.bundle, deployment.canary
     refused: set[str] = set()  # versions not rolled to (another input schema), told once
     watched = reload and uri.kind == "alias"
     if watched:
@@ -129,7 +135,9 @@ def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
         while True:
             time.sleep(settings.reload_interval_s if watched else 3600)
             if watched:
-                current = _roll_if_moved(deployment.args, uri, current, refused)
+                current = _roll_if_moved(args, uri, current, refused, canary)
+                if canary is not None and current.reference == canary.reference:
+                    canary, args = None, args.model_copy(update={"canary": None})
     except KeyboardInterrupt:
         console.err.print("stopping ...")
         serve.delete(deployment.args.name)
@@ -137,11 +145,17 @@ def follow(deployment: Deployment, uri: ModelURI, reload: bool) -> int:
 
 
 def _roll_if_moved(
-    args: DeployArgs, uri: ModelURI, current: ModelBundle, refused: set[str] | None = None
+    args: DeployArgs,
+    uri: ModelURI,
+    current: ModelBundle,
+    refused: set[str] | None = None,
+    canary: ModelBundle | None = None,
 ) -> ModelBundle:
     """Roll to the version ``uri`` points at now, unless it is the one served or its input
     schema differs from the served one's (its clients would get 422 on every request): then
-    keep serving ``current`` and say why (once per version when ``refused`` is given)."""
+    keep serving ``current`` and say why (once per version when ``refused`` is given). A
+    ``canary`` stays beside the new version, unless it is the new version (it was promoted):
+    then that version alone takes every request."""
     from orchestrator.registry import FeatureSchema, schema_changes
     from orchestrator.serving.model_source import ModelSourceError
 
@@ -175,6 +189,10 @@ def _roll_if_moved(
     except ValueError as exc:  # ModelTooLarge, RuntimeChoiceError, ExportError
         console.print_error(f"v{latest.version} not rolled: {exc}; still serving {current.label}")
         return current
-    roll_out(args, latest)
+    if canary is not None and latest.reference == canary.reference:
+        console.err.print(f"the canary {canary.label} is {uri.text} now: it takes every request")
+        roll_out(args.model_copy(update={"canary": None}), latest)
+    else:
+        roll_out(args, latest, canary)
     console.out.print(f"now serving {latest.label}")
     return latest

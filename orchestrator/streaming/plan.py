@@ -14,6 +14,7 @@ import time
 from orchestrator import console
 from orchestrator.streaming.choice import PendingStream
 from orchestrator.streaming.stats_cache import StatsCache
+from orchestrator.warm_start import warm_start
 from trainers.config import RunSettings
 from trainers.data.row_stream import StreamPlan
 from trainers.data.sources import Parts
@@ -161,7 +162,7 @@ def plan_announced(cfg: RunSettings, pending: PendingStream) -> RunPlan:
     sizes = ", ".join(f"{name} {rows:,}" for name, rows in plan.stream.sizes.items())
     console.err.print(f"  rows: {sizes} ({time.perf_counter() - started:.1f} s)")
     console.print_data(describe(plan))
-    return plan
+    return warm_start(cfg, plan)
 
 
 def describe(plan: RunPlan) -> DataReport:

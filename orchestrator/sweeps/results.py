@@ -5,10 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+PARALLEL_FILE = "parallel_coordinates.png"
 
 
 @dataclass
@@ -97,8 +103,8 @@ def _value(value: Any) -> str:
 
 
 def log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None:
-    """The results table (CSV), the sweep report (Markdown) and a plot of the metric against
-    each swept parameter."""
+    """The results table (CSV), the sweep report (Markdown), a plot of the metric against
+    each swept parameter and the trials' parallel coordinates."""
     import pandas as pd
 
     rows = [
@@ -139,6 +145,57 @@ def log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None:
     figure.tight_layout()
     parent.client.log_figure(parent.run_id, figure, "metric_vs_params.png")
     plt.close(figure)
+    figure = parallel_coordinates(cfg, frame)
+    parent.client.log_figure(parent.run_id, figure, PARALLEL_FILE)
+    plt.close(figure)
+
+
+def parallel_coordinates(cfg: RedblueConfig, frame: pd.DataFrame) -> Figure:
+    """One line per trial through an axis per swept key and one for the metric, coloured by
+    the metric (brighter is better); each axis spans its values (decades for a log-uniform
+    key, evenly spaced choices for a categorical one), its ends labelled; stopped trials
+    dashed."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    metric, keys = cfg.sweep.metric, list(cfg.sweep.space)
+    frame = frame[frame[metric].notna()] if metric in frame else frame.iloc[:0]
+    axes_keys = [*keys, metric]
+    figure, axis = plt.subplots(figsize=(max(5.0, 1.8 * len(axes_keys)), 4))
+    positions: dict[str, np.ndarray] = {}
+    for key in axes_keys:
+        values = frame[key] if key in frame else pd.Series([np.nan] * len(frame))
+        log = key in cfg.sweep.space and cfg.sweep.space[key].kind == "loguniform"
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all() and len(values):
+            shown = np.log10(numeric) if log else numeric
+            low, high = float(shown.min()), float(shown.max())
+            ends = (values[numeric.idxmin()], values[numeric.idxmax()])
+        else:  # choices: evenly spaced, in their order of appearance
+            order = list(dict.fromkeys(values.astype(str)))
+            shown = values.astype(str).map(order.index).astype(float)
+            low, high, ends = 0.0, float(max(len(order) - 1, 1)), (order[0], order[-1])
+        span = high - low or 1.0
+        positions[key] = ((shown - low) / span).to_numpy(dtype=float)
+        x = len(positions) - 1
+        axis.axvline(x, color="grey", linewidth=0.8)
+        if len(values):
+            axis.annotate(_value(ends[0]), (x, -0.04), ha="center", va="top", fontsize=7)
+            axis.annotate(_value(ends[1]), (x, 1.04), ha="center", va="bottom", fontsize=7)
+    scores = positions[metric] if cfg.sweep.mode == "max" else 1.0 - positions[metric]
+    for row, status in enumerate(frame["status"]):
+        axis.plot(
+            range(len(axes_keys)),
+            [positions[key][row] for key in axes_keys],
+            color=plt.cm.viridis(scores[row]),
+            linestyle="-" if status == "FINISHED" else "--",
+            linewidth=1.2,
+        )
+    axis.set_xticks(range(len(axes_keys)), axes_keys, fontsize=8)
+    axis.set(ylim=(-0.15, 1.15), yticks=[], title=f"{cfg.name}: trials by {metric}")
+    figure.tight_layout()
+    return figure
 
 
 def print_summary(cfg: RedblueConfig, summary: SweepSummary) -> None:

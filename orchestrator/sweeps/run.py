@@ -23,8 +23,9 @@ import yaml
 from orchestrator import console, storage
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from orchestrator.lineage import record_data
 from orchestrator.streaming.choice import PendingStream
-from orchestrator.streaming.plan import describe, plan_or_refuse, train_rows
+from orchestrator.streaming.plan import plan_or_refuse, train_rows
 from orchestrator.sweeps.conclude import conclude
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.sweeps.results import SweepSummary, TrialOutcome, print_summary
@@ -155,7 +156,7 @@ def run_trials(
                 return EXIT_INVALID, None
             plan = planned
         if not resume:
-            parent.log_data(describe(plan))
+            record_data(parent, cfg.data.source, plan)
         trials = _run_tune(
             cfg, plan, where, parent.run_id, sweep_id, sweep_dir, resume, kind, presets
         )
@@ -260,7 +261,11 @@ def _run_tune(
         )
     trainable = tune.with_resources(
         tune.with_parameters(
-            run_trial, base_config=cfg.model_dump(), sweep_dir=sweep_dir, presets=presets
+            run_trial,
+            base_config=cfg.model_dump(),
+            sweep_dir=sweep_dir,
+            presets=presets,
+            initial_state=plan.initial_state,  # model.init_from's weights, resolved here
         ),
         TRIAL_RESOURCES,
     )

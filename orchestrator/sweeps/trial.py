@@ -14,11 +14,13 @@ or a better trial's with perturbed values).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import uuid
 from typing import Any
 
+import numpy as np
 from ray import tune
 from ray.exceptions import RayError
 from ray.train.v2.api.callback import UserCallback
@@ -30,6 +32,7 @@ from orchestrator.config import RedblueConfig
 from orchestrator.streaming.plan import plan_trial
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.training.launch import build_trainer
+from trainers.loop.plan import RunPlan
 
 TRIALS_DIR = "trials"
 
@@ -55,18 +58,20 @@ def run_trial(
     base_config: dict[str, Any],
     sweep_dir: str,
     presets: Presets | None = None,
+    initial_state: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Train ``base_config`` with the sampled ``params`` (dotted keys, or pseudo keys of
-    ``presets``) applied."""
+    ``presets``) applied, from ``initial_state`` (``model.init_from``'s weights) when given."""
     cfg = RedblueConfig.model_validate(base_config).with_values(config_values(params, presets))
     trial_id = tune.get_context().get_trial_id()
     storage_path = storage.join(sweep_dir, TRIALS_DIR)
+    plan = dataclasses.replace(plan_trial(cfg), initial_state=initial_state)
     if cfg.sweep.scheduler == "pbt":
-        _run_population_member(cfg, trial_id, storage_path)
+        _run_population_member(cfg, plan, trial_id, storage_path)
         return
     trainer = build_trainer(
         cfg,
-        plan_trial(cfg),
+        plan,
         None,
         name=trial_run_name(trial_id),
         storage_path=storage_path,
@@ -85,7 +90,9 @@ class ForwardReports(UserCallback):
         self.reports.put((metrics[0], checkpoint))
 
 
-def _run_population_member(cfg: RedblueConfig, trial_id: str, storage_path: str) -> None:
+def _run_population_member(
+    cfg: RedblueConfig, plan: RunPlan, trial_id: str, storage_path: str
+) -> None:
     """One start of a PBT trial: a new Train run from the checkpoint Tune hands over, if any,
     whose reports reach Tune with their checkpoints (Tune keeps a copy of each)."""
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # every copy
@@ -96,7 +103,7 @@ def _run_population_member(cfg: RedblueConfig, trial_id: str, storage_path: str)
     reports = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(
         cfg,
-        plan_trial(cfg),
+        plan,
         None,
         name=name,
         storage_path=storage_path,

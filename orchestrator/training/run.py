@@ -13,8 +13,9 @@ from orchestrator import console
 from orchestrator.config import RedblueConfig
 from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from orchestrator.generation_report import log_samples
+from orchestrator.lineage import record_data
 from orchestrator.streaming.choice import PendingStream
-from orchestrator.streaming.plan import describe, plan_or_refuse
+from orchestrator.streaming.plan import plan_or_refuse
 from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.loop.plan import RunPlan
 from trainers.loop.zero_stage import resolve_zero_stage
@@ -109,7 +110,7 @@ def train(
     if isinstance(plan, PendingStream):  # Ray did not start: the problem is raised below
         num_rounds = 0
     else:
-        tracked.log_data(describe(plan))
+        record_data(tracked, cfg.data.source, plan)
         num_rounds = plan.rounds.num_rounds
     startup: dict[str, float] = {}
     clock = console.RoundClock(num_rounds, command_started_at())

@@ -1,11 +1,13 @@
 """`redblue promote` and `redblue rollback` as a user runs them, against a real MLflow registry
 (SQLite): the champion gate scores each version on its own run's test split, a version that
 does not beat the champion becomes challenger (exit 1), a rollback gives the alias back to the
-champion before, and each move is in the registry's tags."""
+champion before, and each move is in the registry's tags. And `model.init_from`: a training that
+starts from a registered version's weights."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -51,12 +53,13 @@ def versions(ray_session, workspace):
     return registered
 
 
-def redblue(*args: str) -> tuple[int, dict, str]:
+def redblue(*args: str, env: dict | None = None) -> tuple[int, dict, str]:
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", *args, "--json"],
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, **(env or {})},
     )
     return done.returncode, json.loads(done.stdout), done.stderr
 
@@ -112,3 +115,40 @@ def test_promote_and_rollback_refuse_what_they_cannot_move(ray_session):
     assert code == 2 and "registered version" in move["error"]
     code, move, _ = redblue("rollback", "no-such-model")
     assert code == 2 and "no-such-model" in move["error"]
+
+
+def test_a_run_started_from_a_version_begins_with_its_weights(
+    versions, ray_session, workspace, mlflow_client
+):
+    """`model.init_from`: with a learning rate too small to move them, a run started from v2
+    predicts as v2 does, so it gets every one of v2's own labels right from its first round (a
+    random start gets about a third). A model it cannot start from: exit 2 before Ray, named."""
+    import yaml
+
+    config = workspace / f"{NAME}-warm.yaml"
+    settings = {
+        "name": f"{NAME}-warm",
+        "data": {"source": str(workspace / f"{NAME}.csv"), "label": "label"},
+        "model": {"kind": "mlp", "hidden": [16], "init_from": f"models:/{NAME}/{versions[2]}"},
+        "optim": {"epochs": 1, "lr": 1e-9, "batch_size": 32},
+        "run": {"storage_path": str(workspace / "ray_results")},
+    }
+    config.write_text(yaml.safe_dump(settings))
+    code, summary, stderr = redblue("train", str(config), env={"RAY_ADDRESS": ray_session})
+    assert code == 0, stderr[-3000:]
+    assert summary["metrics"]["test_accuracy"] == 1.0
+    run = mlflow_client.get_run(summary["run_id"])
+    assert run.data.params["model.init_from"] == f"models:/{NAME}/{versions[2]}"
+    first = mlflow_client.get_metric_history(summary["run_id"], "val_accuracy")
+    assert min(m.step for m in first) == 1 and first[0].value == 1.0
+
+    v2 = f"model.init_from=models:/{NAME}/{versions[2]}"
+    for changes, named in (
+        (["model.hidden=[32]"], "its architecture differs"),
+        (["model.kind=linear", v2], "it is a mlp model and this config trains a linear"),
+        ([f"model.init_from=models:/{NAME}/99"], f"models:/{NAME}/99"),
+    ):
+        sets = [part for change in changes for part in ("--set", change)]
+        code, refused, stderr = redblue("train", str(config), *sets)
+        assert code == 2 and named in refused["error"], (changes, refused)
+        assert "training on" not in stderr  # refused before Ray started

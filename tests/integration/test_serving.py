@@ -881,3 +881,87 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
             if process.is_running() and process.status() != "zombie":
                 alive.append(process.pid)
     assert not alive, alive
+
+
+def deploy_command(served, ray_session, workspace, *args: str) -> dict:
+    """``redblue deploy ARGS --json`` to the session's Ray, with ``servetest``'s settings (as a
+    user redeploys a running application): its JSON answer."""
+    settings = served["deployment"].args.serve
+    sets = {
+        "serve.port": settings.port,
+        "serve.num_replicas": settings.num_replicas,
+        "serve.cpus_per_replica": settings.cpus_per_replica,
+        "serve.max_rows": settings.max_rows,
+        "serve.audit_log": str(workspace / "audit.jsonl"),
+    }
+    command = [sys.executable, "-m", "orchestrator.cli", "deploy", *args, "--json"]
+    command += [part for key, value in sets.items() for part in ("--set", f"{key}={value}")]
+    env = {**os.environ, "RAY_ADDRESS": ray_session, "REDBLUE_API_KEY": KEY}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def rolled_from(before: set[int], replicas: int = 2, timeout_s: float = 120) -> set[int]:
+    """Wait until ``servetest`` runs ``replicas`` replicas, none of them one of ``before``."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = set(replica_pids("servetest").values())
+        status = serve.status().applications["servetest"].status
+        if len(now) == replicas and not now & before and status == "RUNNING":
+            return now
+        time.sleep(0.5)
+    raise AssertionError(f"not rolled from {before}: {replica_pids('servetest')}")
+
+
+def test_a_canary_answers_its_share_and_moves_and_is_promoted_without_a_failed_request(
+    served, champion_restored, ray_session, workspace
+):
+    """`redblue deploy v1 --canary v2 --canary-percent 20`: of 2,000 requests the canary answers
+    20% (within 3 points), each answer naming its version; deploying again with 50% and then
+    v2 alone (the canary promoted) rolls the replicas while 3 clients send requests, none of
+    which fails."""
+    import ray
+
+    first, second = served["versions"]
+    uri = "models:/servetest/{}".format
+    before = set(replica_pids("servetest").values())
+    canary = ("--canary", uri(second), "--canary-percent")
+    answer = deploy_command(served, ray_session, workspace, uri(first), *canary, "20")
+    assert answer["canary"]["model_uri"] == uri(second) and answer["canary"]["percent"] == 20
+    pids = rolled_from(before)
+    with Load(served) as load:
+        load.wait_for(2000)
+        split = Counter(o[2] for o in load.outcomes[:2000])
+        info = httpx.get(url(served, "/v1/model"), headers=AUTH, timeout=30).json()
+        assert info["canary"]["model"]["version"] == second and info["canary"]["percent"] == 20
+
+        deploy_command(served, ray_session, workspace, uri(first), *canary, "50")
+        pids = rolled_from(pids)
+        moved = len(load.outcomes)
+        load.wait_for(moved + 400)
+        halved = Counter(o[2] for o in load.outcomes[moved : moved + 400])
+
+        deploy_command(served, ray_session, workspace, uri(second))  # the canary promoted
+        rolled_from(pids)
+        promoted = len(load.outcomes)
+        load.wait_for(promoted + 50)
+    assert load.failures() == [], load.failures()[:5]
+    print(f"canary at 20%: {split}; at 50%: {halved}")
+    assert abs(split[second] / 2000 - 0.20) <= 0.03, split
+    assert set(split) == {first, second} and abs(halved[second] / 400 - 0.50) <= 0.03, halved
+    assert {o[2] for o in load.outcomes[promoted:]} == {second}
+
+    node = next(n for n in ray.nodes() if n["Alive"])
+    endpoint = f"http://127.0.0.1:{node['MetricsExportPort']}/metrics"
+    wanted = [f'version="{v}"' for v in (first, second)]
+    deadline, rows = time.monotonic() + 60, []
+    while time.monotonic() < deadline:  # each version's rows, counted apart
+        text = httpx.get(endpoint, timeout=10).text
+        rows = [line for line in text.splitlines() if line.startswith("ray_redblue_rows_total{")]
+        if all(any(w in line for line in rows) for w in wanted):
+            break
+        time.sleep(2)
+    assert all(any(w in line for line in rows) for w in wanted), rows[:10]

@@ -51,7 +51,9 @@ def test_four_trials_two_at_once_as_nested_runs(first_sweep, mlflow_client):
         "metric_vs_params.png",
         "best_config.yaml",
         "sweep_report.md",
+        "parallel_coordinates.png",
     } <= artifacts
+    assert any(i.dataset.name == "digits" for i in parent.inputs.dataset_inputs)  # its lineage
 
     runs = children(mlflow_client, summary.parent_run_id)
     assert len(runs) == 4
@@ -67,7 +69,7 @@ def test_four_trials_two_at_once_as_nested_runs(first_sweep, mlflow_client):
         else:  # a finished trial carries the evaluation report of its model
             assert {"test_accuracy", "test_macro_f1", "test_f1_score"} <= set(run.data.metrics)
             report = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-            assert {"confusion_matrix.json", "test_confusion_matrix.png"} <= report, report
+            assert {"confusion_matrix.json", "test_confusion_matrix.png", "roc_curve.png"} <= report
     # two trials ran at the same time
     spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))

@@ -158,7 +158,17 @@ def test_logged_model_predicts_like_the_fused_model(auto_run, mlflow_client, tmp
 
     # the evaluation report of the kept model on T
     report = {"confusion_matrix.json", "test_confusion_matrix.png", "per_class_metrics.csv"}
+    report |= {"roc_curve.png", "precision_recall_curve.png", "calibration.png"}
     assert report <= artifacts
+    # the input example, the scoring server's request body, and the data's lineage
+    example = mlflow.models.Model.load(summary.model_uri).load_input_example()
+    assert np.array_equal(loaded.predict(example), expected[: len(example)])
+    run = mlflow_client.get_run(summary.run_id)
+    (lineage,) = run.inputs.dataset_inputs
+    assert lineage.dataset.name == "digits" and len(lineage.dataset.digest) == 16
+    tags = {t.key: t.value for t in lineage.tags}
+    assert tags["mlflow.data.context"] == "training"
+    assert int(tags["redblue.rows.test"]) == len(features)
     confusion = mlflow.artifacts.load_dict(f"runs:/{summary.run_id}/confusion_matrix.json")
     matrix = np.asarray(confusion["matrix"])
     assert confusion["labels"] == list(range(10)) and matrix.sum() == len(features)

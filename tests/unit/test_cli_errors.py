@@ -141,6 +141,11 @@ DEPLOY_CASES = {
         ["models:/x/1", "--set", "serve.prot=9000"],
         "did you mean serve.port",
     ),
+    "deploy share without canary": (
+        ["models:/x/1", "--canary-percent", "20"],
+        "--canary-percent needs --canary MODEL",
+    ),
+    "deploy unknown canary": (["models:/x/1", "--canary", "x@2"], "'x@2' is not a model URI"),
 }
 
 

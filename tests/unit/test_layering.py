@@ -126,6 +126,7 @@ CROSSING = {
     ("compressing", "exporting"),
     ("promoting", "serving"),  # a model URI -> its bundle, as deploy resolves it
     ("promoting", "exporting"),  # the test split a model was scored on (exporting/source.py)
+    ("warm_start.py", "serving"),  # model.init_from -> its bundle, as deploy resolves it
 }
 
 

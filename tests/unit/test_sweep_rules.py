@@ -229,3 +229,43 @@ def test_the_sweep_report_ranks_every_trial_and_says_which_the_scheduler_stopped
     assert "| 1 | b | finished | 0.005 | 0.2 | 9 |" in report
     assert "| 2 | a | stopped early | 0.001 | 0.9 | 3 |" in report
     assert "1 finished, 1 killed" in report
+
+
+def test_the_parallel_coordinates_draw_a_line_per_trial_through_each_key_and_the_metric():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from orchestrator.sweeps.results import parallel_coordinates
+
+    strategies = {"choice": ["red_blue", "standard"]}
+    space = {"optim.lr": {"loguniform": [0.001, 0.1]}, "strategy.kind": strategies}
+    cfg = validate({"name": "par", "sweep": {"space": space}}, for_sweep=True)
+    frame = pd.DataFrame(
+        {
+            "status": ["FINISHED", "KILLED", "FINISHED"],
+            "optim.lr": [0.001, 0.01, 0.1],
+            "strategy.kind": ["red_blue", "standard", "red_blue"],
+            "val_loss": [0.3, 0.9, 0.1],
+        }
+    )
+    figure = parallel_coordinates(cfg, frame)
+    axis = figure.axes[0]
+    trials = [line for line in axis.lines if len(line.get_xdata()) == 3]
+    assert [line.get_linestyle() for line in trials] == ["-", "--", "-"]  # stopped: dashed
+    assert [list(line.get_ydata()) for line in trials][2] == pytest.approx([1.0, 0.0, 0.0])
+    assert trials[1].get_ydata()[0] == pytest.approx(0.5)  # 0.01: halfway, in decades
+    assert [t.get_text() for t in axis.get_xticklabels()] == [*space, "val_loss"]
+    labels = {t.get_text() for t in axis.texts}
+    assert {"0.001", "0.1", "red_blue", "standard", "0.9"} <= labels  # each axis's ends
+    plt.close(figure)
+
+
+def test_a_warm_start_names_a_model_uri_and_fixes_the_model_a_sweep_may_vary():
+    with pytest.raises(ConfigError, match="model.init_from"):
+        validate({"model": {"init_from": "digits-v3.safetensors"}})
+    space = {"model.hidden": {"choice": [[8], [16]]}, "optim.lr": {"choice": [0.01, 0.1]}}
+    tree = {"model": {"init_from": "models:/digits@champion"}, "sweep": {"space": space}}
+    with pytest.raises(ConfigError, match="sweep.space.model.hidden: model.init_from fixes"):
+        validate(tree, for_sweep=True)
+    del space["model.hidden"]
+    assert validate(tree, for_sweep=True).model.init_from == "models:/digits@champion"

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from trainers.config import OptimConfig, Section
 from trainers.data.generation_input import noise_rows
 from trainers.families.base import Export, Family, Feed, Graph
+from trainers.sections import init_from_field
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class GANConfig(Section):
         f"{D_LR_RATIO} x optim.lr. The generator's is optim.lr (for a gan 1e-4 unless set; "
         "optim.beta1 0.5 unless set).",
     )
+    init_from: str | None = init_from_field()
 
     @model_validator(mode="after")
     def _positive_widths(self) -> GANConfig:

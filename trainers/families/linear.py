@@ -11,6 +11,7 @@ from pydantic import Field
 from trainers.config import Section
 from trainers.families import supervised
 from trainers.families.base import Family
+from trainers.sections import init_from_field
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ class LinearConfig(Section):
     l2: float = Field(
         0.0, ge=0.0, description="L2 penalty on the weights (not the biases), added to the loss."
     )
+
+    init_from: str | None = init_from_field()
 
 
 def build(spec: ModelSpec) -> nn.Module:

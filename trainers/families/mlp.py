@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from trainers.config import Section
 from trainers.families import supervised
 from trainers.families.base import Family
+from trainers.sections import init_from_field
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class MLPConfig(Section):
         "relu", description="Activation after each hidden layer."
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+    init_from: str | None = init_from_field()
 
     @model_validator(mode="after")
     def _positive_widths(self) -> MLPConfig:

@@ -15,6 +15,7 @@ from trainers.config import Section
 from trainers.data.series import SeriesInput
 from trainers.families import exported, supervised
 from trainers.families.base import Export, Family
+from trainers.sections import init_from_field
 from trainers.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class RecurrentConfig(Section):
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="Dropout between stacked layers (layers > 1)."
     )
+
+    init_from: str | None = init_from_field()
 
 
 def forecasts(spec: ModelSpec) -> bool:

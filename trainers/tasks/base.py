@@ -56,7 +56,7 @@ class CheckInputs:
 def model_spec(cfg: RunSettings, dataset: Dataset, in_features: int, **data: Any) -> ModelSpec:
     """The spec of the model a run trains: the family's ``model:`` section (``kind`` included)
     and what the data looks like; ``data``: the task's own entries (preprocessing, ...)."""
-    options = cfg.model.model_dump()
+    options = cfg.model.model_dump(exclude={"init_from"})  # a warm start, not the model
     return ModelSpec(
         kind=str(options["kind"]),
         task=dataset.task,
