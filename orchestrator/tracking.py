@@ -183,7 +183,8 @@ class TrackedRun:
         labels, _ = predict(model, spec, schema.rows(sample))
         signature = model_signature(list(schema.feature_names), sample, as_output(spec, labels))
         with self.active():
-            info = self._log_pyfunc(signature, final_model_dir, input_example(sample))
+            example = input_example(sample, list(schema.feature_names))
+            info = self._log_pyfunc(signature, final_model_dir, example)
         return info.model_uri
 
     def log_data(self, report: DataReport) -> None:
@@ -288,12 +289,13 @@ def model_signature(
     return signature
 
 
-def input_example(sample: pd.DataFrame | np.ndarray) -> list:
-    """A logged model's input example: ``sample``'s rows as records (gaps as null), which MLflow
-    stores as ``{"inputs": [...]}``, the request body its scoring server takes for the
-    signature's flag (see :func:`model_signature`), and checks against the model as it logs."""
+def input_example(sample: pd.DataFrame | np.ndarray, feature_names: list[str]) -> list:
+    """A logged model's input example: ``sample``'s rows as records (gaps as null; an array's
+    columns named ``feature_names``), which MLflow stores as ``{"inputs": [...]}``, the request
+    body its scoring server takes for the signature's flag (see :func:`model_signature`), and
+    checks against the model as it logs."""
     if not isinstance(sample, pd.DataFrame):
-        return np.asarray(sample, dtype=np.float64).tolist()
+        sample = pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
     return sample.astype(object).where(sample.notna(), None).to_dict(orient="records")
 
 
