@@ -121,9 +121,13 @@ def round_line(
     parts = [f"round {int(metrics['round'])}/{num_rounds}"]
     parts += [fmt.format(metrics[key]) for key, fmt in ROUND_FIELDS if key in metrics]
     if clock is not None:
-        elapsed, left = clock
-        parts.append(f"{_minutes(elapsed)} elapsed" + (f", {_minutes(left)} left" if left else ""))
+        parts.append(clock_text(*clock))
     return "  ".join(parts)
+
+
+def clock_text(elapsed: float, left: float | None) -> str:
+    """``0:21 elapsed, 0:40 left`` (without the estimate while there is none)."""
+    return f"{_minutes(elapsed)} elapsed" + (f", {_minutes(left)} left" if left else "")
 
 
 def _minutes(seconds: float) -> str:

@@ -7,6 +7,7 @@ ever write into one run and a resumed trial continues its own. Only this driver 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,9 +88,11 @@ class SweepTracker(Callback):
         self.presets = {key: dict(values) for key, values in (presets or {}).items()}
         self.records: dict[str, TrialRecord] = {}
         self._live: Any = None  # a rich Live table on a terminal
+        self._clock: console.RoundClock | None = None  # from the first trial's event
+        self._left: float | None = None  # the latest estimate of the time left
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "records": {}, "_live": None}
+        return {**self.__dict__, "records": {}, "_live": None, "_clock": None}
 
     # -- MLflow --------------------------------------------------------------------------------
 
@@ -222,9 +225,24 @@ class SweepTracker(Callback):
     def _best(self, record: TrialRecord) -> str:
         return f"best {self.cfg.sweep.metric} {record.best_metric:.4f}"
 
+    def _progress(self, trials) -> str:
+        """``3/8 trials done, 1:20 elapsed, 2:40 left``: the time left at the pace of the trials
+        after the first (which carries the start-up), as a round line estimates it."""
+        space = self.cfg.sweep.space.values()
+        grid = math.prod(len(spec.grid or ()) for spec in space if spec.kind == "grid")
+        total = max(len(trials), self.cfg.sweep.num_samples * grid)
+        if self._clock is None:
+            self._clock = console.RoundClock(total, time.time())
+        self._clock.num_rounds = total
+        done = sum(1 for record in self.records.values() if record.status != "RUNNING")
+        if done > self._clock.last or self._clock.first is None:  # the pace moves as trials end
+            self._left = self._clock.tick(done)[1]
+        elapsed = time.time() - self._clock.started
+        return f"{done}/{total} trials done, " + console.clock_text(elapsed, self._left)
+
     def _show(self, trials, message: str | None) -> None:
         if message:
-            console.err.print(message, soft_wrap=True)
+            console.err.print(f"{message}; {self._progress(trials)}", soft_wrap=True)
         rows = []
         for trial in trials:
             record = self.records.get(trial.trial_id)

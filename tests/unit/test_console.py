@@ -63,3 +63,23 @@ print("after the result")
     assert json.loads(done.stdout) == {"exit_code": 0, "run_id": "abc"}
     for line in ("a library's print", "a child process", "printed at exit", "after the result"):
         assert line in done.stderr
+
+
+def test_a_sweeps_trial_lines_count_the_trials_done_and_estimate_the_time_left(monkeypatch):
+    import time
+
+    from orchestrator.config import validate
+    from orchestrator.sweeps.tracking import SweepTracker, TrialRecord
+
+    space = {"optim.lr": {"grid": [0.01, 0.1]}}
+    cfg = validate({"sweep": {"space": space, "num_samples": 2}}, for_sweep=True)
+    tracker = SweepTracker(cfg, "parent", "sweep-1")
+    now = [100.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    assert tracker._progress([]) == "0/4 trials done, 0:00 elapsed"  # 2 samples of a 2-grid
+    for trial_id, status in (("a", "FINISHED"), ("b", "RUNNING")):
+        tracker.records[trial_id] = TrialRecord(trial_id, {}, run=None, status=status)  # type: ignore[arg-type]
+    now[0] = 130.0
+    assert tracker._progress([]) == "1/4 trials done, 0:30 elapsed, 1:30 left"
+    now[0] = 140.0  # no trial ended since: the estimate stands
+    assert tracker._progress([]) == "1/4 trials done, 0:40 elapsed, 1:30 left"
