@@ -62,6 +62,12 @@ def working_dir_files(root: Path, excludes: list[str]) -> list[Path]:
     return files
 
 
+def excluded_by(root: Path, patterns: list[str]) -> Callable[[Path], bool]:
+    """Whether a path under ``root`` matches ``patterns`` (gitignore rules, as Ray reads a job's
+    excludes)."""
+    return _get_excludes(root.absolute(), patterns)
+
+
 @contextmanager
 def torch_backend_setup(setup: Callable[..., None]) -> Iterator[None]:
     """Within it, ``TorchBackend.on_start`` sends the workers ``setup`` (called with the same

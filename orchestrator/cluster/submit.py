@@ -78,16 +78,20 @@ def package(root: Path, allowed: Sequence[str] = ()) -> Package:
     ``ALWAYS_EXCLUDED`` and ``SECRET_FILES`` but with the ``allowed`` paths (relative to
     ``root``). Raises :class:`SubmitError` for a file whose content looks like a credential,
     unless allowed."""
-    from orchestrator.ray_internals import working_dir_files
+    from orchestrator.ray_internals import excluded_by, working_dir_files
 
     allowed_paths = {Path(name) for name in allowed}
-    excludes = [
-        *ALWAYS_EXCLUDED,
-        *SECRET_FILES,
-        *(f"!/{path.as_posix()}" for path in allowed_paths),
+    secrets = [*SECRET_FILES, *(f"!/{path.as_posix()}" for path in allowed_paths)]
+    # One walk; the secret patterns then prune as Ray's walk would (a folder they match is not
+    # entered, so nothing under it is allowed back).
+    without_secrets = working_dir_files(root, ALWAYS_EXCLUDED)
+    secret = excluded_by(root, secrets)
+    names = [
+        name
+        for name in without_secrets
+        if not any(secret(root / path) for path in [*name.parents[:-1], name])
     ]
-    names = working_dir_files(root, excludes)
-    without_secrets = set(working_dir_files(root, [*ALWAYS_EXCLUDED]))
+    excludes = [*ALWAYS_EXCLUDED, *secrets]
     files = [(name, (root / name).stat().st_size) for name in names]
     credentials = [
         name
@@ -101,7 +105,7 @@ def package(root: Path, allowed: Sequence[str] = ()) -> Package:
             f"the cluster; move it out of this folder, or upload it anyway with --allow-file "
             f"{credentials[0]}"
         )
-    left_out = sorted(without_secrets - set(names))
+    left_out = sorted(set(without_secrets) - set(names))
     return Package(root, files, excludes, left_out)
 
 

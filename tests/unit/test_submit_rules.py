@@ -124,6 +124,13 @@ def test_the_preview_is_what_ray_packs_and_secret_named_files_stay_out(checkout,
     allowed = package(checkout, ["tls/cert.pem"])
     assert "tls/cert.pem" in {str(name) for name, _ in allowed.files}
     assert "tls/cert.pem" in ray_zip_names(checkout, allowed.excludes, zips / "b")
+    # A folder named like a secret is not entered, so a file allowed inside it stays out too.
+    (checkout / "team_secrets").mkdir()
+    (checkout / "team_secrets" / "notes.txt").write_text("x")
+    inside = package(checkout, ["team_secrets/notes.txt"])
+    names = {str(name) for name, _ in inside.files}
+    assert names == ray_zip_names(checkout, inside.excludes, zips / "c")
+    assert "team_secrets/notes.txt" not in names
 
 
 def test_a_file_holding_a_private_key_is_refused_unless_allowed(checkout):
