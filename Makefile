@@ -34,7 +34,7 @@ serve: install  # the champion make demo crowned, in the foreground until Ctrl-C
 	$(BIN)/redblue deploy models:/digits@champion --config configs/digits.yaml
 
 test: install
-	$(BIN)/python -m pytest --durations=30
+	$(BIN)/python -m pytest --durations=60
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -296,6 +296,8 @@ def input_example(sample: pd.DataFrame | np.ndarray, feature_names: list[str]) -
     checks against the model as it logs."""
     if not isinstance(sample, pd.DataFrame):
         sample = pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
+    integers = sample.select_dtypes("integer").columns  # doubles in the signature, as there
+    sample = sample.astype({column: "float64" for column in integers})
     return sample.astype(object).where(sample.notna(), None).to_dict(orient="records")
 
 

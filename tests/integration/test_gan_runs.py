@@ -109,7 +109,12 @@ def test_a_pbt_sweep_of_both_learning_rates_registers_a_champion(sweep, mlflow_c
     space = {"optim.lr": {"loguniform": [5e-5, 3e-4]}, "model.d_lr": {"loguniform": [2e-4, 1e-3]}}
     code, summary = sweep(
         "gan-pbt",
-        **{**PENGUINS, "optim": {"epochs": 12, "batch_size": 32}, "strategy": {"eval_every": 1}},
+        **{
+            **PENGUINS,
+            "optim": {"epochs": 12, "batch_size": 32},
+            "strategy": {"eval_every": 1},
+            "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},  # two trials on two cores
+        },
         # A checkpoint, so a chance to exploit, every round: on two loaded cores the trials'
         # starts are seconds apart, and their overlap is short.
         checkpoint={"every_rounds": 1, "keep": 1},
