@@ -164,3 +164,30 @@ def test_the_grafana_dashboard_queries_the_metrics_replicas_export():
     queried = set(re.findall(r"ray_redblue_[a-z_]+", dashboard))
     exported = names | {f"{n}_{part}" for n in names for part in ("bucket", "sum", "count")}
     assert queried and queried <= exported, queried - exported
+
+
+def test_every_kuberay_pod_that_tracks_runs_logs_in_to_the_tracking_server():
+    """A pod given MLFLOW_TRACKING_URI also gets the server's login from the `mlflow` secret
+    (required keys: without them the pod does not start)."""
+
+    def env_lists(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("env"), list):
+                yield node["env"]
+            for value in node.values():
+                yield from env_lists(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from env_lists(value)
+
+    checked = 0
+    for manifest in sorted((CLUSTER / "kuberay").glob("*.yaml")):
+        for env in env_lists(yaml.safe_load(manifest.read_text())):
+            names = {item["name"]: item for item in env}
+            if "MLFLOW_TRACKING_URI" not in names:
+                continue
+            for variable, key in (("USERNAME", "username"), ("PASSWORD", "password")):
+                source = names[f"MLFLOW_TRACKING_{variable}"]["valueFrom"]["secretKeyRef"]
+                assert source == {"name": "mlflow", "key": key}, (manifest.name, source)
+            checked += 1
+    assert checked >= 2  # the RayCluster's pods and the RayService's
