@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator import console
 from orchestrator.config import RedblueConfig
-
-if TYPE_CHECKING:
-    import pandas as pd
-    from matplotlib.figure import Figure
-
-PARALLEL_FILE = "parallel_coordinates.png"
+from orchestrator.sweeps.figures import (
+    CURVES_FILE,
+    PARALLEL_FILE,
+    SCATTER_FILE,
+    log_figures,
+    value_text,
+)
 
 
 @dataclass
@@ -72,9 +73,9 @@ def sweep_report(cfg: RedblueConfig, ranked: list[TrialOutcome]) -> str:
     ]
     best = ranked[0] if ranked and ranked[0].status == "FINISHED" else None
     if best is not None:
-        values = ", ".join(f"`{k}` = {_value(best.params.get(k))}" for k in keys)
+        values = ", ".join(f"`{k}` = {value_text(best.params.get(k))}" for k in keys)
         lines += [
-            f"**Best:** trial {best.trial_id}, {metric} {_value(best.metrics.get(metric))}; "
+            f"**Best:** trial {best.trial_id}, {metric} {value_text(best.metrics.get(metric))}; "
             f"{values}; MLflow run `{best.run_id}`.",
             "",
         ]
@@ -85,26 +86,24 @@ def sweep_report(cfg: RedblueConfig, ranked: list[TrialOutcome]) -> str:
     ]
     for place, trial in enumerate(ranked, 1):
         status = "stopped early" if trial.status == "KILLED" else trial.status.lower()
-        values = " | ".join(_value(trial.params.get(k)) for k in keys)
+        values = " | ".join(value_text(trial.params.get(k)) for k in keys)
         rounds = trial.metrics.get("round")
         lines.append(
             f"| {place} | {trial.trial_id} | {status} | {values} | "
-            f"{_value(trial.metrics.get(metric))} | {_value(rounds)} |"
+            f"{value_text(trial.metrics.get(metric))} | {value_text(rounds)} |"
         )
+    lines += [
+        "",
+        f"Beside this report: `{CURVES_FILE}` ({metric} per round of each trial; a trial the "
+        f"scheduler stopped is dashed and ends where it stopped), `{PARALLEL_FILE}` and "
+        f"`{SCATTER_FILE}`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def _value(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4g}"
-    return str(value)
-
-
 def log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None:
-    """The results table (CSV), the sweep report (Markdown), a plot of the metric against
-    each swept parameter and the trials' parallel coordinates."""
+    """The results table (CSV), the sweep report (Markdown) and its figures
+    (:mod:`orchestrator.sweeps.figures`)."""
     import pandas as pd
 
     rows = [
@@ -114,88 +113,10 @@ def log_results(cfg: RedblueConfig, parent, ranked: list[TrialOutcome]) -> None:
     frame = pd.DataFrame(rows)
     parent.client.log_text(parent.run_id, frame.to_csv(index=False), "results.csv")
     parent.client.log_text(parent.run_id, sweep_report(cfg, ranked), "sweep_report.md")
-    metric = cfg.sweep.metric
-    if metric not in frame or not cfg.sweep.space:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-
-    keys = list(cfg.sweep.space)
-    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
-    for axis, key in zip(axes[0], keys, strict=True):
-        for status, marker in (("FINISHED", "o"), ("KILLED", "x"), ("FAILED", "s")):
-            part = frame[frame["status"] == status]
-            if key in part and len(part):
-                axis.scatter(
-                    part[key].astype(str) if part[key].dtype == object else part[key],
-                    part[metric],
-                    marker=marker,
-                    label=status.lower(),
-                )
-        if cfg.sweep.space[key].kind == "loguniform":
-            axis.set_xscale("log")
-            axis.xaxis.set_minor_formatter(ticker.NullFormatter())  # labels on decades only
-        axis.tick_params(axis="x", labelrotation=30)
-        axis.set(xlabel=key, ylabel=metric)
-    axes[0][0].legend(fontsize=8)
-    figure.suptitle(f"{cfg.name}: {metric} per trial")
-    figure.tight_layout()
-    parent.client.log_figure(parent.run_id, figure, "metric_vs_params.png")
-    plt.close(figure)
-    figure = parallel_coordinates(cfg, frame)
-    parent.client.log_figure(parent.run_id, figure, PARALLEL_FILE)
-    plt.close(figure)
-
-
-def parallel_coordinates(cfg: RedblueConfig, frame: pd.DataFrame) -> Figure:
-    """One line per trial through an axis per swept key and one for the metric, coloured by
-    the metric (brighter is better); each axis spans its values (decades for a log-uniform
-    key, evenly spaced choices for a categorical one), its ends labelled; stopped trials
-    dashed."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import pandas as pd
-
-    metric, keys = cfg.sweep.metric, list(cfg.sweep.space)
-    frame = frame[frame[metric].notna()] if metric in frame else frame.iloc[:0]
-    axes_keys = [*keys, metric]
-    figure, axis = plt.subplots(figsize=(max(5.0, 1.8 * len(axes_keys)), 4))
-    positions: dict[str, np.ndarray] = {}
-    for key in axes_keys:
-        values = frame[key] if key in frame else pd.Series([np.nan] * len(frame))
-        log = key in cfg.sweep.space and cfg.sweep.space[key].kind == "loguniform"
-        numeric = pd.to_numeric(values, errors="coerce")
-        if numeric.notna().all() and len(values):
-            shown = np.log10(numeric) if log else numeric
-            low, high = float(shown.min()), float(shown.max())
-            ends = (values[numeric.idxmin()], values[numeric.idxmax()])
-        else:  # choices: evenly spaced, in their order of appearance
-            order = list(dict.fromkeys(values.astype(str)))
-            shown = values.astype(str).map(order.index).astype(float)
-            low, high, ends = 0.0, float(max(len(order) - 1, 1)), (order[0], order[-1])
-        span = high - low or 1.0
-        positions[key] = ((shown - low) / span).to_numpy(dtype=float)
-        x = len(positions) - 1
-        axis.axvline(x, color="grey", linewidth=0.8)
-        if len(values):
-            axis.annotate(_value(ends[0]), (x, -0.04), ha="center", va="top", fontsize=7)
-            axis.annotate(_value(ends[1]), (x, 1.04), ha="center", va="bottom", fontsize=7)
-    scores = positions[metric] if cfg.sweep.mode == "max" else 1.0 - positions[metric]
-    for row, status in enumerate(frame["status"]):
-        axis.plot(
-            range(len(axes_keys)),
-            [positions[key][row] for key in axes_keys],
-            color=plt.cm.viridis(scores[row]),
-            linestyle="-" if status == "FINISHED" else "--",
-            linewidth=1.2,
-        )
-    axis.set_xticks(range(len(axes_keys)), axes_keys, fontsize=8)
-    axis.set(ylim=(-0.15, 1.15), yticks=[], title=f"{cfg.name}: trials by {metric}")
-    figure.tight_layout()
-    return figure
+    histories = {
+        t.trial_id: parent.client.get_metric_history(t.run_id, cfg.sweep.metric) for t in ranked
+    }
+    log_figures(cfg, parent, frame, histories)
 
 
 def print_summary(cfg: RedblueConfig, summary: SweepSummary) -> None:

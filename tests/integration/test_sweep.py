@@ -52,6 +52,7 @@ def test_four_trials_two_at_once_as_nested_runs(first_sweep, mlflow_client):
         "best_config.yaml",
         "sweep_report.md",
         "parallel_coordinates.png",
+        "trial_curves.png",
     } <= artifacts
     assert any(i.dataset.name == "digits" for i in parent.inputs.dataset_inputs)  # its lineage
 

@@ -235,7 +235,7 @@ def test_the_parallel_coordinates_draw_a_line_per_trial_through_each_key_and_the
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from orchestrator.sweeps.results import parallel_coordinates
+    from orchestrator.sweeps.figures import parallel_coordinates
 
     strategies = {"choice": ["red_blue", "standard"]}
     space = {"optim.lr": {"loguniform": [0.001, 0.1]}, "strategy.kind": strategies}
@@ -269,3 +269,24 @@ def test_a_warm_start_names_a_model_uri_and_fixes_the_model_a_sweep_may_vary():
         validate(tree, for_sweep=True)
     del space["model.hidden"]
     assert validate(tree, for_sweep=True).model.init_from == "models:/digits@champion"
+
+
+def test_the_trial_curves_draw_each_trials_metric_per_round_and_where_it_stopped():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from mlflow.entities import Metric
+
+    from orchestrator.sweeps.figures import trial_curves
+
+    cfg = validate({"sweep": {"space": {"optim.lr": {"choice": [0.01, 0.1]}}}}, for_sweep=True)
+    frame = pd.DataFrame({"trial_id": ["a", "b"], "status": ["FINISHED", "KILLED"]})
+    histories = {
+        "a": [Metric("val_loss", 1.0 / step, 0, step) for step in (3, 1, 2, 4)],
+        "b": [Metric("val_loss", 2.0, 0, 1), Metric("val_loss", 1.5, 0, 2)],
+    }
+    figure = trial_curves(cfg, frame, histories)
+    finished, stopped = figure.axes[0].lines
+    assert list(finished.get_xdata()) == [1, 2, 3, 4] and finished.get_linestyle() == "-"
+    assert list(stopped.get_ydata()) == [2.0, 1.5] and stopped.get_linestyle() == "--"
+    assert stopped.get_label() == "b (stopped)" and figure.axes[0].get_yscale() == "log"
+    plt.close(figure)
