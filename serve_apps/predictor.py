@@ -99,14 +99,15 @@ class ModelServer:
         """Predict ``rows`` with the version whose turn it is, batched with other requests to
         it unless batching is off or it is full (or the model's form asks for a forward pass of
         its own: a generative model's)."""
-        canary = self.canary is not None and self.split.next() == CANARY
-        bundle = self.canary if canary and self.canary else self.bundle
-        predict_rows = self.predict_canary if canary and self.predict_canary else self.predict_rows
+        if self.split.next() == CANARY and self.canary and self.predict_canary:
+            bundle, predict_rows, batched = self.canary, self.predict_canary, self._canary_batch
+        else:
+            bundle, predict_rows, batched = self.bundle, self.predict_rows, self._forward_batch
         full = len(rows) >= self.settings.max_batch_size
         if not self.batched or self.settings.max_batch_size <= 1 or full:
             labels, probabilities = predict_rows(rows)
             return Prediction(labels, probabilities, len(rows), bundle.reference)
-        return await (self._canary_batch if canary else self._forward_batch)(rows)
+        return await batched(rows)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_rows_in)
     async def _forward_batch(self, requests: list[np.ndarray]) -> list[Prediction]:
