@@ -143,11 +143,20 @@ def test_cli_run_uses_loopback_only(ray_session, workspace):
     # Named as its Ray Train folder, with MLflow's own context tags.
     from mlflow.tracking import MlflowClient
 
-    run = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(summary["run_id"])
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = client.get_run(summary["run_id"])
     assert run.info.run_name == f"cli-loopback-{summary['run_id'][:8]}"
     assert (workspace / "ray_results" / run.info.run_name).is_dir()
     assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"]
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    # The data it read (lineage), the classifier's curves, and an input example on the model.
+    assert "digits" in {i.dataset.name for i in run.inputs.dataset_inputs}
+    figures = {a.path for a in client.list_artifacts(summary["run_id"])}
+    assert {"roc_curve.png", "precision_recall_curve.png", "calibration.png"} <= figures
+    import mlflow
+
+    example = mlflow.models.Model.load(summary["model_uri"]).load_input_example()
+    assert len(example) == 5 and len(example[0]) == 64  # five rows of T, 64 pixels each
     assert remotes, "the sampler saw no connections at all"
     outside = {ip for ip in remotes if not is_loopback(ip)}
     assert not outside, f"connections to non-loopback addresses: {outside}"
