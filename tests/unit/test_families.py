@@ -49,7 +49,7 @@ def test_setting_another_kind_starts_that_familys_section_from_its_defaults(tmp_
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  kind: mlp\n  hidden: [8]\n  dropout: 0.1\n")
     cfg = load_config(path, ["model.kind=linear", "model.l2=0.5"])
-    assert cfg.model.model_dump() == {"kind": "linear", "l1": 0.0, "l2": 0.5}
+    assert cfg.model.model_dump() == {"kind": "linear", "l1": 0.0, "l2": 0.5, "init_from": None}
     assert load_config(path, ["model.kind=mlp"]).model.model_dump()["hidden"] == [8]
 
 
