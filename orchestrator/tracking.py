@@ -277,11 +277,7 @@ def model_signature(
     ``pyfunc_model.features_from`` checks it. Under ``mlflow models serve`` a JSON request then
     carries its data under ``inputs`` (a list of rows, records, or columns); CSV is unchanged.
     """
-    if isinstance(sample, pd.DataFrame):  # integers as doubles: a gap would make them floats
-        frame = sample  # the raw columns (a sequence model's long format: id and time too)
-        frame = frame.astype({c: "float64" for c in frame.select_dtypes("integer").columns})
-    else:
-        frame = pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
+    frame = sample_frame(sample, feature_names)
     with warnings.catch_warnings():  # a forecast's ``step`` column is an integer, never a gap
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = infer_signature(frame, labels)
@@ -294,11 +290,17 @@ def input_example(sample: pd.DataFrame | np.ndarray, feature_names: list[str]) -
     columns named ``feature_names``), which MLflow stores as ``{"inputs": [...]}``, the request
     body its scoring server takes for the signature's flag (see :func:`model_signature`), and
     checks against the model as it logs."""
+    frame = sample_frame(sample, feature_names)
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+
+def sample_frame(sample: pd.DataFrame | np.ndarray, feature_names: list[str]) -> pd.DataFrame:
+    """``sample`` as the signature and the input example type it: its raw columns (a sequence
+    model's long format: id and time too; an array's named ``feature_names``), integers as
+    doubles (a gap would make them floats)."""
     if not isinstance(sample, pd.DataFrame):
-        sample = pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
-    integers = sample.select_dtypes("integer").columns  # doubles in the signature, as there
-    sample = sample.astype({column: "float64" for column in integers})
-    return sample.astype(object).where(sample.notna(), None).to_dict(orient="records")
+        return pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
+    return sample.astype({c: "float64" for c in sample.select_dtypes("integer").columns})
 
 
 def node_tags(node_ids: list[str]) -> dict[str, str]:

@@ -84,18 +84,22 @@ def app(args: dict[str, Any]):
     from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
 
     parsed = DeployArgs.model_validate(args)
-    served = [
-        resolve_bundle(parse_model_uri(uri))
-        .bounded(parsed.serve.max_parameters)
-        .for_runtime(parsed.serve.runtime)
-        for uri in (parsed.model, parsed.canary)
-        if uri
-    ]
-    if len(served) == 2:
-        problem = canary_problem(*served)
-        if problem:
-            raise ValueError(problem)
-    return application(parsed, *served)
+    uris = [parse_model_uri(uri) for uri in (parsed.model, parsed.canary) if uri]
+    return application(parsed, *servable([resolve_bundle(uri) for uri in uris], parsed.serve))
+
+
+class CanaryError(ValueError):
+    """The canary cannot answer the champion's requests."""
+
+
+def servable(bundles: list[ModelBundle], settings: ServeSection) -> list[ModelBundle]:
+    """The champion (and a canary) within ``serve.max_parameters``, for ``serve.runtime``;
+    CanaryError when the canary would not answer the champion's requests."""
+    served = [b.bounded(settings.max_parameters).for_runtime(settings.runtime) for b in bundles]
+    problem = canary_problem(*served) if len(served) == 2 else None
+    if problem:
+        raise CanaryError(problem)
+    return served
 
 
 def canary_problem(champion: ModelBundle, canary: ModelBundle) -> str | None:

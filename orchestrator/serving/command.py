@@ -72,7 +72,7 @@ def deploy(
     prepare_driver_env(address)
     from orchestrator.config import ConfigError, defaults_with, load_config
     from orchestrator.serving.api_keys import ApiKeyError, obtain_keys
-    from orchestrator.serving.application import canary_problem
+    from orchestrator.serving.application import CanaryError, servable
     from orchestrator.serving.model_source import ModelSourceError, parse_model_uri, resolve_bundle
     from serve_apps.model_bundle import ModelTooLarge, RuntimeChoiceError
     from trainers.export.onnx_graph import ExportError
@@ -83,14 +83,15 @@ def deploy(
             raise ConfigError("--canary-percent needs --canary MODEL")
         uris = [parse_model_uri(text) for text in (model, canary) if text]
         keys = obtain_keys(cfg.serve.api_key_env)
-        served = [
-            resolve_bundle(uri).bounded(cfg.serve.max_parameters).for_runtime(cfg.serve.runtime)
-            for uri in uris
-        ]
-        problem = canary_problem(*served) if len(served) == 2 else None
-        if problem:
-            raise ConfigError(problem)
-    except (ConfigError, ModelSourceError, ApiKeyError, RuntimeChoiceError, ModelTooLarge) as exc:
+        served = servable([resolve_bundle(uri) for uri in uris], cfg.serve)
+    except (
+        ConfigError,
+        ModelSourceError,
+        ApiKeyError,
+        RuntimeChoiceError,
+        ModelTooLarge,
+        CanaryError,
+    ) as exc:
         console.finish(*console.refused(EXIT_INVALID, str(exc)), as_json)
     except ExportError as exc:
         message = f"{model}: serve.runtime onnxruntime: {exc}"
