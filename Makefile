@@ -46,6 +46,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/core_use.py
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/serve_bench.py --ingress proxy haproxy --runtime torch onnxruntime int8
 	$(BIN)/python benchmarks/predict_throughput.py

@@ -48,7 +48,10 @@ def config_file(size: str) -> Path:
 WARMUP_STEPS = 10  # excluded from the steady-state rate of the plain loops
 
 
-def overrides(size: str, strategy: str = "standard") -> list[str]:
+def overrides(
+    size: str, strategy: str = "standard", workers: tuple[str, str] = ("2", "1")
+) -> list[str]:
+    """The run's settings; ``workers``: scaling.num_workers and cpus_per_worker."""
     hidden, batch, epochs = SIZES[size]
     values = {
         "name": f"bench-{size}",
@@ -63,16 +66,18 @@ def overrides(size: str, strategy: str = "standard") -> list[str]:
         "optim.warmup_steps": 0,
         "optim.grad_clip": 0.0,
         "checkpoint.every_rounds": 1000,
-        "scaling.num_workers": 2,
-        "scaling.cpus_per_worker": 1,
+        "scaling.num_workers": workers[0],
+        "scaling.cpus_per_worker": workers[1],
     }
     return [f"{key}={value}" for key, value in values.items()]
 
 
 # --- (a) redblue train ------------------------------------------------------------------------
-def bench_redblue(size: str, workdir: Path, strategy: str) -> dict:
+def bench_redblue(
+    size: str, workdir: Path, strategy: str, workers: tuple[str, str] = ("2", "1")
+) -> dict:
     command = [sys.executable, "-m", "orchestrator.cli", "train", str(config_file(size))]
-    for item in overrides(size, strategy):
+    for item in overrides(size, strategy, workers):
         command += ["--set", item]
     command += ["--set", f"run.storage_path={workdir / 'ray_results'}"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}

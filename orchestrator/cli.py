@@ -194,7 +194,7 @@ def compare(
     Each seed trains every strategy (same split, initialisation, step budget) as a nested MLflow
     run; the parent gets means, paired differences from standard, p-values (raw and Holm).
     """
-    cfg, plan = _validated(config, overrides, address, for_sweep=False, as_json=as_json)
+    cfg, plan = _validated(config, overrides, address, False, as_json, trials=True)
     from orchestrator.compare.run import compare as run_compare
 
     console.finish(*run_compare(cfg, plan, address, seeds, resume, strategies), as_json)
@@ -273,7 +273,7 @@ def validate(
     a problem exits 2 with one message, as `train` would."""
     from orchestrator.validating import rows, summary
 
-    cfg, plan = _validated(config, overrides, None, for_sweep, as_json=as_json)
+    cfg, plan = _validated(config, overrides, None, for_sweep, as_json, run=False)
     found = summary(cfg, plan, for_sweep)
     if not as_json:
         console.print_summary(rows(found), title=f"{config}: valid")
@@ -296,13 +296,13 @@ def schema(
     console.err.print(f"wrote {output}")
 
 
-def _validated(
-    config: Path, overrides: list[str], address: str | None, for_sweep: bool, as_json=False
-):
+def _validated(config: Path, overrides: list[str], address, for_sweep, as_json=False, *,
+               trials=False, run=True):  # fmt: skip
     """The config (its paths made absolute) and its plan (a streamed table's once Ray is up), or
     exit 2 with one message (before Ray is imported). Training checks what it uses and warns
     about a sweep section a sweep would refuse. With ``as_json`` stdout is kept for the
-    command's JSON result, also on exit 2."""
+    command's JSON result, also on exit 2. Auto workers are chosen for trials (``for_sweep``,
+    ``trials``) and for the cluster the command will ``run`` on."""
     from orchestrator.environment import prepare_driver_env
 
     if as_json:
@@ -314,9 +314,12 @@ def _validated(
     from orchestrator.streaming.choice import DataError, PendingStream, plan_input
     from orchestrator.sweeps.config import plan_metric_problem
     from orchestrator.warm_start import warm_start
+    from orchestrator.worker_shape import worker_choice
 
+    workers = worker_choice(address, for_sweep or trials, may_connect=run)
     try:
-        cfg = load_config(config, overrides, for_sweep, warn=console.print_warning)
+        cfg = load_config(config, overrides, for_sweep, console.print_warning, workers)
+        console.print_workers(cfg.scaling, workers.reason)
         plan, report = plan_input(cfg)
         if not isinstance(plan, PendingStream):  # a streamed one's once its pass is done
             plan = warm_start(cfg, plan)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, model_validator
 
 from orchestrator import storage
+from orchestrator.run_sections import CheckpointSection, RunSection, ScalingSection
 from orchestrator.sweeps.config import SweepSection
+from orchestrator.worker_shape import WorkerChoice, settle
 from serve_apps.settings import ServeSection
 from trainers.compress.settings import CompressionSection
 from trainers.config import DataConfig, DeepSpeedConfig, OptimConfig, Section, StrategyConfig
@@ -28,60 +30,6 @@ from trainers.loop.rounds import micro_batch_size
 
 class ConfigError(ValueError):
     """The config cannot be used; the message names the offending key."""
-
-
-class ScalingSection(Section):
-    num_workers: int = Field(2, ge=1, le=1024, description="Ray Train workers (data parallel).")
-    use_gpu: bool = Field(False, description="Give each worker one GPU (NCCL) instead of CPUs.")
-    cpus_per_worker: float = Field(
-        1.0, gt=0.0, description="CPUs reserved per worker (also its torch thread count)."
-    )
-
-
-class CheckpointSection(Section):
-    every_rounds: int = Field(5, ge=1, description="Checkpoint after every N rounds.")
-    keep: int = Field(2, ge=1, description="Checkpoints kept per run (the newest).")
-    select: Literal["best", "last"] = Field(
-        "best",
-        description="The model a run keeps (tested, logged, registered, served): the fused model "
-        "of the evaluation with the lowest val_loss (best), or the one at the end (last).",
-    )
-
-
-# The file systems pyarrow (and so Ray Train) opens from a URI.
-STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
-
-
-class RunSection(Section):
-    max_failures: int = Field(
-        0,
-        ge=0,
-        description="Worker-group restarts from the latest checkpoint after a failure (a worker "
-        "or a node lost); also how many times a worker group may fail to find its resources.",
-    )
-    start_timeout_s: float = Field(
-        120.0,
-        gt=0,
-        description="How long a worker group waits for its CPUs/GPUs (after a lost node, for a "
-        "replacement) before that start counts as a failure.",
-    )
-    storage_path: str = Field(
-        "ray_results",
-        description="Where Ray Train stores checkpoints: a folder (a relative one is taken from "
-        "the working directory, ~/.redblue inside a Ray job) or a URI (s3://, gs://, file://, "
-        "...). On a multi-node cluster, storage every node reaches (NFS, S3).",
-    )
-
-    @field_validator("storage_path")
-    @classmethod
-    def _known_scheme(cls, value: str) -> str:
-        scheme = storage.scheme(value)
-        if scheme and scheme not in STORAGE_SCHEMES:
-            raise ValueError(
-                f"unknown storage scheme {scheme}://; use a folder or one of "
-                + ", ".join(f"{known}://" for known in STORAGE_SCHEMES)
-            )
-        return value
 
 
 class RedblueConfig(Section):
@@ -123,7 +71,10 @@ class RedblueConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> RedblueConfig:
+    def _consistent(self, info: ValidationInfo) -> RedblueConfig:
+        choice = (info.context or {}).get("workers") or WorkerChoice()
+        shards = self.optim.batch_size // self.deepspeed.grad_accum_steps
+        settle(self.scaling, self.sweep.max_concurrent, shards, choice)  # auto: chosen here
         micro_batch_size(
             self.optim.batch_size, self.scaling.num_workers, self.deepspeed.grad_accum_steps
         )
@@ -241,21 +192,25 @@ def validate(
     origin: str = "config",
     for_sweep: bool = False,
     warn: Callable[[str], None] | None = None,
+    workers: WorkerChoice | None = None,
 ) -> RedblueConfig:
-    """Validate a raw tree; all problems are listed in one ConfigError.
+    """Validate a raw tree; all problems are listed in one ConfigError. Auto workers are chosen
+    by ``workers`` (default: for this machine; for trials when ``for_sweep``), which is told the
+    choice.
 
     The sweep section (its own rules, and ``sweep.space`` against the schema) is checked only
     ``for_sweep``; training does not use it, so otherwise its problems go to ``warn`` in one line
     and a section that does not validate is left at its defaults.
     """
+    workers = workers or WorkerChoice(for_trials=for_sweep)
     try:
-        cfg = RedblueConfig.model_validate(tree)
+        cfg = RedblueConfig.model_validate(tree, context={"workers": workers})
     except ValidationError as exc:
         errors = exc.errors()
         if for_sweep or not any(e["loc"][:1] == ("sweep",) for e in errors):
             problems = "\n  ".join(_describe(e) for e in errors)
             raise ConfigError(f"invalid {origin}:\n  {problems}") from None
-        cfg = validate({k: v for k, v in tree.items() if k != "sweep"}, origin)
+        cfg = validate({k: v for k, v in tree.items() if k != "sweep"}, origin, workers=workers)
         sweep = [_describe(e) for e in errors if e["loc"][:1] == ("sweep",)]
     else:
         sweep = space_problems(cfg)
@@ -320,6 +275,7 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     for_sweep: bool = False,
     warn: Callable[[str], None] | None = None,
+    workers: WorkerChoice | None = None,
 ) -> RedblueConfig:
     """Load a YAML config (the defaults without one), apply ``--set`` overrides in order, and
     validate (see ``validate``)."""
@@ -327,7 +283,7 @@ def load_config(
     for assignment in overrides:
         apply_override(tree, assignment)
     origin = f"config {path}" if path is not None else "--set overrides"
-    return validate(tree, origin=origin, for_sweep=for_sweep, warn=warn)
+    return validate(tree, origin, for_sweep, warn, workers)
 
 
 def defaults_with(overrides: list[str] | tuple[str, ...]) -> RedblueConfig:

@@ -221,6 +221,12 @@ def print_data(report: DataReport) -> None:
         print_warning(warning)
 
 
+def print_workers(scaling, reason: str | None) -> None:  # a ScalingSection
+    """What ``scaling.num_workers: auto`` chose, and why."""
+    if reason:
+        err.print(f"workers: {scaling.num_workers}, {reason} (scaling.num_workers auto)")
+
+
 def trials_table(rows: Sequence[Sequence[str]], metric: str, title: str = "trials") -> Table:
     """One row per trial: id, status, params, rounds, best ``metric`` so far."""
     table = Table(title=title, title_justify="left")

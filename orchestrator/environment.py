@@ -124,7 +124,7 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
 
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
-        return "the Ray cluster this process already joined"
+        return f"Ray cluster at {address}" if address else "the Ray this process already joined"
     if address:
         ray.init(address=address, log_to_driver=True)
         interrupt_on_sigterm()  # replaces ray.init's handler, which aborts on the spot

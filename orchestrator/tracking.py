@@ -7,6 +7,8 @@ folders never receive artifacts).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -308,10 +310,19 @@ def node_tags(node_ids: list[str]) -> dict[str, str]:
     return {"redblue.num_nodes": str(len(node_ids)), "redblue.node_ids": ",".join(node_ids)}
 
 
+@functools.cache
+def scratch_root() -> Path:
+    """One temporary folder per process for downloaded models, removed when the process exits."""
+    folder = tempfile.TemporaryDirectory(prefix="redblue-model-")
+    atexit.register(folder.cleanup)
+    return Path(folder.name)
+
+
 def download_final_model(checkpoint, into: Path | None = None) -> Path:
-    """Copy ``final_model/`` out of a Ray checkpoint into a local folder, and beside it the
-    run's ``label_issues.csv`` when it has one (``strategy.clean``)."""
-    target = Path(into or tempfile.mkdtemp(prefix="redblue-model-"))
+    """Copy ``final_model/`` out of a Ray checkpoint into a local folder (by default one in
+    :func:`scratch_root`), and beside it the run's ``label_issues.csv`` when it has one
+    (``strategy.clean``)."""
+    target = Path(into or tempfile.mkdtemp(dir=scratch_root()))
     with checkpoint.as_directory() as directory:
         shutil.copytree(
             Path(directory) / FINAL_MODEL_DIR, target / FINAL_MODEL_DIR, dirs_exist_ok=True
@@ -323,9 +334,9 @@ def download_final_model(checkpoint, into: Path | None = None) -> Path:
 
 
 def fetch_final_model(model_uri: str, into: Path | None = None) -> Path:
-    """Download a logged model (into a new temporary folder by default) and return its
-    ``final_model/`` (weights + model config)."""
+    """Download a logged model (into a new folder in :func:`scratch_root` by default) and return
+    its ``final_model/`` (weights + model config)."""
     mlflow.set_tracking_uri(tracking_uri())
-    target = Path(into or tempfile.mkdtemp(prefix="redblue-model-"))
+    target = Path(into or tempfile.mkdtemp(dir=scratch_root()))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target)))
     return local / "artifacts" / FINAL_MODEL_DIR

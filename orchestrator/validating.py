@@ -22,6 +22,7 @@ def summary(cfg: RedblueConfig, plan, for_sweep: bool) -> dict[str, Any]:
         "strategy": cfg.strategy.kind,
         "model": cfg.model.model_dump()["kind"],
         "workers": cfg.scaling.num_workers,
+        "cpus_per_worker": cfg.scaling.cpus_per_worker,
     }
     if isinstance(plan, RunPlan):
         from trainers.engine.deepspeed_engine import deepspeed_config

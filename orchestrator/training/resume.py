@@ -23,7 +23,7 @@ def resumable_config(run_id: str) -> Path:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.tracking import tracking_uri
+    from orchestrator.tracking import scratch_root, tracking_uri
 
     uri = tracking_uri()
     client = MlflowClient(uri)
@@ -35,7 +35,7 @@ def resumable_config(run_id: str) -> Path:
         raise ResumeError(f"--resume {run_id}: not a run of redblue train")
     if run.info.status == "FINISHED":
         raise ResumeError(f"--resume {run_id}: the run already finished")
-    scratch = tempfile.mkdtemp(prefix="redblue-resume-")
+    scratch = tempfile.mkdtemp(dir=scratch_root())
     try:
         return Path(client.download_artifacts(run_id, CONFIG_ARTIFACT, scratch))
     except (MlflowException, OSError) as exc:

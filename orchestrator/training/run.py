@@ -153,7 +153,8 @@ def train(
         tracked.set_tags({"redblue.zero_stage": str(stage), "redblue.zero_stage_reason": why})
         console.err.print(
             f"training on {where}: {cfg.strategy.kind}, {cfg.scaling.num_workers} DeepSpeed "
-            f"workers, ZeRO-{stage} ({why}), {num_rounds} rounds of "
+            f"worker(s) x {cfg.scaling.cpus_per_worker:g} CPU(s), ZeRO-{stage} ({why}), "
+            f"{num_rounds} rounds of "
             f"{sum(plan.rounds.steps_per_replica.values())} steps; training losses "
             f"{train_loss_weighting(cfg)}"
         )

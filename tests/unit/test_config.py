@@ -55,7 +55,7 @@ def test_overrides_apply_in_order_and_parse_yaml(tmp_path):
         ("name: x\n", ["strategy.red_ratio=1.5"], "strategy.red_ratio"),
         ("name: x\n", ["deepspeed.zero_stage=4"], "deepspeed.zero_stage"),
         ("name: x\n", ["optim.name=lion"], "optim.name"),
-        ("name: x\n", ["optim.batch_size=63"], "multiple of"),
+        ("name: x\n", ["optim.batch_size=63", "scaling.num_workers=2"], "multiple of"),
         ("name: x\n", ["deepspeed.precision=fp16"], "use_gpu"),
         ("name: x\n", ["optim.lr"], "dotted.key=value"),
         ("name: x\n", ["name.sub=1"], "is a value"),

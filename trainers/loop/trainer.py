@@ -351,8 +351,8 @@ class Trainer:
             )
         self.state = state
         if state.final_metrics is not None:  # the run had finished: nothing left to train
-            self.finished_at = Path(tempfile.mkdtemp(prefix="redblue-final-")) / "checkpoint"
-            shutil.copytree(directory, self.finished_at)  # ``directory`` may be temporary
+            self.finished_at = Path(tempfile.mkdtemp(prefix="redblue-final-"))
+            shutil.copytree(directory, self.finished_at, dirs_exist_ok=True)  # may be temporary
             return
         for tag, engine in engines(self.replicas).items():
             engine.load(directory, tag)
