@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 # The demo trains the digits config, runs a small sweep of it and crowns a champion, then serves
 # the champion on Ray Serve, sends it a few authenticated requests and removes the deployment.
-DEMO_SWEEP := --num-samples 4 --set optim.epochs=6 --set scaling.cpus_per_worker=0.5
+DEMO_SWEEP := --num-samples 4 --set optim.epochs=6
 
 demo: install
 	$(BIN)/redblue train configs/digits.yaml

@@ -9,6 +9,9 @@ On a machine with C cores it measures:
               red-blue;
   (a) 2 x 1 : the same with two 1-CPU workers (the bundled configs' shape before auto);
   (b) DDP   : plain PyTorch DDP, 2 processes of 1 thread (``train_overhead.py``'s baseline);
+  (c) plain : a plain single-process loop on C threads (what one process gets from the cores),
+              with torch's default AdamW (single_all) and with its fused form, as Redblue's
+              (single_all_fused);
 
 and the training FLOP/s of each, 6 x the multiply-adds of a sample's forward pass x samples/s
 (forward 2, backward 4), over the peak. Goal: (a) auto >= 0.7 of the peak. ``--sizes`` adds the
@@ -83,8 +86,9 @@ def main() -> None:
                     print(f"[{size}] redblue train {strategy}, workers {shape} ...", flush=True)
                     run = bench_redblue(size, Path(workdir), strategy, workers)
                 row[f"{shape} {strategy}"] = run
-        print(f"[{size}] plain ddp ...", flush=True)
-        row["ddp"] = bench_plain(size, "ddp", row["steps"])
+        for mode in ("ddp", "single_all", "single_all_fused"):
+            print(f"[{size}] plain {mode} ...", flush=True)
+            row[mode] = bench_plain(size, mode, row["steps"])
         flops_per_sample = 6 * multiply_adds(size)
         for run in row.values():
             if isinstance(run, dict):

@@ -134,10 +134,11 @@ def plain_steps(size: str) -> int:
 def plain_worker(
     rank: int, world: int, size: str, mode: str, steps: int, port: int, out: str, t0: float
 ) -> None:
-    """One process of a plain loop: ``mode`` is single, ddp or deepspeed."""
+    """One process of a plain loop: ``mode`` is single, single_all (on every core, also as
+    single_all_fused), ddp or deepspeed."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads(mode))
     from orchestrator.config import load_config
     from trainers.loop.plan import plan_run
     from trainers.models import build_model
@@ -149,8 +150,9 @@ def plain_worker(
     labels = torch.as_tensor(plan.dataset.labels)
     torch.manual_seed(0)
     model = build_model(plan.spec)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    if mode != "single":
+    # torch's default AdamW, as a plain loop has it; ``*_fused``: its fused form, as Redblue's
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=mode.endswith("_fused"))
+    if not mode.startswith("single"):
         os.environ.update(
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=str(port),
@@ -201,14 +203,19 @@ def plain_worker(
     if rank == 0:
         measured = {"samples_per_s": rate, "first_step_s": first_step_at - t0}
         Path(out).write_text(json.dumps({**measured, "peak_rss_mb": peak_rss_mb}))
-    if mode != "single":
+    if not mode.startswith("single"):
         torch.distributed.destroy_process_group()
     os._exit(0)  # a leftover non-daemon thread (gloo, DeepSpeed) must not keep the process alive
 
 
+def threads(mode: str) -> int:
+    """A plain loop's torch threads a process: every core for single_all, else 1."""
+    return (os.cpu_count() or 1) if mode.startswith("single_all") else 1
+
+
 def bench_plain(size: str, mode: str, steps: int) -> dict:
     """Run a plain loop in fresh processes, timed from their launch like a command."""
-    world = 1 if mode == "single" else 2
+    world = 1 if mode.startswith("single") else 2
     out = tempfile.mktemp(suffix=".json")
     port = 29500 + os.getpid() % 1000
     code = (
@@ -222,7 +229,7 @@ def bench_plain(size: str, mode: str, steps: int) -> dict:
         [sys.executable, "-c", command],
         check=True,
         cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": str(threads(mode))},
     )
     return json.loads(Path(out).read_text())
 

@@ -3,28 +3,38 @@ failure handling and storage (``run``)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, WithJsonSchema, field_validator
 
 from orchestrator import storage
 from orchestrator.worker_shape import AUTO
 from trainers.config import Section
 
 
+def _auto_schema(most: float | None) -> WithJsonSchema:
+    """The JSON Schema of a number above 0 (at most ``most``) or ``auto``."""
+    number: dict = {"type": "number", "exclusiveMinimum": 0}
+    if most is not None:
+        number = {"type": "integer", "minimum": 1, "maximum": most}
+    return WithJsonSchema({"anyOf": [number, {"const": "auto"}], "default": "auto"})
+
+
 class ScalingSection(Section):
-    num_workers: int = Field(
-        AUTO,
-        ge=0,
+    # auto is held as AUTO until worker_shape.settle chooses, as the config validates.
+
+    num_workers: Annotated[int, _auto_schema(1024)] = Field(
+        "auto",  # type: ignore[assignment]
+        validate_default=True,
         le=1024,
         description="Ray Train workers (data parallel), or auto: one a node (a GPU with "
         "use_gpu), with all its CPUs; for a sweep's or compare's trials, one a trial (the choice "
         "is printed).",
     )
     use_gpu: bool = Field(False, description="Give each worker one GPU (NCCL) instead of CPUs.")
-    cpus_per_worker: float = Field(
-        AUTO,
-        ge=0.0,
+    cpus_per_worker: Annotated[float, _auto_schema(None)] = Field(
+        "auto",  # type: ignore[assignment]
+        validate_default=True,
         description="CPUs reserved per worker (also its torch thread count), or auto: chosen with "
         "num_workers auto, else 1.",
     )
@@ -34,7 +44,7 @@ class ScalingSection(Section):
     def _number_or_auto(cls, value: object) -> object:
         if value == "auto":
             return AUTO
-        if value == AUTO:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
             raise ValueError("should be above 0, or auto")
         return value
 

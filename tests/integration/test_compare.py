@@ -26,8 +26,7 @@ CONFIG = (
     "optim: {epochs: 2, lr: 0.005}\n"
     "scaling: {num_workers: 1, cpus_per_worker: 1}\n"
     "checkpoint: {every_rounds: 1, keep: 1}\n"
-    "sweep: {max_concurrent: 1}\n"
-)
+)  # two children at once: the driver's local Ray has the machine's 2 CPUs
 
 
 def test_compare_interrupted_by_sigterm_then_resumed(tmp_path, mlflow_client):

@@ -20,7 +20,7 @@ PENGUINS = {
     "model": {"kind": "gan"},
     "optim": {"epochs": 30, "batch_size": 32},
     "strategy": {"eval_every": 5},
-    "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+    "scaling": {"num_workers": 1, "cpus_per_worker": 1},
 }
 
 

@@ -15,7 +15,7 @@ SMALL = {
     "model": LINEAR,
     "optim": {"epochs": 4, "lr": 0.01},
     "deepspeed": {"zero_stage": 2},
-    "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+    "scaling": {"num_workers": 1, "cpus_per_worker": 1},
     "checkpoint": {"every_rounds": 2, "keep": 1},
 }
 

@@ -20,7 +20,7 @@ BASE = {
     "data": {"kind": "sequence", "source": "digits_rows"},
     "optim": {"epochs": 6, "lr": 0.01, "batch_size": 64},
     "strategy": {"phase_steps": 5},
-    "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+    "scaling": {"num_workers": 1, "cpus_per_worker": 1},
     "checkpoint": {"every_rounds": 4, "keep": 1},
 }
 RUNS = {
@@ -31,7 +31,7 @@ SERIES = {
     "data": {"kind": "series", "source": "co2", "window": 24, "horizon": 12, "season": 12},
     "optim": {"epochs": 30, "lr": 0.003, "batch_size": 32, "grad_clip": 1.0},
     "strategy": {"phase_steps": 10, "val_fraction": 0.15},
-    "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+    "scaling": {"num_workers": 1, "cpus_per_worker": 1},
     "checkpoint": {"every_rounds": 5, "keep": 1},
 }
 

@@ -173,6 +173,7 @@ def test_a_run_whose_driver_was_killed_goes_on_exactly_with_train_resume(
     from trainers.loop.plan import plan_run
 
     sets = ["optim.epochs=40", "checkpoint.every_rounds=2", f"run.storage_path={workspace}/rr"]
+    sets += ["scaling.num_workers=1", "scaling.cpus_per_worker=2"]  # the same shape both times
     command = [sys.executable, "-m", "orchestrator.cli", "train"]
     options = [item for key in [*sets, "name=resumed"] for item in ("--set", key)]
     env = {**os.environ, "RAY_ADDRESS": ray_session}

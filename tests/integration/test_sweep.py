@@ -23,7 +23,7 @@ SPACE = {
 }
 SMALL = {
     "optim": {"epochs": 3},
-    "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+    "scaling": {"num_workers": 1, "cpus_per_worker": 1},
     "checkpoint": {"every_rounds": 1, "keep": 1},
 }
 
@@ -130,7 +130,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, mlflow_client):
     config.write_text(
         "name: sweep-resume\n"
         "optim: {epochs: 3, lr: 0.005}\n"
-        "scaling: {num_workers: 2, cpus_per_worker: 0.5}\n"
+        "scaling: {num_workers: 1, cpus_per_worker: 1}\n"
         "checkpoint: {every_rounds: 1, keep: 1}\n"
         "sweep:\n"
         "  space: {optim.lr: {choice: [0.003, 0.008]}}\n"

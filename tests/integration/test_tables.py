@@ -25,7 +25,7 @@ PENGUINS = {
     "optim": {"epochs": 12, "lr": 0.01, "batch_size": 32, "class_weights": "balanced"},
     "strategy": {"phase_steps": 4},
     "deepspeed": {"zero_stage": 2},
-    "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+    "scaling": {"num_workers": 1, "cpus_per_worker": 1},
     "checkpoint": {"every_rounds": 4, "keep": 1},
 }
 

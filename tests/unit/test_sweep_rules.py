@@ -17,7 +17,8 @@ from orchestrator.sweeps.run import max_concurrent, max_rounds
 
 def space_error(space: dict, **sweep) -> str:
     with pytest.raises(ConfigError) as caught:
-        validate({"sweep": {"space": space, **sweep}}, for_sweep=True)
+        tree = {"scaling": {"num_workers": 2}, "sweep": {"space": space, **sweep}}
+        validate(tree, for_sweep=True)
     return str(caught.value)
 
 

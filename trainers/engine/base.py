@@ -40,12 +40,13 @@ Replica = dict[str, Engine]
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """A torch optimizer (no JIT-compiled DeepSpeed op, so no compile at start-up)."""
+    """A torch optimizer (no JIT-compiled DeepSpeed op, so no compile at start-up), in torch's
+    fused form: one kernel for every parameter's update. On CPU the default for-loop AdamW took
+    22 ms of a 72 ms step of the compute-bound MLP, the fused one 1.8 ms (docs/benchmarks.md)."""
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True
         )
     betas = (cfg.beta1, cfg.beta2)
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    adam = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    return adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=True)
