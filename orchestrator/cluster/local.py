@@ -38,6 +38,7 @@ from orchestrator.cluster.state import (
 )
 from orchestrator.cluster.stop import down
 from orchestrator.environment import RAY_SYSTEM_CONFIG, free_ports, state_root
+from serve_apps.header_timeout import CALLBACK as HEADER_TIMEOUT_CALLBACK
 
 NODE_PORTS = 4  # per node: the dashboard agent's two, the runtime env agent's, metrics export
 
@@ -129,6 +130,8 @@ def cluster_env(passed: Sequence[str] = ()) -> dict[str, str]:
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             # A stopped job's driver gets SIGTERM, then SIGKILL after this: time to record its end.
             "RAY_JOB_STOP_WAIT_TIME_S": "15",
+            # Serve's uvicorn servers close a connection whose headers are slow to come.
+            "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": HEADER_TIMEOUT_CALLBACK,
         }
     )
     env.pop("RAY_ADDRESS", None)

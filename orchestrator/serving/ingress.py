@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from orchestrator.environment import free_ports
+from serve_apps.header_timeout import CALLBACK as HEADER_TIMEOUT_CALLBACK
 
 
 def prepare_serve_env(
@@ -41,6 +42,8 @@ def prepare_serve_env(
     ``ssl crt`` to that bind line of the config Ray writes (:func:`loopback_haproxy`).
     """
     os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
+    # The proxy's and the replicas' uvicorn servers time a request's headers (10 s).
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", HEADER_TIMEOUT_CALLBACK)
     # Load reaches the autoscaler every second instead of every 10 s.
     os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
     os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")

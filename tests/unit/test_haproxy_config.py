@@ -183,6 +183,19 @@ def test_a_launch_file_runs_haproxy_through_the_wrapper_with_its_files_in_a_priv
     }
 
 
+def test_every_launch_file_bounds_the_header_reads_of_serves_uvicorn_servers():
+    """Serve's proxy and the replicas' own servers (uvicorn) close a connection whose request
+    headers do not arrive in time (serve_apps/header_timeout.py), on every launched node."""
+    from orchestrator.cluster.local import cluster_env
+    from serve_apps.header_timeout import CALLBACK
+
+    variable = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+    assert {name: env.get(variable) for name, env in HAPROXY_ON.items()} == dict.fromkeys(
+        HAPROXY_ON, CALLBACK
+    )
+    assert cluster_env()[variable] == CALLBACK
+
+
 def test_the_image_makes_the_wrapper_executable_and_its_folder_private():
     dockerfile = (CLUSTER / "Dockerfile").read_text()
     folder = HAPROXY_ON["Dockerfile"]["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
