@@ -3,8 +3,11 @@
 uvicorn starts no timer on a new connection: a client that sends part of a request line and
 waits holds its connection (and a slot of the process's file descriptors) for ever. Here every
 connection must deliver a request's line and headers within ``HEADER_TIMEOUT_S`` of opening, and
-of the end of its previous response (a kept-alive connection); otherwise it is closed. Both of
-uvicorn's protocols (h11 and httptools) get it; a request's body is not timed here.
+a kept-alive connection within ``HEADER_TIMEOUT_S`` of the first bytes of its next request;
+otherwise it is closed. An idle kept-alive connection is left to uvicorn's keep-alive timeout, as
+before: HAProxy reuses its idle connections to the replicas (``http-reuse always``), and closing
+them sooner would race its reuse. Both of uvicorn's protocols (h11 and httptools) get it; a
+request's body is not timed here.
 
 Serve builds its uvicorn servers itself, with no setting for this, so Redblue installs it in
 each Serve process through Serve's proxy callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``
@@ -38,7 +41,7 @@ def bound_header_reads(seconds: float = HEADER_TIMEOUT_S) -> None:
 
 def _bound(protocol: Any, seconds: float) -> None:
     made, received = protocol.connection_made, protocol.data_received
-    completed, lost = protocol.on_response_complete, protocol.connection_lost
+    lost = protocol.connection_lost
 
     def arm(self) -> None:
         disarm(self)
@@ -61,14 +64,13 @@ def _bound(protocol: Any, seconds: float) -> None:
 
     def data_received(self, data: bytes) -> None:
         before = self.cycle
+        if getattr(self, "header_timer", None) is None and (
+            before is None or before.response_complete
+        ):  # the first bytes of a kept-alive connection's next request
+            arm(self)
         received(self, data)
         if self.cycle is not before:  # a request's line and headers are in
             disarm(self)
-
-    def on_response_complete(self) -> None:
-        completed(self)
-        if not self.transport.is_closing():  # kept alive: the next request is timed too
-            arm(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         disarm(self)
@@ -76,6 +78,5 @@ def _bound(protocol: Any, seconds: float) -> None:
 
     protocol.connection_made = connection_made
     protocol.data_received = data_received
-    protocol.on_response_complete = on_response_complete
     protocol.connection_lost = connection_lost
     protocol.header_timeout_s = seconds
