@@ -298,39 +298,22 @@ def schema(
 
 def _validated(config: Path, overrides: list[str], address, for_sweep, as_json=False, *,
                trials=False, run=True):  # fmt: skip
-    """The config (its paths made absolute) and its plan (a streamed table's once Ray is up), or
-    exit 2 with one message (before Ray is imported). Training checks what it uses and warns
-    about a sweep section a sweep would refuse. With ``as_json`` stdout is kept for the
-    command's JSON result, also on exit 2. Auto workers are chosen for trials (``for_sweep``,
-    ``trials``) and for the cluster the command will ``run`` on."""
+    """:func:`orchestrator.checked_config.checked`, or exit 2 with one message (before Ray is
+    imported). With ``as_json`` stdout is kept for the command's JSON result, also on exit 2."""
     from orchestrator.environment import prepare_driver_env
 
     if as_json:
         console.use_json()
-
     prepare_driver_env(address)
-    from orchestrator.config import ConfigError, load_config, resolve_paths
+    from orchestrator.checked_config import checked
+    from orchestrator.config import ConfigError
     from orchestrator.storage import StorageError
-    from orchestrator.streaming.choice import DataError, PendingStream, plan_input
-    from orchestrator.sweeps.config import plan_metric_problem
-    from orchestrator.warm_start import warm_start
-    from orchestrator.worker_shape import worker_choice
+    from orchestrator.streaming.choice import DataError
 
-    workers = worker_choice(address, for_sweep or trials, may_connect=run)
     try:
-        cfg = load_config(config, overrides, for_sweep, console.print_warning, workers)
-        console.print_workers(cfg.scaling, workers.reason)
-        plan, report = plan_input(cfg)
-        if not isinstance(plan, PendingStream):  # a streamed one's once its pass is done
-            plan = warm_start(cfg, plan)
-        problem = plan_metric_problem(cfg.sweep, cfg.model.kind, plan) if for_sweep else None
-        if problem:
-            raise ConfigError(f"{config}: {problem}")
-        resolve_paths(cfg)
-        console.print_data(report)
+        return checked(config, overrides, address, for_sweep, trials=trials, run=run)
     except (ConfigError, DataError, StorageError) as exc:
         console.finish(*console.refused(EXIT_INVALID, str(exc)), as_json)
-    return cfg, plan
 
 
 app.command()(promote)

@@ -127,16 +127,20 @@ def settle(
 @dataclass
 class WorkerChoice:
     """How ``load_config`` chooses auto workers: for ``nodes`` (this machine by default), for one
-    run or for trials; ``reason`` is set to what was chosen and why."""
+    run or for trials; ``reason`` is set to what was chosen and why. ``cluster``: the nodes of
+    the cluster the command will run on, to choose for once everything else has been checked
+    (joining a cluster is not done for a config that would be refused)."""
 
     for_trials: bool = False
     nodes: Callable[[], list[Node]] = local_nodes
     reason: str | None = None
+    cluster: Callable[[], list[Node]] | None = None
 
 
 def worker_choice(address: str | None, for_trials: bool, may_connect: bool) -> WorkerChoice:
-    """The choice for a command: the nodes of the cluster at ``address`` (or ``RAY_ADDRESS``),
-    joined now, when there is one and ``may_connect``; else this machine's."""
+    """The choice for a command: for the nodes of the cluster at ``address`` (or
+    ``RAY_ADDRESS``), when there is one and ``may_connect`` (one worker of one CPU until then,
+    which every cluster can hold); else for this machine's."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not (address and may_connect):
         return WorkerChoice(for_trials)
@@ -153,4 +157,4 @@ def worker_choice(address: str | None, for_trials: bool, may_connect: bool) -> W
             ) from None
         return cluster_nodes()
 
-    return WorkerChoice(for_trials, joined_cluster)
+    return WorkerChoice(for_trials, lambda: [Node(1.0, 1.0)], cluster=joined_cluster)

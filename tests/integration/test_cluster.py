@@ -150,14 +150,15 @@ def test_a_missing_bucket_is_refused_before_ray_starts(cluster):
 
 @pytest.fixture(scope="module")
 def spread(cluster) -> subprocess.CompletedProcess:
-    """`redblue train` of the experiment ``spread`` over the cluster's 3 nodes, its checkpoints
-    in the S3 store (once for the module: the tests below use its run)."""
+    """`redblue train` of the experiment ``spread`` over the cluster's 3 nodes (auto workers:
+    one a node), its checkpoints in the S3 store (once for the module: the tests below use its
+    run)."""
     folder, env, _ = cluster
     config = config_file(
         folder,
         "spread",
         "optim: {epochs: 2, batch_size: 96}\n"
-        "scaling: {num_workers: 3, cpus_per_worker: 1}\n"
+        "scaling: {num_workers: auto, cpus_per_worker: auto}\n"
         f"run: {{storage_path: 's3://{BUCKET}/runs'}}\n",  # shared storage every node reaches
     )
     return redblue("train", str(config), cwd=folder, env=env)
@@ -170,6 +171,8 @@ def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster
     run = the_only_run(env, "spread")
     assert run.info.status == "FINISHED"
     assert run.data.tags["redblue.num_nodes"] == "3"
+    assert "workers: 3, one worker a node (3 nodes), 1 CPU(s) each" in spread.stderr
+    assert run.data.params["scaling.num_workers"] == "3"
     assert run.data.metrics["test_accuracy"] > 0.5
 
 
