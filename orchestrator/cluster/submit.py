@@ -153,6 +153,7 @@ def submission_problem(
     cluster, not ``train|sweep|compare CONFIG ...``, a config that does not load, or a config
     outside the uploaded folder (the working directory)."""
     from orchestrator.config import ConfigError, load_config
+    from orchestrator.worker_shape import Node, WorkerChoice
 
     if not target:
         return "no cluster: pass --address or set RAY_ADDRESS (e.g. from redblue cluster up)"
@@ -162,8 +163,9 @@ def submission_problem(
         )
     pairs = zip(command[2:], command[3:], strict=False)
     sets = [arg for flag, arg in pairs if flag in ("--set", "-s")]
-    try:
-        load_config(Path(command[1]), sets, command[0] == "sweep", warn=warn)
+    try:  # auto workers: the job chooses them on the cluster; any cluster holds one
+        anywhere = WorkerChoice(command[0] != "train", lambda: [Node(1.0, 1.0)])
+        load_config(Path(command[1]), sets, command[0] == "sweep", warn, anywhere)
     except ConfigError as exc:
         return str(exc)
     if not Path(command[1]).resolve().is_relative_to(Path.cwd()):
