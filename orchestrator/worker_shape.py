@@ -50,6 +50,12 @@ def local_nodes() -> list[Node]:
     return [Node(float(os.cpu_count() or 1), float(gpus))]
 
 
+def any_cluster() -> list[Node]:
+    """One node of one CPU and one GPU: one worker, which every cluster holds (a check made
+    before the cluster's own nodes are known)."""
+    return [Node(1.0, 1.0)]
+
+
 def cluster_nodes() -> list[Node]:
     """The alive nodes of the Ray cluster this process has joined."""
     import ray
@@ -139,8 +145,8 @@ class WorkerChoice:
 
 def worker_choice(address: str | None, for_trials: bool, may_connect: bool) -> WorkerChoice:
     """The choice for a command: for the nodes of the cluster at ``address`` (or
-    ``RAY_ADDRESS``), when there is one and ``may_connect`` (one worker of one CPU until then,
-    which every cluster can hold); else for this machine's."""
+    ``RAY_ADDRESS``), when there is one and ``may_connect`` (:func:`any_cluster` until then);
+    else for this machine's."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not (address and may_connect):
         return WorkerChoice(for_trials)
@@ -157,4 +163,4 @@ def worker_choice(address: str | None, for_trials: bool, may_connect: bool) -> W
             ) from None
         return cluster_nodes()
 
-    return WorkerChoice(for_trials, lambda: [Node(1.0, 1.0)], cluster=joined_cluster)
+    return WorkerChoice(for_trials, any_cluster, cluster=joined_cluster)

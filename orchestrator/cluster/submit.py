@@ -153,7 +153,7 @@ def submission_problem(
     cluster, not ``train|sweep|compare CONFIG ...``, a config that does not load, or a config
     outside the uploaded folder (the working directory)."""
     from orchestrator.config import ConfigError, load_config
-    from orchestrator.worker_shape import Node, WorkerChoice
+    from orchestrator.worker_shape import WorkerChoice, any_cluster
 
     if not target:
         return "no cluster: pass --address or set RAY_ADDRESS (e.g. from redblue cluster up)"
@@ -164,7 +164,7 @@ def submission_problem(
     pairs = zip(command[2:], command[3:], strict=False)
     sets = [arg for flag, arg in pairs if flag in ("--set", "-s")]
     try:  # auto workers: the job chooses them on the cluster; any cluster holds one
-        anywhere = WorkerChoice(command[0] != "train", lambda: [Node(1.0, 1.0)])
+        anywhere = WorkerChoice(command[0] != "train", any_cluster)
         load_config(Path(command[1]), sets, command[0] == "sweep", warn, anywhere)
     except ConfigError as exc:
         return str(exc)
