@@ -119,6 +119,7 @@ CROSSING = {
     ("sweeps", "training"),
     ("compare", "sweeps"),
     ("config.py", "sweeps"),
+    ("checked_config.py", "sweeps"),  # a sweep's metric checked with the config
     ("predicting", "serving"),
     ("exporting", "serving"),
     ("compressing", "serving"),
