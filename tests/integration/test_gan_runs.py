@@ -111,7 +111,7 @@ def test_a_pbt_sweep_of_both_learning_rates_registers_a_champion(sweep, mlflow_c
         "gan-pbt",
         **{
             **PENGUINS,
-            "optim": {"epochs": 12, "batch_size": 32},
+            "optim": {"epochs": 8, "batch_size": 32},
             "strategy": {"eval_every": 1},
             "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},  # two trials on two cores
         },

@@ -129,7 +129,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, mlflow_client):
     config = tmp_path / "sweep.yaml"
     config.write_text(
         "name: sweep-resume\n"
-        "optim: {epochs: 3, lr: 0.005}\n"
+        "optim: {epochs: 2, lr: 0.005}\n"
         "scaling: {num_workers: 1, cpus_per_worker: 1}\n"
         "checkpoint: {every_rounds: 1, keep: 1}\n"
         "sweep:\n"
