@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 from pydantic import Field, WithJsonSchema, field_validator
 
 from orchestrator import storage
-from orchestrator.worker_shape import AUTO
 from trainers.config import Section
+
+AUTO = 0  # scaling.num_workers and cpus_per_worker as held until chosen ("auto" in a config)
 
 
 def _auto_schema(most: float | None) -> WithJsonSchema:

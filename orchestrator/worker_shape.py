@@ -4,7 +4,7 @@ nodes the run will use.
 The rule, for one training run: one worker per node (per GPU with ``scaling.use_gpu``), each
 with all of its node's CPUs as torch threads (the smallest node's count), unless
 ``scaling.cpus_per_worker`` is set. Fewer, wider workers all-reduce less: on the 2-core
-development machine one 2-thread worker trains the demo MLP several times faster than two
+development machine one 2-thread worker trains the demo MLP 2.6 times as fast as two
 1-thread workers, whose every step waits on a gloo all-reduce (docs/benchmarks.md). For a sweep
 or ``compare`` every trial gets one worker, and the CPUs are shared among the trials that run at
 once (``sweep.max_concurrent``; without it one CPU a trial, so that as many trials run at once
@@ -18,12 +18,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from orchestrator.run_sections import ScalingSection
-
-AUTO = 0  # scaling.num_workers as stored until it is chosen ("auto" in a config file)
+from orchestrator.run_sections import AUTO, ScalingSection
 
 
 @dataclass(frozen=True)
