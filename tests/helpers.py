@@ -264,15 +264,13 @@ def without_timing(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def start_until_a_trial_finished(
-    command: list[str], folder: Path, mlflow_client, experiment_name: str
+    command: list[str], folder: Path, env: dict[str, str], mlflow_client, experiment_name: str
 ) -> tuple[subprocess.Popen, dict[str, int]]:
-    """Start ``command`` (a sweep or a comparison, on its own local Ray) in ``folder`` and wait
-    until one of its trials finished and Tune saved that: (the running driver, {run id: end time}
-    of the finished trials). Fails with the log's tail when none finished in time."""
+    """Start ``command`` (a sweep or a comparison) in ``folder`` with ``env`` and wait until one
+    of its trials finished and Tune saved that: (the running driver, {run id: end time} of the
+    finished trials). Fails with the log's tail when none finished in time."""
     import time
 
-    env = {**os.environ}
-    env.pop("RAY_ADDRESS", None)
     log_path = folder / "first.log"
     with log_path.open("w") as log:
         driver = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=log)
@@ -379,3 +377,12 @@ def left_after(processes: list, signalled: float, within_s: float = 15) -> list[
     while time.monotonic() < signalled + within_s and any(alive(p) for p in processes):
         time.sleep(0.25)
     return [(p.pid, p.name()) for p in processes if alive(p)]
+
+
+def default_test_part() -> tuple[np.ndarray, np.ndarray]:
+    """The test part T of the tests' digits runs (default split, seed 0)."""
+    from orchestrator.config import RedblueConfig
+    from trainers.loop.plan import plan_run
+
+    plan = plan_run(RedblueConfig())
+    return plan.dataset.features[plan.split.test], plan.dataset.labels[plan.split.test]

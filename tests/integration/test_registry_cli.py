@@ -1,4 +1,4 @@
-"""`redblue promote` and `redblue rollback` as a user runs them, against a real MLflow registry
+"""`redblue promote` and `redblue rollback` through the CLI's own app, against a real MLflow registry
 (SQLite): the champion gate scores each version on its own run's test split, a version that
 does not beat the champion becomes challenger (exit 1), a rollback gives the alias back to the
 champion before, and each move is in the registry's tags. And `model.init_from`: a training that
@@ -53,7 +53,19 @@ def versions(ray_session, workspace):
     return registered
 
 
+def registry(*args: str) -> tuple[int, dict, str]:
+    """``redblue promote|rollback ARGS --json`` through the CLI's own Typer app, in this process
+    (the store is the session's): (exit code, the JSON result, stderr)."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    done = CliRunner().invoke(app, [*args, "--json"])
+    return done.exit_code, json.loads(done.stdout), done.stderr
+
+
 def redblue(*args: str, env: dict | None = None) -> tuple[int, dict, str]:
+    """``redblue ARGS --json`` as a user runs it, in a process of its own."""
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", *args, "--json"],
         capture_output=True,
@@ -67,11 +79,11 @@ def redblue(*args: str, env: dict | None = None) -> tuple[int, dict, str]:
 def test_promote_and_rollback_move_the_champion_through_the_gate(versions, mlflow_client):
     v1, v2, v3 = (versions[seed] for seed in (1, 2, 3))
 
-    code, move, _ = redblue("promote", f"models:/{NAME}/{v1}")
+    code, move, _ = registry("promote", f"models:/{NAME}/{v1}")
     assert code == 0 and move["alias"] == "champion" and move["champion_before"] is None
     assert "there was no champion yet" in move["reason"]
 
-    code, move, _ = redblue("promote", f"models:/{NAME}/{v2}")  # scores 1.0: beats v1
+    code, move, _ = registry("promote", f"models:/{NAME}/{v2}")  # scores 1.0: beats v1
     assert code == 0, move
     assert (move["alias"], move["champion_before"], move["champion"]) == ("champion", v1, v2)
     assert "beats the champion" in move["reason"]
@@ -79,19 +91,19 @@ def test_promote_and_rollback_move_the_champion_through_the_gate(versions, mlflo
     assert version.tags["redblue.champion_before"] == v1
     assert "beats the champion" in version.tags["redblue.decision"]
 
-    code, move, stderr = redblue("promote", f"models:/{NAME}@challenger")
+    code, move, stderr = registry("promote", f"models:/{NAME}@challenger")
     assert code == 2 and "challenger" in move["error"], stderr  # no such alias yet
 
-    code, move, _ = redblue("promote", f"models:/{NAME}/{v1}")  # the gate refuses it now
+    code, move, _ = registry("promote", f"models:/{NAME}/{v1}")  # the gate refuses it now
     assert code == 1 and move["alias"] == "challenger" and move["champion"] == v2
     assert "does not beat the champion" in move["reason"]
     assert mlflow_client.get_model_version_by_alias(NAME, "challenger").version == int(v1)
 
-    code, move, _ = redblue("promote", f"models:/{NAME}/{v3}", "--alias", "challenger")
+    code, move, _ = registry("promote", f"models:/{NAME}/{v3}", "--alias", "challenger")
     assert code == 0 and move["alias"] == "challenger" and move["champion"] == v2
     assert mlflow_client.get_model_version_by_alias(NAME, "challenger").version == int(v3)
 
-    code, move, _ = redblue("rollback", NAME)
+    code, move, _ = registry("rollback", NAME)
     assert code == 0 and (move["champion_before"], move["champion"]) == (v2, v1), move
     assert mlflow_client.get_model_version_by_alias(NAME, "champion").version == int(v1)
     assert (
@@ -105,15 +117,15 @@ def test_promote_and_rollback_move_the_champion_through_the_gate(versions, mlflo
         .startswith(f"v{v2} -> v{v1} at ")
     )
 
-    code, move, _ = redblue("rollback", NAME)  # v1 became champion when there was none
+    code, move, _ = registry("rollback", NAME)  # v1 became champion when there was none
     assert code == 1 and "no earlier champion" in move["error"]
     assert mlflow_client.get_model_version_by_alias(NAME, "champion").version == int(v1)
 
 
 def test_promote_and_rollback_refuse_what_they_cannot_move(ray_session):
-    code, move, _ = redblue("promote", "runs:/0123456789abcdef0123456789abcdef/model")
+    code, move, _ = registry("promote", "runs:/0123456789abcdef0123456789abcdef/model")
     assert code == 2 and "registered version" in move["error"]
-    code, move, _ = redblue("rollback", "no-such-model")
+    code, move, _ = registry("rollback", "no-such-model")
     assert code == 2 and "no-such-model" in move["error"]
 
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -98,20 +97,49 @@ def test_best_finished_trial_is_champion(first_sweep, mlflow_client):
     assert kept == [f"trial-{summary.best.trial_id}"]
 
 
-def test_a_worse_sweep_becomes_challenger(first_sweep, sweep, mlflow_client, tmp_path):
-    """Its one trial also sweeps strategy.clean: the trial's run reports its label issues."""
+def test_a_worse_optuna_sweep_becomes_challenger_and_keeps_every_trials_checkpoints(
+    first_sweep, sweep, mlflow_client, tmp_path
+):
+    """A second sweep of the same name over learning rates too small to learn, with
+    ``sweep.search: optuna`` (TPE, seeded by ``seed``), ``sweep.keep_all_checkpoints`` and
+    ``strategy.clean: report``: Optuna chose each trial's rate, every trial's checkpoints stay,
+    the best trial's run reports its label issues, and its model becomes challenger."""
+    import optuna
+
+    from orchestrator.config import RedblueConfig
+
     _, first = first_sweep
-    space = {
-        "optim.lr": {"choice": [0.0001]},
-        "strategy.clean": {"choice": ["report"]},
-        "strategy.clean_start": {"choice": [0.0]},
-    }
+    low, high = 1e-5, 1e-4
     code, summary = sweep(
         "sweep-digits",
-        **{**SMALL, "optim": {"epochs": 0.5}},
-        sweep={"space": space, "num_samples": 1},
+        **{**SMALL, "optim": {"epochs": 1}},
+        strategy={"clean": "report", "clean_start": 0.0},
+        sweep={
+            "space": {"optim.lr": {"loguniform": [low, high]}},
+            "num_samples": 2,
+            "max_concurrent": 2,
+            "scheduler": "fifo",
+            "search": "optuna",
+            "keep_all_checkpoints": True,
+        },
     )
     assert code == 0 and summary.alias == "challenger"
+    runs = children(mlflow_client, summary.parent_run_id)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    # The same sampler, asked the same way: its first suggestions are the trials' values.
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=RedblueConfig().seed))
+    space = {"optim.lr": optuna.distributions.FloatDistribution(low, high, log=True)}
+    expected = sorted(study.ask(space).params["optim.lr"] for _ in runs)
+    sampled = sorted(float(r.data.params["optim.lr"]) for r in runs)
+    assert sampled == pytest.approx(expected, rel=1e-6)
+    trials_dir = Path(summary.best_config_path).parent / "trials"
+    kept = [
+        d.name
+        for d in trials_dir.glob("trial-*")
+        if any(p.is_dir() for p in d.glob("checkpoint_*"))
+    ]
+    assert len(kept) == 2, kept
+
     trial_run = mlflow_client.get_run(summary.best.run_id)
     assert trial_run.data.params["strategy.clean"] == "report"
     assert "label_issues/count" in trial_run.data.metrics
@@ -124,8 +152,9 @@ def test_a_worse_sweep_becomes_challenger(first_sweep, sweep, mlflow_client, tmp
     assert str(challenger.version) == summary.version
 
 
-def test_resume_after_the_driver_is_killed(tmp_path, mlflow_client):
-    """SIGKILL the sweep's driver once a trial finished; --resume completes the same sweep."""
+def test_resume_after_the_driver_is_killed(ray_session, tmp_path, mlflow_client):
+    """SIGKILL the sweep's driver (a job on the session's Ray) once a trial finished; --resume
+    completes the same sweep."""
     config = tmp_path / "sweep.yaml"
     config.write_text(
         "name: sweep-resume\n"
@@ -139,14 +168,12 @@ def test_resume_after_the_driver_is_killed(tmp_path, mlflow_client):
         "  scheduler: fifo\n"
     )
     command = [sys.executable, "-m", "orchestrator.cli", "sweep", str(config)]
+    env = {**os.environ, "RAY_ADDRESS": ray_session}
     driver, finished_before = start_until_a_trial_finished(
-        command, tmp_path, mlflow_client, "sweep-resume"
+        command, tmp_path, env, mlflow_client, "sweep-resume"
     )
-    env = {**os.environ}
-    env.pop("RAY_ADDRESS", None)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    time.sleep(5)  # the killed driver's local Ray shuts itself down
 
     resumed = subprocess.run(
         [*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -210,41 +237,3 @@ def test_population_based_training_hands_checkpoints_to_the_worse_trial(sweep, m
         f"_{summary.best.trial_id}_" in h or h.startswith(f"trial-{summary.best.trial_id}")
         for h in holders
     ), holders
-
-
-def test_an_optuna_sweep_samples_with_tpe_and_keeps_every_trials_checkpoints(sweep, mlflow_client):
-    """``sweep.search: optuna`` asks Optuna's TPE sampler (seeded by ``seed``) for each trial's
-    values, and ``sweep.keep_all_checkpoints`` leaves every trial's checkpoints in place."""
-    import optuna
-
-    from orchestrator.config import RedblueConfig
-
-    low, high = 0.002, 0.01
-    code, summary = sweep(
-        "sweep-optuna",
-        **{**SMALL, "optim": {"epochs": 1}},
-        sweep={
-            "space": {"optim.lr": {"loguniform": [low, high]}},
-            "num_samples": 2,
-            "max_concurrent": 2,
-            "scheduler": "fifo",
-            "search": "optuna",
-            "keep_all_checkpoints": True,
-        },
-    )
-    assert code == 0 and summary is not None
-    runs = children(mlflow_client, summary.parent_run_id)
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
-    # The same sampler, asked the same way: its first suggestions are the trials' values.
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=RedblueConfig().seed))
-    space = {"optim.lr": optuna.distributions.FloatDistribution(low, high, log=True)}
-    expected = sorted(study.ask(space).params["optim.lr"] for _ in runs)
-    sampled = sorted(float(r.data.params["optim.lr"]) for r in runs)
-    assert sampled == pytest.approx(expected, rel=1e-6)
-    trials_dir = Path(summary.best_config_path).parent / "trials"
-    kept = [
-        d.name
-        for d in trials_dir.glob("trial-*")
-        if any(p.is_dir() for p in d.glob("checkpoint_*"))
-    ]
-    assert len(kept) == 2, kept

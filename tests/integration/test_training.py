@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import default_test_part
+
 pytestmark = pytest.mark.integration
 
 
@@ -76,32 +78,6 @@ def test_under_zero3_the_result_is_the_fused_model(train, mlflow_client):
     # the logged model, loaded back, is the model that was tested
     logged = logged_model_test_loss(summary.model_uri)
     assert logged == pytest.approx(metrics["test_loss"], rel=1e-4)
-
-
-def test_bf16_trains_fuses_logs_and_serves(train):
-    code, summary = train("bf16", optim={"epochs": 6}, deepspeed={"precision": "bf16"})
-    assert code == 0
-    assert summary.metrics["test_accuracy"] >= 0.9
-    assert summary.metrics["test_loss"] != summary.metrics["red/test_loss"]
-    # Serving's loader (weights + config from MLflow) gives the model the run tested.
-    from orchestrator.serving.model_source import parse_model_uri, resolve_bundle
-    from trainers.models import predict
-
-    assert summary.model_uri.startswith("models:/m-")  # as `redblue train` prints it
-    model, spec = resolve_bundle(parse_model_uri(summary.model_uri)).load()
-    features, labels = default_test_part()
-    predicted, _ = predict(model, spec, features)
-    accuracy = float(np.mean(predicted == labels))
-    assert accuracy == pytest.approx(summary.metrics["test_accuracy"], abs=0.02)
-
-
-def default_test_part() -> tuple[np.ndarray, np.ndarray]:
-    """The test part T of the tests' digits runs (default split, seed 0)."""
-    from orchestrator.config import RedblueConfig
-    from trainers.loop.plan import plan_run
-
-    plan = plan_run(RedblueConfig())
-    return plan.dataset.features[plan.split.test], plan.dataset.labels[plan.split.test]
 
 
 def logged_model_test_loss(model_uri: str) -> float:
