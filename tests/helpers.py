@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import torch
 
 from trainers.data.drift import summarize
@@ -386,3 +387,33 @@ def default_test_part() -> tuple[np.ndarray, np.ndarray]:
 
     plan = plan_run(RedblueConfig())
     return plan.dataset.features[plan.split.test], plan.dataset.labels[plan.split.test]
+
+
+def descendants(pid: int) -> list:
+    """The processes below ``pid`` (none once it exited)."""
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).children(recursive=True)
+    return []
+
+
+def haproxies_of(folders: set[Path]) -> list:
+    """Every HAProxy running from one of ``folders`` (a reload starts a new one)."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        text = " ".join(process.info["cmdline"] or [])
+        if process.info["name"] == "haproxy" and any(str(f) in text for f in folders):
+            found.append(process)
+    return [p for p in found if alive(p)]
+
+
+def haproxy_folders(process) -> set[Path]:
+    """The ``redblue-haproxy-*`` folder of a running HAProxy's config; none for another process
+    or once it exited."""
+    try:
+        command = process.cmdline() if process.name() == "haproxy" else []
+    except psutil.Error:
+        return set()
+    if "-f" not in command:
+        return set()
+    config = Path(command[command.index("-f") + 1])
+    return {f for f in config.parents if f.name.startswith("redblue-haproxy-")}

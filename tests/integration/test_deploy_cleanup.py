@@ -1,5 +1,6 @@
-"""A `redblue deploy` killed with SIGKILL (no cleanup runs) leaves no HAProxy behind; one sent
-SIGTERM (alone, or with its whole process group) stops within 15 s and leaves no process."""
+"""A `redblue deploy` sent SIGTERM with its whole process group stops within 15 s and leaves no
+process. (SIGTERM to the deploy alone, and a SIGKILL that leaves no HAProxy behind:
+tests/integration/test_tls.py.)"""
 
 from __future__ import annotations
 
@@ -16,38 +17,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import alive, left_after
+from tests.helpers import alive, descendants, haproxies_of, haproxy_folders, left_after
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    with contextlib.suppress(psutil.Error):
-        return psutil.Process(pid).children(recursive=True)
-    return []
-
-
-def haproxies_of(folders: set[Path]) -> list[psutil.Process]:
-    """Every HAProxy running from one of ``folders`` (a reload starts a new one)."""
-    found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        text = " ".join(process.info["cmdline"] or [])
-        if process.info["name"] == "haproxy" and any(str(f) in text for f in folders):
-            found.append(process)
-    return [p for p in found if alive(p)]
-
-
-def haproxy_folders(process: psutil.Process) -> set[Path]:
-    """The ``redblue-haproxy-*`` folder of a running HAProxy's config; none for another process
-    or once it exited."""
-    try:
-        command = process.cmdline() if process.name() == "haproxy" else []
-    except psutil.Error:
-        return set()
-    if "-f" not in command:
-        return set()
-    config = Path(command[command.index("-f") + 1])
-    return {f for f in config.parents if f.name.startswith("redblue-haproxy-")}
 
 
 @contextlib.contextmanager
@@ -91,31 +63,12 @@ def serving_deploy(model: str, folder: Path):
                 process.kill()
 
 
-def test_a_sigkilled_deploy_leaves_no_haproxy(register_model, tmp_path):
-    from orchestrator.serving.ingress import reap_stale_haproxy
-
-    version = register_model("killeddeploy", 4)
-    with serving_deploy(f"models:/killeddeploy/{version}", tmp_path) as (deploy, port, folders):
-        deploy.send_signal(signal.SIGKILL)
-        deploy.wait()
-        killed_at = time.monotonic()
-        while time.monotonic() < killed_at + 60 and haproxies_of(folders):
-            time.sleep(0.5)
-        assert not haproxies_of(folders), "HAProxy outlived its deploy"
-        print(f"HAProxy gone {time.monotonic() - killed_at:.1f} s after the SIGKILL")
-        with pytest.raises(httpx.HTTPError):
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-        # The next deploy finds nothing to reap, and removes the dead deploy's folder.
-        assert reap_stale_haproxy() == []
-        assert not any(folder.exists() for folder in folders), folders
-
-
 def test_sigterm_to_a_deploys_process_group_stops_it_within_15_s_leaving_no_process(
     register_model, tmp_path
 ):
     """SIGTERM to a deploy's whole process group (as a terminal's Ctrl-C reaches every process
     of the group, Ray's own included): it exits within 15 s, and every process it started is
-    gone by then. (SIGTERM to the deploy alone: tests/integration/test_tls.py.)"""
+    gone by then."""
     receiver = "process group"
     version = register_model("termdeploy", 5)
     with serving_deploy(f"models:/termdeploy/{version}", tmp_path) as (deploy, port, _):

@@ -171,7 +171,7 @@ def test_a_pbt_sweep_of_every_recurrent_kind_under_zero3_registers_a_champion(sw
 
     code, summary = sweep(
         "co2-sweep",
-        **{**SERIES, "optim": {**SERIES["optim"], "epochs": 12}},
+        **{**SERIES, "optim": {**SERIES["optim"], "epochs": 6}},
         model={"kind": "gru", "hidden": 16},
         deepspeed={"zero_stage": 3},
         sweep={

@@ -1,8 +1,8 @@
-"""`redblue promote` and `redblue rollback` through the CLI's own app, against a real MLflow registry
-(SQLite): the champion gate scores each version on its own run's test split, a version that
-does not beat the champion becomes challenger (exit 1), a rollback gives the alias back to the
-champion before, and each move is in the registry's tags. And `model.init_from`: a training that
-starts from a registered version's weights."""
+"""`redblue promote` and `redblue rollback` through the CLI's own app, against a real MLflow
+registry (SQLite): the champion gate scores each version on its own run's test split, a version
+that does not beat the champion becomes challenger (exit 1), a rollback gives the alias back to
+the champion before, and each move is in the registry's tags. And `model.init_from`: a training
+(`redblue train` in a process of its own) that starts from a registered version's weights."""
 
 from __future__ import annotations
 

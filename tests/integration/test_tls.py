@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import left_after, sample_rows
+from tests.helpers import haproxies_of, haproxy_folders, left_after, sample_rows
 from tests.tls_certs import make_certificate
 
 pytestmark = pytest.mark.integration
@@ -43,14 +43,16 @@ def wait_for_https(deploy: subprocess.Popen, url: str, cert: Path, log: Path) ->
     pytest.fail(f"no HTTPS answer from {url}: {log.read_text()[-3000:]}")
 
 
-@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+@pytest.mark.parametrize("ingress, stop", [("haproxy", "SIGKILL"), ("proxy", "SIGTERM")])
 def test_deploy_serves_https_only_with_the_given_certificate(
-    ingress, register_model, certificate, tmp_path
+    ingress, stop, register_model, certificate, tmp_path
 ):
     """`redblue deploy` with serve.tls_cert/tls_key: the API answers over HTTPS with that
     certificate (verified against the file, as a client of a self-signed endpoint does), the key
     is still required, plain HTTP on the port gets no answer, and the printed URL and curl line
-    say https with --cacert."""
+    say https with --cacert. Then the deploy alone is stopped: SIGTERM (as a process manager
+    stops it) ends it within 15 s, leaving nothing; SIGKILL (no cleanup runs) leaves no HAProxy
+    behind. (SIGTERM to the whole process group: tests/integration/test_deploy_cleanup.py.)"""
     from orchestrator.environment import free_port
     from orchestrator.serving.api_keys import ApiKeys
     from orchestrator.serving.application import DeployArgs
@@ -77,6 +79,7 @@ def test_deploy_serves_https_only_with_the_given_certificate(
     base = f"https://127.0.0.1:{port}"
     started = time.monotonic()
     started_processes: list[psutil.Process] = []
+    folders: set[Path] = set()  # the HAProxy ingress's, found once it serves
     try:
         wait_for_https(deploy, f"{base}/healthz", cert, log)
         print(f"{ingress}: HTTPS answered {time.monotonic() - started:.1f} s after the start")
@@ -104,24 +107,37 @@ def test_deploy_serves_https_only_with_the_given_certificate(
         while "serving; Ctrl-C" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.5)
         started_processes = psutil.Process(deploy.pid).children(recursive=True)
+        folders = {f for p in started_processes for f in haproxy_folders(p)}
     finally:
-        # SIGTERM to the deploy alone, as a process manager stops it (the whole process group:
-        # tests/integration/test_deploy_cleanup.py): it stops within 15 s, leaving nothing.
         signalled = time.monotonic()
-        deploy.send_signal(signal.SIGTERM)
+        deploy.send_signal(getattr(signal, stop))
         try:
             deploy.wait(timeout=60)
         except subprocess.TimeoutExpired:
             deploy.kill()
             deploy.wait()
     stopped_after = time.monotonic() - signalled
+    output = log.read_text()
+    assert f"{base}/v1/predict" in output and f"--cacert {cert} " in output
+    assert KEY not in output
+    if stop == "SIGKILL":
+        assert folders, "the HAProxy ingress was not found"
+        while time.monotonic() < signalled + 60 and haproxies_of(folders):
+            time.sleep(0.5)
+        assert not haproxies_of(folders), "HAProxy outlived its deploy"
+        print(f"HAProxy gone {time.monotonic() - signalled:.1f} s after the SIGKILL")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{base}/healthz", verify=str(cert), timeout=2)
+        # The next deploy finds nothing to reap, and removes the dead deploy's folder.
+        from orchestrator.serving.ingress import reap_stale_haproxy
+
+        assert reap_stale_haproxy() == []
+        assert not any(folder.exists() for folder in folders), folders
+        return
     left = left_after(started_processes, signalled)
     print(f"{ingress}: SIGTERM to the deploy: exited after {stopped_after:.1f} s, left {left}")
     assert stopped_after <= 15 and not left, (stopped_after, left)
-    output = log.read_text()
     assert deploy.returncode in (0, 130), output[-3000:]  # 130: stopped by the signal
-    assert f"{base}/v1/predict" in output and f"--cacert {cert} " in output
-    assert KEY not in output
 
 
 def test_the_ingress_of_a_joined_cluster_is_read_from_its_workers(ray_session):

@@ -6,8 +6,6 @@ rows it answers."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,10 +35,19 @@ def gan_trainer(report, model: dict, epochs: float = 50, **sections):
     )
 
 
-@pytest.mark.parametrize(
-    "loss, conditional, spectral_norm",
-    list(itertools.product(("bce", "hinge", "wgan_gp"), (True, False), (True, False))),
-)
+# Every loss with and without conditioning and with and without spectral normalisation, and the
+# four pairs of those two switches among them: 6 of the 12 combinations.
+LEARNING = [
+    ("bce", True, True),
+    ("bce", False, False),
+    ("hinge", True, False),
+    ("hinge", False, True),
+    ("wgan_gp", True, False),
+    ("wgan_gp", False, True),
+]
+
+
+@pytest.mark.parametrize("loss, conditional, spectral_norm", LEARNING)
 def test_each_loss_learns_the_table(tmp_path, loss, conditional, spectral_norm):
     model = {"loss": loss, "conditional": conditional, "spectral_norm": spectral_norm}
     trainer = gan_trainer(Recorder(tmp_path), model, strategy={"kind": "standard"})
