@@ -121,23 +121,28 @@ def test_deploy_serves_https_only_with_the_given_certificate(
     assert f"{base}/v1/predict" in output and f"--cacert {cert} " in output
     assert KEY not in output
     if stop == "SIGKILL":
-        assert folders, "the HAProxy ingress was not found"
-        while time.monotonic() < signalled + 60 and haproxies_of(folders):
-            time.sleep(0.5)
-        assert not haproxies_of(folders), "HAProxy outlived its deploy"
-        print(f"HAProxy gone {time.monotonic() - signalled:.1f} s after the SIGKILL")
+        assert_no_haproxy_outlives(folders, signalled)
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{base}/healthz", verify=str(cert), timeout=2)
-        # The next deploy finds nothing to reap, and removes the dead deploy's folder.
-        from orchestrator.serving.ingress import reap_stale_haproxy
+    else:
+        left = left_after(started_processes, signalled)
+        print(f"{ingress}: SIGTERM to the deploy: exited after {stopped_after:.1f} s, left {left}")
+        assert stopped_after <= 15 and not left, (stopped_after, left)
+        assert deploy.returncode in (0, 130), output[-3000:]  # 130: stopped by the signal
 
-        assert reap_stale_haproxy() == []
-        assert not any(folder.exists() for folder in folders), folders
-        return
-    left = left_after(started_processes, signalled)
-    print(f"{ingress}: SIGTERM to the deploy: exited after {stopped_after:.1f} s, left {left}")
-    assert stopped_after <= 15 and not left, (stopped_after, left)
-    assert deploy.returncode in (0, 130), output[-3000:]  # 130: stopped by the signal
+
+def assert_no_haproxy_outlives(folders: set[Path], killed_at: float) -> None:
+    """The HAProxy of a SIGKILLed deploy (no cleanup ran) exits within 60 s; the next deploy
+    finds nothing to reap, and removes the dead deploy's folder."""
+    from orchestrator.serving.ingress import reap_stale_haproxy
+
+    assert folders, "the HAProxy ingress was not found"
+    while time.monotonic() < killed_at + 60 and haproxies_of(folders):
+        time.sleep(0.5)
+    assert not haproxies_of(folders), "HAProxy outlived its deploy"
+    print(f"HAProxy gone {time.monotonic() - killed_at:.1f} s after the SIGKILL")
+    assert reap_stale_haproxy() == []
+    assert not any(folder.exists() for folder in folders), folders
 
 
 def test_the_ingress_of_a_joined_cluster_is_read_from_its_workers(ray_session):
