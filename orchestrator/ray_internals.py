@@ -5,22 +5,20 @@ environment variables it does not export, raises a startup-timeout error it does
 and logs every report under a logger named after one of its files; Ray Jobs caps the working
 directory it uploads at a size it does not export, and packs it with a walk it does not export;
 ``ray start`` records the machine's current cluster in a file whose path only a private helper
-gives; Ray Train's torch backend sets the
-process group up with a private function (``orchestrator.training.process_group`` swaps in one
-that binds the rendezvous store to one address); Ray Train's controller waits for Ray Data's
-autoscaling coordinator, which a private function creates, and starts a Ray Data dataset manager
-through a private callback even for a trainer without datasets. When Ray is upgraded, check these
-first.
-Importing this module imports Ray: import it where Ray is imported already (or lazily).
+gives; Ray Train's torch backend (``orchestrator.training.process_group`` follows it) finds the
+rendezvous address, sets the workers' distributed environment and shuts the process group down
+with private functions; Ray Train's controller waits for Ray Data's autoscaling coordinator,
+which a private function creates, and starts a Ray Data dataset manager through a private
+callback even for a trainer without datasets. When Ray is upgraded, check these first.
+Importing this module imports Ray but not torch (Ray Train's controller process imports it, and
+never needs torch): the functions that run in a worker import Ray's torch integration there.
 """
 
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-import ray.train.torch.config as torch_config
 from ray._common.utils import get_ray_address_file
 from ray._private.ray_constants import (
     RAY_RUNTIME_ENV_IGNORE_GITIGNORE,
@@ -30,8 +28,11 @@ from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE, _dir_travel
 from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
     get_or_create_autoscaling_coordinator,
 )
-from ray.train.torch import TorchTrainer
-from ray.train.torch.config import _TorchBackend as TorchBackend
+from ray.train._internal.utils import get_address_and_port
+from ray.train.constants import (
+    DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+    TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+)
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.constants import (
     HEALTH_CHECK_INTERVAL_S_ENV_VAR,
@@ -39,8 +40,10 @@ from ray.train.v2._internal.constants import (
 )
 from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 from ray.train.v2._internal.execution import context as train_context
+from ray.train.v2._internal.util import TrainingFramework
 
 TRAIN_REPORT_LOGGER = train_context.__file__  # Ray Train v2 logs each report at INFO under it
+TORCH_FRAMEWORK = TrainingFramework.TORCH  # what Ray Train's state records of a torch run
 
 
 def working_dir_files(root: Path, excludes: list[str]) -> list[Path]:
@@ -68,28 +71,54 @@ def excluded_by(root: Path, patterns: list[str]) -> Callable[[Path], bool]:
     return _get_excludes(root.absolute(), patterns)
 
 
-@contextmanager
-def torch_backend_setup(setup: Callable[..., None]) -> Iterator[None]:
-    """Within it, ``TorchBackend.on_start`` sends the workers ``setup`` (called with the same
-    arguments) in place of Ray Train's ``_setup_torch_process_group``. ``on_start`` runs in the
-    run's own controller process; ``setup`` reaches the workers by its module and name."""
-    original = torch_config._setup_torch_process_group
-    torch_config._setup_torch_process_group = setup
-    try:
-        yield
-    finally:
-        torch_config._setup_torch_process_group = original
+def set_torch_distributed_env_vars() -> None:
+    """In a worker: Ray Train's torch environment (ranks, world size, the device)."""
+    from ray.train.torch.config import _set_torch_distributed_env_vars
+
+    _set_torch_distributed_env_vars()
+
+
+def shutdown_torch(destroy_process_group: bool) -> None:
+    """In a worker: Ray Train's torch shutdown (the process group, the CUDA caches)."""
+    from ray.train.torch.config import _shutdown_torch
+
+    _shutdown_torch(destroy_process_group=destroy_process_group)
+
+
+class TorchDeviceContext:
+    """Around the train function in a worker: Ray Train's torch context (the CUDA device)."""
+
+    def __init__(self) -> None:
+        from ray.train.torch.config import TorchConfigContextManager
+
+        self._context = TorchConfigContextManager()
+
+    def __enter__(self) -> None:
+        self._context.__enter__()
+
+    def __exit__(self, *exc) -> bool:
+        return bool(self._context.__exit__(*exc))
+
+
+def torch_shutdown_timeout_s() -> int:
+    """How long Ray Train waits for the workers' process groups to shut down."""
+    from ray._private import ray_constants
+
+    return ray_constants.env_integer(
+        TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
+    )
 
 
 __all__ = [
+    "DatasetsCallback",
     "GCS_STORAGE_MAX_SIZE",
     "HEALTH_CHECK_INTERVAL_S_ENV_VAR",
     "TRAIN_REPORT_LOGGER",
-    "TorchBackend",
+    "TORCH_FRAMEWORK",
     "WORKER_GROUP_START_TIMEOUT_S_ENV_VAR",
     "WorkerGroupStartupTimeoutError",
     "get_ray_address_file",
-    "torch_backend_setup",
+    "get_address_and_port",
     "working_dir_files",
 ]
 
@@ -99,15 +128,3 @@ def start_autoscaling_coordinator() -> None:
     asks for resources first), so that a controller finds it instead of starting it and
     waiting: called beside a new local Ray's other start-up work."""
     get_or_create_autoscaling_coordinator()
-
-
-class TrainerWithoutIdleDatasets(TorchTrainer):
-    """A TorchTrainer that starts Ray Data's dataset manager only when it is given datasets:
-    without them the manager is one more process to start (about a second of CPU) beside the
-    workers' own start, for nothing."""
-
-    def _create_default_callbacks(self):
-        callbacks = super()._create_default_callbacks()
-        if self.datasets:
-            return callbacks
-        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]

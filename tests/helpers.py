@@ -7,8 +7,10 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -417,3 +419,26 @@ def haproxy_folders(process) -> set[Path]:
         return set()
     config = Path(command[command.index("-f") + 1])
     return {f for f in config.parents if f.name.startswith("redblue-haproxy-")}
+
+
+def train_workers() -> list[psutil.Process]:
+    found = []
+    for process in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill_a_worker_after_first_checkpoint(storage: Path, name: str, killed: list) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if list(storage.glob(f"{name}-*/checkpoint_*")) and train_workers():
+            time.sleep(1.0)  # let the checkpoint's upload and registration complete
+            victim = train_workers()[-1]
+            victim.send_signal(signal.SIGKILL)
+            killed.append(victim.pid)
+            return
+        time.sleep(0.2)

@@ -176,3 +176,24 @@ def plan_metric_problem(metric_section: SweepSection, model_kind: str, plan: Any
     if spec is None:
         return metric_problem(metric_section, model_kind, "", streamed=True)
     return metric_problem(metric_section, spec.kind, spec.task, streamed=False)
+
+
+def streamed_trial_problem(cfg: Any, presets: Presets | None) -> tuple[str, Any, str] | None:
+    """(key, value, setting) of the first value of ``cfg.sweep.space`` whose trial would need
+    every row in memory (``orchestrator.streaming.choice.in_memory_reasons``), for a streamed
+    table: such a trial would refuse (``data.streaming: on``) or read the whole table on its own
+    (``auto``). Each key is checked on its own: none of them depends on another."""
+    from pydantic import ValidationError
+
+    from orchestrator.streaming.choice import in_memory_reasons
+
+    for key, spec in cfg.sweep.space.items():
+        for value in spec.candidates():
+            try:
+                trial = cfg.with_values(config_values({key: value}, presets))
+            except ValidationError:
+                continue  # the schema's own check names it
+            reasons = in_memory_reasons(trial)
+            if reasons:
+                return key, value, reasons[0]
+    return None

@@ -27,7 +27,7 @@ from orchestrator.lineage import record_data
 from orchestrator.streaming.choice import PendingStream
 from orchestrator.streaming.plan import plan_or_refuse, train_rows
 from orchestrator.sweeps.conclude import conclude
-from orchestrator.sweeps.config import Presets, config_values
+from orchestrator.sweeps.config import Presets, config_values, streamed_trial_problem
 from orchestrator.sweeps.results import SweepSummary, TrialOutcome, print_summary
 from orchestrator.sweeps.resume import (
     NothingToResume,
@@ -124,6 +124,18 @@ def run_trials(
     from orchestrator.environment import connect_ray_while, leave_ray_job_folder
 
     leave_ray_job_folder()
+    if isinstance(plan, PendingStream) and (found := streamed_trial_problem(cfg, presets)):
+        key, value, setting = found
+        named = (
+            f"--strategies {value}"
+            if presets and key in presets
+            else f"sweep.space {key} {value!r}"
+        )
+        console.print_error(
+            f"{named}: {setting} needs every row in memory, and {cfg.data.source} is streamed "
+            "(docs/training.md#streaming); leave it out, or set data.streaming: off"
+        )
+        return EXIT_INVALID, None
     from orchestrator.tracking import TrackedRun, tracking_uri
 
     client = MlflowClient(tracking_uri())

@@ -20,7 +20,7 @@ from orchestrator.config import RedblueConfig
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.sweeps.trial import in_tune_trial_folder
 from orchestrator.tracking import TrackedRun, node_tags, tracking_uri
-from orchestrator.training.launch import NODE_IDS_KEY, ZERO_STAGE_KEY
+from orchestrator.training.worker import NODE_IDS_KEY, ZERO_STAGE_KEY
 
 FINAL_MARKER = "test_loss"  # only the last report of a trial that ran to the end holds it
 PROGRESS_EVERY_ROUNDS = 5  # without a terminal, the table is printed this often

@@ -5,20 +5,30 @@ rendezvous, and torch binds that store to every interface (``::``), whatever add
 workers are given: on a machine with a network, anyone who reaches it could join or disturb a
 run. Here rank 0 binds the listening socket itself, to the master's address (127.0.0.1 on a
 local cluster; the head worker's node address on a real one), and hands it to the store
-(``master_listen_fd``); the other ranks connect as before. Everything else is Ray Train's own
-setup (``ray_internals.TorchBackend``).
+(``master_listen_fd``); the other ranks connect as before.
+
+The backend and its config follow Ray Train's ``TorchConfig`` for gloo and NCCL, in a module
+that does not import torch: Ray Train's controller process unpickles the config and runs the
+backend's hooks, and with Ray's own config it imported torch (about 2 s of CPU) before starting
+the workers, for nothing it uses. What runs in the workers is Ray Train's own
+(``orchestrator.ray_internals``), imported there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlparse
 
-from ray.train.torch import TorchConfig
+import ray
+from ray.exceptions import GetTimeoutError
+from ray.train.backend import Backend, BackendConfig
 
-from orchestrator.ray_internals import TorchBackend, torch_backend_setup
+from orchestrator import ray_internals
 
 NCCL_ASYNC_ERRORS = "TORCH_NCCL_ASYNC_ERROR_HANDLING"
 NCCL_BLOCKING_WAIT = "TORCH_NCCL_BLOCKING_WAIT"
@@ -70,17 +80,64 @@ def setup_process_group(
     )
 
 
-class BoundTorchBackend(TorchBackend):
-    """Ray Train's torch backend, setting the process group up with :func:`setup_process_group`."""
-
-    def on_start(self, worker_group, backend_config) -> None:
-        with torch_backend_setup(setup_process_group):
-            super().on_start(worker_group, backend_config)
+def set_rendezvous(addr: str, port: int) -> None:
+    os.environ["MASTER_ADDR"] = addr
+    os.environ["MASTER_PORT"] = str(port)
 
 
-class BoundTorchConfig(TorchConfig):
-    """``TorchConfig`` whose rendezvous store listens on the master's address only."""
+class BoundTorchBackend(Backend):
+    """Ray Train's torch backend for gloo and NCCL, setting the process group up with
+    :func:`setup_process_group`."""
+
+    share_cuda_visible_devices: bool = True
+
+    def on_start(self, worker_group, backend_config: BackendConfig) -> None:
+        assert isinstance(backend_config, BoundTorchConfig)
+        addr, port = worker_group.execute_single(0, ray_internals.get_address_and_port)
+        worker_group.execute(set_rendezvous, addr=addr, port=port)
+        worker_group.execute(ray_internals.set_torch_distributed_env_vars)
+        ray.get(
+            [
+                worker_group.execute_single_async(
+                    rank,
+                    setup_process_group,
+                    backend=backend_config.backend,
+                    world_rank=rank,
+                    world_size=len(worker_group),
+                    init_method="env://",
+                    timeout_s=backend_config.timeout_s,
+                )
+                for rank in range(len(worker_group))
+            ]
+        )
+
+    def on_shutdown(self, worker_group, backend_config: BackendConfig) -> None:
+        futures = worker_group.execute_async(
+            ray_internals.shutdown_torch, destroy_process_group=len(worker_group) > 1
+        )
+        with contextlib.suppress(GetTimeoutError):  # as Ray Train: the workers stop next anyway
+            ray.get(futures, timeout=ray_internals.torch_shutdown_timeout_s())
+
+
+@dataclass
+class BoundTorchConfig(BackendConfig):
+    """Ray Train's ``TorchConfig`` (gloo or NCCL, ``env://`` rendezvous), whose rendezvous store
+    listens on the master's address only."""
+
+    backend: str = "gloo"
+    timeout_s: int = 1800
 
     @property
     def backend_cls(self):
         return BoundTorchBackend
+
+    @property
+    def train_func_context(self):
+        return ray_internals.TorchDeviceContext
+
+    @property
+    def framework(self):
+        return ray_internals.TORCH_FRAMEWORK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "init_method": "env", "timeout_s": self.timeout_s}

@@ -7,7 +7,6 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -18,33 +17,10 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.helpers import default_test_part
+from tests.helpers import default_test_part, kill_a_worker_after_first_checkpoint
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).parents[2]
-
-
-def train_workers() -> list[psutil.Process]:
-    found = []
-    for process in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            if "RayTrainWorker" in " ".join(process.cmdline()):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
-
-
-def kill_a_worker_after_first_checkpoint(storage: Path, name: str, killed: list) -> None:
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if list(storage.glob(f"{name}-*/checkpoint_*")) and train_workers():
-            time.sleep(1.0)  # let the checkpoint's upload and registration complete
-            victim = train_workers()[-1]
-            victim.send_signal(signal.SIGKILL)
-            killed.append(victim.pid)
-            return
-        time.sleep(0.2)
 
 
 def test_killed_worker_resumes_from_checkpoint(train, mlflow_client, workspace):

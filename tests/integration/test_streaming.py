@@ -1,15 +1,18 @@
 """A table streamed into the workers with Ray Data (``data.streaming: on``) on the session's
-Ray: a hive-partitioned Parquet folder trains end to end, and each worker's stream is the same
-on every read, skips exactly, and shares a part out without overlap (the split, the fit, the
-kept statistics and the loop's resume without Ray: tests/unit/test_stream_planning.py; from S3
-on a cluster, trained, swept and predicted: tests/integration/test_cluster.py)."""
+Ray: a hive-partitioned Parquet folder trains end to end, each worker's stream is the same on
+every read, skips exactly, and shares a part out without overlap, and a killed worker resumes
+mid-stream exactly (the split, the fit, the kept statistics and the loop's resume without Ray:
+tests/unit/test_stream_planning.py; from S3 on a cluster, trained, swept and predicted:
+tests/integration/test_cluster.py)."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
 
-from tests.helpers import write_partitioned_table
+from tests.helpers import kill_a_worker_after_first_checkpoint, write_partitioned_table
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +86,29 @@ def test_each_workers_stream_repeats_skips_exactly_and_shares_the_part(streamed)
     assert not mine & {tuple(row) for b in other for row in b[0]}
     next_epoch = read(0, epoch=2)
     assert not np.array_equal(next_epoch[0][0], first[0][0])  # another order each epoch
+
+
+def test_a_killed_worker_resumes_mid_stream_exactly(workspace, table, streamed, mlflow_client):
+    """A worker SIGKILLed after the first checkpoint of a streamed run: the workers restart from
+    it, each at its place in its streams, and the run ends with the metrics of the run never
+    stopped (the ``streamed`` fixture's, the same config)."""
+    from orchestrator.streaming.choice import PendingStream
+    from orchestrator.training.run import train
+
+    storage = workspace / "ray_results"
+    cfg = streamed_config(
+        workspace, table, "stream-killed", run={"storage_path": str(storage), "max_failures": 1}
+    )
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=kill_a_worker_after_first_checkpoint, args=(storage, "stream-killed", killed)
+    )
+    killer.start()
+    code, summary = train(cfg, PendingStream.open(cfg), None)
+    killer.join()
+    assert killed, "no worker was killed"
+    assert code == 0 and summary is not None
+    assert mlflow_client.get_run(summary.run_id).data.tags["redblue.restarts"] == "1"
+    whole = streamed[3].metrics
+    for key in ("test_loss", "test_accuracy", "red/test_loss", "blue/test_loss", "val_loss"):
+        assert summary.metrics[key] == whole[key], key

@@ -105,6 +105,12 @@ SWEEP_CASES = {
         "multiple of scaling.num_workers",
     ),
     "sweep empty space": ([], "sweep.space is empty"),
+    "sweep a value a streamed table cannot take": (
+        ["--set", "data.source={parts}", "--set", "data.label=y", "--set", "data.streaming=on"]
+        + ["--set", "sweep.space={data.label_noise: {uniform: [0.0, 0.2]}}"],
+        "sweep.space data.label_noise 0.2: data.label_noise (the noisy rows are drawn from P' in "
+        "memory) needs every row in memory, and",
+    ),
     "sweep nothing to resume": (
         ["--resume", "--set", "sweep.space={optim.lr: {uniform: [0.001, 0.01]}}"],
         "no unfinished sweep in experiment 'clitest' to resume",
@@ -125,6 +131,12 @@ COMPARE_CASES = {
         ["--strategies", "red_blue,red_blue_prnue"],
         "--strategies: unknown strategy 'red_blue_prnue'; valid: standard, red_blue, "
         "red_blue_prune, red_blue_weight, red_blue_report, red_blue_clean (= red_blue_prune)",
+    ),
+    "compare a strategy a streamed table cannot take": (
+        ["--set", "data.source={parts}", "--set", "data.label=y", "--set", "data.streaming=on"]
+        + ["--strategies", "red_blue_prune"],
+        "--strategies red_blue_prune: strategy.clean prune (per-row cross-predictions) needs every "
+        "row in memory, and",
     ),
     "compare nothing to resume": (
         ["--resume"],
@@ -166,14 +178,21 @@ def outcomes(tmp_path_factory):
     for name, table in files.items():
         paths[name] = str(tmp / f"{name}.csv")
         table.to_csv(paths[name], index=False)
+    (tmp / "parts").mkdir()
+    frame.to_parquet(tmp / "parts" / "part-0.parquet")
+
+    def with_parts(args: list[str]) -> list[str]:
+        return [arg.replace("{parts}", str(tmp / "parts")) for arg in args]
+
     config = tmp / "run.yaml"
     config.write_text("name: clitest\nscaling: {num_workers: 2}\n")
     cases = {
         name: ["train", str(config)] + [a.format(**paths) for a in args]
         for name, (args, _) in CASES.items()
     }
-    cases.update({name: ["sweep", str(config), *args] for name, (args, _) in SWEEP_CASES.items()})
-    cases.update({name: ["compare", str(config), *a] for name, (a, _) in COMPARE_CASES.items()})
+    for command, named in {"sweep": SWEEP_CASES, "compare": COMPARE_CASES}.items():
+        for name, (args, _) in named.items():
+            cases[name] = [command, str(config), *with_parts(args)]
     cases.update({name: ["deploy", *args] for name, (args, _) in DEPLOY_CASES.items()})
     cases["missing config"] = ["train", str(tmp / "absent.yaml")]
     digits = str(Path(__file__).parents[2] / "configs" / "digits.yaml")

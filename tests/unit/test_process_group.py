@@ -42,3 +42,22 @@ def test_the_store_listens_on_the_master_address_only():
     assert done.returncode == 0, done.stderr[-3000:]
     listening = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert listening == {"127.0.0.1"}, listening
+
+
+def test_what_ray_trains_controller_unpickles_imports_no_torch():
+    """The controller process unpickles the backend config and the train function by their
+    modules; torch there would be about 2 s of imports before any worker starts."""
+    check = (
+        "import sys\n"
+        "from ray import cloudpickle\n"
+        "from orchestrator.training.process_group import BoundTorchConfig\n"
+        "from orchestrator.training.worker import train_worker\n"
+        "cloudpickle.loads(cloudpickle.dumps((BoundTorchConfig(), train_worker)))\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -213,7 +213,7 @@ def test_the_loop_streams_its_batches_and_resumes_exactly_mid_stream(table, tmp_
 
 
 def test_a_tune_report_without_a_decision_carries_the_latest_val_loss():
-    from orchestrator.training.launch import tune_val_loss
+    from orchestrator.training.worker import tune_val_loss
 
     decided: dict[str, float] = {}
     reports = [
