@@ -46,6 +46,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/start_up.py
 	$(BIN)/python benchmarks/core_use.py
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/serve_bench.py --ingress proxy haproxy --runtime torch onnxruntime int8

@@ -3,15 +3,19 @@ quality report defines it (``sdmetrics.reports.single_table.QualityReport``):
 
 - **column shapes**: for a number column the complement of the two-sample Kolmogorov-Smirnov
   statistic (``KSComplement``, gaps left out); for a category or boolean column the complement of
-  the total-variation distance of the two frequency tables (``TVComplement``, a gap a category);
+  the total-variation distance of the two frequency tables (``TVComplement``, gaps left out, a
+  value only the generated rows have counted 1e-6 times in the real ones);
 - **column pair trends**: for two number columns ``1 - |r_real - r_generated| / 2`` of Pearson's
-  correlations (``CorrelationSimilarity``); for any other pair the complement of the total-variation
-  distance of the two contingency tables (``ContingencySimilarity``), numbers cut into
-  ``PAIR_BINS`` equal-width bins of the real column's range;
-- **quality**: the mean of the two averages.
+  correlations (``CorrelationSimilarity``, rows with a gap left out); for any other pair the
+  complement of the total-variation distance of the two contingency tables
+  (``ContingencySimilarity``, a gap a value), a number column cut into ``PAIR_BINS`` equal-width
+  bins of its own range in each table (``np.histogram_bin_edges``, then ``np.digitize``);
+- **quality**: the mean of the two averages, every pair counted (SDMetrics' unified report
+  averages by default only the pairs whose real correlation passes 0.5 or association 0.3).
 
 The ``sdmetrics`` package itself pins pandas below 3, under the pandas this stack runs; these are
-its definitions, written out. Pure numpy and pandas.
+its definitions (sdmetrics 0.32) written out, and tests/unit/test_table_quality.py matches its
+report's numbers. Pure numpy and pandas.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import pandas as pd
 from trainers.data.preprocessing import category_key
 
 PAIR_BINS = 10
+KS_DECIMALS = 14
+UNSEEN_COUNT = 1e-6
 MISSING = "<missing>"
 
 
@@ -64,9 +70,10 @@ def column_shapes(
 
 
 def ks_complement(real: pd.Series, generated: pd.Series) -> float:
-    """1 - the largest gap between the two empirical distribution functions."""
-    first = np.sort(real.dropna().to_numpy(np.float64))
-    second = np.sort(generated.dropna().to_numpy(np.float64))
+    """1 - the largest gap between the two empirical distribution functions (values rounded to
+    14 decimals, as SDMetrics does)."""
+    first = np.sort(real.dropna().to_numpy(np.float64).round(KS_DECIMALS))
+    second = np.sort(generated.dropna().to_numpy(np.float64).round(KS_DECIMALS))
     if len(first) == 0 or len(second) == 0:
         return 0.0
     points = np.concatenate([first, second])
@@ -78,11 +85,16 @@ def ks_complement(real: pd.Series, generated: pd.Series) -> float:
 
 
 def tv_complement(real: pd.Series, generated: pd.Series) -> float:
-    """1 - half the summed differences of each value's share (a gap is a value)."""
-    first = _categories(real).value_counts(normalize=True)
-    second = _categories(generated).value_counts(normalize=True)
-    both = first.index.union(second.index)
-    difference = first.reindex(both, fill_value=0.0) - second.reindex(both, fill_value=0.0)
+    """1 - half the summed differences of each value's share, gaps left out; a value only the
+    generated rows have counts ``UNSEEN_COUNT`` times among the real ones (SDMetrics'
+    regularisation)."""
+    first = _categories(real.dropna()).value_counts()
+    second = _categories(generated.dropna()).value_counts()
+    if first.empty or second.empty:
+        return 0.0
+    first = first.reindex(first.index.union(second.index), fill_value=UNSEEN_COUNT)
+    second = second.reindex(first.index, fill_value=0)
+    difference = first / first.sum() - second / second.sum()
     return float(1.0 - 0.5 * difference.abs().sum())
 
 
@@ -120,15 +132,17 @@ def _correlation(values: np.ndarray) -> float:
 def _binned(
     real: pd.DataFrame, generated: pd.DataFrame, column: str, numbers: list[str]
 ) -> tuple[pd.Series, pd.Series]:
-    """A column's (real, generated) values as categories: numbers in ``PAIR_BINS`` bins of the
-    real range (values beyond it in the edge bins), gaps as a category of their own."""
+    """A column's (real, generated) values as categories: a number column's bin in each table
+    (:func:`_bins`), a category's value, a gap a category of its own."""
     if column not in numbers:
         return _categories(real[column]), _categories(generated[column])
-    low, high = real[column].min(), real[column].max()
-    edges = np.linspace(low, high, PAIR_BINS + 1)[1:-1]
+    return _bins(real[column]), _bins(generated[column])
 
-    def bins(values: pd.Series) -> pd.Series:
-        codes = np.digitize(values.to_numpy(np.float64), edges).astype(str)
-        return pd.Series(np.where(values.isna(), MISSING, codes), index=values.index)
 
-    return bins(real[column]), bins(generated[column])
+def _bins(values: pd.Series) -> pd.Series:
+    """Each value's bin among ``PAIR_BINS`` equal-width bins of the column's own range, as
+    ``np.digitize`` numbers them (1 to ``PAIR_BINS``, the maximum ``PAIR_BINS + 1``; a gap
+    shares the maximum's number, as in SDMetrics)."""
+    numbers = values.to_numpy(np.float64)
+    edges = np.histogram_bin_edges(numbers[~np.isnan(numbers)], bins=PAIR_BINS)
+    return pd.Series(np.digitize(numbers, edges), index=values.index)

@@ -1,0 +1,98 @@
+"""Time from the command to the first optimizer step: ``redblue train`` cold (a new local Ray)
+and with a Ray already running, against plain PyTorch DDP in the same run.
+
+  cold  : ``redblue train configs/digits.yaml --set optim.epochs=2`` in a fresh folder (a new
+          MLflow database, a new local Ray on 127.0.0.1, stopped when the command ends)
+  warm  : the same command in the environment ``redblue cluster up --nodes 1`` printed once
+          before the runs: its Ray (``RAY_ADDRESS``) and its MLflow server
+  ddp   : plain PyTorch DDP on the demo MLP (2 processes, gloo), timed from its launch
+
+The cold and warm runs alternate, ``--runs`` of each. Run:
+``python benchmarks/start_up.py [--runs 5] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.train_overhead import bench_plain, plain_steps  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+COMMAND = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def first_step(env: dict[str, str]) -> float:
+    """Seconds from launching ``redblue train`` to its first optimizer step, in a fresh folder
+    (and a fresh MLflow database there, unless ``env`` names a tracking server)."""
+    with tempfile.TemporaryDirectory() as folder:
+        train = [*COMMAND, "train", str(REPO / "configs" / "digits.yaml")]
+        train += ["--set", "optim.epochs=2", "--set", f"run.storage_path={folder}/ray_results"]
+        run_env = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", **env}
+        done = subprocess.run(train, capture_output=True, text=True, env=run_env, cwd=folder)
+        if done.returncode != 0:
+            raise RuntimeError(f"redblue train failed:\n{done.stderr[-3000:]}")
+        found = re.search(r"first optimizer step ([\d.]+) s", done.stderr)
+        if found is None:
+            raise RuntimeError(f"no first step in the output:\n{done.stderr[-3000:]}")
+        return float(found.group(1))
+
+
+def cluster_up(env: dict[str, str], folder: str) -> dict[str, str]:
+    """Start a one-node Ray and MLflow server with ``redblue cluster up``; the environment its
+    exports give (they read the MLflow password from a file, so a shell evaluates them)."""
+    up = [*COMMAND, "cluster", "up", "--nodes", "1", "--cpus-per-node", str(os.cpu_count())]
+    script = f'eval "$({shlex.join(up)})" && env -0'
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, check=True, cwd=folder
+    )
+    return dict(item.split("=", 1) for item in done.stdout.split("\0") if "=" in item)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="cold and warm runs, alternated")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    results: dict[str, list[float]] = {"cold": [], "warm": [], "ddp": []}
+    state = tempfile.TemporaryDirectory()  # the cluster's state folder (.redblue) goes here
+    warm_env = cluster_up(env, state.name)
+    try:
+        first = first_step(warm_env)  # the cluster's first run pays for its own warm-up
+        print(f"warm, the cluster's first run: {first:.1f} s", flush=True)
+        for run in range(args.runs):
+            for kind, run_env in (("cold", env), ("warm", warm_env)):
+                results[kind].append(first_step(run_env))
+                print(f"{kind} {run + 1}: {results[kind][-1]:.1f} s", flush=True)
+    finally:
+        down = [*COMMAND, "cluster", "down"]
+        subprocess.run(down, env=warm_env, capture_output=True, cwd=state.name)
+        state.cleanup()
+    for run in range(3):
+        started = time.time()
+        results["ddp"].append(bench_plain("small", "ddp", plain_steps("small"))["first_step_s"])
+        print(f"ddp {run + 1}: {results['ddp'][-1]:.1f} s ({time.time() - started:.0f} s)")
+    medians = {kind: statistics.median(values) for kind, values in results.items()}
+    print(f"\n{'start':6} {'first step, each run (s)':40} {'median':>7} {'/ ddp':>6}")
+    for kind, values in results.items():
+        each = ", ".join(f"{value:.1f}" for value in values)
+        print(f"{kind:6} {each:40} {medians[kind]:>7.1f} {medians[kind] / medians['ddp']:>6.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": results, "medians": medians}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
