@@ -24,9 +24,9 @@ import pandas as pd
 from orchestrator.classifier_plots import classifier_figures
 from orchestrator.generation_report import log_generation
 from orchestrator.tracking import TrackedRun
-from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.loop.plan import RunPlan
 from trainers.models import load_model, predict
+from trainers.spec import LABEL_ISSUES_FILE
 
 CONFUSION_FILE = "confusion_matrix.json"
 RESIDUALS_FILE = "residuals.png"

@@ -32,10 +32,8 @@ from mlflow.tracking.context.registry import resolve_tags
 import trainers
 from orchestrator.config import RedblueConfig
 from orchestrator.environment import package_versions, state_root
-from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.export.runtime import ONNX_FILE
-from trainers.models import load_model, predict
-from trainers.spec import FINAL_MODEL_DIR
+from trainers.spec import FINAL_MODEL_DIR, LABEL_ISSUES_FILE
 from trainers.tasks import as_output, input_schema
 from trainers.tasks.base import DataReport
 
@@ -180,6 +178,8 @@ class TrackedRun:
     def log_model(self, final_model_dir: Path, sample: pd.DataFrame | np.ndarray) -> str:
         """Log the fused model as a pyfunc (weights + config as artifacts); returns its URI.
         ``sample``: a few raw input rows, for the signature and the input example."""
+        from trainers.models import load_model, predict  # torch: not before Ray starts
+
         model, spec = load_model(final_model_dir)
         schema = input_schema(spec)
         labels, _ = predict(model, spec, schema.rows(sample))

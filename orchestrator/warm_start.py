@@ -20,14 +20,16 @@ class WarmStartError(DataError):
 
 def warm_start(cfg, plan: RunPlan) -> RunPlan:
     """``plan`` with ``cfg.model.init_from``'s weights as its initial state (and
-    ``cfg.model.init_from`` set to the version it resolved to); ``plan`` itself without it."""
+    ``cfg.model.init_from`` set to the version it resolved to); ``plan`` itself without it.
+    Imports torch only with it: a run without it checks its config before Ray starts, and torch
+    (about a second) is imported beside Ray's start instead."""
+    uri = cfg.model.init_from
+    if not uri:
+        return plan
     from safetensors.torch import load as load_safetensors_bytes
 
     from orchestrator.serving.model_source import ModelSourceError, parse_model_uri, resolve_bundle
 
-    uri = cfg.model.init_from
-    if not uri:
-        return plan
     try:
         bundle = resolve_bundle(parse_model_uri(uri))
     except ModelSourceError as exc:

@@ -12,6 +12,7 @@ import numpy as np
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "model_config.json"
 FINAL_MODEL_DIR = "final_model"  # the folder of the kept model, in a checkpoint and in MLflow
+LABEL_ISSUES_FILE = "label_issues.csv"  # strategy.clean's report, beside the kept model
 
 
 @dataclass

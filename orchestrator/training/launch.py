@@ -1,5 +1,6 @@
-"""Ray Train launch: a ``TorchTrainer`` whose workers run ``trainers.loop.trainer`` on DeepSpeed
-engines.
+"""Ray Train launch: a data-parallel trainer with torch's process group (Ray's ``TorchTrainer``
+with ``orchestrator.training.process_group``'s torch config) whose workers run
+``trainers.loop.trainer`` on DeepSpeed engines.
 
 Workers send per-round metrics to the driver through a small Ray queue (rank 0 only), so the
 driver alone writes MLflow and the console, wherever the workers run. Checkpoints go through
@@ -25,7 +26,7 @@ from ray.train import (
     RunConfig,
     ScalingConfig,
 )
-from ray.train.torch import TorchTrainer
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.train.v2.api.exceptions import ControllerError
 from ray.util.queue import Empty, Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -90,10 +91,10 @@ def _drain(
         handle(kind, payload)
 
 
-class TrainerWithoutIdleDatasets(TorchTrainer):
-    """A TorchTrainer that starts Ray Data's dataset manager only when it is given datasets:
-    without them the manager is one more process to start (about a second of CPU) beside the
-    workers' own start, for nothing."""
+class TrainerWithoutIdleDatasets(DataParallelTrainer):
+    """A data-parallel trainer that starts Ray Data's dataset manager only when it is given
+    datasets: without them the manager is one more process to start (about a second of CPU)
+    beside the workers' own start, for nothing."""
 
     def _create_default_callbacks(self):
         callbacks = super()._create_default_callbacks()
@@ -111,8 +112,8 @@ def build_trainer(
     storage_path: str,
     callbacks: list | None = None,
     start_from: Checkpoint | None = None,
-) -> TorchTrainer:
-    """The TorchTrainer of one run. Without an ``events`` queue (a Tune trial), workers report
+) -> DataParallelTrainer:
+    """The Ray Train trainer of one run. Without an ``events`` queue (a Tune trial), workers report
     every round to Ray Train instead, for ``callbacks`` such as Tune's report callback. A run
     given ``start_from`` (a checkpoint of another run) continues from it.
 
@@ -132,8 +133,7 @@ def build_trainer(
             "log_level": library_log_level(),
             "start_from": start_from,
         },
-        # TorchConfig's fields and backend, in a module without torch (process_group.py)
-        torch_config=BoundTorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),  # type: ignore[arg-type]
+        backend_config=BoundTorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,
@@ -160,7 +160,7 @@ def run_training(
     on_event: Callable[[str, dict], None],
     run_name: str,
 ) -> TrainResult:
-    """Run the TorchTrainer to the end, streaming rounds to ``on_round`` as they happen."""
+    """Run the trainer to the end, streaming rounds to ``on_round`` as they happen."""
     result = TrainResult(storage_path=storage.absolute(cfg.run.storage_path, Path.cwd()))
     # On this driver's node, like Ray Train's controller: a lost worker node loses no events.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

@@ -11,7 +11,7 @@ import torch
 
 from tests.helpers import Recorder, plain_trainer, without_timing
 from trainers.dataset import Split
-from trainers.engine.checkpoint import LABEL_ISSUES_FILE, LoopState
+from trainers.engine.checkpoint import LoopState
 from trainers.families.tabular_net import Supervised
 from trainers.loop.confident_learning import (
     confident_joint,
@@ -19,6 +19,7 @@ from trainers.loop.confident_learning import (
     per_class_thresholds,
 )
 from trainers.loop.cross_predictions import CrossPredictions
+from trainers.spec import LABEL_ISSUES_FILE
 
 
 def probabilities_of(true: np.ndarray, confidence: float, classes: int = 3) -> np.ndarray:

@@ -61,3 +61,22 @@ def test_what_ray_trains_controller_unpickles_imports_no_torch():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_driver_checks_a_run_before_importing_torch_or_mlflow():
+    """`redblue train` checks the config and data, then starts Ray while a thread imports torch,
+    Ray Train and MLflow (about 2.5 s): none of them may load before, on the start's path."""
+    check = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from orchestrator.checked_config import checked\n"
+        "import orchestrator.training.run\n"
+        "checked(Path('configs/digits.yaml'), [], None, False, trials=False, run=False)\n"
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'mlflow', 'ray'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

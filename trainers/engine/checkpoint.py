@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 STATE_FILE = "loop_state.json"
-LABEL_ISSUES_FILE = "label_issues.csv"
 
 
 @dataclass

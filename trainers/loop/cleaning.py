@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainers.engine.checkpoint import LABEL_ISSUES_FILE
 from trainers.loop.confident_learning import find_label_issues
 from trainers.loop.cross_predictions import CrossPredictions
 from trainers.loop.plan import RunPlan
+from trainers.spec import LABEL_ISSUES_FILE
 
 
 class Cleaning:
