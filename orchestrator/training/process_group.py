@@ -9,8 +9,8 @@ local cluster; the head worker's node address on a real one), and hands it to th
 
 The backend and its config follow Ray Train's ``TorchConfig`` for gloo and NCCL, in a module
 that does not import torch: Ray Train's controller process unpickles the config and runs the
-backend's hooks, and with Ray's own config it imported torch (about 2 s of CPU) before starting
-the workers, for nothing it uses. What runs in the workers is Ray Train's own
+backend's hooks, and Ray's own config would have it import torch (about 2 s of CPU) before it
+starts the workers, for nothing it uses. What runs in the workers is Ray Train's own
 (``orchestrator.ray_internals``), imported there.
 """
 

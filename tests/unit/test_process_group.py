@@ -1,5 +1,6 @@
 """The workers' process group: its rendezvous store listens on the master's address only (torch
-alone binds it to every interface)."""
+alone binds it to every interface); and what loads torch where: not Ray Train's controller, not
+the driver before Ray starts."""
 
 import json
 import subprocess
@@ -21,6 +22,16 @@ print(json.dumps(listening))
 """
 
 
+def last_line(script: str, *args: str) -> str:
+    """The last line a fresh Python prints running ``script`` in the repository."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
 def test_master_address_from_either_init_method(monkeypatch):
     assert master_address("tcp://127.0.0.1:29500") == ("127.0.0.1", 29500)
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
@@ -32,15 +43,7 @@ def test_the_store_listens_on_the_master_address_only():
     from orchestrator.environment import free_port
 
     url = f"tcp://127.0.0.1:{free_port()}"
-    done = subprocess.run(
-        [sys.executable, "-c", SETUP, url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parents[2],
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    listening = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    listening = set(json.loads(last_line(SETUP, url)))
     assert listening == {"127.0.0.1"}, listening
 
 
@@ -55,12 +58,7 @@ def test_what_ray_trains_controller_unpickles_imports_no_torch():
         "cloudpickle.loads(cloudpickle.dumps((BoundTorchConfig(), train_worker)))\n"
         "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
-        cwd=Path(__file__).parents[2],
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert last_line(check) == "[]"
 
 
 def test_the_driver_checks_a_run_before_importing_torch_or_mlflow():
@@ -74,9 +72,4 @@ def test_the_driver_checks_a_run_before_importing_torch_or_mlflow():
         "checked(Path('configs/digits.yaml'), [], None, False, trials=False, run=False)\n"
         "print(sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'mlflow', 'ray'}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
-        cwd=Path(__file__).parents[2],
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert last_line(check) == "[]"
