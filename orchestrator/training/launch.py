@@ -1,6 +1,7 @@
-"""Ray Train launch: a data-parallel trainer with torch's process group (Ray's ``TorchTrainer``
-with ``orchestrator.training.process_group``'s torch config) whose workers run
-``trainers.loop.trainer`` on DeepSpeed engines.
+"""Ray Train launch: Ray Train's ``DataParallelTrainer`` with the torch process group of
+``orchestrator.training.process_group`` (what ``TorchTrainer`` is, with a config Ray Train's
+controller can load without torch), whose workers run ``trainers.loop.trainer`` on DeepSpeed
+engines.
 
 Workers send per-round metrics to the driver through a small Ray queue (rank 0 only), so the
 driver alone writes MLflow and the console, wherever the workers run. Checkpoints go through
