@@ -221,48 +221,15 @@ def s3_table(s3_env, tmp_path_factory) -> str:
     return f"s3://{BUCKET}/tables/"
 
 
-def test_a_partitioned_parquet_folder_on_s3_streams_into_the_workers_and_predicts(
+def test_sweep_trials_stream_from_s3_spread_over_the_nodes_and_the_champion_predicts(
     cluster, s3_table
 ):
-    """Ray Data reads the bucket on the cluster's nodes; the driver reads its listing only."""
-    folder, env, _ = cluster
-    config = config_file(
-        folder,
-        "s3stream",
-        f"data: {{source: '{s3_table}', label: label, streaming: on}}\n"
-        "model: {hidden: [32]}\n"
-        "optim: {epochs: 3, batch_size: 64, lr: 0.003}\n"
-        "strategy: {eval_rows: 256}\n"
-        "scaling: {num_workers: 2, cpus_per_worker: 1}\n",
-    )
-    trained = redblue("train", str(config), cwd=folder, env=env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "streamed with Ray Data" in trained.stderr
-    run = the_only_run(env, "s3stream")
-    assert run.data.params["data.streamed"] == "true"
-    assert run.data.metrics["test_accuracy"] > 0.75
-    output = folder / "s3-predictions"
-    predicted = redblue(
-        "predict",
-        f"runs:/{run.info.run_id}/model",
-        s3_table,
-        "--output",
-        str(output),
-        cwd=folder,
-        env=env,
-    )
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    """A hive-partitioned Parquet folder in the bucket streams into each trial's worker: Ray
+    Data reads it on the cluster's nodes, and the driver reads its listing only and plans from
+    one Ray Data pass on the cluster; the trial with the driver's seed plans from the
+    statistics that pass kept, the other from a pass of its own. The champion then predicts
+    every row of the bucket's table."""
     import pandas as pd
-
-    rows = pd.read_parquet(output)
-    assert len(rows) == 3000 and set(rows["prediction"]) <= {"hi", "lo", "mid"}
-    assert (rows["prediction"] == rows["label"]).mean() > 0.75
-
-
-def test_sweep_trials_stream_from_s3_and_spread_over_the_nodes(cluster, s3_table):
-    """The bucket's table streams into each trial's worker. The driver reads its listing only
-    and plans from one Ray Data pass on the cluster; the trial with the driver's seed plans
-    from the statistics that pass kept, the other from a pass of its own."""
     from mlflow.tracking import MlflowClient
 
     folder, env, _ = cluster
@@ -297,6 +264,22 @@ def test_sweep_trials_stream_from_s3_and_spread_over_the_nodes(cluster, s3_table
     kept = {folder.split("/")[0] for folder in s3_checkpoints(env, "sweeps/")}
     assert len(kept) == 1, kept
     assert list(folder.glob("spreadsweep-sweep-*-best_config.yaml"))
+    assert "streamed with Ray Data" in swept.stderr
+
+    output = folder / "s3-predictions"
+    predicted = redblue(
+        "predict",
+        "models:/spreadsweep@champion",
+        s3_table,
+        "--output",
+        str(output),
+        cwd=folder,
+        env=env,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    rows = pd.read_parquet(output)
+    assert len(rows) == 3000 and set(rows["prediction"]) <= {"hi", "lo", "mid"}
+    assert (rows["prediction"] == rows["label"]).mean() > 0.6
 
 
 def job_folder(folder: Path, name: str) -> Path:
