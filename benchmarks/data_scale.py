@@ -12,8 +12,11 @@ such as Ray's object store, once in each) and proportional (PSS: a shared page s
 processes that map it, so the sum is what the run holds), with each process's share at the PSS
 peak in the JSON. A streamed run is then started again and stopped at its first step: its
 statistics are kept from the first run's pass (``data.cache_stats``), so that time is the
-start-up alone. The ratios that matter are between sizes of the same run: wall and training
-time per row should stay flat (cost linear in the rows). ``--eval-rows`` sets
+start-up alone. For a streamed run it also notes how long the statistics pass took (the
+command's "rows: ... (N s)" line) and how long pyarrow alone takes to read the same files on
+every core of the machine (a floor for any pass over the rows). The ratios that matter are
+between sizes of the same run: wall and training time per row should stay flat (cost linear in
+the rows). ``--eval-rows`` sets
 ``strategy.eval_rows`` (default: the config's); a value at least the size of the table scores
 every part in full at every evaluation.
 
@@ -165,6 +168,7 @@ def train(table: Path, workdir: Path, name: str, eval_rows: int | None, streamin
     if process.returncode != 0:
         raise RuntimeError(f"{name} exited {process.returncode}:\n{err[-3000:]}")
     first = re.search(r"first optimizer step ([\d.]+) s after", err)
+    pass_time = re.search(r"^  rows: .*\(([\d.]+) s\)$", err, re.MULTILINE)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name(name)
     (run,) = client.search_runs([experiment.experiment_id])
@@ -175,9 +179,28 @@ def train(table: Path, workdir: Path, name: str, eval_rows: int | None, streamin
         "rounds": len(rates),
         "samples_per_s": float(np.median(rates)),
         "first_step_s": float(first.group(1)) if first else float("nan"),
+        "stats_pass_s": float(pass_time.group(1)) if pass_time else float("nan"),
         **peaks,
         "test_accuracy": run.data.metrics["test_accuracy"],
     }
+
+
+def read_floor(table: Path) -> float:
+    """Seconds to read every file of the table with pyarrow alone, in batches as the pass reads
+    them, on as many threads as the machine has cores: what any pass over the rows costs at
+    least here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    def read(path: Path) -> int:
+        return sum(b.num_rows for b in pq.ParquetFile(path).iter_batches(batch_size=65_536))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        rows = sum(pool.map(read, sorted(table.glob("*.parquet"))))
+    assert rows
+    return time.perf_counter() - started
 
 
 def first_step_again(
@@ -229,6 +252,7 @@ def main() -> None:
                 name = f"scale-{rows}-{mode}"
                 figures = train(table, workdir, name, args.eval_rows, mode)
                 if mode == "on":
+                    figures["read_floor_s"] = read_floor(table)
                     figures["first_step_again_s"] = first_step_again(
                         table, workdir, f"{name}-again", args.eval_rows, mode
                     )
@@ -245,17 +269,20 @@ def print_tables(results: dict[tuple[int, str], dict], sizes: list[int]) -> None
     """One row per run, then the ratios the targets read."""
     print(
         "| rows | streaming | wall s | train s | rounds | samples/s | first step s | "
-        "first step again s | peak RSS GB | peak PSS GB | test accuracy | wall / row vs first |"
+        "first step again s | statistics pass s | read alone s | peak RSS GB | peak PSS GB | "
+        "test accuracy | wall / row vs first |"
     )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | --- |" + " ---: |" * 12)
     for (rows, mode), f in results.items():
         base = results[sizes[0], mode]
         wall_ratio = f["wall_s"] / base["wall_s"] / (rows / sizes[0])
         again = f.get("first_step_again_s")
+        floor = f.get("read_floor_s")
         print(
             f"| {rows:,} | {mode} | {f['wall_s']:.0f} | {f['train_s']:.0f} | {f['rounds']} | "
             f"{f['samples_per_s']:,.0f} | {f['first_step_s']:.1f} | "
-            f"{'-' if again is None else f'{again:.1f}'} | {f['peak_memory_gb']:.1f} | "
+            f"{'-' if again is None else f'{again:.1f}'} | {f['stats_pass_s']:.1f} | "
+            f"{'-' if floor is None else f'{floor:.1f}'} | {f['peak_memory_gb']:.1f} | "
             f"{f['peak_pss_gb']:.1f} | {f['test_accuracy']:.4f} | {wall_ratio:.2f} |"
         )
     for rows in sizes:
