@@ -1,8 +1,9 @@
 """A streamed run's plan, from one Ray Data pass over the source (on the cluster, where the files
-are): an aggregation folds every batch's statistics (``trainers.data.table_stats``) into the
-parts' sizes, the classes, the preprocessing and standardization fitted over P' only, and a
-sample of each part; the plan then holds that sample in memory and the stream for the rest.
-The statistics are kept (``stats_cache``): a later run over the same files skips the pass."""
+are): a task per file folds its batches' statistics (``trainers.data.table_stats``), and the
+driver folds the files', in their order, into the parts' sizes, the classes, the preprocessing
+and standardization fitted over P' only, and a sample of each part; the plan then holds that
+sample in memory and the stream for the rest. The statistics are kept (``stats_cache``): a
+later run over the same files skips the pass."""
 
 from __future__ import annotations
 
@@ -27,47 +28,38 @@ from trainers.tasks.table import table_spec
 
 
 def table_stats(parts: Parts, layout: Layout, sample_rows: int) -> TableStats:
-    """Every batch's statistics, folded by a Ray Data aggregation; DataError from a task (a
-    bad value in row 90,000) comes back as itself."""
+    """Every file's statistics, folded by a Ray Data task per file where the file is, then on
+    the driver as they arrive; DataError from a task (a bad value in row 90,000) comes back as
+    itself."""
     import ray.data
-    from ray.data.aggregate import AggregateFnV2
-    from ray.data.block import BlockAccessor
 
     from orchestrator.streaming.rows import configure_ray_data, keyed_batches
 
-    class Fold(AggregateFnV2):
-        """Folds TableStats, carried between Ray Data's tasks as their pickle (Arrow stores
-        bytes as they are; an object it would convert, warning)."""
-
-        def __init__(self) -> None:
-            super().__init__(name="stats", zero_factory=_empty, on=None, ignore_nulls=False)
-
-        def aggregate_block(self, block) -> bytes:
-            folded = TableStats()
-            for path in BlockAccessor.for_block(block).to_pandas()["path"]:
-                for keyed in keyed_batches(parts, layout, str(path)):
-                    folded = folded.merged(TableStats.of(keyed, layout, sample_rows), sample_rows)
-            return pickle.dumps(folded)
-
-        def combine(self, current: bytes, new: bytes) -> bytes:
-            merged = pickle.loads(current).merged(pickle.loads(new), sample_rows)
-            return pickle.dumps(merged)
+    def fold_files(batch: dict) -> dict:
+        """Each file's statistics, carried as their pickle (Arrow stores bytes as they are; an
+        object it would convert, warning)."""
+        folded = []
+        for path in batch["path"]:
+            stats = TableStats()
+            for keyed in keyed_batches(parts, layout, str(path)):
+                stats = stats.merged(TableStats.of(keyed, layout, sample_rows), sample_rows)
+            folded.append(pickle.dumps(stats))
+        return {"stats": folded}
 
     configure_ray_data()
     files = ray.data.from_items(
         [{"path": path} for path in parts.paths], override_num_blocks=len(parts.paths)
     )
+    total = TableStats()
     try:
-        return pickle.loads(files.aggregate(Fold())["stats"])
+        for row in files.map_batches(fold_files, batch_size=1).iter_rows():
+            total = total.merged(pickle.loads(row["stats"]), sample_rows)
     except Exception as exc:
         cause = _data_error(exc)
         if cause is None:
             raise
         raise cause from None
-
-
-def _empty() -> bytes:
-    return pickle.dumps(TableStats())
+    return total
 
 
 def _data_error(exc: BaseException) -> DataError | None:

@@ -56,7 +56,8 @@ def keyed_batches(
 
 def configure_ray_data() -> None:
     """This process's Ray Data: outputs in order (a stream's order is then the seed's), a bounded
-    read-ahead in the object store, and no progress bars (the loop prints its own rounds)."""
+    read-ahead in the object store, no progress bars (the loop prints its own rounds), and a
+    task's own exception raised (not wrapped in Ray Data's ``UserCodeException``)."""
     import logging
 
     from ray.data import DataContext, ExecutionResources
@@ -70,6 +71,7 @@ def configure_ray_data() -> None:
     )
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    context.raise_original_map_exception = True  # a DataError comes back as itself
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,42 @@ def test_a_killed_worker_resumes_mid_stream_exactly(workspace, table, streamed, 
     whole = streamed[3].metrics
     for key in ("test_loss", "test_accuracy", "red/test_loss", "blue/test_loss", "val_loss"):
         assert summary.metrics[key] == whole[key], key
+
+
+def test_the_pass_folds_the_files_as_one_process_would_and_names_a_bad_one(
+    ray_session, workspace, table, tmp_path
+):
+    """The statistics pass (a Ray Data task per file, folded on the driver) gives the sizes,
+    classes and moments that one process folding every batch gives; a file with an infinite
+    value fails it with a DataError that names the file."""
+    import shutil
+
+    import pandas as pd
+
+    from orchestrator.streaming.choice import PendingStream
+    from orchestrator.streaming.plan import table_stats
+    from orchestrator.streaming.rows import keyed_batches
+    from trainers.data.table_stats import TableStats
+    from trainers.errors import DataError
+
+    pending = PendingStream.open(streamed_config(workspace, table, "pass"))
+    on_ray = table_stats(pending.parts, pending.layout, 256)
+    here = TableStats()
+    for path in pending.parts.paths:
+        for keyed in keyed_batches(pending.parts, pending.layout, path):
+            here = here.merged(TableStats.of(keyed, pending.layout, 256), 256)
+    assert on_ray.rows == here.rows and on_ray.label_counts == here.label_counts
+    assert on_ray.gaps == here.gaps and on_ray.columns["color"] == here.columns["color"]
+    for name in ("a", "b", "c", "d", "flag"):
+        got, want = on_ray.columns[name].present, here.columns[name].present
+        assert (got.n, got.mean, got.m2) == pytest.approx((want.n, want.mean, want.m2)), name
+
+    broken = tmp_path / "table"
+    shutil.copytree(table, broken)
+    bad = pd.read_parquet(table / "year=2025" / "part-0.parquet").head(50).reset_index(drop=True)
+    bad.loc[7, "a"] = np.inf
+    (broken / "year=2026").mkdir()
+    bad.to_parquet(broken / "year=2026" / "part-0.parquet", index=False)
+    pending = PendingStream.open(streamed_config(workspace, broken, "pass-bad"))
+    with pytest.raises(DataError, match=r"year=2026/part-0\.parquet: .*infinite"):
+        table_stats(pending.parts, pending.layout, 256)

@@ -21,7 +21,7 @@ from tests.helpers import Recorder, without_timing, write_partitioned_table
 from trainers.data.keyed_split import HashSplit
 from trainers.data.splits import split_samples
 from trainers.data.streamed_table import finish
-from trainers.data.table_stats import TableStats, smallest
+from trainers.data.table_stats import TableStats
 from trainers.data.tables import encode, load_table
 from trainers.errors import DataError
 
@@ -70,12 +70,6 @@ def test_hash_parts_are_stable_shared_as_configured_and_sharded_evenly():
         shards = HashSplit.shards(hashes, world)
         assert np.allclose(np.bincount(shards) / len(keys), 1 / world, atol=0.01)
     assert np.array_equal(how.parts(hashes[::7]), parts[::7])  # a row's part is its own
-
-
-def test_a_sample_is_the_rows_of_smallest_hash_ties_in_their_order():
-    values = np.random.default_rng(0).integers(0, 50, size=1000).astype(np.uint64)  # many ties
-    for k in (0, 1, 7, 100, 999, 1000, 5000):
-        assert np.array_equal(smallest(values, k), np.argsort(values, kind="stable")[:k]), k
 
 
 def test_streamed_and_in_memory_paths_split_and_fit_alike(table):

@@ -146,8 +146,7 @@ def keyed_rows(
     if wanted is not None:
         chosen = wanted(hashes, parts)
         kept, hashes, parts = kept[chosen], hashes[chosen], parts[chosen]
-    selected = batch.select([*layout.feature_columns, layout.label])
-    frame = (selected if len(kept) == batch.num_rows else selected.take(kept)).to_pandas()
+    frame = batch.select([*layout.feature_columns, layout.label]).take(kept).to_pandas()
     features = frame[layout.feature_columns]
     check_declared_types(features, cfg)
     return KeyedRows(
@@ -182,15 +181,10 @@ class TableStats:
         stats.rows = [int((rows.parts == code).sum()) for code in PART_NAMES]
         stats.gaps = {name: bool(rows.features[name].isna().any()) for name in layout.kinds}
         pool = np.isin(rows.parts, (RED, BLUE))
+        pooled = rows.features[pool]
         medians = {n for n, rule in layout.data.features.items() if rule.missing == "median"}
-        plain = [n for n, kind in layout.kinds.items() if kind == "number" and _plain(rows, n)]
-        if plain:
-            matrix = rows.features[plain].to_numpy(dtype=np.float64, na_value=np.nan)[pool]
-            stats.columns.update(_number_stats(matrix, plain, medians))
         for name, kind in layout.kinds.items():
-            if name not in stats.columns:
-                values = rows.features[name][pool]
-                stats.columns[name] = _column_stats(values, name, kind, name in medians)
+            stats.columns[name] = _column_stats(pooled[name], name, kind, name in medians)
         labels = rows.labels
         if layout.counts_labels:
             stats.label_counts = _counts(labels.to_numpy())
@@ -203,7 +197,7 @@ class TableStats:
         sample_hash = _sample_hashes(rows.hashes)
         for code in PART_NAMES:
             mine = np.flatnonzero(rows.parts == code)
-            chosen = mine[smallest(sample_hash[mine], sample_rows)]
+            chosen = mine[np.argsort(sample_hash[mine], kind="stable")[:sample_rows]]
             frame = rows.features.iloc[chosen].copy()
             frame[layout.label] = rows.labels.iloc[chosen].to_numpy()
             frame[SAMPLE_COLUMN] = sample_hash[chosen]
@@ -218,8 +212,7 @@ class TableStats:
             frames = [s.samples[code] for s in (self, other) if code in s.samples]
             if frames:
                 both = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-                chosen = smallest(both[SAMPLE_COLUMN].to_numpy(), sample_rows)
-                samples[code] = both.iloc[chosen].reset_index(drop=True)
+                samples[code] = both.nsmallest(sample_rows, SAMPLE_COLUMN).reset_index(drop=True)
         names = set(self.columns) | set(other.columns)
         return TableStats(
             rows=[a + b for a, b in zip(self.rows, other.rows, strict=True)],
@@ -239,50 +232,6 @@ class TableStats:
     @property
     def sizes(self) -> dict[str, int]:
         return {PART_NAMES[code]: count for code, count in enumerate(self.rows)}
-
-
-def smallest(values: np.ndarray, k: int) -> np.ndarray:
-    """The positions of the ``k`` smallest ``values``, in ascending order, ties in their order
-    (what a stable argsort's first ``k`` are, without sorting them all)."""
-    if len(values) > k > 0:
-        bound = np.partition(values, k - 1)[k - 1]
-        candidates = np.flatnonzero(values <= bound)
-        return candidates[np.argsort(values[candidates], kind="stable")[:k]]
-    return np.argsort(values, kind="stable")[:k]
-
-
-def _plain(rows: KeyedRows, name: str) -> bool:
-    """Whether a number column holds numbers as such (not booleans, not objects)."""
-    import pandas as pd
-
-    values = rows.features[name]
-    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-
-
-def _number_stats(matrix: np.ndarray, names: list[str], medians: set[str]) -> dict:
-    """Number columns' statistics from their values over P' (one column of ``matrix`` each,
-    NaN for a gap; infinite values were refused with the batch), moments computed for all
-    columns at once when none has a gap."""
-    columns = np.ascontiguousarray(matrix.T)  # each column's values contiguous
-    gaps = np.isnan(columns)
-    stats = {}
-    if not gaps.any() and columns.shape[1]:
-        means = columns.mean(axis=1)
-        m2 = ((columns - means[:, None]) ** 2).sum(axis=1)
-        for j, name in enumerate(names):
-            kept = [columns[j]] if name in medians else []
-            stats[name] = ColumnStats(
-                Moments(columns.shape[1], float(means[j]), float(m2[j])), values=kept
-            )
-        return stats
-    for j, name in enumerate(names):
-        present = columns[j][~gaps[j]]
-        stats[name] = ColumnStats(
-            present=Moments.of(present),
-            missing=int(gaps[j].sum()),
-            values=[present] if name in medians else [],
-        )
-    return stats
 
 
 def _column_stats(values: pd.Series, name: str, kind: str, keep_values: bool) -> ColumnStats:
