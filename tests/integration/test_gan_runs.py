@@ -1,10 +1,13 @@
 """A GAN end to end on the shared local Ray: Ray Train workers with two DeepSpeed engines per
 replica, the run in MLflow (both losses per round, test_fd against its floor, the quality report,
-generated rows, a pyfunc that generates), and a GAN sweep that registers a champion by test_fd."""
+generated rows, a pyfunc that generates), and population-based training of a GAN's two rates
+(the sweeps' PBT mechanics: exploits, perturbed optimizers, kept checkpoints), registering a
+champion by test_fd."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import mlflow
@@ -102,16 +105,19 @@ def test_served_rows_do_not_depend_on_the_requests_batched_with_them(
         serve.delete("gan-serve")
 
 
-def test_a_pbt_sweep_of_both_learning_rates_registers_a_champion(sweep, mlflow_client):
+def test_pbt_hands_a_trial_the_others_checkpoint_and_both_perturbed_rates(sweep, mlflow_client):
     """Population-based training of the generator's and the discriminator's learning rates (as
-    Ray's PBT DCGAN does): a trial continues from the other's checkpoint with perturbed rates,
-    and the best trial's model is registered as the champion, ranked by test_fd."""
+    Ray's PBT DCGAN does): a trial continues from the other's checkpoint (it does not start
+    again) with perturbed rates, and each DeepSpeed optimizer trains with its new rate, not the
+    one restored from the checkpoint. The best trial's model is registered as the champion,
+    ranked by test_fd, and only its checkpoints are kept."""
     space = {"optim.lr": {"loguniform": [5e-5, 3e-4]}, "model.d_lr": {"loguniform": [2e-4, 1e-3]}}
     code, summary = sweep(
         "gan-pbt",
         **{
             **PENGUINS,
-            "optim": {"epochs": 8, "batch_size": 32},
+            # A constant schedule: the optimizer's lr is then the trial's config's.
+            "optim": {"epochs": 8, "batch_size": 32, "schedule": "constant", "warmup_steps": 0},
             "strategy": {"eval_every": 1},
             "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},  # two trials on two cores
         },
@@ -124,15 +130,38 @@ def test_a_pbt_sweep_of_both_learning_rates_registers_a_champion(sweep, mlflow_c
     champion = mlflow_client.get_model_version_by_alias("gan-pbt", "champion")
     assert str(champion.version) == summary.version
     trials = children(mlflow_client, summary.parent_run_id)
-    assert len(trials) == 2 and all("test_fd" in t.data.metrics for t in trials)
+    assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
+    assert all("test_fd" in t.data.metrics for t in trials)
     exploited = [t for t in trials if "redblue.pbt.exploits" in t.data.tags]
     assert exploited, [t.data.tags for t in trials]
     for trial in exploited:  # the discriminator's rate, perturbed by the exploit
         history = mlflow_client.get_metric_history(trial.info.run_id, "pbt/model.d_lr")
         started = min(history, key=lambda metric: metric.step).value
         last_exploit = trial.data.tags["redblue.pbt.last_exploit"]
+        assert "from trial" in last_exploit
         found = re.search(r"\bd_lr=([0-9.e+-]+)", last_exploit)
         assert found, last_exploit
         # An exploit at the last round leaves no round to log the new rate on: the tag says it.
         continued = float(found.group(1))
         assert abs(continued - started) > 1e-3 * started, (last_exploit, started)
+
+    def history(run, key: str) -> dict[int, float]:
+        return {m.step: m.value for m in mlflow_client.get_metric_history(run.info.run_id, key)}
+
+    # Both trials may exploit: one mid-run, and one (later) the other's final checkpoint, which
+    # leaves it nothing to train. The one that trained on must have trained with two rates.
+    run = max(exploited, key=lambda t: len(set(history(t, "pbt/optim.lr").values())))
+    rates = history(run, "pbt/optim.lr")
+    assert len(set(rates.values())) >= 2  # it trained with more than one lr
+    reported = history(run, "lr")  # the generator's optimizer
+    for step, value in rates.items():
+        assert reported[step] == pytest.approx(value, rel=1e-5), (step, rates, reported)
+    rounds = [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "val_loss")]
+    assert rounds.count(1) == 1  # it continued from a checkpoint, it did not start again
+    # Tune's copies and the Train runs' checkpoints: only the best trial's remain.
+    sweep_dir = Path(summary.best_config_path).parent
+    holders = {p.parent.name for p in sweep_dir.glob("**/checkpoint_0*") if p.is_dir()}
+    assert holders and all(
+        f"_{summary.best.trial_id}_" in h or h.startswith(f"trial-{summary.best.trial_id}")
+        for h in holders
+    ), holders

@@ -1,5 +1,6 @@
 """Sweeps on the shared local Ray: real Tune trials, each a Ray Train DeepSpeed run, recorded as
-nested MLflow runs; the champion alias; and a resume after the driver is SIGKILLed."""
+nested MLflow runs; the champion alias; and a resume after the driver is SIGKILLed.
+(Population-based training: tests/integration/test_gan_runs.py.)"""
 
 from __future__ import annotations
 
@@ -190,50 +191,3 @@ def test_resume_after_the_driver_is_killed(ray_session, tmp_path, mlflow_client)
         if run.info.run_id in finished_before:
             assert run.info.end_time == finished_before[run.info.run_id]
     assert "resuming sweep" in resumed.stderr
-
-
-def test_population_based_training_hands_checkpoints_to_the_worse_trial(sweep, mlflow_client):
-    """PBT: the worse trial continues from the better one's checkpoint with a perturbed lr, and
-    its DeepSpeed optimizer trains with that lr (not the one restored from the checkpoint)."""
-    code, summary = sweep(
-        "sweep-pbt",
-        optim={"epochs": 4, "schedule": "constant", "warmup_steps": 0, "batch_size": 32},
-        scaling={"num_workers": 1, "cpus_per_worker": 0.5},
-        checkpoint={"every_rounds": 2, "keep": 1},
-        sweep={
-            "space": {"optim.lr": {"loguniform": [0.0002, 0.02]}},
-            "num_samples": 2,
-            "max_concurrent": 2,
-            "scheduler": "pbt",
-        },
-    )
-    assert code == 0 and summary.best is not None
-    runs = children(mlflow_client, summary.parent_run_id)
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
-    exploited = [r for r in runs if "redblue.pbt.exploits" in r.data.tags]
-    assert exploited, [r.data.tags for r in runs]
-    lrs = {
-        r.info.run_id: {
-            m.step: m.value for m in mlflow_client.get_metric_history(r.info.run_id, "pbt/optim.lr")
-        }
-        for r in exploited
-    }
-    # Both trials may exploit: one mid-run, and one (later) the other's final checkpoint, which
-    # leaves it nothing to train. The one that trained on must have trained with two lrs.
-    run = max(exploited, key=lambda r: len(set(lrs[r.info.run_id].values())))
-    assert "from trial" in run.data.tags["redblue.pbt.last_exploit"]
-    values = lrs[run.info.run_id]
-    assert len(set(values.values())) >= 2  # it trained with more than one lr
-    reported = {m.step: m.value for m in mlflow_client.get_metric_history(run.info.run_id, "lr")}
-    for step, value in values.items():  # a constant schedule: the optimizer's lr is the config's
-        assert reported[step] == pytest.approx(value, rel=1e-5), (step, values, reported)
-    rounds = [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "val_loss")]
-    assert rounds.count(1) == 1  # it continued from a checkpoint, it did not start again
-    assert summary.version and summary.alias == "champion"
-    # Tune's copies and the Train runs' checkpoints: only the best trial's remain
-    sweep_dir = Path(summary.best_config_path).parent
-    holders = {p.parent.name for p in sweep_dir.glob("**/checkpoint_0*") if p.is_dir()}
-    assert holders and all(
-        f"_{summary.best.trial_id}_" in h or h.startswith(f"trial-{summary.best.trial_id}")
-        for h in holders
-    ), holders
