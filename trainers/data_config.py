@@ -182,7 +182,7 @@ class DataConfig(Section):
         "auto",
         description="data.kind table from files: on streams the rows into the workers with Ray "
         "Data (no worker holds the table; the split by a hash of data.row_key, preprocessing "
-        "statistics by Ray Data aggregations over P'); off reads the whole table into memory; "
+        "statistics by one Ray Data pass over P'); off reads the whole table into memory; "
         "auto streams when the table is larger than data.stream_above of one worker's memory "
         "(see docs/training.md#streaming for what streaming refuses).",
     )

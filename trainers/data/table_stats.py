@@ -1,5 +1,5 @@
 """What a streamed table's preprocessing is fitted from, without holding the table: mergeable
-statistics of batches of raw rows (a Ray Data aggregation folds them, ``orchestrator.streaming``),
+statistics of batches of raw rows (a Ray Data pass folds them, ``orchestrator.streaming``),
 and the same fitted ``Preprocessing``, standardization and classes that the in-memory path
 (``trainers.data.tables``) computes from the whole table.
 

@@ -89,7 +89,7 @@ def build_replicas(plan: RunPlan, make_engine: MakeEngine) -> dict[str, Replica]
     for name in plan.rounds.steps_per_replica:
         torch.manual_seed(plan.loop.seed)
         model = family.build(plan.spec)
-        if plan.stream is not None:  # fitted by the stream's aggregation over P'
+        if plan.stream is not None:  # fitted by the stream's pass over P'
             assert isinstance(model, Scaled)
             model.set_standardization(plan.stream.standardization)
         else:
