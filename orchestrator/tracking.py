@@ -299,10 +299,12 @@ def input_example(sample: pd.DataFrame | np.ndarray, feature_names: list[str]) -
 def sample_frame(sample: pd.DataFrame | np.ndarray, feature_names: list[str]) -> pd.DataFrame:
     """``sample`` as the signature and the input example type it: its raw columns (a sequence
     model's long format: id and time too; an array's named ``feature_names``), integers as
-    doubles (a gap would make them floats)."""
+    doubles (a gap would make them floats), and float32 columns (a Parquet file's) as doubles:
+    an input example's numbers come back from JSON as doubles, which MLflow will not narrow."""
     if not isinstance(sample, pd.DataFrame):
         return pd.DataFrame(np.asarray(sample, dtype=np.float64), columns=feature_names)
-    return sample.astype({c: "float64" for c in sample.select_dtypes("integer").columns})
+    numbers = sample.select_dtypes(["integer", "floating"]).columns
+    return sample.astype({c: "float64" for c in numbers})
 
 
 def node_tags(node_ids: list[str]) -> dict[str, str]:

@@ -81,7 +81,7 @@ def test_the_saved_model_takes_frames_of_any_numeric_dtype_arrays_and_lists(
     import mlflow
 
     import trainers
-    from orchestrator.tracking import PYFUNC_CODE, model_signature
+    from orchestrator.tracking import PYFUNC_CODE, input_example, model_signature
     from trainers.models import load_model, predict
     from trainers.spec import FINAL_MODEL_DIR
 
@@ -92,14 +92,17 @@ def test_the_saved_model_takes_frames_of_any_numeric_dtype_arrays_and_lists(
     signature = model_signature(spec.feature_names, rows[:2], expected[:2])
     inputs = signature.inputs.to_dict()
     assert [(c["name"], c["type"]) for c in inputs] == [(n, "double") for n in spec.feature_names]
+    float32 = pd.DataFrame(rows[:2], columns=spec.feature_names)  # a Parquet file's columns
+    assert model_signature(spec.feature_names, float32, expected[:2]) == signature
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        mlflow.pyfunc.save_model(
+        mlflow.pyfunc.save_model(  # MLflow checks the example against the signature
             tmp_path / "model",
             python_model=str(PYFUNC_CODE),
             artifacts={FINAL_MODEL_DIR: str(directory)},
             code_paths=[str(Path(trainers.__file__).parent)],
             signature=signature,
+            input_example=input_example(float32, spec.feature_names),
         )
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     assert loaded.metadata.get_input_schema() == signature.inputs
