@@ -16,9 +16,8 @@ start-up alone. For a streamed run it also notes how long the statistics pass to
 command's "rows: ... (N s)" line) and how long pyarrow alone takes to read the same files on
 every core of the machine (a floor for any pass over the rows). The ratios that matter are
 between sizes of the same run: wall and training time per row should stay flat (cost linear in
-the rows). ``--eval-rows`` sets
-``strategy.eval_rows`` (default: the config's); a value at least the size of the table scores
-every part in full at every evaluation.
+the rows). ``--eval-rows`` sets ``strategy.eval_rows`` (default: the config's); a value at least
+the size of the table scores every part in full at every evaluation.
 
 Both paths split by a hash of each row's position (``data.split: hash``), so they train on
 the same rows.
@@ -46,6 +45,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 FEATURES, CLASSES = 32, 4
+FIRST_STEP = re.compile(r"first optimizer step ([\d.]+) s after")  # lines the command prints
+STATS_PASS = re.compile(r"^  rows: .*\(([\d.]+) s\)$", re.MULTILINE)
 
 
 def write_table(folder: Path, rows: int, seed: int = 0) -> int:
@@ -167,8 +168,8 @@ def train(table: Path, workdir: Path, name: str, eval_rows: int | None, streamin
     peaks = memory.stop()
     if process.returncode != 0:
         raise RuntimeError(f"{name} exited {process.returncode}:\n{err[-3000:]}")
-    first = re.search(r"first optimizer step ([\d.]+) s after", err)
-    pass_time = re.search(r"^  rows: .*\(([\d.]+) s\)$", err, re.MULTILINE)
+    first = FIRST_STEP.search(err)
+    pass_time = STATS_PASS.search(err)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name(name)
     (run,) = client.search_runs([experiment.experiment_id])
@@ -217,10 +218,10 @@ def first_step(
     kept = False
     for line in process.stderr:
         kept = kept or "kept from an earlier pass" in line
-        pass_time = re.search(r"^  rows: .*\(([\d.]+) s\)$", line)
+        pass_time = STATS_PASS.search(line)
         if pass_time and not kept:
             figures["stats_pass_s"] = float(pass_time.group(1))
-        found = re.search(r"first optimizer step ([\d.]+) s after", line)
+        found = FIRST_STEP.search(line)
         if found:
             figures["first_step_s"] = float(found.group(1))
             break

@@ -324,6 +324,19 @@ def loopback_s3(bucket: str):
         server.stop()
 
 
+def folded_in_one_process(pending, sample_rows: int):
+    """A streamed table's statistics (``pending``: an ``orchestrator.streaming.choice.
+    PendingStream``) folded batch by batch in this process: what the Ray Data pass computes."""
+    from orchestrator.streaming.rows import keyed_batches
+    from trainers.data.table_stats import TableStats
+
+    stats = TableStats()
+    for path in pending.parts.paths:
+        for keyed in keyed_batches(pending.parts, pending.layout, path):
+            stats = stats.merged(TableStats.of(keyed, pending.layout, sample_rows), sample_rows)
+    return stats
+
+
 def write_partitioned_table(folder: Path, rows: int = 3000, seed: int = 0) -> pd.DataFrame:
     """A hive-partitioned Parquet folder (year=2024/, year=2025/; row groups smaller than a read
     batch): numbers with gaps, a category with gaps, a boolean, and a 3-class label that the

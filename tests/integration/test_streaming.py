@@ -12,7 +12,11 @@ import threading
 import numpy as np
 import pytest
 
-from tests.helpers import kill_a_worker_after_first_checkpoint, write_partitioned_table
+from tests.helpers import (
+    folded_in_one_process,
+    kill_a_worker_after_first_checkpoint,
+    write_partitioned_table,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -126,16 +130,11 @@ def test_the_pass_folds_the_files_as_one_process_would_and_names_a_bad_one(
 
     from orchestrator.streaming.choice import PendingStream
     from orchestrator.streaming.plan import table_stats
-    from orchestrator.streaming.rows import keyed_batches
-    from trainers.data.table_stats import TableStats
     from trainers.errors import DataError
 
     pending = PendingStream.open(streamed_config(workspace, table, "pass"))
     on_ray = table_stats(pending.parts, pending.layout, 256)
-    here = TableStats()
-    for path in pending.parts.paths:
-        for keyed in keyed_batches(pending.parts, pending.layout, path):
-            here = here.merged(TableStats.of(keyed, pending.layout, 256), 256)
+    here = folded_in_one_process(pending, 256)
     assert on_ray.rows == here.rows and on_ray.label_counts == here.label_counts
     assert on_ray.gaps == here.gaps and on_ray.columns["color"] == here.columns["color"]
     for name in ("a", "b", "c", "d", "flag"):

@@ -16,8 +16,13 @@ import torch
 from orchestrator.config import RedblueConfig
 from orchestrator.streaming.choice import PendingStream, streams
 from orchestrator.streaming.plan import plan_from_stats
-from orchestrator.streaming.rows import StreamedRows, keyed_batches
-from tests.helpers import Recorder, without_timing, write_partitioned_table
+from orchestrator.streaming.rows import StreamedRows
+from tests.helpers import (
+    Recorder,
+    folded_in_one_process,
+    without_timing,
+    write_partitioned_table,
+)
 from trainers.data.keyed_split import HashSplit
 from trainers.data.splits import split_samples
 from trainers.data.streamed_table import finish
@@ -41,12 +46,7 @@ def config(source: Path, **data) -> RedblueConfig:
 
 
 def folded(pending: PendingStream) -> TableStats:
-    """What the Ray Data aggregation computes, folded here in one process."""
-    stats = TableStats()
-    for path in pending.parts.paths:
-        for keyed in keyed_batches(pending.parts, pending.layout, path):
-            stats = stats.merged(TableStats.of(keyed, pending.layout, SAMPLE_ROWS), SAMPLE_ROWS)
-    return stats
+    return folded_in_one_process(pending, SAMPLE_ROWS)
 
 
 @pytest.fixture(scope="module")
