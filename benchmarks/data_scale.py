@@ -76,11 +76,13 @@ class PeakMemory:
     resident memory (RSS, which counts a page shared by several processes, such as Ray's object
     store, once in each) and proportional memory (PSS, which splits a shared page among the
     processes that map it, so the sum is what the run really holds). At the PSS peak it also
-    keeps each process's share, by process title (``ray::...`` for Ray's workers)."""
+    keeps each process's share, by process title (``ray::...`` for Ray's workers), and how many
+    processes had each title."""
 
     def __init__(self, pid: int, every_s: float = 0.5) -> None:
         self.pid, self.every_s = pid, every_s
-        self.peak, self.peak_pss, self.at_peak, self.peak_at_s = 0, 0, {}, 0.0
+        self.peak, self.peak_pss, self.peak_at_s, self.shmem_at_peak = 0, 0, 0.0, 0
+        self.at_peak: dict[str, list[int]] = {}  # title: [PSS, processes]
         self.started = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -95,18 +97,20 @@ class PeakMemory:
                 processes = [root, *root.children(recursive=True)]
             except psutil.Error:
                 processes = []
-            rss, pss, shares = 0, 0, {}
+            rss, pss, shmem, shares = 0, 0, 0, {}
             for process in processes:
                 try:
-                    memory = process.memory_full_info()
+                    memory = smaps_rollup(process.pid)
                     title = " ".join(process.cmdline()[:1])[:40] or process.name()
-                except psutil.Error:
+                except (psutil.Error, OSError):
                     continue
-                rss, pss = rss + memory.rss, pss + memory.pss
-                shares[title] = shares.get(title, 0) + memory.pss
+                rss, pss = rss + memory["Rss"], pss + memory["Pss"]
+                shmem += memory["Pss_Shmem"]
+                share = shares.setdefault(title, [0, 0])
+                share[0], share[1] = share[0] + memory["Pss"], share[1] + 1
             self.peak = max(self.peak, rss)
             if pss > self.peak_pss:
-                self.peak_pss, self.at_peak = pss, shares
+                self.peak_pss, self.at_peak, self.shmem_at_peak = pss, shares, shmem
                 self.peak_at_s = time.perf_counter() - self.started
             self._stop.wait(self.every_s)
 
@@ -117,11 +121,23 @@ class PeakMemory:
             "peak_memory_gb": self.peak / 1e9,
             "peak_pss_gb": self.peak_pss / 1e9,
             "pss_peak_at_s": round(self.peak_at_s, 1),
+            "shared_memory_pss_at_peak_gb": round(self.shmem_at_peak / 1e9, 2),
             "pss_at_peak_gb": {
                 title: round(share / 1e9, 2)
-                for title, share in sorted(self.at_peak.items(), key=lambda item: -item[1])
+                for title, (share, _) in sorted(self.at_peak.items(), key=lambda item: -item[1][0])
             },
+            "processes_at_peak": {title: count for title, (_, count) in self.at_peak.items()},
         }
+
+
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """A process's memory in bytes, from Linux's ``/proc/PID/smaps_rollup``: ``Rss``, ``Pss``
+    and ``Pss_Shmem`` (its share of shared memory, such as Ray's object store)."""
+    figures = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        figures[name.rstrip(":")] = int(value) * 1024
+    return figures
 
 
 def train_command(

@@ -9,7 +9,9 @@ gives; Ray Train's torch backend (``orchestrator.training.process_group`` follow
 rendezvous address, sets the workers' distributed environment and shuts the process group down
 with private functions; Ray Train's controller waits for Ray Data's autoscaling coordinator,
 which a private function creates, and starts a Ray Data dataset manager through a private
-callback even for a trainer without datasets. When Ray is upgraded, check these first.
+callback even for a trainer without datasets; Ray Data records every pipeline in a statistics
+actor and keeps caches per pipeline that the streams' one-file pipelines would grow with the
+table. When Ray is upgraded, check these first.
 Importing this module imports Ray but not torch (Ray Train's controller process imports it, and
 never needs torch): the functions that run in a worker import Ray's torch integration there.
 """
@@ -18,6 +20,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ray._common.utils import get_ray_address_file
 from ray._private.ray_constants import (
@@ -25,9 +28,12 @@ from ray._private.ray_constants import (
     get_runtime_env_default_excludes,
 )
 from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE, _dir_travel, _get_excludes
+from ray.actor import _ActorClassMethodMetadata
 from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
     get_or_create_autoscaling_coordinator,
 )
+from ray.data._internal.remote_fn import CACHED_FUNCTIONS
+from ray.data._internal.stats import _StatsManager
 from ray.train._internal.utils import get_address_and_port
 from ray.train.constants import (
     DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
@@ -128,3 +134,31 @@ def start_autoscaling_coordinator() -> None:
     asks for resources first), so that a controller finds it instead of starting it and
     waiting: called beside a new local Ray's other start-up work."""
     get_or_create_autoscaling_coordinator()
+
+
+def leave_pipelines_unrecorded() -> None:
+    """This process's Ray Data pipelines are not recorded by Ray Data's statistics actor (nor
+    its metrics, nor the dashboard's Data view). A stream starts a one-file pipeline per file and
+    pass (about 5,000 over a 40M-row table's run): Ray keeps about 1 MB of metrics and statistics
+    for each, for the whole session, in the statistics actor and the node's metrics agent."""
+
+    def unrecorded(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    for name in (
+        "register_dataset_to_stats_actor",
+        "update_execution_metrics",
+        "update_iteration_metrics",
+    ):
+        setattr(_StatsManager, name, staticmethod(unrecorded))
+
+
+def forget_finished_pipeline() -> None:
+    """Drops what Ray keeps in this process from a finished pipeline and never uses again: the
+    remote function of its map operator (Ray Data caches one per operator, keyed by the
+    operator's id) and the method tables of the actor classes it declared (its autoscaling
+    coordinator's, declared anew by every pipeline; Ray's own cache, which Ray clears on
+    disconnect). Kept, they grow by about 60 kB per pipeline, so with the table's size."""
+    for key in [key for key in CACHED_FUNCTIONS if getattr(key[0], "__name__", "") == "_map_task"]:
+        del CACHED_FUNCTIONS[key]
+    _ActorClassMethodMetadata.reset_cache()

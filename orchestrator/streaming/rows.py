@@ -123,14 +123,23 @@ class StreamedRows:
         paused, poll in a busy loop in the training process)."""
         import ray.data
 
+        from orchestrator.ray_internals import (
+            forget_finished_pipeline,
+            leave_pipelines_unrecorded,
+        )
+
         configure_ray_data()
+        leave_pipelines_unrecorded()
         dataset = ray.data.from_items([{"path": path}]).map_batches(
             encode, batch_size=1, num_cpus=0, zero_copy_batch=True
         )
-        for batch in dataset.iter_batches(
-            batch_size=FETCH_ROWS, batch_format="numpy", prefetch_batches=2
-        ):
-            yield batch["features"], batch["labels"], batch["parts"]
+        try:
+            for batch in dataset.iter_batches(
+                batch_size=FETCH_ROWS, batch_format="numpy", prefetch_batches=2
+            ):
+                yield batch["features"], batch["labels"], batch["parts"]
+        finally:
+            forget_finished_pipeline()
 
 
 def _rebatched(

@@ -70,8 +70,17 @@ def test_a_partitioned_folder_trains_streamed_and_is_recorded(streamed, mlflow_c
 
 
 def test_each_workers_stream_repeats_skips_exactly_and_shares_the_part(streamed):
+    """... and its one-file pipelines leave nothing behind that would grow with the table: no
+    record in Ray Data's statistics actor, no cached map task, no cached actor method table."""
+    import ray
+    from ray.actor import _ActorClassMethodMetadata
+    from ray.data._internal.remote_fn import CACHED_FUNCTIONS
+    from ray.data._internal.stats import get_or_create_stats_actor
+
     _, plan, _, _ = streamed
     rows = plan.stream.rows
+    stats = get_or_create_stats_actor()
+    datasets = len(ray.get(stats.get_datasets.remote()))
 
     def read(rank: int, skip: int = 0, epoch: int = 1) -> list:
         return list(
@@ -90,6 +99,9 @@ def test_each_workers_stream_repeats_skips_exactly_and_shares_the_part(streamed)
     assert not mine & {tuple(row) for b in other for row in b[0]}
     next_epoch = read(0, epoch=2)
     assert not np.array_equal(next_epoch[0][0], first[0][0])  # another order each epoch
+    assert len(ray.get(stats.get_datasets.remote())) == datasets
+    assert not [key for key in CACHED_FUNCTIONS if key[0].__name__ == "_map_task"]
+    assert not _ActorClassMethodMetadata._cache
 
 
 def test_a_killed_worker_resumes_mid_stream_exactly(workspace, table, streamed, mlflow_client):
