@@ -45,13 +45,39 @@ def keyed_batches(
     offset = 0
     name = relative_path(parts.base, path)
     try:
-        for batch in parts.part(path).to_batches(batch_size=READ_ROWS):
+        for batch in parts.part(path).to_batches(batch_size=READ_ROWS, **read_options(parts)):
             yield keyed_rows(batch, layout, name, offset, wanted)
             offset += batch.num_rows
     except (DataError, InputError) as exc:
         raise DataError(f"{name}: {exc}") from None
     except OSError as exc:
         raise DataError(f"cannot read {name} of data.source {parts.source!r}: {exc}") from None
+    finally:
+        release_arrow_memory()
+
+
+def read_options(parts: Parts) -> dict[str, Any]:
+    """How a file's batches are read: two read ahead and one file at a time (Arrow's defaults are
+    16 and 4), and a Parquet file on a local disk read a column chunk at a time, without first
+    buffering the whole row group. Arrow then holds about 60 MB to read a file of a million rows
+    of 33 columns, against about 320 MB with its defaults, and reads it as fast. A remote file
+    keeps the buffering, which makes one request of a row group's many column chunks."""
+    import pyarrow.dataset as ds
+    from pyarrow.fs import LocalFileSystem
+
+    options: dict[str, Any] = {"batch_readahead": 2, "fragment_readahead": 1}
+    if parts.format == "parquet" and isinstance(parts.filesystem, LocalFileSystem):
+        options["fragment_scan_options"] = ds.ParquetFragmentScanOptions(pre_buffer=False)
+    return options
+
+
+def release_arrow_memory() -> None:
+    """Hands the memory Arrow's allocator keeps after a file is read back to the system: kept,
+    it is about 350 MB in each process that has read a file of a million rows, and a stream's
+    reading tasks run in several processes at once."""
+    import pyarrow
+
+    pyarrow.default_memory_pool().release_unused()
 
 
 def configure_ray_data() -> None:
@@ -140,6 +166,7 @@ class StreamedRows:
                 yield batch["features"], batch["labels"], batch["parts"]
         finally:
             forget_finished_pipeline()
+            release_arrow_memory()
 
 
 def _rebatched(
