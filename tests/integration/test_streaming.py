@@ -1,12 +1,15 @@
 """A table streamed into the workers with Ray Data (``data.streaming: on``) on the session's
 Ray: a hive-partitioned Parquet folder trains end to end, each worker's stream is the same on
-every read, skips exactly, and shares a part out without overlap, and a killed worker resumes
-mid-stream exactly (the split, the fit, the kept statistics and the loop's resume without Ray:
-tests/unit/test_stream_planning.py; from S3 on a cluster, trained, swept and predicted:
-tests/integration/test_cluster.py)."""
+every read, skips exactly, and shares a part out without overlap, a killed worker resumes
+mid-stream exactly, and ``redblue compare`` streams each child (the split, the fit, the kept
+statistics and the loop's resume without Ray: tests/unit/test_stream_planning.py; from S3 on a
+cluster, trained, swept and predicted: tests/integration/test_cluster.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -162,3 +165,37 @@ def test_the_pass_folds_the_files_as_one_process_would_and_names_a_bad_one(
     pending = PendingStream.open(streamed_config(workspace, broken, "pass-bad"))
     with pytest.raises(DataError, match=r"year=2026/part-0\.parquet: .*infinite"):
         table_stats(pending.parts, pending.layout, 256)
+
+
+def test_compare_streams_each_child_and_pairs_them(ray_session, table, tmp_path, mlflow_client):
+    """``redblue compare`` over the streamed folder, on the session's Ray: red-blue and standard
+    (one seed) each stream the table in a child run, and the parent pairs them."""
+    config = tmp_path / "compare.yaml"
+    config.write_text(
+        "name: stream-compare\n"
+        f"data: {{source: '{table}', label: label, streaming: 'on'}}\n"
+        "model: {hidden: [16]}\n"
+        "optim: {epochs: 1, batch_size: 64, lr: 0.003}\n"
+        "strategy: {eval_rows: 256}\n"
+        "scaling: {num_workers: 1, cpus_per_worker: 1}\n"
+    )
+    command = [sys.executable, "-m", "orchestrator.cli", "compare", str(config), "--seeds", "1"]
+    command += ["--strategies", "red_blue"]
+    env = {**os.environ, "RAY_ADDRESS": ray_session}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    experiment = mlflow_client.get_experiment_by_name("stream-compare")
+    (parent,) = mlflow_client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`redblue.kind` = 'compare'"
+    )
+    children = mlflow_client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    assert sorted(run.data.tags["redblue.strategy"] for run in children) == ["red_blue", "standard"]
+    assert parent.data.params["data.streamed"] == "true"  # planned from the pass's statistics
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.params["data.streaming"] == "on"
+        assert run.data.metrics["test_accuracy"] > 0.6, run.data.metrics
+    assert "delta/test_accuracy_mean" in parent.data.metrics  # one strategy beside standard
