@@ -30,6 +30,7 @@ from trainers.errors import DataError, InputError
 
 READ_ROWS = 65_536  # rows per batch read from a file (and shuffled: a worker's share of them)
 STREAM_BUFFER_BYTES = 256 * 1024**2  # what a stream may hold in the object store, read ahead
+BLOCK_BYTES = 16 * 1024**2  # a reading task's output block (Ray Data's default: 128 MiB)
 FETCH_ROWS = 8192  # rows a worker takes from Ray Data at once (then cut into its batches)
 ORDER_STREAM = 7  # seeds the files' order per epoch (after the split's and the slices' streams)
 
@@ -82,7 +83,8 @@ def release_arrow_memory() -> None:
 
 def configure_ray_data() -> None:
     """This process's Ray Data: outputs in order (a stream's order is then the seed's), a bounded
-    read-ahead in the object store, no progress bars (the loop prints its own rounds), and a
+    read-ahead in the object store, small blocks (a reading task holds what it has encoded
+    until a block is full), no progress bars (the loop prints its own rounds), and a
     task's own exception raised (not wrapped in Ray Data's ``UserCodeException``)."""
     import logging
 
@@ -95,6 +97,7 @@ def configure_ray_data() -> None:
     context.execution_options.resource_limits = ExecutionResources(
         object_store_memory=STREAM_BUFFER_BYTES
     )
+    context.target_max_block_size = BLOCK_BYTES
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     context.raise_original_map_exception = True  # a DataError comes back as itself
