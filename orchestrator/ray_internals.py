@@ -9,7 +9,8 @@ gives; Ray Train's torch backend (``orchestrator.training.process_group`` follow
 rendezvous address, sets the workers' distributed environment and shuts the process group down
 with private functions; Ray Train's controller waits for Ray Data's autoscaling coordinator,
 which a private function creates, and starts a Ray Data dataset manager through a private
-callback even for a trainer without datasets; Ray Data records every pipeline in a statistics
+callback even for a trainer without datasets; Ray Train's controller writes its checkpoint
+manager's snapshot in place; Ray Data records every pipeline in a statistics
 actor and keeps caches per pipeline that the streams' one-file pipelines would grow with the
 table. When Ray is upgraded, check these first.
 Importing this module imports Ray but not torch (Ray Train's controller process imports it, and
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pyarrow.fs import LocalFileSystem
 from ray._common.utils import get_ray_address_file
 from ray._private.ray_constants import (
     RAY_RUNTIME_ENV_IGNORE_GITIGNORE,
@@ -46,6 +48,7 @@ from ray.train.v2._internal.constants import (
 )
 from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 from ray.train.v2._internal.execution import context as train_context
+from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import CheckpointManager
 from ray.train.v2._internal.util import TrainingFramework
 
 TRAIN_REPORT_LOGGER = train_context.__file__  # Ray Train v2 logs each report at INFO under it
@@ -162,3 +165,24 @@ def forget_finished_pipeline() -> None:
     for key in [key for key in CACHED_FUNCTIONS if getattr(key[0], "__name__", "") == "_map_task"]:
         del CACHED_FUNCTIONS[key]
     _ActorClassMethodMetadata.reset_cache()
+
+
+def write_checkpoint_snapshots_whole() -> None:
+    """In this process (Ray Train's controller), the checkpoint manager's snapshot (the list of a
+    run's checkpoints that a restarted run reads) is written to a file beside it and renamed over
+    it, on a local disk. Ray Train truncates and rewrites it in place, so a driver killed in that
+    moment left it empty, and ``redblue train --resume`` then failed in Ray Train
+    (``CheckpointManagerInitializationError: Expecting value``). An object store's upload
+    replaces an object whole already."""
+
+    def write_whole(self: CheckpointManager) -> None:
+        snapshot = self._save_state().encode("utf-8")
+        filesystem = self._storage_context.storage_filesystem
+        path = self._storage_context.checkpoint_manager_snapshot_path
+        written = f"{path}.partial" if isinstance(filesystem, LocalFileSystem) else path
+        with filesystem.open_output_stream(written) as file:
+            file.write(snapshot)
+        if written != path:
+            filesystem.move(written, path)
+
+    CheckpointManager._write_state_to_storage = write_whole  # type: ignore[method-assign]

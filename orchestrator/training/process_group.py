@@ -93,6 +93,7 @@ class BoundTorchBackend(Backend):
 
     def on_start(self, worker_group, backend_config: BackendConfig) -> None:
         assert isinstance(backend_config, BoundTorchConfig)
+        ray_internals.write_checkpoint_snapshots_whole()  # in the controller, before any report
         addr, port = worker_group.execute_single(0, ray_internals.get_address_and_port)
         worker_group.execute(set_rendezvous, addr=addr, port=port)
         worker_group.execute(ray_internals.set_torch_distributed_env_vars)

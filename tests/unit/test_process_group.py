@@ -1,6 +1,6 @@
 """The workers' process group: its rendezvous store listens on the master's address only (torch
-alone binds it to every interface); and what loads torch where: not Ray Train's controller, not
-the driver before Ray starts."""
+alone binds it to every interface); what loads torch where: not Ray Train's controller, not
+the driver before Ray starts; and the controller's checkpoint snapshot, written whole."""
 
 import json
 import subprocess
@@ -73,3 +73,45 @@ def test_the_driver_checks_a_run_before_importing_torch_or_mlflow():
         "print(sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'mlflow', 'ray'}))\n"
     )
     assert last_line(check) == "[]"
+
+
+def test_a_snapshot_write_cut_short_leaves_the_last_whole_one(tmp_path, monkeypatch):
+    """The controller is killed (with its driver) just after opening the checkpoint manager's
+    snapshot for writing: the last snapshot stays whole for ``--resume`` (Ray Train's own write
+    truncated it in place, leaving it empty)."""
+    from types import SimpleNamespace
+
+    import pytest
+    from pyarrow.fs import LocalFileSystem
+    from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import CheckpointManager
+
+    from orchestrator import ray_internals
+
+    class Killed(Exception):
+        pass
+
+    class KilledAfterOpening(LocalFileSystem):
+        def open_output_stream(self, path, *args, **kwargs):
+            super().open_output_stream(path, *args, **kwargs).close()  # truncated, not written
+            raise Killed(path)
+
+    monkeypatch.setattr(
+        CheckpointManager, "_write_state_to_storage", CheckpointManager._write_state_to_storage
+    )
+    ray_internals.write_checkpoint_snapshots_whole()
+    snapshot = tmp_path / "checkpoint_manager_snapshot.json"
+
+    def manager(filesystem, state: dict) -> SimpleNamespace:
+        storage = SimpleNamespace(
+            storage_filesystem=filesystem, checkpoint_manager_snapshot_path=str(snapshot)
+        )
+        return SimpleNamespace(_storage_context=storage, _save_state=lambda: json.dumps(state))
+
+    CheckpointManager._write_state_to_storage(manager(LocalFileSystem(), {"checkpoints": 2}))
+    assert json.loads(snapshot.read_text()) == {"checkpoints": 2}
+    with pytest.raises(Killed):
+        CheckpointManager._write_state_to_storage(manager(KilledAfterOpening(), {"checkpoints": 3}))
+    assert json.loads(snapshot.read_text()) == {"checkpoints": 2}
+    CheckpointManager._write_state_to_storage(manager(LocalFileSystem(), {"checkpoints": 3}))
+    assert json.loads(snapshot.read_text()) == {"checkpoints": 3}
+    assert [path.name for path in tmp_path.iterdir()] == [snapshot.name]
