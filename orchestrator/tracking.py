@@ -194,9 +194,12 @@ class TrackedRun:
         a table's ``preprocessing.json`` (the fitted transformation, as the model stores it)."""
         for name, document in report.artifacts.items():
             self.client.log_dict(self.run_id, document, name)
-        if report.params:
-            params = [mlflow.entities.Param(k, v) for k, v in report.params.items()]
-            self.client.log_batch(self.run_id, params=params)
+        self.log_params(report.params)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        if params:
+            batch = [mlflow.entities.Param(k, v) for k, v in params.items()]
+            self.client.log_batch(self.run_id, params=batch)
 
     @contextmanager
     def active(self) -> Iterator[None]:

@@ -6,6 +6,7 @@ ever write into one run and a resumed trial continues its own. Only this driver 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from orchestrator.config import RedblueConfig
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.sweeps.trial import in_tune_trial_folder
 from orchestrator.tracking import TrackedRun, node_tags, tracking_uri
-from orchestrator.training.worker import NODE_IDS_KEY, ZERO_STAGE_KEY
+from orchestrator.training.worker import DATA_PARAMS_KEY, NODE_IDS_KEY, ZERO_STAGE_KEY
 
 FINAL_MARKER = "test_loss"  # only the last report of a trial that ran to the end holds it
 PROGRESS_EVERY_ROUNDS = 5  # without a terminal, the table is printed this often
@@ -177,6 +178,8 @@ class SweepTracker(Callback):
         if result.get(NODE_IDS_KEY):  # the first report after its workers started
             record.run.set_tags(node_tags(str(result[NODE_IDS_KEY]).split(",")))
             record.run.set_tag("redblue.zero_stage", str(result.get(ZERO_STAGE_KEY)))
+        if result.get(DATA_PARAMS_KEY):  # its data's report, as a training run records it
+            self._log_data_params(record, json.loads(result[DATA_PARAMS_KEY]))
         metrics = trial_metrics(result)
         metric = self.cfg.sweep.metric
         if metric in metrics and math.isfinite(metrics[metric]):
@@ -196,6 +199,13 @@ class SweepTracker(Callback):
         record.run.log_metrics(metrics, step=record.rounds)
         if console.err.is_terminal or record.rounds % PROGRESS_EVERY_ROUNDS == 0:
             self._show(trials, None)
+
+    @staticmethod
+    def _log_data_params(record: TrialRecord, params: dict[str, str]) -> None:
+        """Those not logged yet: a restarted trial reports them again, and a population member
+        whose split's shares were perturbed has new sizes (MLflow keeps a param's first value)."""
+        logged = record.run.client.get_run(record.run.run_id).data.params
+        record.run.log_params({k: v for k, v in params.items() if k not in logged})
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         record = self._record(trial)

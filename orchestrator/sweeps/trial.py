@@ -29,7 +29,7 @@ from ray.util.queue import Queue
 
 from orchestrator import storage
 from orchestrator.config import RedblueConfig
-from orchestrator.streaming.plan import plan_trial
+from orchestrator.streaming.plan import describe, plan_trial
 from orchestrator.sweeps.config import Presets, config_values
 from orchestrator.training.launch import build_trainer
 from trainers.loop.plan import RunPlan
@@ -66,8 +66,9 @@ def run_trial(
     trial_id = tune.get_context().get_trial_id()
     storage_path = storage.join(sweep_dir, TRIALS_DIR)
     plan = dataclasses.replace(plan_trial(cfg), initial_state=initial_state)
+    data_params = describe(plan).params  # for the trial's MLflow run, as a run records them
     if cfg.sweep.scheduler == "pbt":
-        _run_population_member(cfg, plan, trial_id, storage_path)
+        _run_population_member(cfg, plan, trial_id, storage_path, data_params)
         return
     trainer = build_trainer(
         cfg,
@@ -76,6 +77,7 @@ def run_trial(
         name=trial_run_name(trial_id),
         storage_path=storage_path,
         callbacks=[TuneReportCallback()],
+        data_params=data_params,
     )
     trainer.fit()
 
@@ -91,7 +93,11 @@ class ForwardReports(UserCallback):
 
 
 def _run_population_member(
-    cfg: RedblueConfig, plan: RunPlan, trial_id: str, storage_path: str
+    cfg: RedblueConfig,
+    plan: RunPlan,
+    trial_id: str,
+    storage_path: str,
+    data_params: dict[str, str],
 ) -> None:
     """One start of a PBT trial: a new Train run from the checkpoint Tune hands over, if any,
     whose reports reach Tune with their checkpoints (Tune keeps a copy of each)."""
@@ -109,6 +115,7 @@ def _run_population_member(
         storage_path=storage_path,
         callbacks=[ForwardReports(reports)],
         start_from=start_from,
+        data_params=data_params,
     )
     failure: list[BaseException] = []
 

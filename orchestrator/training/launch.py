@@ -10,6 +10,7 @@ driver alone writes MLflow and the console, wherever the workers run. Checkpoint
 
 from __future__ import annotations
 
+import json
 import os
 import queue as stdlib_queue
 import threading
@@ -41,7 +42,7 @@ from orchestrator.ray_internals import (
     WorkerGroupStartupTimeoutError,
 )
 from orchestrator.training.process_group import BoundTorchConfig
-from orchestrator.training.worker import NODE_IDS_KEY, train_worker
+from orchestrator.training.worker import DATA_PARAMS_KEY, NODE_IDS_KEY, train_worker
 from trainers.log_level import library_log_level
 from trainers.loop.plan import RunPlan
 from trainers.loop.zero_stage import resolve_zero_stage
@@ -113,10 +114,12 @@ def build_trainer(
     storage_path: str,
     callbacks: list | None = None,
     start_from: Checkpoint | None = None,
+    data_params: dict[str, str] | None = None,
 ) -> DataParallelTrainer:
     """The Ray Train trainer of one run. Without an ``events`` queue (a Tune trial), workers report
     every round to Ray Train instead, for ``callbacks`` such as Tune's report callback. A run
-    given ``start_from`` (a checkpoint of another run) continues from it.
+    given ``start_from`` (a checkpoint of another run) continues from it. A trial's
+    ``data_params`` (its data report's MLflow params) come back in its first report.
 
     A worker group that cannot get its resources within ``run.start_timeout_s`` (a lost node not
     replaced) counts as a failure too, so a run ends instead of waiting forever; Ray Train reads
@@ -133,6 +136,7 @@ def build_trainer(
             "events": events,
             "log_level": library_log_level(),
             "start_from": start_from,
+            DATA_PARAMS_KEY: json.dumps(data_params) if data_params else None,
         },
         backend_config=BoundTorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 NODE_IDS_KEY = "node_ids"  # a worker group's Ray node ids (comma-separated in Tune results)
 ZERO_STAGE_KEY = "zero_stage"  # the ZeRO stage the workers train at (deepspeed.zero_stage: auto)
+DATA_PARAMS_KEY = "data_params"  # a Tune trial's data report (its MLflow params, as JSON)
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -56,6 +57,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         NODE_IDS_KEY: ",".join(node_ids),
         ZERO_STAGE_KEY: str(settings.deepspeed.zero_stage),  # a string: a tag, not a metric
     }
+    if loop_config.get(DATA_PARAMS_KEY):
+        placement[DATA_PARAMS_KEY] = loop_config[DATA_PARAMS_KEY]
 
     decided: dict[str, float] = {}
 
@@ -75,7 +78,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 send(("round", metrics))
             else:  # the queue runs puts in order: once this one is in, every round's is
                 events.put(("final", metrics))
-        # A Tune trial learns where its workers run from its first report after each start.
+        # A Tune trial learns where its workers run (and its data's report) from its first
+        # report after each start.
         reported = {**metrics, **placement} if report_every_round else metrics
         if report_every_round:  # Tune's schedulers read val_loss every round: the latest
             tune_val_loss(reported, decided)

@@ -68,6 +68,7 @@ def test_compare_interrupted_by_sigterm_then_resumed(ray_session, tmp_path, mlfl
         assert run.data.params["strategy.kind"] == named["strategy.kind"]
         assert run.data.params["strategy.clean"] == named["strategy.clean"]
         assert run.data.params["seed"] == run.data.tags["redblue.seed"]
+        assert run.data.params["data.dropped_rows"] == parent.data.params["data.dropped_rows"]
         assert "val_loss_jitter" in run.data.metrics
 
     metrics = parent.data.metrics

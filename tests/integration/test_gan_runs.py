@@ -132,6 +132,7 @@ def test_pbt_hands_a_trial_the_others_checkpoint_and_both_perturbed_rates(sweep,
     trials = children(mlflow_client, summary.parent_run_id)
     assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
     assert all("test_fd" in t.data.metrics for t in trials)
+    assert all("data.dropped_rows" in t.data.params for t in trials)  # each start reports it
     exploited = [t for t in trials if "redblue.pbt.exploits" in t.data.tags]
     assert exploited, [t.data.tags for t in trials]
     for trial in exploited:  # the discriminator's rate, perturbed by the exploit

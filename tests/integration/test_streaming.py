@@ -197,5 +197,8 @@ def test_compare_streams_each_child_and_pairs_them(ray_session, table, tmp_path,
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.params["data.streaming"] == "on"
+        assert run.data.params["data.streamed"] == "true"  # its own pass, as a run records it
+        for part in ("test", "val", "red", "blue"):
+            assert run.data.params[f"data.rows.{part}"] == parent.data.params[f"data.rows.{part}"]
         assert run.data.metrics["test_accuracy"] > 0.6, run.data.metrics
     assert "delta/test_accuracy_mean" in parent.data.metrics  # one strategy beside standard
