@@ -846,6 +846,9 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
     assert f"key {key_id(NEW_KEY)}: HTTP 200" in output and "no key: HTTP 401" in output
     assert f"127.0.0.1:{port}/models/viaproxy/v1/predict" in output
     assert OLD_KEY not in output and NEW_KEY not in output
+    # Serve's controller ends its graceful shutdown with ray.kill; Ray's report of that as a
+    # failed task is not the user's business.
+    assert "graceful_shutdown failed" not in output, output[-2000:]
     replicas = [pid for pid, title in titles.items() if "ServeReplica:viaproxy" in title]
     controllers = [pid for pid, title in titles.items() if "ServeController" in title]
     assert replicas and controllers and all(p in environs for p in replicas + controllers)
