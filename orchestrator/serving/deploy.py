@@ -185,10 +185,13 @@ def _stop_local_serve(grace_s: float = 8.0) -> None:
     # Serve's controller ends its own graceful shutdown with ray.kill, and Ray's threads in this
     # process then print "(raylet) Task ServeController.graceful_shutdown failed ..." for a
     # shutdown that went as planned: what Ray prints while it stops is not shown.
-    with open(os.devnull, "w") as hidden, contextlib.redirect_stdout(hidden):
-        with contextlib.redirect_stderr(hidden):
-            stopping.start()
-            stopping.join(grace_s)
+    with (
+        open(os.devnull, "w") as hidden,
+        contextlib.redirect_stdout(hidden),
+        contextlib.redirect_stderr(hidden),
+    ):
+        stopping.start()
+        stopping.join(grace_s)
     if stopping.is_alive():
         console.print_warning(f"Serve and Ray did not stop within {grace_s:g} s; ending them")
         import atexit
