@@ -59,6 +59,12 @@ def prepare_driver_env(address: str | None) -> None:
     """Set defaults (never overriding the user's) before ``ray`` is imported."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    # Notes the commands printed that ask nothing of the user: Ray's that token authentication
+    # is on (with how to turn it off; Redblue keeps it on), MLflow's that it creates a new SQLite
+    # database's tables and that it checks a logged model's input example.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel("ERROR")
+    for name in ("mlflow.store.db.utils", "mlflow.pyfunc"):
+        logging.getLogger(name).setLevel("WARNING")
     if not (address or os.environ.get("RAY_ADDRESS")):
         for key, value in LOCAL_ENV.items():
             os.environ.setdefault(key, value)

@@ -802,7 +802,8 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
     """`redblue deploy --check` end to end in its own local Ray, through Serve's Python proxy,
     under a route prefix, with two keys: both answer, no key is 401, and no process it started
     (Serve controller, proxy, replicas, Ray's own) has a key in its environment (the command
-    removes them before Ray starts). Nothing it started (HAProxy included) outlives it."""
+    removes them before Ray starts). Nothing it started (HAProxy included) outlives it, and it
+    prints none of Ray's notes that ask nothing of the user."""
     import psutil
 
     from orchestrator.environment import free_port
@@ -813,6 +814,7 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE")}
     env["REDBLUE_API_KEY"] = f"{OLD_KEY},{NEW_KEY}"
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_MODE", None)  # a user's shell: Ray turns token auth on by itself
     command = [str(Path(sys.executable).with_name("redblue")), "deploy"]
     command += [f"models:/viaproxy/{version}", "--check", "--json"]
     command += ["--set", "serve.ingress=proxy", "--set", f"serve.port={port}"]
@@ -849,6 +851,7 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
     # Serve's controller ends its graceful shutdown with ray.kill; Ray's report of that as a
     # failed task is not the user's business.
     assert "graceful_shutdown failed" not in output, output[-2000:]
+    assert "RAY_AUTH_MODE=disabled" not in output  # Ray's advice to turn token auth off
     replicas = [pid for pid, title in titles.items() if "ServeReplica:viaproxy" in title]
     controllers = [pid for pid, title in titles.items() if "ServeController" in title]
     assert replicas and controllers and all(p in environs for p in replicas + controllers)
