@@ -121,6 +121,13 @@ def prepare_worker_env(use_gpu: bool, log_level: str = DEFAULT_LEVEL) -> None:
 RAY_SYSTEM_CONFIG = {"num_workers_soft_limit": 16, "idle_worker_killing_time_threshold_ms": 60_000}
 
 
+# What Ray's processes print that asks nothing of the user: Ray Train's note for every run whose
+# controller ended (each trial a sweep's scheduler stops), and, on a local Ray of one node, Serve's
+# warning that HAProxy on other nodes cannot reach a proxy bound to 127.0.0.1.
+CLUSTER_NOTES = ("Detected that the Ray Train controller actor",)
+LOCAL_NOTES = ("won't accept connections from HAProxy on other nodes",)
+
+
 def connect_ray(address: str | None, cpus_needed: float) -> str:
     """Join the cluster at ``address``/``RAY_ADDRESS``, or start a local Ray on 127.0.0.1.
 
@@ -131,9 +138,12 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return f"Ray cluster at {address}" if address else "the Ray this process already joined"
+    from orchestrator.ray_internals import hide_cluster_lines
+
     if address:
         ray.init(address=address, log_to_driver=True)
         interrupt_on_sigterm()  # replaces ray.init's handler, which aborts on the spot
+        hide_cluster_lines(CLUSTER_NOTES)
         return f"Ray cluster at {address}"
     cpus = math.ceil(max(float(os.cpu_count() or 1), cpus_needed))
     # Nodes of a local Ray are never preempted; the watcher would be one more process to start.
@@ -149,6 +159,7 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
         log_to_driver=True,
     )
     interrupt_on_sigterm()  # replaces ray.init's handler, which aborts on the spot
+    hide_cluster_lines(CLUSTER_NOTES + LOCAL_NOTES)
     from orchestrator.ray_internals import start_autoscaling_coordinator
 
     # Ray Train's controller would start it and wait (about 1.3 s); here it starts beside the

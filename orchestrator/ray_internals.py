@@ -12,7 +12,8 @@ which a private function creates, and starts a Ray Data dataset manager through 
 callback even for a trainer without datasets; Ray Train's controller writes its checkpoint
 manager's snapshot in place; Ray Data records every pipeline in a statistics
 actor and keeps caches per pipeline that the streams' one-file pipelines would grow with the
-table. When Ray is upgraded, check these first.
+table; a driver prints its cluster's output through a handler of a private dispatcher. When Ray
+is upgraded, check these first.
 Importing this module imports Ray but not torch (Ray Train's controller process imports it, and
 never needs torch): the functions that run in a worker import Ray's torch integration there.
 """
@@ -30,6 +31,7 @@ from ray._private.ray_constants import (
     get_runtime_env_default_excludes,
 )
 from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE, _dir_travel, _get_excludes
+from ray._private.worker import global_worker_stdstream_dispatcher
 from ray.actor import _ActorClassMethodMetadata
 from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
     get_or_create_autoscaling_coordinator,
@@ -186,3 +188,24 @@ def write_checkpoint_snapshots_whole() -> None:
             filesystem.move(written, path)
 
     CheckpointManager._write_state_to_storage = write_whole  # type: ignore[method-assign]
+
+
+PRINT_HANDLER = "ray_print_logs"  # how ray.init(log_to_driver=True) prints the cluster's output
+
+
+def hide_cluster_lines(fragments: tuple[str, ...]) -> None:
+    """This driver prints its cluster's output (``log_to_driver``) without the lines that hold
+    one of ``fragments``, until it disconnects."""
+    dispatcher = global_worker_stdstream_dispatcher
+    printing = [handler for name, handler in dispatcher.handlers if name == PRINT_HANDLER]
+    if not printing or hasattr(printing[0], "hidden"):
+        return
+
+    def print_shown(data: dict[str, Any]) -> None:
+        lines = [line for line in data["lines"] if not any(f in line for f in fragments)]
+        if lines:
+            printing[0]({**data, "lines": lines})
+
+    print_shown.hidden = fragments  # type: ignore[attr-defined]
+    dispatcher.remove_handler(PRINT_HANDLER)
+    dispatcher.add_handler(PRINT_HANDLER, print_shown)

@@ -120,6 +120,7 @@ def test_deploy_serves_https_only_with_the_given_certificate(
     output = log.read_text()
     assert f"{base}/v1/predict" in output and f"--cacert {cert} " in output
     assert KEY not in output
+    assert "HAProxy on other nodes" not in output  # Serve's warning, for other nodes: none here
     if stop == "SIGKILL":
         assert_no_haproxy_outlives(folders, signalled)
         with pytest.raises(httpx.HTTPError):

@@ -85,3 +85,31 @@ def test_ports_chosen_together_are_distinct_and_free():
         assert len(set(ports)) == 12
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", ports[0]))  # each one could be bound
+
+
+def test_the_cluster_notes_are_hidden_and_every_other_line_printed():
+    """What a driver prints of its cluster's output (Ray's log_to_driver handler, here one that
+    records) leaves out the notes that ask nothing of the user, once however often it is asked."""
+    from orchestrator.environment import CLUSTER_NOTES, LOCAL_NOTES
+    from orchestrator.ray_internals import (
+        PRINT_HANDLER,
+        global_worker_stdstream_dispatcher,
+        hide_cluster_lines,
+    )
+
+    printed: list[list[str]] = []
+    dispatcher = global_worker_stdstream_dispatcher
+    saved = list(dispatcher.handlers)
+    dispatcher.handlers = [(PRINT_HANDLER, lambda data: printed.append(data["lines"]))]
+    try:
+        hide_cluster_lines(CLUSTER_NOTES + LOCAL_NOTES)
+        hide_cluster_lines(CLUSTER_NOTES + LOCAL_NOTES)  # a second connect_ray: wrapped once
+        assert len(dispatcher.handlers) == 1
+        pg = "Detected that the Ray Train controller actor (ab12) is dead. Cleaning up ..."
+        host = "WARNING controller 1 -- HTTPOptions.host='127.0.0.1' won't accept connections from "
+        host += "HAProxy on other nodes; cross-node routing will fail with connection refused."
+        dispatcher.emit({"lines": [pg, "round 1/2  val 0.5", host], "pid": 7, "is_err": False})
+        dispatcher.emit({"lines": [pg], "pid": 8, "is_err": True})  # nothing left to print
+    finally:
+        dispatcher.handlers = saved
+    assert printed == [["round 1/2  val 0.5"]]
