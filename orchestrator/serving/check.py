@@ -89,12 +89,12 @@ def check_requests(
         for index in range(len(inputs)):
             response = client.post(form.route, json=form.body(inputs[index : index + 1], None))
             ok &= response.status_code == 200
-            shown = _answer(form, response)
+            shown = describe_answer(form, response)
             console.out.print(f"{form.noun} {index}: HTTP {response.status_code}  {shown}")
         if not form.one_per_request:
             response = client.post(form.route, json=form.body(inputs, None))
             ok &= response.status_code == 200
-            answer = _answer(form, response)
+            answer = describe_answer(form, response)
             console.out.print(f"all {len(inputs)} rows: HTTP {response.status_code}  {answer}")
         if isinstance(truth, dict):  # a forecaster's: {target: the values that followed}
             console.out.print(f"true values that followed: {per_target(truth)}")
@@ -110,12 +110,14 @@ def check_requests(
     return ok
 
 
-def _answer(form: RequestForm, response) -> str:
+def describe_answer(form: RequestForm, response) -> str:
+    """A checked request's answer, and the model that gave it."""
     body = response.json()
     if response.status_code != 200:
         return str(body)
-    model = body["model"]
-    return f"{form.describe(body)}  (model {model['name']} v{model['version']})"
+    model = body["model"]  # a registered version, or a run's model (as ModelBundle.label says)
+    which = f"v{model['version']}" if model["version"] else f"(run {(model['run_id'] or '?')[:8]})"
+    return f"{form.describe(body)}  (model {model['name']} {which})"
 
 
 def check_inputs(bundle: ModelBundle, count: int = CHECK_ROWS) -> CheckInputs:

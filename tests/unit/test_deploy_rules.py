@@ -241,3 +241,25 @@ def test_the_key_is_printed_only_with_show_key(tmp_path, show):
     assert STRONG not in curl and f"$(cat {path})" in curl and "/digits/v1/predict" in curl
     provided = ApiKeys((STRONG,), "env", "REDBLUE_API_KEY")
     assert STRONG not in str(summary_rows(deployment, provided, show_key=True))
+
+
+@pytest.mark.parametrize(
+    "model, named",
+    [
+        ({"name": "digits", "version": "3", "run_id": "1a2b3c4d5e"}, "(model digits v3)"),
+        (
+            {"name": "digits-gan", "version": None, "run_id": "ad99c4334c"},
+            "(model digits-gan (run ad99c433))",
+        ),
+    ],
+)
+def test_a_checked_answer_names_the_version_or_the_run_that_gave_it(model, named):
+    """`deploy --check` of a registered version names it; of a run's model, the run."""
+    from types import SimpleNamespace
+
+    from orchestrator.serving.check import describe_answer
+    from serve_apps.requests.table import FORM
+
+    body = {"predictions": [0], "model": model}
+    response = SimpleNamespace(status_code=200, json=lambda: body)
+    assert describe_answer(FORM, response).endswith(named)
