@@ -104,6 +104,9 @@ def _number(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.4f}"
 
 
+NO_P_VALUE = "no p-value (a t-test needs two or more paired seeds whose differences vary)"
+
+
 def _p(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.3g}"
 
@@ -148,13 +151,22 @@ def print_comparison(
     tests = sum(1 for key, p in metrics.items() if key.endswith("_p_value") and not math.isnan(p))
     for strategy in others:
         for name in metric_names(metric):
+            p_value = metrics[delta_key(strategy, name, "p_value")]
+            tested = (
+                f"paired t-test p = {_p(p_value)}, "
+                f"Holm p = {_p(metrics[delta_key(strategy, name, 'p_holm')])}"
+                if not math.isnan(p_value)
+                else NO_P_VALUE
+            )
             console.out.print(
                 f"delta {name} ({label(strategy)} - standard): "
-                f"{metrics[delta_key(strategy, name, 'mean')]:+.4f}, paired t-test "
-                f"p = {_p(metrics[delta_key(strategy, name, 'p_value')])}, "
-                f"Holm p = {_p(metrics[delta_key(strategy, name, 'p_holm')])}"
+                f"{metrics[delta_key(strategy, name, 'mean')]:+.4f}, {tested}"
             )
-    console.out.print(f"Holm p: each p-value corrected for the {tests} tests of this comparison")
+    if tests:
+        console.out.print(
+            f"Holm p: each p-value corrected for the {tests} test{'s' * (tests > 1)} "
+            "of this comparison"
+        )
     gaps = [
         f"{label(s)} {metrics[f'{s}/gap_mean']:+.4f}" for s in order if f"{s}/gap_mean" in metrics
     ]

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from orchestrator import console
-from orchestrator.compare.report import csv_text, figure, print_comparison
+from orchestrator.compare.report import NO_P_VALUE, csv_text, figure, print_comparison
 from orchestrator.compare.run import compare_config
 from orchestrator.compare.stats import Child, holm, paired, parent_metrics, verdict
 from orchestrator.config import validate
@@ -220,3 +220,15 @@ def test_the_console_shows_every_strategy_and_a_verdict_for_each():
     assert "delta val_loss_jitter (red-blue-prune - standard)" in text
     assert "Holm p: each p-value corrected for the 5 tests" in text
     assert text.count("verdict:") == 2
+    # red-blue's test_loss minus standard's is the same on every seed: no spread, no test
+    assert f"delta test_loss (red-blue - standard): +0.0000, {NO_P_VALUE}" in text
+
+
+def test_one_seed_shows_differences_without_p_values():
+    one = [c for c in THREE if c.seed == 0 and c.strategy in ("red_blue", "standard")]
+    metrics = parent_metrics(one, "test_accuracy", ["red_blue", "standard"])
+    with console.out.capture() as captured:
+        verdicts = print_comparison(one, "test_accuracy", True, metrics, ["red_blue", "standard"])
+    text = captured.get()
+    assert text.count(NO_P_VALUE) == 3 and "nan" not in text and "Holm p:" not in text
+    assert "too few" in verdicts["red_blue"]
