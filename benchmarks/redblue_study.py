@@ -87,7 +87,8 @@ def _mean_std(metrics: dict, key: str) -> str:
 
 def _delta(metrics: dict, key: str) -> str:
     p_value = metrics.get(f"delta/{key}_p_value", math.nan)
-    return f"{metrics.get(f'delta/{key}_mean', math.nan):+.4f} (p = {p_value:.2g})"
+    tested = "no spread, no test" if math.isnan(p_value) else f"p = {p_value:.2g}"
+    return f"{metrics.get(f'delta/{key}_mean', math.nan):+.4f} ({tested})"
 
 
 def table(results: list[tuple[str, str, dict]]) -> str:
