@@ -28,6 +28,9 @@ QUIET_ENV = {
     "DO_NOT_TRACK": "1",
     "RAY_TRAIN_V2_ENABLED": "1",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow prints a run's page on a tracking server each time a run is left (several times a
+    # run here); the summary gives it once.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 

@@ -219,10 +219,18 @@ def train(
         ("wall time", f"{time.perf_counter() - started:.1f} s"),
     ]
     console.print_summary(rows, title=f"{cfg.name}: {cfg.strategy.kind} training finished")
+    if summary.tracking_uri.startswith("http"):  # a tracking server: the run's own page
+        console.out.print(f"run page: {summary.tracking_uri.rstrip('/')}/{run_page(tracked)}")
     issues = model_dir.parent / LABEL_ISSUES_FILE
     if issues.exists():
         console.print_label_issues(issues)
     return EXIT_OK, summary
+
+
+def run_page(tracked) -> str:
+    """The run's page in the MLflow UI, relative to the tracking server's address."""
+    experiment_id = tracked.client.get_run(tracked.run_id).info.experiment_id
+    return f"#/experiments/{experiment_id}/runs/{tracked.run_id}"
 
 
 def register_trained(cfg: RedblueConfig, plan: RunPlan, tracked, model_uri: str, model_dir):

@@ -301,7 +301,12 @@ def test_redblue_submit_runs_a_job_follows_it_and_exits_with_its_outcome(cluster
     done = redblue("submit", "--", "train", "job.yaml", cwd=jobs, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SUCCEEDED" in done.stderr and "training finished" in done.stdout
-    assert the_only_run(env, "submitted").info.status == "FINISHED"
+    run = the_only_run(env, "submitted")
+    assert run.info.status == "FINISHED"
+    # The run's page once, from the summary (MLflow's own line came at every end of a run).
+    page = f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert f"run page: {env['MLFLOW_TRACKING_URI']}{page}" in done.stdout
+    assert "View run" not in done.stdout
 
 
 def test_a_job_that_fails_exits_1_with_its_message(cluster):
