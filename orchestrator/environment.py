@@ -125,9 +125,14 @@ RAY_SYSTEM_CONFIG = {"num_workers_soft_limit": 16, "idle_worker_killing_time_thr
 
 
 # What Ray's processes print that asks nothing of the user: Ray Train's note for every run whose
-# controller ended (each trial a sweep's scheduler stops), and, on a local Ray of one node, Serve's
-# warning that HAProxy on other nodes cannot reach a proxy bound to 127.0.0.1.
-CLUSTER_NOTES = ("Detected that the Ray Train controller actor",)
+# controller ended (each trial a sweep's scheduler stops), its controller's error line about its
+# own preemption watcher's constructor arguments (ray-project/ray#53727) on a cluster, and, on a
+# local Ray of one node, Serve's warning that HAProxy on other nodes cannot reach a proxy bound
+# to 127.0.0.1.
+CLUSTER_NOTES = (
+    "Detected that the Ray Train controller actor",
+    "Actor with class name: 'PreemptionWatcher'",
+)
 LOCAL_NOTES = ("won't accept connections from HAProxy on other nodes",)
 
 

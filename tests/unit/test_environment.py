@@ -109,7 +109,8 @@ def test_the_cluster_notes_are_hidden_and_every_other_line_printed():
         host = "WARNING controller 1 -- HTTPOptions.host='127.0.0.1' won't accept connections from "
         host += "HAProxy on other nodes; cross-node routing will fail with connection refused."
         dispatcher.emit({"lines": [pg, "round 1/2  val 0.5", host], "pid": 7, "is_err": False})
-        dispatcher.emit({"lines": [pg], "pid": 8, "is_err": True})  # nothing left to print
+        watcher = "core_worker.cc:2465: Actor with class name: 'PreemptionWatcher' and ID: '9a'"
+        dispatcher.emit({"lines": [pg, watcher], "pid": 8, "is_err": True})  # nothing to print
     finally:
         dispatcher.handlers = saved
     assert printed == [["round 1/2  val 0.5"]]
