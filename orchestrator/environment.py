@@ -31,6 +31,9 @@ QUIET_ENV = {
     # MLflow prints a run's page on a tracking server each time a run is left (several times a
     # run here); the summary gives it once.
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # Tune's own reporter prints its configuration box, its results folder and a TensorBoard line
+    # (a folder in Ray's temporary session) whatever its verbosity; sweeps print their own.
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 
