@@ -149,11 +149,11 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return f"Ray cluster at {address}" if address else "the Ray this process already joined"
-    from orchestrator.ray_internals import hide_cluster_lines
-
     if address:
         ray.init(address=address, log_to_driver=True)
         interrupt_on_sigterm()  # replaces ray.init's handler, which aborts on the spot
+        from orchestrator.ray_internals import hide_cluster_lines
+
         hide_cluster_lines(CLUSTER_NOTES)
         return f"Ray cluster at {address}"
     cpus = math.ceil(max(float(os.cpu_count() or 1), cpus_needed))
@@ -170,9 +170,9 @@ def connect_ray(address: str | None, cpus_needed: float) -> str:
         log_to_driver=True,
     )
     interrupt_on_sigterm()  # replaces ray.init's handler, which aborts on the spot
-    hide_cluster_lines(CLUSTER_NOTES + LOCAL_NOTES)
-    from orchestrator.ray_internals import start_autoscaling_coordinator
+    from orchestrator.ray_internals import hide_cluster_lines, start_autoscaling_coordinator
 
+    hide_cluster_lines(CLUSTER_NOTES + LOCAL_NOTES)
     # Ray Train's controller would start it and wait (about 1.3 s); here it starts beside the
     # MLflow run's opening and the plan.
     threading.Thread(target=start_autoscaling_coordinator, daemon=True).start()
