@@ -39,7 +39,7 @@ from orchestrator.environment import free_port  # noqa: E402
 KEY = "benchmark-key"
 FEATURES, CLASSES = 64, 10
 DEMO_HIDDEN = [128, 64]
-WIDE_CANDIDATES = [512, 768, 1024, 1536, 2048, 3072]
+WIDE_CANDIDATES = [512, 768, 1024, 1536, 2048, 2304, 2560, 2816, 3072]  # dense: caches make steps
 CLIENTS = (1, 8, 32)
 
 

@@ -36,6 +36,14 @@ def line_hash(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(fields)).hexdigest()
 
 
+def sealed_line(fields: dict[str, Any]) -> tuple[bytes, str]:
+    """``fields`` as a log line with its ``hash`` (the canonical JSON with ``hash`` added
+    last, and a newline), and that hash: one serialization for both."""
+    body = canonical(fields)
+    digest = hashlib.sha256(body).hexdigest()
+    return body[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
+
+
 def log_files(path: Path) -> list[Path]:
     """``path`` and its rotated files, oldest first: FILE.N ... FILE.1, FILE."""
     rotated = re.compile(re.escape(path.name) + r"\.([0-9]+)")

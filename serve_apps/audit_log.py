@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from serve_apps.audit_chain import GENESIS, line_hash
+from serve_apps.audit_chain import GENESIS, sealed_line
 from serve_apps.audit_refusals import SAMPLE_PATH_BYTES, RefusalTally
 
 FIELD_BYTES = 256
@@ -29,6 +29,8 @@ LINE_BYTES = 1024  # the newline included
 def clip(value: str, limit: int = FIELD_BYTES) -> str:
     """The longest start of ``value`` that takes at most ``limit`` bytes as a JSON string
     (quotes not counted)."""
+    if 2 * len(value) <= limit and value.isascii() and value.isprintable():
+        return value  # a printable ASCII character takes at most 2 bytes (\" and \\)
     text = value[:limit]
     size = len(json.dumps(text)) - 2
     while size > limit:  # escapes: a control character takes 6 bytes, a non-ASCII one 6 or 12
@@ -113,8 +115,7 @@ class AuditLog:
             chained = {**fields, "writer": self.writer, "seq": self._seq, "prev": self._prev}
             if self._seq == 0:
                 chained["start"] = True
-            digest = line_hash(chained)
-            line = (json.dumps({**chained, "hash": digest}, separators=(",", ":")) + "\n").encode()
+            line, digest = sealed_line(chained)
             if len(line) <= LINE_BYTES:
                 return line, digest
             cuttable = [k for k, v in fields.items() if isinstance(v, str) and v]

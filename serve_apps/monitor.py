@@ -25,6 +25,7 @@ beside a canary (``redblue deploy --canary``) each version's rows and classes ar
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 import numpy as np
 from ray.serve import metrics
@@ -102,9 +103,9 @@ class ServeMetrics:
         self.rows.inc(len(predictions), tags={"version": version})
         self.batch_rows.observe(batch_rows)
         if self.target_scale is None:
-            labels, counts = np.unique(np.asarray(predictions).astype(str), return_counts=True)
-            for label, count in zip(labels, counts, strict=True):
-                self.predictions.inc(int(count), tags={"label": str(label), "version": version})
+            # A Counter: a request holds few rows, where np.unique's sort costs more.
+            for label, count in Counter(str(p) for p in np.asarray(predictions).ravel()).items():
+                self.predictions.inc(count, tags={"label": label, "version": version})
             return
         values = np.asarray(predictions, dtype=np.float64)
         mean, std = (np.asarray(part, dtype=np.float64) for part in self.target_scale)

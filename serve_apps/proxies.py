@@ -9,6 +9,7 @@ not an IP address ends the walk at the address after it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -36,6 +37,7 @@ def networks(values: Iterable[str]) -> tuple[Network, ...]:
     return tuple(parsed)
 
 
+@functools.lru_cache(maxsize=1024)  # a replica sees the same few peers and proxies again and again
 def _address(text: str) -> Address | None:
     if not text or len(text) > MAX_ADDRESS_CHARS:
         return None

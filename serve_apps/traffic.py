@@ -28,7 +28,8 @@ class TrafficSplit:
         """``canary`` or ``champion``, for the next request (and counted as answered by it)."""
         with self._lock:
             count = self.answered[CHAMPION] + self.answered[CANARY] + 1
-            steps = int(count * self.share) > int((count - 1) * self.share)
+            per, out_of = self.share.numerator, self.share.denominator  # whole numbers: cheap
+            steps = count * per // out_of > (count - 1) * per // out_of
             version = CANARY if steps else CHAMPION
             self.answered[version] += 1
             return version

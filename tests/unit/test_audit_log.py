@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.serving.deploy import AuditLogError, audit_path
 from serve_apps.audit_chain import GENESIS, line_hash, log_files, verify
-from serve_apps.audit_log import FIELD_BYTES, LINE_BYTES, AuditLog, audit_log_at
+from serve_apps.audit_log import FIELD_BYTES, LINE_BYTES, AuditLog, audit_log_at, clip
 from serve_apps.audit_refusals import MAX_SOURCES
 from serve_apps.guard import Guard, KeyRing, key_digest, key_id
 from serve_apps.proxies import Proxies
@@ -117,6 +117,14 @@ def test_every_field_is_cut_to_256_bytes_and_every_line_to_1_kib(tmp_path, big):
     assert cut["truncated"] is True and big.startswith(cut["path"]) and cut["path"]
     assert whole["path"] == "/v1/predict" and "truncated" not in whole
     assert verify([path]).broken is None
+
+
+@pytest.mark.parametrize(
+    "value", ['"' * 128, '"' * 129, "a" * 128, "a" * 300, "\x01" * 50, "é" * 60, "a\x7f" * 64, ""]
+)
+def test_a_field_keeps_its_longest_start_that_fits(value):
+    longest = max(n for n in range(len(value) + 1) if _json_size(value[:n]) <= FIELD_BYTES)
+    assert clip(value) == value[:longest]
 
 
 def test_a_request_with_7_kb_headers_writes_one_short_line(tmp_path):
