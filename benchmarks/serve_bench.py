@@ -15,7 +15,7 @@ Goals (issue 4): added p50 latency at 1 client <= 2 ms; at 32 clients on the wid
 throughput >= 1.0x the bare server. Issue 25: on the wide model at 32 clients, ONNX Runtime fp32
 replicas >= 3x the bare server's throughput and int8 replicas >= 4x; added p50 at 1 client
 <= 0.5 ms. Run: ``python benchmarks/serve_bench.py [--quick] [--ingress proxy haproxy]
-[--runtime torch onnxruntime int8] [--json out.json]``.
+[--runtime torch onnxruntime int8] [--wide WIDTH] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -359,7 +359,11 @@ def pick(results: list[dict], server: str, clients: int) -> dict:
 def run_benchmark(options) -> dict:
     timing = (1.0, 3.0) if options.quick else (2.0, 6.0)
     workdir = Path(tempfile.mkdtemp(prefix="redblue-serve-bench-"))
-    hidden, wide_ms = wide_hidden()
+    if options.wide:
+        hidden = [options.wide, options.wide]
+        wide_ms = one_row_ms(hidden)
+    else:
+        hidden, wide_ms = wide_hidden()
     models = {"demo": DEMO_HIDDEN, "wide": hidden}
     report: dict = {
         "wide_hidden": hidden,
@@ -436,6 +440,12 @@ def main() -> None:
         choices=["torch", "onnxruntime", "int8"],
         help="What the Serve replicas run: the weights in torch, the fp32 ONNX graph or the "
         "int8 one in ONNX Runtime.",
+    )
+    parser.add_argument(
+        "--wide",
+        type=int,
+        help="The wide MLP's width (both layers), instead of the candidate whose one-row forward "
+        "pass is closest to 1 ms here.",
     )
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     parser.add_argument(
