@@ -825,7 +825,7 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
     )
     started: dict[int, psutil.Process] = {}
     names: set[str] = set()
-    titles: dict[int, str] = {}
+    titles: dict[int, str] = {}  # every title a process showed (a Ray worker renames itself)
     environs: dict[int, bytes] = {}
     while run.poll() is None:
         with contextlib.suppress(psutil.Error):
@@ -833,8 +833,13 @@ def test_deploy_command_with_the_proxy_ingress(register_model, tmp_path):
                 started[child.pid] = child
                 with contextlib.suppress(psutil.Error, OSError):
                     names.add(child.name())
-                    titles[child.pid] = " ".join(child.cmdline())
-                    environs[child.pid] = Path(f"/proc/{child.pid}/environ").read_bytes()
+                    # An exiting process reads as an empty title and environment: keep what
+                    # it showed while alive.
+                    title = " ".join(child.cmdline())
+                    if title and title not in titles.get(child.pid, ""):
+                        titles[child.pid] = f"{titles.get(child.pid, '')} | {title}"
+                    if block := Path(f"/proc/{child.pid}/environ").read_bytes():
+                        environs[child.pid] = block
         time.sleep(0.5)
     log.close()
     printed = run.stdout.read() if run.stdout else ""
