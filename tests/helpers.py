@@ -333,7 +333,7 @@ def folded_in_one_process(pending, sample_rows: int):
     stats = TableStats()
     for path in pending.parts.paths:
         for keyed in keyed_batches(pending.parts, pending.layout, path):
-            stats = stats.merged(TableStats.of(keyed, pending.layout, sample_rows), sample_rows)
+            stats = stats.folded(keyed, pending.layout, sample_rows)
     return stats
 
 

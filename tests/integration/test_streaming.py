@@ -136,25 +136,32 @@ def test_a_killed_worker_resumes_mid_stream_exactly(workspace, table, streamed, 
 def test_the_pass_folds_the_files_as_one_process_would_and_names_a_bad_one(
     ray_session, workspace, table, tmp_path
 ):
-    """The statistics pass (a Ray Data task per file, folded on the driver) gives the sizes,
-    classes and moments that one process folding every batch gives; a file with an infinite
-    value fails it with a DataError that names the file."""
+    """The statistics pass (Ray Data tasks of a file each, or of every file in turn, folded
+    on the driver) gives the sizes, classes, moments and samples that one process folding every
+    batch gives; a file with an infinite value fails it with a DataError that names the file."""
     import shutil
 
     import pandas as pd
 
     from orchestrator.streaming.choice import PendingStream
     from orchestrator.streaming.plan import table_stats
+    from trainers.data.table_stats import SAMPLE_COLUMN
     from trainers.errors import DataError
 
     pending = PendingStream.open(streamed_config(workspace, table, "pass"))
-    on_ray = table_stats(pending.parts, pending.layout, 256)
     here = folded_in_one_process(pending, 256)
-    assert on_ray.rows == here.rows and on_ray.label_counts == here.label_counts
-    assert on_ray.gaps == here.gaps and on_ray.columns["color"] == here.columns["color"]
-    for name in ("a", "b", "c", "d", "flag"):
-        got, want = on_ray.columns[name].present, here.columns[name].present
-        assert (got.n, got.mean, got.m2) == pytest.approx((want.n, want.mean, want.m2)), name
+    assert len(pending.parts.paths) > 1 and max(here.rows) > 256  # a sample is a part's least
+    for tasks in (None, 1):
+        on_ray = table_stats(pending.parts, pending.layout, 256, tasks)
+        assert on_ray.rows == here.rows and on_ray.label_counts == here.label_counts
+        assert on_ray.gaps == here.gaps and on_ray.columns["color"] == here.columns["color"]
+        for name in ("a", "b", "c", "d", "flag"):
+            got, want = on_ray.columns[name].present, here.columns[name].present
+            assert (got.n, got.mean, got.m2) == pytest.approx((want.n, want.mean, want.m2)), name
+        for code, sample in here.samples.items():
+            assert len(sample) == min(256, here.rows[code]), code
+            pd.testing.assert_frame_equal(on_ray.samples[code], sample)
+            assert sample[SAMPLE_COLUMN].is_monotonic_increasing
 
     broken = tmp_path / "table"
     shutil.copytree(table, broken)

@@ -112,6 +112,27 @@ def test_streamed_and_in_memory_paths_split_and_fit_alike(table):
     assert finish(folded(wider), wider.layout).sizes == streamed.sizes  # whatever the workers
 
 
+def test_each_parts_sample_is_its_rows_of_least_sample_hash_over_the_table(table):
+    """Folded batch by batch (each batch's sample drawn below the sample so far), a part's
+    sample is its SAMPLE_ROWS rows of least sample hash over the whole table, in order."""
+    from orchestrator.streaming.rows import keyed_batches
+    from trainers.data.table_stats import SAMPLE_COLUMN, _sample_hashes
+
+    pending = PendingStream.open(config(table))
+    batches = [
+        keyed
+        for path in pending.parts.paths
+        for keyed in keyed_batches(pending.parts, pending.layout, path)
+    ]
+    hashes = np.concatenate([_sample_hashes(keyed.hashes) for keyed in batches])
+    parts = np.concatenate([keyed.parts for keyed in batches])
+    stats = folded(pending)
+    assert len(batches) > 2 and np.bincount(parts).max() > 2 * SAMPLE_ROWS
+    for code, sample in stats.samples.items():
+        least = np.sort(hashes[parts == code])[:SAMPLE_ROWS]
+        assert np.array_equal(sample[SAMPLE_COLUMN].to_numpy(), least), code
+
+
 def test_values_only_in_the_test_part_change_no_fitted_value(table, tmp_path):
     cfg = config(table)
     memory = RedblueConfig.model_validate(

@@ -146,7 +146,8 @@ def keyed_rows(
     if wanted is not None:
         chosen = wanted(hashes, parts)
         kept, hashes, parts = kept[chosen], hashes[chosen], parts[chosen]
-    frame = batch.select([*layout.feature_columns, layout.label]).take(kept).to_pandas()
+    selected = batch.select([*layout.feature_columns, layout.label])
+    frame = (selected.take(kept) if len(kept) < batch.num_rows else selected).to_pandas()
     features = frame[layout.feature_columns]
     check_declared_types(features, cfg)
     return KeyedRows(
@@ -175,16 +176,25 @@ class TableStats:
     samples: dict[int, pd.DataFrame] = field(default_factory=dict)  # part code -> rows
 
     @classmethod
-    def of(cls, rows: KeyedRows, layout: Layout, sample_rows: int) -> TableStats:
-
+    def of(
+        cls,
+        rows: KeyedRows,
+        layout: Layout,
+        sample_rows: int,
+        below: dict[int, int] | None = None,
+    ) -> TableStats:
+        """The batch's statistics; its sample of each part leaves out rows whose sample hash is
+        not ``below`` the part's bound (given: they could not enter the sample it is merged
+        into, :meth:`folded`)."""
         stats = cls(dropped_labels=rows.dropped_labels, dropped_rows=rows.dropped_rows)
         stats.rows = [int((rows.parts == code).sum()) for code in PART_NAMES]
-        stats.gaps = {name: bool(rows.features[name].isna().any()) for name in layout.kinds}
+        gaps = rows.features.isna().any()
+        stats.gaps = {name: bool(gaps[name]) for name in layout.kinds}
         pool = np.isin(rows.parts, (RED, BLUE))
-        pooled = rows.features[pool]
         medians = {n for n, rule in layout.data.features.items() if rule.missing == "median"}
         for name, kind in layout.kinds.items():
-            stats.columns[name] = _column_stats(pooled[name], name, kind, name in medians)
+            column = rows.features[name]
+            stats.columns[name] = _column_stats(column, pool, name, kind, name in medians)
         labels = rows.labels
         if layout.counts_labels:
             stats.label_counts = _counts(labels.to_numpy())
@@ -197,7 +207,11 @@ class TableStats:
         sample_hash = _sample_hashes(rows.hashes)
         for code in PART_NAMES:
             mine = np.flatnonzero(rows.parts == code)
-            chosen = mine[np.argsort(sample_hash[mine], kind="stable")[:sample_rows]]
+            if below and code in below:
+                mine = mine[sample_hash[mine] < below[code]]
+            if len(mine) > sample_rows:  # the smallest, then in order
+                mine = mine[np.argpartition(sample_hash[mine], sample_rows - 1)[:sample_rows]]
+            chosen = mine[np.argsort(sample_hash[mine], kind="stable")]
             frame = rows.features.iloc[chosen].copy()
             frame[layout.label] = rows.labels.iloc[chosen].to_numpy()
             frame[SAMPLE_COLUMN] = sample_hash[chosen]
@@ -209,10 +223,14 @@ class TableStats:
 
         samples = {}
         for code in PART_NAMES:
-            frames = [s.samples[code] for s in (self, other) if code in s.samples]
-            if frames:
-                both = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-                samples[code] = both.nsmallest(sample_rows, SAMPLE_COLUMN).reset_index(drop=True)
+            present = [s.samples[code] for s in (self, other) if code in s.samples]
+            frames = [frame for frame in present if len(frame)] or present[:1]
+            if len(frames) == 1 and len(frames[0]) <= sample_rows:
+                samples[code] = frames[0]  # in order already
+            elif frames:
+                both = pd.concat(frames, ignore_index=True)
+                order = np.argsort(both[SAMPLE_COLUMN].to_numpy(), kind="stable")[:sample_rows]
+                samples[code] = both.iloc[order].reset_index(drop=True)
         names = set(self.columns) | set(other.columns)
         return TableStats(
             rows=[a + b for a, b in zip(self.rows, other.rows, strict=True)],
@@ -229,20 +247,38 @@ class TableStats:
             samples=samples,
         )
 
+    def folded(self, rows: KeyedRows, layout: Layout, sample_rows: int) -> TableStats:
+        """These statistics with a batch's: as ``merged`` with ``of(rows)``, the batch's
+        sample drawn only from rows that can enter this one's (a full sample's largest sample
+        hash bounds it), so that a file's later batches pass few rows to pandas."""
+        bounds = {
+            code: int(frame[SAMPLE_COLUMN].iloc[-1])
+            for code, frame in self.samples.items()
+            if len(frame) >= sample_rows
+        }
+        return self.merged(TableStats.of(rows, layout, sample_rows, bounds), sample_rows)
+
     @property
     def sizes(self) -> dict[str, int]:
         return {PART_NAMES[code]: count for code, count in enumerate(self.rows)}
 
 
-def _column_stats(values: pd.Series, name: str, kind: str, keep_values: bool) -> ColumnStats:
+def _column_stats(
+    column: pd.Series, pool: np.ndarray, name: str, kind: str, keep_values: bool
+) -> ColumnStats:
+    """A column's statistics over its ``pool`` rows (the batch's types and finiteness are
+    checked already, :func:`keyed_rows`)."""
     if kind == "category":
-        keys = [category_key(v) for v in values]
+        keys = [category_key(v) for v in column[pool]]
         present = [k for k in keys if k is not None]
         return ColumnStats(missing=len(keys) - len(present), counts=_counts(np.array(present)))
-    try:
-        numbers = _numbers(values, Column(name, kind))
-    except InputError as exc:
-        raise DataError(str(exc)) from None
+    if kind == "number" and isinstance(column.dtype, np.dtype) and column.dtype.kind in "fiu":
+        numbers = column.to_numpy()[pool].astype(np.float64)  # no Series for the pool's rows
+    else:
+        try:
+            numbers = _numbers(column[pool], Column(name, kind))
+        except InputError as exc:
+            raise DataError(str(exc)) from None
     present = numbers[~np.isnan(numbers)]
     return ColumnStats(
         present=Moments.of(present),
