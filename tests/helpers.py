@@ -327,14 +327,9 @@ def loopback_s3(bucket: str):
 def folded_in_one_process(pending, sample_rows: int):
     """A streamed table's statistics (``pending``: an ``orchestrator.streaming.choice.
     PendingStream``) folded batch by batch in this process: what the Ray Data pass computes."""
-    from orchestrator.streaming.rows import keyed_batches
-    from trainers.data.table_stats import TableStats
+    from orchestrator.streaming.plan import fold
 
-    stats = TableStats()
-    for path in pending.parts.paths:
-        for keyed in keyed_batches(pending.parts, pending.layout, path):
-            stats = stats.folded(keyed, pending.layout, sample_rows)
-    return stats
+    return fold(pending.parts, pending.layout, pending.parts.paths, sample_rows)
 
 
 def write_partitioned_table(folder: Path, rows: int = 3000, seed: int = 0) -> pd.DataFrame:

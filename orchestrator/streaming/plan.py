@@ -11,6 +11,7 @@ import hashlib
 import json
 import pickle  # only this pass's own statistics, between its own tasks
 import time
+from collections.abc import Iterable
 
 from orchestrator import console
 from orchestrator.streaming.choice import PendingStream
@@ -40,19 +41,13 @@ def table_stats(
     import ray
     import ray.data
 
-    from orchestrator.streaming.rows import configure_ray_data, keyed_batches
+    from orchestrator.streaming.rows import configure_ray_data
 
     def fold_files(batch: dict) -> dict:
         """Each group's statistics, carried as their pickle (Arrow stores bytes as they are;
         an object it would convert, warning)."""
-        folded = []
-        for paths in batch["paths"]:
-            stats = TableStats()
-            for path in paths:
-                for keyed in keyed_batches(parts, layout, str(path)):
-                    stats = stats.folded(keyed, layout, sample_rows)
-            folded.append(pickle.dumps(stats))
-        return {"stats": folded}
+        folded = [fold(parts, layout, paths, sample_rows) for paths in batch["paths"]]
+        return {"stats": [pickle.dumps(stats) for stats in folded]}
 
     configure_ray_data()
     if tasks is None:
@@ -70,6 +65,17 @@ def table_stats(
             raise
         raise cause from None
     return total
+
+
+def fold(parts: Parts, layout: Layout, paths: Iterable[str], sample_rows: int) -> TableStats:
+    """The statistics of the files at ``paths``, folded batch by batch in this process."""
+    from orchestrator.streaming.rows import keyed_batches
+
+    stats = TableStats()
+    for path in paths:
+        for keyed in keyed_batches(parts, layout, str(path)):
+            stats = stats.folded(keyed, layout, sample_rows)
+    return stats
 
 
 def _data_error(exc: BaseException) -> DataError | None:
