@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -28,11 +30,22 @@ class TrainSummary:
     registered: dict[str, Any] | None = None  # --register: version, alias, reason, score
 
 
+@functools.cache
 def command_started_at() -> float:
-    """Unix time at which this process started (the user's command, for start-up figures)."""
-    import psutil
+    """Unix time at which this process started (the user's command, for start-up figures).
 
-    return psutil.Process().create_time()
+    On Linux: now, less the process's age (its start in clock ticks since boot, against the
+    time since boot). ``psutil``'s ``create_time`` adds the start to the boot time, which Linux
+    gives in whole seconds, so it can be up to a second early."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started_ticks = int(stat.read().rpartition(")")[2].split()[19])  # field 22, starttime
+            since_boot = float(uptime.read().split()[0])
+    except OSError:  # not Linux
+        import psutil
+
+        return psutil.Process().create_time()
+    return time.time() - (since_boot - started_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def run_tags(cfg: RedblueConfig) -> dict[str, str]:

@@ -9,8 +9,9 @@ model: one engine per network of its family, by the network's name
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -39,14 +40,73 @@ class Engine(Protocol):
 Replica = dict[str, Engine]
 
 
-def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+def _undecorated(method):
+    """A bound method's function without torch's decorators (each keeps the function it wraps as
+    ``__wrapped__``); called with the instance first."""
+    return inspect.unwrap(method.__func__)
+
+
+class EagerOnly:
+    """A torch optimizer whose methods run without ``torch._dynamo``.
+
+    torch wraps ``step`` to import ``torch._dynamo`` and mark graph breaks for ``torch.compile``,
+    and ``add_param_group`` (called by the constructor), ``zero_grad``, ``state_dict`` and
+    ``load_state_dict`` to import it and disable compiling inside them. Redblue never compiles an
+    optimizer, and that import is about 0.9 s of every worker's start (docs/benchmarks.md#start-up),
+    so these run the same methods undecorated: ``step`` with gradients off, as torch's wrapper
+    does for an optimizer that is not ``differentiable``.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        return _undecorated(super().step)(self, closure)  # type: ignore[misc]
+
+    def add_param_group(self, param_group):
+        return _undecorated(super().add_param_group)(self, param_group)  # type: ignore[misc]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        _undecorated(super().zero_grad)(self, set_to_none)  # type: ignore[misc]
+
+    def state_dict(self):
+        return _undecorated(super().state_dict)(self)  # type: ignore[misc]
+
+    def load_state_dict(self, state_dict) -> None:
+        _undecorated(super().load_state_dict)(self, state_dict)  # type: ignore[misc]
+
+
+class EagerAdam(EagerOnly, torch.optim.Adam):
+    pass
+
+
+class EagerAdamW(EagerOnly, torch.optim.AdamW):
+    pass
+
+
+class EagerSGD(EagerOnly, torch.optim.SGD):
+    pass
+
+
+# optim.name -> (torch's class, its eager form)
+OPTIMIZERS: dict[str, tuple[type[Any], type[Any]]] = {
+    "sgd": (torch.optim.SGD, EagerSGD),
+    "adam": (torch.optim.Adam, EagerAdam),
+    "adamw": (torch.optim.AdamW, EagerAdamW),
+}
+
+
+def build_optimizer(params, cfg: OptimConfig, *, eager: bool = True) -> torch.optim.Optimizer:
     """A torch optimizer (no JIT-compiled DeepSpeed op, so no compile at start-up), in torch's
     fused form: one kernel for every parameter's update. On CPU the default for-loop AdamW took
-    22 ms of a 72 ms step of the compute-bound MLP, the fused one 1.8 ms (docs/benchmarks.md)."""
+    22 ms of a 72 ms step of the compute-bound MLP, the fused one 1.8 ms (docs/benchmarks.md).
+
+    ``eager``: the same optimizer without ``torch._dynamo`` (``EagerOnly``). DeepSpeed's ZeRO
+    stages check the optimizer's class against torch's own (and import ``torch._dynamo``
+    there anyway), so their engines take torch's classes."""
+    torch_class, eager_class = OPTIMIZERS[cfg.name]
+    optimizer = eager_class if eager else torch_class
     if cfg.name == "sgd":
-        return torch.optim.SGD(
+        return optimizer(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True
         )
     betas = (cfg.beta1, cfg.beta2)
-    adam = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=True)
+    return optimizer(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=True)

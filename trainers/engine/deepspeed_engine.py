@@ -126,7 +126,7 @@ class DeepSpeedEngine:
         ds_logger.setLevel(library_log_level())
         for handler in ds_logger.handlers:  # its handler filters by level too
             handler.setLevel(library_log_level())
-        optimizer = build_optimizer(model.parameters(), optim)
+        optimizer = build_optimizer(model.parameters(), optim, eager=ds.zero_stage == 0)
         # DeepSpeed prints "... shm_comm_op built successfully" at every load of its prebuilt op.
         with contextlib.redirect_stdout(io.StringIO()):
             self.engine, _, _, _ = deepspeed.initialize(
