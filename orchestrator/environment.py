@@ -139,6 +139,16 @@ CLUSTER_NOTES = (
 LOCAL_NOTES = ("won't accept connections from HAProxy on other nodes",)
 
 
+def starts_local_ray(address: str | None) -> bool:
+    """Whether :func:`connect_ray` will start a local Ray (seconds of work in other processes,
+    beside which this one can import what it needs later)."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return False
+    import ray
+
+    return not ray.is_initialized()
+
+
 def connect_ray(address: str | None, cpus_needed: float) -> str:
     """Join the cluster at ``address``/``RAY_ADDRESS``, or start a local Ray on 127.0.0.1.
 

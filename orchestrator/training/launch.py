@@ -42,10 +42,9 @@ from orchestrator.ray_internals import (
     WorkerGroupStartupTimeoutError,
 )
 from orchestrator.training.process_group import BoundTorchConfig
-from orchestrator.training.worker import DATA_PARAMS_KEY, NODE_IDS_KEY, train_worker
+from orchestrator.training.worker import DATA_PARAMS_KEY, MODEL_KEY, NODE_IDS_KEY, train_worker
 from trainers.log_level import library_log_level
 from trainers.loop.plan import RunPlan
-from trainers.loop.zero_stage import resolve_zero_stage
 
 EVENT_POLL_S = 0.2
 # How often Ray Train's controller collects the workers' reports (its default: 2 s). A worker
@@ -127,12 +126,12 @@ def build_trainer(
     its controller.
     """
     os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(cfg.run.start_timeout_s)
-    plan, _ = resolve_zero_stage(plan, cfg.model.model_dump(), cfg.scaling.num_workers)
     os.environ.setdefault(HEALTH_CHECK_INTERVAL_S_ENV_VAR, str(CONTROLLER_POLL_S))
     return TrainerWithoutIdleDatasets(
         train_worker,
         train_loop_config={
             "plan": ray.put(plan.for_workers()),
+            MODEL_KEY: cfg.model.model_dump(),  # the workers choose deepspeed.zero_stage: auto
             "events": events,
             "log_level": library_log_level(),
             "start_from": start_from,

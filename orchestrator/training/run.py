@@ -17,7 +17,6 @@ from orchestrator.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID,
 from orchestrator.streaming.choice import PendingStream
 from orchestrator.streaming.plan import plan_or_refuse
 from trainers.loop.plan import RunPlan
-from trainers.loop.zero_stage import resolve_zero_stage
 
 
 @dataclass
@@ -87,13 +86,17 @@ def train(
     run (:mod:`orchestrator.training.resume`).
 
     ``cfg``'s paths are absolute (:func:`orchestrator.config.resolve_paths`)."""
-    from orchestrator.environment import connect_ray_while, leave_ray_job_folder
+    from orchestrator.environment import connect_ray_while, leave_ray_job_folder, starts_local_ray
 
     leave_ray_job_folder()
+    preload_torch = starts_local_ray(address)
 
     def open_run():
-        # torch, Ray Train and MLflow load here, while Ray starts (about 2.5 s of imports).
-        import orchestrator.evaluation  # noqa: F401  (torch, for the trained model's report)
+        # Ray Train and MLflow load here, while Ray starts (about 1.4 s of imports), and torch
+        # (0.9 s) for the trained model's report when a local Ray is starting: the driver does
+        # not use it before training, so a run on a running Ray loads it after its workers'.
+        if preload_torch:
+            import orchestrator.evaluation  # noqa: F401
         from orchestrator.tracking import TrackedRun
         from orchestrator.training import launch  # noqa: F401
         from orchestrator.training.resume import reopen
@@ -111,6 +114,7 @@ def train(
     from orchestrator.lineage import record_data
     from orchestrator.tracking import download_final_model, node_tags, ray_run_name, ui_command
     from orchestrator.training.launch import run_training
+    from orchestrator.training.worker import ZERO_REASON_KEY, ZERO_STAGE_KEY
     from trainers.spec import LABEL_ISSUES_FILE
 
     console.err.print(
@@ -142,6 +146,11 @@ def train(
         console.print_round(metrics, num_rounds, clock)
 
     def on_event(kind: str, payload: dict) -> None:
+        if kind == "started" and payload["attempt"] == 1:
+            stage, why = payload[ZERO_STAGE_KEY], payload[ZERO_REASON_KEY]
+            tracked.set_tags({"redblue.zero_stage": str(stage), "redblue.zero_stage_reason": why})
+            if cfg.deepspeed.zero_stage == "auto":
+                console.err.print(f"the workers train at ZeRO-{stage} ({why})")
         if resume_run_id and kind == "started" and payload["attempt"] == 1:
             console.err.print(f"resuming at round {int(payload['round']) + 1}, its last checkpoint")
         if kind == "started" and payload["attempt"] > 1:
@@ -162,12 +171,11 @@ def train(
         if ray_problem is not None:
             raise ray_problem
         assert not isinstance(plan, PendingStream)
-        plan, why = resolve_zero_stage(plan, cfg.model.model_dump(), cfg.scaling.num_workers)
-        stage = plan.loop.deepspeed.zero_stage
-        tracked.set_tags({"redblue.zero_stage": str(stage), "redblue.zero_stage_reason": why})
+        stage = cfg.deepspeed.zero_stage  # auto: the workers choose, and say (on_event)
+        zero = "ZeRO auto" if stage == "auto" else f"ZeRO-{stage}"
         console.err.print(
             f"training on {where}: {cfg.strategy.kind}, {cfg.scaling.num_workers} DeepSpeed "
-            f"worker(s) x {cfg.scaling.cpus_per_worker:g} CPU(s), ZeRO-{stage} ({why}), "
+            f"worker(s) x {cfg.scaling.cpus_per_worker:g} CPU(s), {zero}, "
             f"{num_rounds} rounds of "
             f"{sum(plan.rounds.steps_per_replica.values())} steps; training losses "
             f"{train_loss_weighting(cfg)}"

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 NODE_IDS_KEY = "node_ids"  # a worker group's Ray node ids (comma-separated in Tune results)
 ZERO_STAGE_KEY = "zero_stage"  # the ZeRO stage the workers train at (deepspeed.zero_stage: auto)
+ZERO_REASON_KEY = "zero_stage_reason"  # why: "configured", or what auto chose it for
+MODEL_KEY = "model"  # the config's model section: auto's stage depends on it too
 DATA_PARAMS_KEY = "data_params"  # a Tune trial's data report (its MLflow params, as JSON)
 
 
@@ -37,11 +39,16 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from trainers.engine.clock import RunClock
     from trainers.engine.deepspeed_engine import DeepSpeedEngine
     from trainers.loop.trainer import Trainer, TrainingDiverged, build_replicas
+    from trainers.loop.zero_stage import resolve_zero_stage
 
     events: Queue | None = loop_config["events"]
     report_every_round = events is None
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    # Each worker decides deepspeed.zero_stage: auto as every other does (it counts the model's
+    # parameters with torch, which the driver need not import before the workers start).
+    plan, zero_reason = resolve_zero_stage(plan, loop_config[MODEL_KEY], world_size)
+    settings = plan.loop
 
     def make_engine(model, name: str, clock: RunClock, optim: OptimConfig) -> DeepSpeedEngine:
         return DeepSpeedEngine(
@@ -98,7 +105,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             trainer.restore(Path(directory))
     if rank == 0 and events is not None:
-        events.put(("started", {"round": float(trainer.state.next_round), NODE_IDS_KEY: node_ids}))
+        started = {"round": float(trainer.state.next_round), NODE_IDS_KEY: node_ids}
+        zero = {ZERO_STAGE_KEY: settings.deepspeed.zero_stage, ZERO_REASON_KEY: zero_reason}
+        events.put(("started", started | zero))
     try:
         trainer.run()
     except TrainingDiverged as exc:  # deterministic: retrying would diverge again
