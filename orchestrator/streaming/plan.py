@@ -28,16 +28,22 @@ from trainers.tasks.base import DataReport
 from trainers.tasks.table import table_spec
 
 TASKS_PER_CPU = 4  # the pass's tasks per CPU of the cluster (each folds a share of the files)
+PROGRESS_EVERY_S = 10.0  # a long pass says how far it is, at most this often
 
 
 def table_stats(
-    parts: Parts, layout: Layout, sample_rows: int, tasks: int | None = None
+    parts: Parts,
+    layout: Layout,
+    sample_rows: int,
+    tasks: int | None = None,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> TableStats:
     """Every file's statistics, folded by Ray Data tasks where the files are, then on the
     driver as they arrive; DataError from a task (a bad value in row 90,000) comes back as
     itself. Each task folds a share of the files in turn (``tasks`` of them; by default
     TASKS_PER_CPU for each CPU of the cluster, at most one per file): a task costs about 0.2 s
-    of scheduling, and a 1M-row file about 0.4 s of a core."""
+    of scheduling, and a 1M-row file about 0.4 s of a core. A pass that takes longer than
+    ``progress_every_s`` prints how many files it has folded, that often."""
     import ray
     import ray.data
 
@@ -56,15 +62,39 @@ def table_stats(
     groups = [{"paths": list(parts.paths[start::tasks])} for start in range(tasks)]
     files = ray.data.from_items(groups, override_num_blocks=len(groups))
     total = TableStats()
+    progress = _Progress(len(parts.paths), progress_every_s)
     try:
-        for row in files.map_batches(fold_files, batch_size=1).iter_rows():
+        # In the groups' order (configure_ray_data preserves it).
+        folded = files.map_batches(fold_files, batch_size=1).iter_rows()
+        for group, row in zip(groups, folded, strict=True):
             total = total.merged(pickle.loads(row["stats"]), sample_rows)
+            progress.folded(len(group["paths"]), sum(total.rows))
     except Exception as exc:
         cause = _data_error(exc)
         if cause is None:
             raise
         raise cause from None
     return total
+
+
+class _Progress:
+    """The pass's progress line: files and rows folded, and about how long is left."""
+
+    def __init__(self, files: int, every_s: float) -> None:
+        self.files, self.every_s, self.done = files, every_s, 0
+        self.started = self.said = time.perf_counter()
+
+    def folded(self, files: int, rows: int) -> None:
+        self.done += files
+        now = time.perf_counter()
+        if now - self.said < self.every_s:
+            return
+        self.said, elapsed = now, now - self.started
+        left = elapsed * (self.files - self.done) / self.done
+        console.err.print(
+            f"  {self.done} of {self.files} files folded, {rows:,} rows ({elapsed:.0f} s; about "
+            f"{left:.0f} s left)"
+        )
 
 
 def fold(parts: Parts, layout: Layout, paths: Iterable[str], sample_rows: int) -> TableStats:

@@ -151,8 +151,9 @@ def train(
             tracked.set_tags({"redblue.zero_stage": str(stage), "redblue.zero_stage_reason": why})
             if cfg.deepspeed.zero_stage == "auto":
                 console.err.print(f"the workers train at ZeRO-{stage} ({why})")
-        if resume_run_id and kind == "started" and payload["attempt"] == 1:
-            console.err.print(f"resuming at round {int(payload['round']) + 1}, its last checkpoint")
+            if resume_run_id:
+                round_number = int(payload["round"]) + 1
+                console.err.print(f"resuming at round {round_number}, its last checkpoint")
         if kind == "started" and payload["attempt"] > 1:
             restarts = int(payload["attempt"]) - 1
             tracked.set_tag("redblue.restarts", str(restarts))  # recorded as it happens

@@ -134,11 +134,12 @@ def test_a_killed_worker_resumes_mid_stream_exactly(workspace, table, streamed, 
 
 
 def test_the_pass_folds_the_files_as_one_process_would_and_names_a_bad_one(
-    ray_session, workspace, table, tmp_path
+    ray_session, workspace, table, tmp_path, capsys
 ):
     """The statistics pass (Ray Data tasks of a file each, or of every file in turn, folded
     on the driver) gives the sizes, classes, moments and samples that one process folding every
-    batch gives; a file with an infinite value fails it with a DataError that names the file."""
+    batch gives, and says how far it is; a file with an infinite value fails it with a
+    DataError that names the file."""
     import shutil
 
     import pandas as pd
@@ -152,7 +153,11 @@ def test_the_pass_folds_the_files_as_one_process_would_and_names_a_bad_one(
     here = folded_in_one_process(pending, 256)
     assert len(pending.parts.paths) > 1 and max(here.rows) > 256  # a sample is a part's least
     for tasks in (None, 1):
-        on_ray = table_stats(pending.parts, pending.layout, 256, tasks)
+        capsys.readouterr()
+        on_ray = table_stats(pending.parts, pending.layout, 256, tasks, progress_every_s=0.0)
+        files, rows = len(pending.parts.paths), sum(here.rows)
+        said = capsys.readouterr().err
+        assert f"{files} of {files} files folded, {rows:,} rows" in said, said
         assert on_ray.rows == here.rows and on_ray.label_counts == here.label_counts
         assert on_ray.gaps == here.gaps and on_ray.columns["color"] == here.columns["color"]
         for name in ("a", "b", "c", "d", "flag"):
