@@ -109,7 +109,6 @@ def train(
     tracked, where, ray_problem = connect_ray_while(
         open_run, address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     )
-    from orchestrator.evaluation import log_evaluation
     from orchestrator.generation_report import log_samples
     from orchestrator.lineage import record_data
     from orchestrator.tracking import download_final_model, node_tags, ray_run_name, ui_command
@@ -197,6 +196,8 @@ def train(
         tracked.log_metrics(result.final_metrics, step=num_rounds)
         model_dir = download_final_model(result.checkpoint)
         model_uri = tracked.log_model(model_dir, plan.model_sample())
+        from orchestrator.evaluation import log_evaluation  # torch: after the workers'
+
         log_evaluation(tracked, model_dir, plan)
         tracked.finish()
     except KeyboardInterrupt:

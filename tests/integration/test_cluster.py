@@ -152,10 +152,10 @@ def test_a_missing_bucket_is_refused_before_ray_starts(cluster):
 
 
 @pytest.fixture(scope="module")
-def spread(cluster) -> subprocess.CompletedProcess:
+def spread(cluster) -> tuple[subprocess.CompletedProcess, list[str]]:
     """`redblue train` of the experiment ``spread`` over the cluster's 3 nodes (auto workers:
     one a node), its checkpoints in the S3 store (once for the module: the tests below use its
-    run)."""
+    run). The driver reports each import it makes (``PYTHONPROFILEIMPORTTIME``)."""
     folder, env, _ = cluster
     config = config_file(
         folder,
@@ -164,11 +164,15 @@ def spread(cluster) -> subprocess.CompletedProcess:
         "scaling: {num_workers: auto, cpus_per_worker: auto}\n"
         f"run: {{storage_path: 's3://{BUCKET}/runs'}}\n",  # shared storage every node reaches
     )
-    return redblue("train", str(config), cwd=folder, env=env)
+    done = redblue("train", str(config), cwd=folder, env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    lines = done.stderr.splitlines()  # in order, the imports' lines included
+    said = "\n".join(line for line in lines if not line.startswith("import time:"))
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout, said), lines
 
 
 def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster, spread):
     _, env, _ = cluster
+    spread, _ = spread
     assert spread.returncode == 0, spread.stderr[-3000:]
     assert s3_checkpoints(env, "runs/spread-")
     run = the_only_run(env, "spread")
@@ -179,6 +183,15 @@ def test_training_spreads_over_the_nodes_and_logs_to_the_tracking_server(cluster
     assert run.data.metrics["test_accuracy"] > 0.5
 
 
+def test_the_driver_imports_torch_only_after_its_workers_start(spread):
+    """On a running Ray the driver starts the workers without importing torch (0.9 s): they
+    choose deepspeed.zero_stage: auto, and it loads torch for the model's report at the end."""
+    _, lines = spread
+    started = next(i for i, line in enumerate(lines) if line.startswith("the workers train at"))
+    torch = [i for i, line in enumerate(lines) if re.search(r"\|\s+torch$", line)]
+    assert torch and torch[0] > started, lines[started]
+
+
 def test_deploy_to_the_cluster_returns_and_the_endpoint_answers(cluster, spread):
     """`redblue deploy` with RAY_ADDRESS deploys the model of the run ``spread`` trained on the
     cluster, and returns; the endpoint keeps answering after the command exited."""
@@ -187,6 +200,7 @@ def test_deploy_to_the_cluster_returns_and_the_endpoint_answers(cluster, spread)
     from orchestrator.environment import free_port
 
     folder, env, dashboard = cluster
+    spread, _ = spread
     assert spread.returncode == 0, spread.stderr[-3000:]
     model = f"runs:/{the_only_run(env, 'spread').info.run_id}/model"
     port, key = free_port(), "a-test-key-for-the-cluster-deployment"
