@@ -4,14 +4,16 @@ guards it (:mod:`orchestrator.mlflow_auth`)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import typer
 
 from orchestrator import console, mlflow_auth
-from orchestrator.environment import prepare_driver_env, state_root
-from orchestrator.exit_codes import EXIT_INVALID
+from orchestrator.environment import interrupt_on_sigterm, prepare_driver_env, state_root
+from orchestrator.exit_codes import EXIT_INTERRUPTED, EXIT_INVALID
 
 
 def ui(
@@ -60,4 +62,27 @@ def serve_ui(host: str, port: int, auth: bool = False) -> int:
         folder = state_root() / ".redblue" / "mlflow-auth"
         env.update(mlflow_auth.server_env(folder, password))
         command += mlflow_auth.APP_ARGUMENTS
-    return subprocess.call(command, env=env)
+    interrupt_on_sigterm()
+    # Its own process group, stopped whole: `mlflow ui` runs the server as a child of its own,
+    # which a signal to this process alone (not the terminal's Ctrl-C) would leave running.
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        stop_group(server)
+
+
+def stop_group(leader: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to every process of ``leader``'s group, SIGKILL to any left after ``grace_s``."""
+    deadline = time.monotonic() + grace_s
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(leader.pid, signum)
+            while time.monotonic() < deadline:
+                leader.poll()  # reaped: a zombie leader would keep its group alive
+                os.killpg(leader.pid, 0)  # ProcessLookupError once no process of it is left
+                time.sleep(0.1)
+        except ProcessLookupError:
+            return

@@ -23,7 +23,8 @@ PASSWORD = "a-ui-test-admin-password"
 @pytest.mark.parametrize("auth", [False, True], ids=["open", "auth"])
 def test_the_ui_serves_the_tracking_store_on_loopback_only(tmp_path, auth):
     """On loopback; with --auth, MLflow's basic-auth app: 401 without the admin's login (API and
-    pages), 200 with it, and its user store private to its owner."""
+    pages), 200 with it, and its user store private to its owner; stopped, nothing of it is
+    left running."""
     import stat
 
     from mlflow.tracking import MlflowClient
@@ -78,3 +79,7 @@ def test_the_ui_serves_the_tracking_store_on_loopback_only(tmp_path, auth):
         except subprocess.TimeoutExpired:
             ui.kill()
             ui.wait()
+    # A signal to `redblue ui` alone (not the terminal's to its whole group) stops the MLflow
+    # server it started too: `mlflow ui` runs it as a child process of its own.
+    left = [p for p in tree[1:] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert len(tree) > 2 and not left, left
