@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -144,9 +145,8 @@ def starts_local_ray(address: str | None) -> bool:
     beside which this one can import what it needs later)."""
     if address or os.environ.get("RAY_ADDRESS"):
         return False
-    import ray
-
-    return not ray.is_initialized()
+    ray = sys.modules.get("ray")  # not imported: not initialized either (and not imported here)
+    return ray is None or not ray.is_initialized()
 
 
 def connect_ray(address: str | None, cpus_needed: float) -> str:
