@@ -63,6 +63,7 @@ def serve_ui(host: str, port: int, auth: bool = False) -> int:
         env.update(mlflow_auth.server_env(folder, password))
         command += mlflow_auth.APP_ARGUMENTS
     interrupt_on_sigterm()
+    signal.signal(signal.SIGHUP, signal.getsignal(signal.SIGTERM))  # its terminal closed
     # Its own process group, stopped whole: `mlflow ui` runs the server as a child of its own,
     # which a signal to this process alone (not the terminal's Ctrl-C) would leave running.
     server = subprocess.Popen(command, env=env, start_new_session=True)

@@ -73,7 +73,7 @@ def test_the_ui_serves_the_tracking_store_on_loopback_only(tmp_path, auth):
         }
         assert listening == {"127.0.0.1"}, listening
     finally:
-        ui.send_signal(signal.SIGINT)
+        ui.send_signal(signal.SIGHUP if auth else signal.SIGINT)  # its terminal closed, or Ctrl-C
         try:
             ui.wait(timeout=30)
         except subprocess.TimeoutExpired:
