@@ -33,8 +33,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     # The plan's arrays come read-only from the object store, shared by the node's workers (the
     # loop never writes them): one copy of the table a node, not one a worker.
     plan: RunPlan = ray.get(loop_config["plan"])
-    settings = plan.loop
-    prepare_worker_env(settings.use_gpu, loop_config["log_level"])
+    prepare_worker_env(plan.loop.use_gpu, loop_config["log_level"])
     from trainers.config import OptimConfig
     from trainers.engine.clock import RunClock
     from trainers.engine.deepspeed_engine import DeepSpeedEngine
